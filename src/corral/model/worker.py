@@ -1,0 +1,59 @@
+"""Worker states as in SimpleTuner's guide, worker types and API roles."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from corral.model.errors import IllegalTransition
+
+
+class WorkerStatus(StrEnum):
+    CONNECTING = "connecting"  # registered, stream not open yet
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+class WorkerType(StrEnum):
+    EPHEMERAL = "ephemeral"  # exits after one job
+    PERSISTENT = "persistent"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2}
+
+_C, _I, _B, _D, _O = (
+    WorkerStatus.CONNECTING,
+    WorkerStatus.IDLE,
+    WorkerStatus.BUSY,
+    WorkerStatus.DRAINING,
+    WorkerStatus.OFFLINE,
+)
+WORKER_TRANSITIONS: dict[tuple[WorkerStatus, WorkerStatus], str] = {
+    (_O, _C): "registered",
+    (_C, _C): "registered again",
+    (_I, _C): "registered again",
+    (_B, _C): "registered again",
+    (_C, _I): "stream open, nothing running",
+    (_C, _B): "stream open, attempts running",
+    (_I, _B): "took a job",
+    (_B, _I): "all its jobs ended",
+    (_C, _D): "drain asked",
+    (_I, _D): "drain asked",
+    (_B, _D): "drain asked",
+    (_C, _O): "left or timed out",
+    (_I, _O): "left or timed out",
+    (_B, _O): "left or timed out",
+    (_D, _O): "left or timed out",
+}
+
+
+def check_worker_transition(frm: WorkerStatus, to: WorkerStatus) -> None:
+    if (frm, to) not in WORKER_TRANSITIONS:
+        raise IllegalTransition(f"worker cannot go from {frm} to {to}")

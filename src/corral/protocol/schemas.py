@@ -1,0 +1,236 @@
+"""Request, response and event schemas shared by the coordinator, the worker and the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.model import JobState, WorkerStatus, WorkerType
+
+__all__ = [
+    "AttemptRef",
+    "AttemptReport",
+    "Event",
+    "GpuInfo",
+    "HeartbeatRequest",
+    "HeartbeatResponse",
+    "JobAssign",
+    "JobCancel",
+    "JobList",
+    "JobSubmit",
+    "JobView",
+    "LogBatch",
+    "Problem",
+    "ProblemField",
+    "RegisterRequest",
+    "RegisterResponse",
+    "ReportAck",
+    "WorkerCreate",
+    "WorkerCreated",
+    "WorkerDrain",
+    "WorkerList",
+    "WorkerView",
+]
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
+Labels = dict[LabelKey, Annotated[str, Field(max_length=200)]]
+
+
+class _Wire(BaseModel):
+    # Unknown fields are refused so that a typo is a 422, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- worker -> coordinator -------------------------------------------------
+
+
+class GpuInfo(_Wire):
+    index: int = Field(ge=0)
+    name: str
+    memory_bytes: int = Field(ge=0)
+    uuid: str | None = None
+
+
+class AttemptRef(_Wire):
+    job_id: str
+    attempt: int = Field(ge=1)
+
+
+class RegisterRequest(_Wire):
+    name: Name | None = None
+    hostname: str = ""
+    cpu_count: int = Field(default=1, ge=0)
+    memory_bytes: int = Field(default=0, ge=0)
+    gpus: list[GpuInfo] = []
+    labels: Labels = {}
+    slots: int = Field(default=1, ge=1, le=1024, description="jobs it runs at once")
+    persistent: bool = False
+    running: list[AttemptRef] = Field(default=[], description="attempts it is still running")
+    version: str = ""
+
+
+class RegisterResponse(_Wire):
+    worker_id: str
+    name: str
+    heartbeat_interval_s: float
+    keep: list[AttemptRef] = Field(description="running attempts that are still current")
+    stop: list[AttemptRef] = Field(description="running attempts to kill: no longer current")
+
+
+class HeartbeatRequest(_Wire):
+    running: list[AttemptRef] = []
+    cpu_percent: float | None = None
+    memory_used_bytes: int | None = None
+
+
+class HeartbeatResponse(_Wire):
+    status: WorkerStatus
+    stop: list[AttemptRef] = []
+
+
+class AttemptReport(_Wire):
+    """POST /api/workers/job/{id}/status: an attempt started or ended."""
+
+    attempt: int = Field(ge=1)
+    status: Literal["running", "succeeded", "failed", "timed_out", "cancelled"]
+    exit_code: int | None = None
+    error: str | None = Field(default=None, max_length=10_000)
+    result: dict[str, Any] | None = None
+
+
+class ReportAck(_Wire):
+    job_id: str
+    state: JobState
+
+
+class LogBatch(_Wire):
+    """POST /api/workers/job/{id}/logs: the next piece of an attempt's output."""
+
+    attempt: int = Field(ge=1)
+    seq: int = Field(ge=0, description="batch number within the attempt; repeats are ignored")
+    data: str = Field(max_length=4_000_000)
+
+
+# ---- coordinator -> worker (SSE on /api/workers/stream) --------------------
+
+
+class JobAssign(_Wire):
+    type: Literal["job.assign"] = "job.assign"
+    job_id: str
+    attempt: int
+    name: str
+    kind: str = "command"
+    command: list[str]
+    env: dict[str, str] = {}
+    timeout_s: float | None = None
+    gpus: int = 0
+
+
+class JobCancel(_Wire):
+    type: Literal["job.cancel"] = "job.cancel"
+    job_id: str
+    attempt: int
+    reason: str = "cancelled"
+
+
+class WorkerDrain(_Wire):
+    type: Literal["worker.drain"] = "worker.drain"
+
+
+Event = Annotated[JobAssign | JobCancel | WorkerDrain, Field(discriminator="type")]
+
+
+# ---- users -> coordinator ---------------------------------------------------
+
+
+class JobSubmit(_Wire):
+    name: Name | None = None
+    kind: str = "command"
+    command: list[str] = Field(min_length=1, max_length=10_000)
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    worker_labels: Labels = Field(default={}, description="label -> glob the worker must match")
+    gpus: int = Field(default=0, ge=0, le=64)
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+    max_retries: int = Field(
+        default=3, ge=0, le=100, description="retries of lost or timed-out attempts"
+    )
+    timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
+
+
+class JobView(BaseModel):
+    id: str
+    name: str
+    state: JobState
+    kind: str
+    command: list[str]
+    worker_labels: dict[str, str]
+    gpus: int
+    priority: int
+    max_retries: int
+    timeout_s: float | None
+    attempt: int = Field(description="current attempt number; 0 before the first")
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    error: str | None
+    result: dict[str, Any] | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None = None
+
+
+class WorkerCreate(_Wire):
+    name: Name
+    worker_type: WorkerType = WorkerType.EPHEMERAL
+    labels: Labels = {}
+
+
+class WorkerCreated(BaseModel):
+    id: str
+    worker_id: str
+    name: str
+    token: str = Field(description="shown only once")
+
+
+class WorkerView(BaseModel):
+    id: str
+    name: str
+    status: WorkerStatus
+    worker_type: WorkerType
+    labels: dict[str, str]
+    hostname: str | None
+    cpu_count: int | None
+    memory_bytes: int | None
+    gpu_count: int
+    gpus: list[GpuInfo]
+    slots: int
+    running: int
+    last_heartbeat: datetime | None
+    created_at: datetime
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerView]
+
+
+class ProblemField(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """application/problem+json (RFC 9457)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[ProblemField] = []
