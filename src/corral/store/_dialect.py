@@ -1,0 +1,15 @@
+"""The one place where SQLite and PostgreSQL differ in what we write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def insert_ignore(conn: AsyncConnection, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING, for idempotent writes."""
+    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return mod.insert(table).on_conflict_do_nothing()

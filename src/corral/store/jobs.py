@@ -1,0 +1,146 @@
+"""Job and attempt queries. Every state change is a guarded UPDATE … WHERE state = :expected."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from corral.model import ACTIVE_JOB_STATES, JobState, WorkerStatus, check_job_transition
+from corral.store.tables import attempts, jobs, workers
+
+_ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
+
+
+async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(jobs.insert().values(**values))
+
+
+async def get(conn: AsyncConnection, tenant_id: str, job_id: str) -> RowMapping | None:
+    q = select(jobs).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+    return (await conn.execute(q)).mappings().first()
+
+
+async def by_idempotency_key(conn: AsyncConnection, tenant_id: str, key: str) -> RowMapping | None:
+    q = select(jobs).where(jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key == key)
+    return (await conn.execute(q)).mappings().first()
+
+
+async def page(
+    conn: AsyncConnection,
+    tenant_id: str,
+    *,
+    states: Collection[str] = (),
+    worker_id: str | None = None,
+    limit: int = 100,
+    before: tuple[datetime, str] | None = None,
+) -> Sequence[RowMapping]:
+    """Newest first; ``before`` is the (created_at, id) of the last row of the previous page."""
+    q = select(jobs).where(jobs.c.tenant_id == tenant_id)
+    if states:
+        q = q.where(jobs.c.state.in_(list(states)))
+    if worker_id:
+        q = q.where(jobs.c.worker_id == worker_id)
+    if before:
+        at, jid = before
+        q = q.where(or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < jid)))
+    q = q.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+    return (await conn.execute(q)).mappings().all()
+
+
+async def transition(
+    conn: AsyncConnection,
+    job_id: str,
+    expected: JobState,
+    to: JobState,
+    *,
+    attempt: int | None = None,
+    **values: Any,
+) -> bool:
+    """Move one job from ``expected`` to ``to``; False when someone else moved it first."""
+    check_job_transition(expected, to)
+    q = update(jobs).where(jobs.c.id == job_id, jobs.c.state == expected.value)
+    if attempt is not None:
+        q = q.where(jobs.c.attempt == attempt)
+    res = await conn.execute(q.values(state=to.value, **values))
+    return res.rowcount == 1
+
+
+async def ready(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[RowMapping]:
+    """Queued jobs whose backoff has passed, in claim order."""
+    q = (
+        select(
+            jobs.c.id,
+            jobs.c.tenant_id,
+            jobs.c.priority,
+            jobs.c.gpus,
+            jobs.c.worker_labels,
+            jobs.c.attempt,
+        )
+        .where(
+            jobs.c.state == JobState.QUEUED.value,
+            or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+        .limit(limit)
+    )
+    return (await conn.execute(q)).mappings().all()
+
+
+async def next_not_before(conn: AsyncConnection) -> datetime | None:
+    q = select(func.min(jobs.c.not_before)).where(jobs.c.state == JobState.QUEUED.value)
+    return (await conn.execute(q)).scalar_one_or_none()
+
+
+async def load_by_worker(conn: AsyncConnection) -> dict[str, tuple[int, int]]:
+    """worker_id -> (active attempts, GPUs they hold)."""
+    q = (
+        select(jobs.c.worker_id, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0))
+        .where(jobs.c.state.in_(_ACTIVE), jobs.c.worker_id.is_not(None))
+        .group_by(jobs.c.worker_id)
+    )
+    return {w: (int(n), int(g)) for w, n, g in (await conn.execute(q)).all()}
+
+
+async def active_on(conn: AsyncConnection, worker_id: str) -> Sequence[RowMapping]:
+    q = select(jobs).where(jobs.c.worker_id == worker_id, jobs.c.state.in_(_ACTIVE))
+    return (await conn.execute(q)).mappings().all()
+
+
+async def orphaned(conn: AsyncConnection) -> Sequence[RowMapping]:
+    """Active jobs whose worker is gone or offline: their attempt is lost."""
+    q = (
+        select(jobs)
+        .select_from(jobs.outerjoin(workers, jobs.c.worker_id == workers.c.id))
+        .where(
+            jobs.c.state.in_(_ACTIVE),
+            or_(workers.c.id.is_(None), workers.c.status == WorkerStatus.OFFLINE.value),
+        )
+    )
+    return (await conn.execute(q)).mappings().all()
+
+
+# ---- attempts ---------------------------------------------------------------
+
+
+async def insert_attempt(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(attempts.insert().values(**values))
+
+
+async def get_attempt(conn: AsyncConnection, job_id: str, number: int) -> RowMapping | None:
+    q = select(attempts).where(attempts.c.job_id == job_id, attempts.c.number == number)
+    return (await conn.execute(q)).mappings().first()
+
+
+async def update_attempt(conn: AsyncConnection, job_id: str, number: int, **values: Any) -> None:
+    q = update(attempts).where(attempts.c.job_id == job_id, attempts.c.number == number)
+    await conn.execute(q.values(**values))
+
+
+async def attempts_of(conn: AsyncConnection, job_id: str) -> Sequence[RowMapping]:
+    q = select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
+    return (await conn.execute(q)).mappings().all()

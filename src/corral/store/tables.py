@@ -1,0 +1,144 @@
+"""The schema, as SQLAlchemy Core tables. Every table holding a tenant's data has tenant_id."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = String(40)
+TS = DateTime(timezone=True)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("tenant_id", Id, ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("tenant_id", Id, ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("worker_type", String(20), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("hostname", String(255)),
+    Column("cpu_count", Integer),
+    Column("memory_bytes", BigInteger),
+    Column("gpus", JSON, nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("last_heartbeat", TS),
+    Column("offline_since", TS),
+    Column("created_at", TS, nullable=False),
+    Index("ix_workers_tenant_status", "tenant_id", "status"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("tenant_id", Id, ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("command", JSON, nullable=False),
+    Column("env", JSON, nullable=False),
+    Column("worker_labels", JSON, nullable=False),
+    Column("gpus", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("max_retries", Integer, nullable=False),
+    Column("timeout_s", Float),
+    Column("state", String(20), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", Id, ForeignKey("workers.id", ondelete="SET NULL")),
+    Column("not_before", TS),
+    Column("idempotency_key", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("exit_code", Integer),
+    Column("error", Text),
+    Column("result", JSON),
+    # Claim order: highest priority first, then oldest.
+    Index("ix_jobs_queue", "state", "priority", "created_at"),
+    Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+    Index("ix_jobs_worker_state", "worker_id", "state"),
+    UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("job_id", Id, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("tenant_id", Id, nullable=False),
+    Column("worker_id", Id),
+    Column("outcome", String(20)),
+    Column("assigned_at", TS, nullable=False),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("exit_code", Integer),
+    Column("error", Text),
+)
+
+log_chunks = Table(
+    "log_chunks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Id, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("tenant_id", Id, nullable=False),
+    Column("data", Text, nullable=False),
+    UniqueConstraint("job_id", "attempt", "seq", name="uq_log_chunks_job_attempt_seq"),
+)
+
+# The durable outbox of what each worker must hear on its stream; SSE ids are these ids,
+# so a reconnect with Last-Event-ID resumes exactly where it stopped.
+worker_events = Table(
+    "worker_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("worker_id", Id, ForeignKey("workers.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_id", Id, nullable=False),
+    Column("type", String(50), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Index("ix_worker_events_worker_id", "worker_id", "id"),
+)

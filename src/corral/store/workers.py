@@ -1,0 +1,80 @@
+"""Worker queries."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from corral.model import WorkerStatus, check_worker_transition
+from corral.store.tables import workers
+
+
+async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(workers.insert().values(**values))
+
+
+async def get(conn: AsyncConnection, tenant_id: str, worker_id: str) -> RowMapping | None:
+    q = select(workers).where(workers.c.id == worker_id, workers.c.tenant_id == tenant_id)
+    return (await conn.execute(q)).mappings().first()
+
+
+async def by_token_hash(conn: AsyncConnection, token_hash: str) -> RowMapping | None:
+    q = select(workers).where(workers.c.token_hash == token_hash)
+    return (await conn.execute(q)).mappings().first()
+
+
+async def all_of(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:
+    q = select(workers).where(workers.c.tenant_id == tenant_id).order_by(workers.c.created_at)
+    return (await conn.execute(q)).mappings().all()
+
+
+async def with_status(conn: AsyncConnection, statuses: Collection[str]) -> Sequence[RowMapping]:
+    q = select(workers).where(workers.c.status.in_(list(statuses)))
+    return (await conn.execute(q)).mappings().all()
+
+
+async def by_ids(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMapping]:
+    if not ids:
+        return []
+    return (await conn.execute(select(workers).where(workers.c.id.in_(list(ids))))).mappings().all()
+
+
+async def set_status(
+    conn: AsyncConnection, worker_id: str, expected: WorkerStatus, to: WorkerStatus, **values: Any
+) -> bool:
+    check_worker_transition(expected, to)
+    q = update(workers).where(workers.c.id == worker_id, workers.c.status == expected.value)
+    return (await conn.execute(q.values(status=to.value, **values))).rowcount == 1
+
+
+async def update_fields(conn: AsyncConnection, worker_id: str, **values: Any) -> None:
+    await conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
+
+
+async def silent_since(conn: AsyncConnection, cutoff: datetime) -> Sequence[RowMapping]:
+    """Workers not offline whose last heartbeat is older than ``cutoff``."""
+    q = select(workers).where(
+        workers.c.status != WorkerStatus.OFFLINE.value, workers.c.last_heartbeat < cutoff
+    )
+    return (await conn.execute(q)).mappings().all()
+
+
+async def delete_offline(conn: AsyncConnection, worker_id: str) -> bool:
+    q = delete(workers).where(
+        workers.c.id == worker_id, workers.c.status == WorkerStatus.OFFLINE.value
+    )
+    return (await conn.execute(q)).rowcount == 1
+
+
+async def expired_ephemeral(conn: AsyncConnection, cutoff: datetime) -> Sequence[str]:
+    q = select(workers.c.id).where(
+        workers.c.status == WorkerStatus.OFFLINE.value,
+        workers.c.worker_type == "ephemeral",
+        workers.c.offline_since < cutoff,
+    )
+    return (await conn.execute(q)).scalars().all()
