@@ -58,14 +58,14 @@ async def transition(
     expected: JobState,
     to: JobState,
     *,
-    attempt: int | None = None,
+    expected_attempt: int | None = None,
     **values: Any,
 ) -> bool:
     """Move one job from ``expected`` to ``to``; False when someone else moved it first."""
     check_job_transition(expected, to)
     q = update(jobs).where(jobs.c.id == job_id, jobs.c.state == expected.value)
-    if attempt is not None:
-        q = q.where(jobs.c.attempt == attempt)
+    if expected_attempt is not None:
+        q = q.where(jobs.c.attempt == expected_attempt)
     res = await conn.execute(q.values(state=to.value, **values))
     return res.rowcount == 1
 
@@ -73,14 +73,7 @@ async def transition(
 async def ready(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[RowMapping]:
     """Queued jobs whose backoff has passed, in claim order."""
     q = (
-        select(
-            jobs.c.id,
-            jobs.c.tenant_id,
-            jobs.c.priority,
-            jobs.c.gpus,
-            jobs.c.worker_labels,
-            jobs.c.attempt,
-        )
+        select(jobs)
         .where(
             jobs.c.state == JobState.QUEUED.value,
             or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),

@@ -64,6 +64,8 @@ workers = Table(
     Column("memory_bytes", BigInteger),
     Column("gpus", JSON, nullable=False),
     Column("slots", Integer, nullable=False),
+    # Jobs handed out since the last register: an ephemeral worker takes exactly one.
+    Column("taken_since_register", Integer, nullable=False, server_default="0"),
     Column("last_heartbeat", TS),
     Column("offline_since", TS),
     Column("created_at", TS, nullable=False),

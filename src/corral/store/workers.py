@@ -78,3 +78,8 @@ async def expired_ephemeral(conn: AsyncConnection, cutoff: datetime) -> Sequence
         workers.c.offline_since < cutoff,
     )
     return (await conn.execute(q)).scalars().all()
+
+
+async def bump_taken(conn: AsyncConnection, worker_id: str, n: int) -> None:
+    q = update(workers).where(workers.c.id == worker_id)
+    await conn.execute(q.values(taken_since_register=workers.c.taken_since_register + n))

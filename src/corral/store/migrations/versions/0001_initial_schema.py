@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("memory_bytes", sa.BigInteger(), nullable=True),
         sa.Column("gpus", sa.JSON(), nullable=False),
         sa.Column("slots", sa.Integer(), nullable=False),
+        sa.Column("taken_since_register", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_heartbeat", sa.DateTime(timezone=True), nullable=True),
         sa.Column("offline_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

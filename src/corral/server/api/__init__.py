@@ -1,0 +1,1 @@
+"""HTTP routers: thin — validate, authenticate (dependencies), call a service."""

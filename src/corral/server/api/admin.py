@@ -1,0 +1,37 @@
+"""Admin endpoints for the fleet (admin role)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from corral.protocol import WorkerCreate, WorkerCreated, WorkerList, WorkerView
+from corral.server import fleet
+from corral.server.auth import Admin
+
+router = APIRouter(prefix="/api/admin/workers", tags=["admin"])
+
+
+@router.get("", response_model=WorkerList)
+async def list_workers(request: Request, who: Admin) -> WorkerList:
+    return await fleet.listing(request.app.state.core, who.tenant_id)
+
+
+@router.post("", response_model=WorkerCreated, status_code=201)
+async def create_worker(request: Request, who: Admin, body: WorkerCreate) -> WorkerCreated:
+    return await fleet.create(request.app.state.core, who, body)
+
+
+@router.delete("/{worker_id}", status_code=204, responses={409: {"description": "not offline"}})
+async def delete_worker(request: Request, who: Admin, worker_id: str) -> Response:
+    await fleet.remove(request.app.state.core, who.tenant_id, worker_id)
+    return Response(status_code=204)
+
+
+@router.post("/{worker_id}/drain", response_model=WorkerView)
+async def drain_worker(request: Request, who: Admin, worker_id: str) -> WorkerView:
+    return await fleet.drain(request.app.state.core, who.tenant_id, worker_id)
+
+
+@router.post("/{worker_id}/token", response_model=WorkerCreated)
+async def rotate_token(request: Request, who: Admin, worker_id: str) -> WorkerCreated:
+    return await fleet.rotate(request.app.state.core, who.tenant_id, worker_id)

@@ -1,0 +1,110 @@
+"""Jobs: submit, list, get, cancel, logs (follow with SSE), result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from fastapi.sse import EventSourceResponse, format_sse_event
+
+from corral.model import TERMINAL_JOB_STATES
+from corral.protocol import JobList, JobSubmit, JobView
+from corral.server import jobs
+from corral.server.auth import Member, Viewer
+from corral.server.hub import wait
+
+queue = APIRouter(prefix="/api/queue", tags=["jobs"])
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+_REPLAY = {200: {"description": "replay of an Idempotency-Key", "model": JobView}}
+
+
+@queue.post("/submit", response_model=JobView, status_code=201, responses=_REPLAY)
+async def submit(
+    request: Request,
+    response: Response,
+    who: Member,
+    body: JobSubmit,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobView:
+    job, created = await jobs.submit(request.app.state.core, who, body, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return job
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(
+    request: Request,
+    who: Viewer,
+    state: Annotated[list[str], Query(description="filter; repeat for several")] = [],  # noqa: B006
+    worker_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> JobList:
+    return await jobs.page(request.app.state.core, who.tenant_id, states=state,
+                           worker_id=worker_id, limit=limit, cursor=cursor)  # fmt: skip
+
+
+@router.get("/{job_id}", response_model=JobView)
+async def get_job(request: Request, who: Viewer, job_id: str) -> JobView:
+    return await jobs.get(request.app.state.core, who.tenant_id, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobView)
+async def cancel_job(request: Request, who: Member, job_id: str) -> JobView:
+    return await jobs.cancel(request.app.state.core, who.tenant_id, job_id)
+
+
+@router.get("/{job_id}/result")
+async def job_result(request: Request, who: Viewer, job_id: str) -> dict[str, Any]:
+    job = await jobs.get(request.app.state.core, who.tenant_id, job_id)
+    return {"job_id": job.id, "state": job.state, "result": job.result,
+            "exit_code": job.exit_code, "error": job.error}  # fmt: skip
+
+
+@router.get(
+    "/{job_id}/logs",
+    responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
+    description="The job's output. With follow=true: SSE events `log` "
+    '(`{"attempt", "data"}`) until an `end` event (`{"state"}`) once the job has finished.',
+)
+async def job_logs(request: Request, who: Viewer, job_id: str, follow: bool = False) -> Response:
+    core = request.app.state.core
+    if not follow:
+        text: list[str] = []
+        after, last_attempt = 0, None
+        while True:
+            chunks, _ = await jobs.logs_after(core, who.tenant_id, job_id, after)
+            if not chunks:
+                break
+            for c in chunks:
+                if last_attempt is not None and c["attempt"] != last_attempt:
+                    text.append(f"\n--- attempt {c['attempt']} ---\n")
+                last_attempt = c["attempt"]
+                text.append(c["data"])
+                after = c["id"]
+        return PlainTextResponse("".join(text))
+    await jobs.get(core, who.tenant_id, job_id)  # 404 before the stream starts
+    return EventSourceResponse(_follow(core, who.tenant_id, job_id))
+
+
+async def _follow(core: Any, tenant_id: str, job_id: str) -> AsyncIterator[bytes]:
+    after = 0
+    while True:
+        signal = core.hub.jobs.watch(job_id)
+        chunks, state = await jobs.logs_after(core, tenant_id, job_id, after)
+        for c in chunks:
+            after = c["id"]
+            data = json.dumps({"attempt": c["attempt"], "data": c["data"]})
+            yield format_sse_event(data_str=data, event="log", id=str(c["id"]))
+        if not chunks:
+            if state in TERMINAL_JOB_STATES:
+                yield format_sse_event(data_str=json.dumps({"state": state}), event="end")
+                return
+            await wait(signal, 15.0)
+            yield b": ping\n\n"

@@ -1,0 +1,93 @@
+"""Worker endpoints, SimpleTuner's paths: register, stream, heartbeat, status, disconnect."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from corral.model import InvalidInput
+from corral.protocol import (
+    AttemptReport,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    LogBatch,
+    RegisterRequest,
+    RegisterResponse,
+    ReportAck,
+)
+from corral.server import fleet, jobs
+from corral.server.auth import Worker
+from corral.server.hub import wait
+from corral.store import streams
+
+router = APIRouter(prefix="/api/workers", tags=["workers"])
+KEEPALIVE_S = 15.0
+
+
+@router.post("/register", response_model=RegisterResponse)
+async def register(request: Request, worker: Worker, body: RegisterRequest) -> RegisterResponse:
+    return await fleet.register(request.app.state.core, worker, body)
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    description="SSE: `job.assign`, `job.cancel`, `worker.drain`; ids resume with Last-Event-ID.",
+)
+async def stream(
+    request: Request,
+    worker: Worker,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        after = int(last_event_id or 0)
+    except ValueError as exc:
+        raise InvalidInput("Last-Event-ID must be an integer", field="Last-Event-ID") from exc
+    core = request.app.state.core
+    wid = worker.worker_id
+    session = core.hub.open_stream(wid)
+    try:
+        await fleet.stream_opened(core, worker)
+        while not core.hub.is_closed(session):
+            signal = core.hub.workers.watch(wid)
+            async with core.store.tx() as conn:
+                rows = await streams.events_after(conn, wid, after)
+            for r in rows:
+                after = r["id"]
+                yield ServerSentEvent(data=r["data"], event=r["type"], id=str(r["id"]))
+            if not rows:
+                await wait(signal, KEEPALIVE_S)
+    finally:
+        # A dropped stream makes the worker suspect at once: no new work goes to it, and
+        # the reaper takes it offline if it does not come back within the grace period.
+        core.hub.close_stream(wid, session)
+
+
+@router.post("/heartbeat", response_model=HeartbeatResponse)
+async def heartbeat(request: Request, worker: Worker, body: HeartbeatRequest) -> HeartbeatResponse:
+    return await fleet.heartbeat(request.app.state.core, worker, body)
+
+
+@router.post(
+    "/job/{job_id}/status",
+    response_model=ReportAck,
+    responses={409: {"description": "stale attempt: stop that process"}},
+)
+async def status(request: Request, worker: Worker, job_id: str, body: AttemptReport) -> ReportAck:
+    state = await jobs.report(request.app.state.core, worker, job_id, body)
+    return ReportAck(job_id=job_id, state=state)
+
+
+@router.post("/job/{job_id}/logs", status_code=204, responses={409: {"description": "stale"}})
+async def logs(request: Request, worker: Worker, job_id: str, body: LogBatch) -> Response:
+    await jobs.append_logs(request.app.state.core, worker, job_id, body)
+    return Response(status_code=204)
+
+
+@router.post("/disconnect", status_code=204)
+async def disconnect(request: Request, worker: Worker) -> Response:
+    await fleet.disconnect(request.app.state.core, worker)
+    return Response(status_code=204)

@@ -1,0 +1,37 @@
+"""The coordinator's configuration: CLI flag > env var (CORRAL_SERVER__<FIELD>) > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.store import default_url
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_SERVER__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65535)
+    data_dir: Path = Path(".corral")
+    db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in data_dir"
+    )
+    heartbeat_interval_s: float = Field(default=30, gt=0, description="told to workers")
+    heartbeat_timeout_s: float = Field(default=120, gt=0, description="silence before OFFLINE")
+    stream_grace_s: float = Field(
+        default=10, ge=0, description="a worker whose stream dropped goes OFFLINE after this"
+    )
+    reaper_interval_s: float = Field(default=5, gt=0)
+    retry_backoff_base_s: float = Field(default=1, ge=0)
+    retry_backoff_cap_s: float = Field(default=60, ge=0)
+    ephemeral_ttl_s: float = Field(default=3600, ge=0, description="offline ephemeral workers")
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CORRAL_BOOTSTRAP_ADMIN_KEY", "bootstrap_admin_key"),
+    )
+
+    def database_url(self) -> str:
+        return self.db_url or default_url(self.data_dir)

@@ -1,0 +1,109 @@
+"""The dispatcher: one loop per coordinator that turns the pure scheduler's plan into
+attempts. It wakes when something changed (submit, a slot freed, a worker connected)
+and polls once a second only as the fallback (and for retry backoffs coming due)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from corral.model import JobState, WorkerStatus, WorkerType
+from corral.protocol import JobAssign
+from corral.scheduler import JobDemand, WorkerOffer, plan
+from corral.server.core import Core
+from corral.server.fleet import dispatchable
+from corral.store import jobs as jobs_q
+from corral.store import streams
+from corral.store import workers as workers_q
+
+log = structlog.get_logger("corral.dispatch")
+BATCH = 500
+
+
+class Dispatcher:
+    def __init__(self, core: Core, poll_s: float = 1.0) -> None:
+        self.core = core
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                placed = await self.round()
+            except Exception:  # the loop must outlive a bad round (e.g. a dropped DB link)
+                log.exception("dispatch round failed")
+                placed = 0
+                await asyncio.sleep(self.poll_s)
+            if placed:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            except TimeoutError:
+                pass
+
+    async def round(self) -> int:
+        """Place what fits now; returns how many attempts were handed out."""
+        core = self.core
+        connected = core.hub.connected()
+        if not connected:
+            return 0
+        now = core.clock.now()
+        async with core.tx() as t:
+            ready = await jobs_q.ready(t.conn, now, BATCH)
+            if not ready:
+                return 0
+            offers = []
+            for row, held, gpus_held in await dispatchable(t, connected):
+                free = row["slots"] - held
+                if row["worker_type"] == WorkerType.EPHEMERAL:
+                    free = min(free, 1 - row["taken_since_register"])
+                if free > 0:
+                    offers.append(WorkerOffer(id=row["id"], tenant_id=row["tenant_id"],
+                                              labels=row["labels"], free_slots=free,
+                                              free_gpus=len(row["gpus"]) - gpus_held))  # fmt: skip
+            if not offers:
+                return 0
+            by_id = {r["id"]: r for r in ready}
+            demands = [JobDemand(id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"],
+                                 gpus=r["gpus"], worker_labels=r["worker_labels"])
+                       for r in ready]  # fmt: skip
+            placed = 0
+            taken: dict[str, int] = {}
+            for a in plan(demands, offers):
+                job = by_id[a.job_id]
+                if await self._assign(t, job, a.worker_id, now):
+                    placed += 1
+                    taken[a.worker_id] = taken.get(a.worker_id, 0) + 1
+            for worker_id, n in taken.items():
+                await workers_q.bump_taken(t.conn, worker_id, n)
+                await workers_q.set_status(t.conn, worker_id, WorkerStatus.IDLE,
+                                           WorkerStatus.BUSY)  # fmt: skip
+        if placed:
+            log.debug("placed", attempts=placed)
+        return placed
+
+    async def _assign(self, t: Any, job: Any, worker_id: str, now: Any) -> bool:
+        attempt = job["attempt"] + 1
+        moved = await jobs_q.transition(
+            t.conn, job["id"], JobState.QUEUED, JobState.ASSIGNED, expected_attempt=job["attempt"],
+            attempt=attempt, worker_id=worker_id, not_before=None,
+        )  # fmt: skip
+        if not moved:
+            return False
+        await jobs_q.insert_attempt(t.conn, {"job_id": job["id"], "number": attempt,
+                                             "tenant_id": job["tenant_id"], "worker_id": worker_id,
+                                             "assigned_at": now})  # fmt: skip
+        event = JobAssign(job_id=job["id"], attempt=attempt, name=job["name"], kind=job["kind"],
+                          command=job["command"], env=job["env"], timeout_s=job["timeout_s"],
+                          gpus=job["gpus"])  # fmt: skip
+        await streams.push_event(t.conn, worker_id=worker_id, tenant_id=job["tenant_id"],
+                                 data=event.model_dump(), now=now)  # fmt: skip
+        t.workers.add(worker_id)
+        t.jobs.add(job["id"])
+        return True

@@ -1,0 +1,51 @@
+"""Every error leaves as application/problem+json with a stable code; never a traceback."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from corral.model import CorralError
+from corral.protocol import Problem, ProblemField
+
+log = structlog.get_logger("corral.server")
+PROBLEM = "application/problem+json"
+
+
+def problem(
+    status: int, code: str, detail: str, errors: list[ProblemField] | None = None
+) -> JSONResponse:
+    body = Problem(title=code.replace("_", " "), status=status, detail=detail, code=code,
+                   errors=errors or [])  # fmt: skip
+    return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM)
+
+
+def _field(loc: tuple[object, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CorralError)
+    async def _corral(_: Request, exc: CorralError) -> JSONResponse:
+        errors = [ProblemField(field=exc.field, message=exc.detail)] if exc.field else []
+        return problem(exc.status, exc.code, exc.detail, errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            ProblemField(field=_field(tuple(e["loc"])), message=e["msg"]) for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
+        return problem(422, "invalid_input", detail, errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return problem(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", error=repr(exc))
+        return problem(500, "internal", "internal error; see the coordinator's log")

@@ -1,0 +1,84 @@
+"""In-memory wake-ups: open worker streams and who is waiting for what.
+
+Nothing here is truth: a lost signal costs at most one polling interval, and a
+restarted coordinator rebuilds this from workers reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Hashable
+
+
+class Signals:
+    """Wake whoever watches a key. Watch *before* reading the database, then wait."""
+
+    def __init__(self) -> None:
+        self._events: dict[Hashable, asyncio.Event] = {}
+
+    def watch(self, key: Hashable) -> asyncio.Event:
+        ev = self._events.get(key)
+        if ev is None:
+            ev = self._events[key] = asyncio.Event()
+        return ev
+
+    def notify(self, key: Hashable) -> None:
+        ev = self._events.pop(key, None)
+        if ev is not None:
+            ev.set()
+
+
+async def wait(ev: asyncio.Event, seconds: float) -> None:
+    """Wait for a signal, or until ``seconds`` pass (the polling fallback)."""
+    try:
+        await asyncio.wait_for(ev.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.workers = Signals()  # key: worker_id — new events in its outbox
+        self.jobs = Signals()  # key: job_id — new logs or a new state
+        self._sessions: dict[str, int] = {}  # worker_id -> open stream session
+        self._closed: set[int] = set()  # sessions told to end (token rotated, removed)
+        self._dropped: dict[str, float] = {}  # worker_id -> monotonic time its stream dropped
+        self._ids = itertools.count(1)
+
+    def open_stream(self, worker_id: str) -> int:
+        session = next(self._ids)
+        old = self._sessions.get(worker_id)
+        if old is not None:
+            self._closed.add(old)  # one stream per worker: the newest wins
+            self.workers.notify(worker_id)
+        self._sessions[worker_id] = session
+        self._dropped.pop(worker_id, None)
+        return session
+
+    def close_stream(self, worker_id: str, session: int) -> None:
+        self._closed.discard(session)
+        if self._sessions.get(worker_id) == session:
+            del self._sessions[worker_id]
+            self._dropped[worker_id] = time.monotonic()
+
+    def end_stream(self, worker_id: str) -> None:
+        """Make the worker's open stream finish (its token no longer holds)."""
+        session = self._sessions.get(worker_id)
+        if session is not None:
+            self._closed.add(session)
+            self.workers.notify(worker_id)
+
+    def is_closed(self, session: int) -> bool:
+        return session in self._closed
+
+    def connected(self) -> set[str]:
+        return set(self._sessions)
+
+    def dropped_longer_than(self, seconds: float) -> list[str]:
+        cutoff = time.monotonic() - seconds
+        return [w for w, t in self._dropped.items() if t <= cutoff]
+
+    def forget(self, worker_id: str) -> None:
+        self._dropped.pop(worker_id, None)
