@@ -82,14 +82,18 @@ def create_app(
     return app
 
 
-async def serve(settings: ServerSettings, *, on_ready: OnReady | None = None) -> None:
+async def serve(
+    settings: ServerSettings, *, on_ready: OnReady | None = None, app: FastAPI | None = None
+) -> None:
     """Run the coordinator until cancelled. ``on_ready(url, new_admin_key)`` once listening."""
-    app = create_app(settings)
+    app = app or create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", lifespan="on",
         timeout_graceful_shutdown=3,
     )  # fmt: skip
     server = uvicorn.Server(config)
+    # Shielded: cancelling serve() asks uvicorn to shut down gracefully (lifespan included)
+    # instead of tearing its task down mid-flight.
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -102,7 +106,7 @@ async def serve(settings: ServerSettings, *, on_ready: OnReady | None = None) ->
             result = on_ready(f"http://{settings.host}:{port}", app.state.new_admin_key)
             if result is not None:
                 await result
-        await task
+        await asyncio.shield(task)
     finally:
         if not task.done():
             server.should_exit = True

@@ -1,0 +1,137 @@
+"""The worker protocol spoken by hand against a real coordinator: fencing, idempotency."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+
+def _worker(coord, name="w1", labels=None, slots=1, persistent=True):
+    with coord.client() as c:
+        r = c.post(
+            "/api/admin/workers",
+            json={"name": name, "worker_type": "persistent", "labels": labels or {}},
+        )
+        assert r.status_code == 201, r.text
+        created = r.json()
+    h = {"X-Worker-Token": created["token"]}
+    wc = httpx.Client(base_url=coord.url, headers=h, timeout=10)
+    r = wc.post(
+        "/api/workers/register", json={"hostname": "h", "slots": slots, "persistent": persistent}
+    )
+    assert r.status_code == 200, r.text
+    return created, wc
+
+
+def _next_event(wc, last_id=None, timeout=10.0):
+    headers = {"Last-Event-ID": str(last_id)} if last_id else {}
+    with wc.stream("GET", "/api/workers/stream", headers=headers, timeout=timeout) as resp:
+        assert resp.status_code == 200
+        ev = {}
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                ev["event"] = line.split(":", 1)[1].strip()
+            elif line.startswith("id:"):
+                ev["id"] = int(line.split(":", 1)[1])
+            elif line.startswith("data:"):
+                ev["data"] = json.loads(line.split(":", 1)[1])
+            elif line == "" and "data" in ev:
+                return ev
+    raise AssertionError("stream ended without an event")
+
+
+def test_assign_report_and_fencing(coordinator):
+    created, wc = _worker(coordinator)
+    with coordinator.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["echo", "hi"]}).json()
+        assert job["state"] == "queued"
+        ev = _next_event(wc)
+        assert ev["event"] == "job.assign" and ev["data"]["type"] == "job.assign"
+        assert ev["data"]["job_id"] == job["id"] and ev["data"]["attempt"] == 1
+        jid = job["id"]
+        r = wc.post(f"/api/workers/job/{jid}/status", json={"attempt": 1, "status": "running"})
+        assert r.status_code == 200 and r.json()["state"] == "running"
+        r = wc.post(f"/api/workers/job/{jid}/logs", json={"attempt": 1, "seq": 0, "data": "hi\n"})
+        assert r.status_code == 204
+        r = wc.post(f"/api/workers/job/{jid}/logs", json={"attempt": 1, "seq": 0, "data": "hi\n"})
+        assert r.status_code == 204  # a repeated batch is stored once
+        # a report for an attempt that never existed is refused
+        r = wc.post(f"/api/workers/job/{jid}/status", json={"attempt": 2, "status": "succeeded"})
+        assert r.status_code == 409 and r.json()["code"] == "stale_attempt"
+        done = {"attempt": 1, "status": "succeeded", "exit_code": 0, "result": {"x": 1}}
+        r = wc.post(f"/api/workers/job/{jid}/status", json=done)
+        assert r.status_code == 200 and r.json()["state"] == "succeeded"
+        r = wc.post(f"/api/workers/job/{jid}/status", json=done)
+        assert r.status_code == 200  # the same report again is acknowledged, not applied twice
+        r = wc.post(f"/api/workers/job/{jid}/status", json={**done, "status": "failed"})
+        assert r.status_code == 409
+        got = c.get(f"/api/jobs/{jid}").json()
+        assert got["state"] == "succeeded" and got["result"] == {"x": 1}
+        assert c.get(f"/api/jobs/{jid}/logs").text == "hi\n"
+
+
+def test_bad_requests_are_4xx_with_field(coordinator):
+    with coordinator.client() as c:
+        r = c.post("/api/queue/submit", json={"command": []})
+        assert r.status_code == 422
+        body = r.json()
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert body["errors"][0]["field"] == "command"
+        assert c.post("/api/queue/submit", content=b"{nope").status_code == 422
+        assert c.post("/api/queue/submit", json={"command": ["x"], "bogus": 1}).status_code == 422
+        assert c.get("/api/jobs/nope").status_code == 404
+        assert c.get("/api/jobs", params={"state": "weird"}).status_code == 422
+        assert c.get("/api/jobs", params={"cursor": "!!"}).status_code == 422
+    with coordinator.client("wrong") as c:
+        assert c.get("/api/jobs").status_code == 401
+    r = httpx.post(
+        coordinator.url + "/api/workers/heartbeat", json={}, headers={"X-Worker-Token": "nope"}
+    )
+    assert r.status_code == 401
+
+
+def test_idempotent_submit(coordinator):
+    with coordinator.client() as c:
+        h = {"Idempotency-Key": "k1"}
+        a = c.post("/api/queue/submit", json={"command": ["true"]}, headers=h)
+        b = c.post("/api/queue/submit", json={"command": ["true"]}, headers=h)
+        assert a.status_code == 201 and b.status_code == 200
+        assert a.json()["id"] == b.json()["id"]
+
+
+def test_cancel_queued_and_running(coordinator):
+    _, wc = _worker(coordinator)
+    with coordinator.client() as c:
+        j1 = c.post("/api/queue/submit", json={"command": ["sleep", "100"]}).json()
+        ev = _next_event(wc)
+        assert ev["data"]["job_id"] == j1["id"]
+        j2 = c.post("/api/queue/submit", json={"command": ["true"]}).json()
+        assert c.post(f"/api/jobs/{j2['id']}/cancel").json()["state"] == "cancelled"
+        assert c.post(f"/api/jobs/{j2['id']}/cancel").status_code == 409
+        assert c.post(f"/api/jobs/{j1['id']}/cancel").json()["state"] == "cancelling"
+        ev2 = _next_event(wc, last_id=ev["id"])
+        assert ev2["event"] == "job.cancel" and ev2["data"]["job_id"] == j1["id"]
+        r = wc.post(
+            f"/api/workers/job/{j1['id']}/status", json={"attempt": 1, "status": "cancelled"}
+        )
+        assert r.json()["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("x", [1])
+def test_disconnect_requeues(coordinator, x):
+    _, wc = _worker(coordinator)
+    with coordinator.client() as c:
+        j = c.post("/api/queue/submit", json={"command": ["sleep", "100"]}).json()
+        _next_event(wc)
+        assert wc.post("/api/workers/disconnect").status_code == 204
+        got = c.get(f"/api/jobs/{j['id']}").json()
+        assert got["state"] == "queued" and got["worker_id"] is None
+        r = wc.post(f"/api/workers/job/{j['id']}/status", json={"attempt": 1, "status": "running"})
+        assert r.status_code == 409
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline":
+                break
