@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
-import pytest
 
 
 def _worker(coord, name="w1", labels=None, slots=1, persistent=True):
@@ -44,7 +42,7 @@ def _next_event(wc, last_id=None, timeout=10.0):
 
 
 def test_assign_report_and_fencing(coordinator):
-    created, wc = _worker(coordinator)
+    _, wc = _worker(coordinator)
     with coordinator.client() as c:
         job = c.post("/api/queue/submit", json={"command": ["echo", "hi"]}).json()
         assert job["state"] == "queued"
@@ -120,8 +118,7 @@ def test_cancel_queued_and_running(coordinator):
         assert r.json()["state"] == "cancelled"
 
 
-@pytest.mark.parametrize("x", [1])
-def test_disconnect_requeues(coordinator, x):
+def test_disconnect_requeues(coordinator):
     _, wc = _worker(coordinator)
     with coordinator.client() as c:
         j = c.post("/api/queue/submit", json={"command": ["sleep", "100"]}).json()
@@ -131,7 +128,4 @@ def test_disconnect_requeues(coordinator, x):
         assert got["state"] == "queued" and got["worker_id"] is None
         r = wc.post(f"/api/workers/job/{j['id']}/status", json={"attempt": 1, "status": "running"})
         assert r.status_code == 409
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline":
-                break
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline"
