@@ -71,7 +71,9 @@ class Coordinator:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 
-def start_coordinator(data_dir: Path, db_url: str, **overrides: Any) -> tuple[Coordinator, Any]:
+def start_coordinator(
+    data_dir: Path, db_url: str, clock: Any = None, **overrides: Any
+) -> tuple[Coordinator, Any]:
     from corral.server.app import create_app, serve
     from corral.server.config import ServerSettings
 
@@ -87,7 +89,7 @@ def start_coordinator(data_dir: Path, db_url: str, **overrides: Any) -> tuple[Co
         box["url"] = url
         ready.set()
 
-    box["app"] = create_app(settings)
+    box["app"] = create_app(settings, clock=clock)
 
     def main() -> None:
         loop = asyncio.new_event_loop()

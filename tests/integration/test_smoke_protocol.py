@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 
-
-def _worker(coord, name="w1", labels=None, slots=1, persistent=True):
-    with coord.client() as c:
-        r = c.post(
-            "/api/admin/workers",
-            json={"name": name, "worker_type": "persistent", "labels": labels or {}},
-        )
-        assert r.status_code == 201, r.text
-        created = r.json()
-    h = {"X-Worker-Token": created["token"]}
-    wc = httpx.Client(base_url=coord.url, headers=h, timeout=10)
-    r = wc.post(
-        "/api/workers/register", json={"hostname": "h", "slots": slots, "persistent": persistent}
-    )
-    assert r.status_code == 200, r.text
-    return created, wc
-
-
-def _next_event(wc, last_id=None, timeout=10.0):
-    headers = {"Last-Event-ID": str(last_id)} if last_id else {}
-    with wc.stream("GET", "/api/workers/stream", headers=headers, timeout=timeout) as resp:
-        assert resp.status_code == 200
-        ev = {}
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                ev["event"] = line.split(":", 1)[1].strip()
-            elif line.startswith("id:"):
-                ev["id"] = int(line.split(":", 1)[1])
-            elif line.startswith("data:"):
-                ev["data"] = json.loads(line.split(":", 1)[1])
-            elif line == "" and "data" in ev:
-                return ev
-    raise AssertionError("stream ended without an event")
+from wire import next_event, register_worker
 
 
 def test_assign_report_and_fencing(coordinator):
-    _, wc = _worker(coordinator)
+    _, wc = register_worker(coordinator)
     with coordinator.client() as c:
         job = c.post("/api/queue/submit", json={"command": ["echo", "hi"]}).json()
         assert job["state"] == "queued"
-        ev = _next_event(wc)
+        ev = next_event(wc)
         assert ev["event"] == "job.assign" and ev["data"]["type"] == "job.assign"
         assert ev["data"]["job_id"] == job["id"] and ev["data"]["attempt"] == 1
         jid = job["id"]
@@ -101,16 +67,16 @@ def test_idempotent_submit(coordinator):
 
 
 def test_cancel_queued_and_running(coordinator):
-    _, wc = _worker(coordinator)
+    _, wc = register_worker(coordinator)
     with coordinator.client() as c:
         j1 = c.post("/api/queue/submit", json={"command": ["sleep", "100"]}).json()
-        ev = _next_event(wc)
+        ev = next_event(wc)
         assert ev["data"]["job_id"] == j1["id"]
         j2 = c.post("/api/queue/submit", json={"command": ["true"]}).json()
         assert c.post(f"/api/jobs/{j2['id']}/cancel").json()["state"] == "cancelled"
         assert c.post(f"/api/jobs/{j2['id']}/cancel").status_code == 409
         assert c.post(f"/api/jobs/{j1['id']}/cancel").json()["state"] == "cancelling"
-        ev2 = _next_event(wc, last_id=ev["id"])
+        ev2 = next_event(wc, last_id=ev["id"])
         assert ev2["event"] == "job.cancel" and ev2["data"]["job_id"] == j1["id"]
         r = wc.post(
             f"/api/workers/job/{j1['id']}/status", json={"attempt": 1, "status": "cancelled"}
@@ -119,10 +85,10 @@ def test_cancel_queued_and_running(coordinator):
 
 
 def test_disconnect_requeues(coordinator):
-    _, wc = _worker(coordinator)
+    _, wc = register_worker(coordinator)
     with coordinator.client() as c:
         j = c.post("/api/queue/submit", json={"command": ["sleep", "100"]}).json()
-        _next_event(wc)
+        next_event(wc)
         assert wc.post("/api/workers/disconnect").status_code == 204
         got = c.get(f"/api/jobs/{j['id']}").json()
         assert got["state"] == "queued" and got["worker_id"] is None

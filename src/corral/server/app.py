@@ -34,7 +34,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await asyncio.to_thread(Store.open, settings.database_url())
-        core = Core(store=store, hub=Hub(), clock=clock or Clock(), settings=settings)
+        the_clock = clock or Clock()
+        core = Core(store=store, hub=Hub(the_clock), clock=the_clock, settings=settings)
         dispatcher = Dispatcher(core)
         core.kick_dispatcher = dispatcher.kick
         app.state.core = core

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Hashable
+from datetime import datetime, timedelta
+
+from corral.server.clock import Clock
 
 
 class Signals:
@@ -39,12 +41,13 @@ async def wait(ev: asyncio.Event, seconds: float) -> None:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.workers = Signals()  # key: worker_id — new events in its outbox
         self.jobs = Signals()  # key: job_id — new logs or a new state
         self._sessions: dict[str, int] = {}  # worker_id -> open stream session
         self._closed: set[int] = set()  # sessions told to end (token rotated, removed)
-        self._dropped: dict[str, float] = {}  # worker_id -> monotonic time its stream dropped
+        self._dropped: dict[str, datetime] = {}  # worker_id -> when its stream dropped
         self._ids = itertools.count(1)
 
     def open_stream(self, worker_id: str) -> int:
@@ -61,7 +64,7 @@ class Hub:
         self._closed.discard(session)
         if self._sessions.get(worker_id) == session:
             del self._sessions[worker_id]
-            self._dropped[worker_id] = time.monotonic()
+            self._dropped[worker_id] = self.clock.now()
 
     def end_stream(self, worker_id: str) -> None:
         """Make the worker's open stream finish (its token no longer holds)."""
@@ -77,7 +80,7 @@ class Hub:
         return set(self._sessions)
 
     def dropped_longer_than(self, seconds: float) -> list[str]:
-        cutoff = time.monotonic() - seconds
+        cutoff = self.clock.now() - timedelta(seconds=seconds)
         return [w for w, t in self._dropped.items() if t <= cutoff]
 
     def forget(self, worker_id: str) -> None:

@@ -1,0 +1,124 @@
+"""Leases, the reaper and the fleet's admin moves, driven by an injectable clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import start_coordinator
+from wire import next_event, register_worker
+
+from corral.server import reaper
+from corral.server.clock import FakeClock
+
+
+@pytest.fixture
+def clocked(tmp_path: Path, db_url: str):
+    clock = FakeClock()
+    coord, stop = start_coordinator(tmp_path / "server", db_url, clock=clock,
+                                    retry_backoff_base_s=0)  # fmt: skip
+    try:
+        yield coord, clock
+    finally:
+        stop()
+
+
+def tick(coord):
+    coord.call(reaper.tick(coord.app.state.core))
+
+
+def test_silent_worker_goes_offline_and_its_job_is_requeued(clocked):
+    coord, clock = clocked
+    _, wc = register_worker(coord)
+    with coord.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["sleep", "1"]}).json()
+        assert next_event(wc)["data"]["job_id"] == job["id"]
+        wc.post(f"/api/workers/job/{job['id']}/status", json={"attempt": 1, "status": "running"})
+        tick(coord)
+        assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "running"
+        clock.advance(121)
+        tick(coord)
+        tick(coord)  # idempotent: a second tick changes nothing more
+        got = c.get(f"/api/jobs/{job['id']}").json()
+        assert got["state"] == "queued" and got["attempt"] == 1
+        assert "no heartbeat" in got["error"] or "stream" in got["error"]
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline"
+        # the stale worker's report is refused: it must stop that process
+        r = wc.post(f"/api/workers/job/{job['id']}/status",
+                    json={"attempt": 1, "status": "succeeded", "exit_code": 0})  # fmt: skip
+        assert r.status_code == 409 and r.json()["code"] == "stale_attempt"
+        # back again: it re-registers, its old attempt is to be stopped, and it gets attempt 2
+        r = wc.post("/api/workers/register",
+                    json={"slots": 1, "persistent": True,
+                          "running": [{"job_id": job["id"], "attempt": 1}]})  # fmt: skip
+        assert r.json()["stop"] == [{"job_id": job["id"], "attempt": 1}]
+        ev = next_event(wc)
+        assert ev["data"]["job_id"] == job["id"] and ev["data"]["attempt"] == 2
+
+
+def test_no_retries_left_fails_with_the_reason(clocked):
+    coord, clock = clocked
+    _, wc = register_worker(coord)
+    with coord.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["x"], "max_retries": 0}).json()
+        next_event(wc)
+        clock.advance(200)
+        tick(coord)
+        got = c.get(f"/api/jobs/{job['id']}").json()
+        assert got["state"] == "failed" and got["error"]
+
+
+def test_restarted_coordinator_keeps_current_attempts(tmp_path, db_url):
+    coord, stop = start_coordinator(tmp_path / "s", db_url)
+    created, wc = register_worker(coord)
+    with coord.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["sleep", "9"]}).json()
+    next_event(wc)
+    wc.post(f"/api/workers/job/{job['id']}/status", json={"attempt": 1, "status": "running"})
+    stop()
+    coord2, stop2 = start_coordinator(tmp_path / "s", db_url)
+    try:
+        w2 = httpx.Client(base_url=coord2.url, headers={"X-Worker-Token": created["token"]})
+        r = w2.post("/api/workers/register",
+                    json={"slots": 1, "persistent": True,
+                          "running": [{"job_id": job["id"], "attempt": 1}]})  # fmt: skip
+        assert r.json()["keep"] == [{"job_id": job["id"], "attempt": 1}]
+        r = w2.post(f"/api/workers/job/{job['id']}/status",
+                    json={"attempt": 1, "status": "succeeded", "exit_code": 0})  # fmt: skip
+        assert r.status_code == 200 and r.json()["state"] == "succeeded"
+    finally:
+        stop2()
+
+
+def test_drain_rotate_and_remove(clocked):
+    coord, _ = clocked
+    created, wc = register_worker(coord)
+    wid = created["id"]
+    with coord.client() as c:
+        assert c.delete(f"/api/admin/workers/{wid}").status_code == 409
+        assert c.post(f"/api/admin/workers/{wid}/drain").json()["status"] == "draining"
+        assert next_event(wc)["event"] == "worker.drain"
+        c.post("/api/queue/submit", json={"command": ["true"]})
+        hb = wc.post("/api/workers/heartbeat", json={})
+        assert hb.json()["status"] == "draining"
+        new = c.post(f"/api/admin/workers/{wid}/token").json()
+        assert wc.post("/api/workers/heartbeat", json={}).status_code == 401
+        w2 = httpx.Client(base_url=coord.url, headers={"X-Worker-Token": new["token"]})
+        assert w2.post("/api/workers/heartbeat", json={}).status_code == 200
+        assert w2.post("/api/workers/disconnect").status_code == 204
+        assert c.delete(f"/api/admin/workers/{wid}").status_code == 204
+        assert c.get("/api/admin/workers").json()["workers"] == []
+        assert c.get("/api/jobs", params={"state": "queued"}).json()["jobs"]
+
+
+def test_ephemeral_worker_gets_exactly_one_job(clocked):
+    coord, _ = clocked
+    _, wc = register_worker(coord, slots=4, persistent=False)
+    with coord.client() as c:
+        for _ in range(3):
+            c.post("/api/queue/submit", json={"command": ["true"]})
+        first = next_event(wc)
+        coord.call(coord.app.state.dispatcher.round())
+        assert len(c.get("/api/jobs", params={"state": "assigned"}).json()["jobs"]) == 1
+        assert first["data"]["attempt"] == 1
