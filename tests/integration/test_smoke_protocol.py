@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-
 from wire import next_event, register_worker
 
 
