@@ -1,0 +1,1 @@
+"""The ``corral`` command: parse flags, call the coordinator through one client, print."""

@@ -1,0 +1,136 @@
+"""``corral up --demo``: a sweep of real training jobs, live progress, a table of results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from rich.live import Live
+
+from corral.cli import _output
+from corral.cli._client import Client
+from corral.cli._follow import Lines, parse_metric
+from corral.examples import digits
+from corral.model import TERMINAL_JOB_STATES, JobState
+from corral.protocol import JobSubmit, JobView
+from corral.protocol.transport import ApiError, Unreachable
+
+
+@dataclass
+class _Run:
+    params: dict[str, Any]
+    job: JobView
+    metric: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> int:
+    """Submit the digits sweep, show it run, print the results; 0 if every job succeeded."""
+    runs: list[_Run] = []
+    for params in digits.sweep(epochs=epochs):
+        spec = JobSubmit(
+            name=f"digits-h{params['hidden']}-lr{params['lr']}",
+            # This interpreter: the local workers share it, and it has scikit-learn.
+            command=digits.command(params, python=sys.executable),
+            max_retries=1,
+            timeout_s=600,
+        )
+        runs.append(_Run(params, await client.submit(spec)))
+    _output.err.print(f"submitted {len(runs)} digits training jobs (one per setting)")
+
+    streams = [asyncio.create_task(_metrics(client, run)) for run in runs]
+    try:
+        with Live(_progress(runs), console=_output.out, refresh_per_second=4) as live:
+            while not all(r.job.state in TERMINAL_JOB_STATES for r in runs):
+                await asyncio.sleep(poll_s)
+                jobs = await asyncio.gather(*(client.job(r.job.id) for r in runs))
+                for run, job in zip(runs, jobs, strict=True):
+                    run.job = job
+                live.update(_progress(runs))
+    finally:
+        for task in streams:
+            task.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+
+    names = await _worker_names(client)
+    _output.out.print(_results(runs, names))
+    done = [r for r in runs if r.job.state == JobState.SUCCEEDED and r.job.result]
+    if done:
+        best = max(done, key=lambda r: r.job.result.get("accuracy", 0))  # type: ignore[union-attr]
+        _output.out.print(
+            f"best: hidden={best.params['hidden']} lr={best.params['lr']} "
+            f"accuracy={best.job.result['accuracy']:.4f}"  # type: ignore[index]
+        )
+    failed = [r for r in runs if r.job.state != JobState.SUCCEEDED]
+    for run in failed:
+        _output.err.print(
+            f"[red]{run.job.name} {run.job.state}[/]: {run.job.error or ''} "
+            f"(corral jobs logs {run.job.id})"
+        )
+    return 1 if failed else 0
+
+
+async def _metrics(client: Client, run: _Run) -> None:
+    """Follow one job's output for its ``corral.metric`` lines (the live epoch column)."""
+    lines = Lines()
+    with contextlib.suppress(ApiError, Unreachable, httpx.HTTPError):
+        async for event, data in client.follow(run.job.id):
+            if event == "end":
+                return
+            if event == "log":
+                for line in lines.feed(str(data.get("data", ""))):
+                    doc = parse_metric(line)
+                    if doc is not None:
+                        run.metric = doc
+
+
+async def _worker_names(client: Client) -> dict[str, str]:
+    try:
+        return {w.id: w.name for w in (await client.workers()).workers}
+    except ApiError:  # not an admin key: show ids
+        return {}
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _progress(runs: list[_Run]) -> Any:
+    rows = []
+    for r in runs:
+        took = _output.elapsed(r.job.started_at, r.job.finished_at)
+        rows.append(
+            (
+                r.job.name,
+                _output.state(r.job.state),
+                f"{r.metric.get('step', 0)}/{r.params['epochs']}",
+                _fmt(r.metric.get("loss")),
+                _fmt(r.metric.get("accuracy")),
+                _output.duration(took) if took is not None else "-",
+            )
+        )
+    cols = ("JOB", "STATE", "EPOCH", "LOSS", "ACCURACY", "TIME")
+    return _output.table("digits sweep", cols, rows)
+
+
+def _results(runs: list[_Run], names: dict[str, str]) -> Any:
+    rows = []
+    for r in runs:
+        res = r.job.result or {}
+        rows.append(
+            (
+                r.params["hidden"],
+                r.params["lr"],
+                res.get("epochs", r.params["epochs"]),
+                _fmt(res.get("loss")),
+                _fmt(res.get("accuracy")),
+                _output.duration(_output.elapsed(r.job.started_at, r.job.finished_at)),
+                names.get(r.job.worker_id or "", r.job.worker_id or "-"),
+                _output.state(r.job.state),
+            )
+        )
+    cols = ("HIDDEN", "LR", "EPOCHS", "LOSS", "ACCURACY", "TIME", "WORKER", "STATE")
+    return _output.table("results", cols, rows)

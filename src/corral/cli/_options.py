@@ -1,0 +1,32 @@
+"""Options shared by every command that talks to a coordinator; each names its env var."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from corral.cli._client import DEFAULT_URL
+
+Url = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="CORRAL_URL",
+        show_envvar=True,
+        help="Coordinator URL; several, comma-separated, fail over in order.",
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="CORRAL_API_KEY",
+        show_envvar=True,
+        show_default=False,
+        help="API key (Bearer).",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+
+DEFAULT = DEFAULT_URL

@@ -1,0 +1,45 @@
+"""Flag values that are more than a string: ``k=v`` pairs for labels, globs and env."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import typer
+
+from corral.worker.config import parse_labels
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def pairs(values: Iterable[str], *, flag: str, what: str = "KEY=VALUE") -> dict[str, str]:
+    """``["a=1", "b=x=y"]`` -> ``{"a": "1", "b": "x=y"}``; a malformed item is a usage error."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise typer.BadParameter(f"expected {what}, got {item!r}", param_hint=flag)
+        out[key] = value.strip()
+    return out
+
+
+def labels(text: str | None, *, flag: str = "--labels") -> dict[str, str]:
+    """``"gpu=a100,zone=eu"`` -> dict, by the same rules a worker applies to its own."""
+    try:
+        return parse_labels(text or "")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from None
+
+
+def env(values: Iterable[str], *, flag: str = "--env") -> dict[str, str]:
+    """``--env K=V`` pairs; K must be a shell variable name so the worker can export it."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not _ENV_NAME.match(key):
+            raise typer.BadParameter(
+                f"expected NAME=VALUE with NAME a variable name, got {item!r}", param_hint=flag
+            )
+        out[key] = value
+    return out

@@ -1,0 +1,169 @@
+"""``corral server`` and ``corral worker``: run one coordinator or one worker in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from corral.cli import _output, _parse
+from corral.cli._exit import ExitCode, Failure
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """Only the flags the user gave, so env vars and defaults fill the rest."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def server(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [env CORRAL_SERVER__HOST; 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port; 0 picks a free one [env CORRAL_SERVER__PORT; 8001].")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the SQLite store and blobs live [env CORRAL_SERVER__DATA_DIR; .corral]."
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL, e.g. postgresql+psycopg://… [env CORRAL_SERVER__DB_URL;"
+            " SQLite in --data-dir]."
+        ),
+    ] = None,
+    heartbeat_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds of silence before a worker is offline"
+            " [env CORRAL_SERVER__HEARTBEAT_TIMEOUT_S; 120]."
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between worker heartbeats [env CORRAL_SERVER__HEARTBEAT_INTERVAL_S; 30]."
+        ),
+    ] = None,
+) -> None:
+    """Run a coordinator. The first start prints an admin API key, once."""
+    from corral.server.app import serve
+    from corral.server.config import ServerSettings
+
+    settings = ServerSettings(
+        **_given(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            db_url=db,
+            heartbeat_timeout_s=heartbeat_timeout,
+            heartbeat_interval_s=heartbeat_interval,
+        )
+    )
+
+    def on_ready(url: str, new_admin_key: str | None) -> None:
+        _output.err.print(f"coordinator listening on [bold]{url}[/]", soft_wrap=True)
+        if new_admin_key:
+            # stdout, not stderr: a script starting a fresh server may capture it.
+            _output.out.print(f"Admin API key (shown once): {new_admin_key}", markup=False)
+            _output.err.print(
+                f"  export CORRAL_URL={url} CORRAL_API_KEY={new_admin_key}",
+                markup=False,
+                soft_wrap=True,
+            )
+
+    try:
+        asyncio.run(serve(settings, on_ready=on_ready))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a foreground server is meant to stop
+    except OSError as exc:
+        raise Failure(f"cannot start the coordinator: {exc}", ExitCode.JOB_FAILED) from None
+
+
+def worker(
+    orchestrator_url: Annotated[
+        str,
+        typer.Option(
+            envvar="CORRAL_ORCHESTRATOR_URL", show_envvar=True, help="Coordinator URL(s)."
+        ),
+    ],
+    worker_token: Annotated[
+        str,
+        typer.Option(
+            envvar="CORRAL_WORKER_TOKEN",
+            show_envvar=True,
+            help="Token from 'corral workers create' (prefer the env var: argv is visible).",
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option(envvar="CORRAL_WORKER_NAME", show_envvar=True, help="Name.")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(envvar="CORRAL_WORKER_LABELS", show_envvar=True, help="k=v,… labels."),
+    ] = None,
+    max_concurrent_tasks: Annotated[
+        int | None,
+        typer.Option(
+            envvar="CORRAL_MAX_CONCURRENT_TASKS",
+            show_envvar=True,
+            min=1,
+            help="Jobs run at once [1].",
+            show_default=False,
+        ),
+    ] = None,
+    persistent: Annotated[
+        bool | None,
+        typer.Option(
+            "--persistent/--ephemeral",
+            envvar="CORRAL_WORKER_PERSISTENT",
+            show_envvar=True,
+            help="Stay for more jobs, or exit after one [ephemeral].",
+            show_default=False,
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option(
+            envvar="CORRAL_HEARTBEAT_INTERVAL",
+            show_envvar=True,
+            help="Seconds between heartbeats [the coordinator's].",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CORRAL_WORKER_DATA_DIR",
+            show_envvar=True,
+            help="Where the worker keeps its local state and job directories.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a worker: register, take jobs over SSE, run each as a child process."""
+    from corral.worker.agent import run_worker
+    from corral.worker.config import WorkerSettings
+
+    settings = WorkerSettings(
+        **_given(
+            orchestrator_url=orchestrator_url,
+            worker_token=worker_token,
+            name=name,
+            labels=_parse.labels(labels) if labels is not None else None,
+            max_concurrent_tasks=max_concurrent_tasks,
+            persistent=persistent,
+            heartbeat_interval_s=heartbeat_interval,
+            data_dir=data_dir,
+        )
+    )
+    try:
+        code = asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        code = ExitCode.INTERRUPTED
+    raise typer.Exit(int(code))

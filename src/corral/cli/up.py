@@ -1,0 +1,121 @@
+"""``corral up``: a coordinator and local workers in one process tree; ``--demo`` runs the
+digits sweep on them and exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import secrets
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corral.cli import _output
+from corral.cli._client import run as run_client
+from corral.cli._demo import run_demo
+from corral.cli._exit import ExitCode, Failure
+from corral.cli._fleet import LocalFleet
+
+
+def up(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Local workers to start.")] = 2,
+    data_dir: Annotated[Path, typer.Option(help="Store, worker state and logs live here.")] = Path(
+        ".corral"
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Coordinator port.")] = 8001,
+    host: Annotated[str, typer.Option(help="Coordinator address.")] = "127.0.0.1",
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Run the digits training sweep, print results, exit.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per demo job.")] = 10,
+) -> None:
+    """Start a coordinator and local workers; Ctrl-C stops all of it."""
+    if demo and importlib.util.find_spec("sklearn") is None:
+        raise Failure("--demo trains with scikit-learn: pip install 'corral[examples]'")
+    fleet = LocalFleet(
+        data_dir=data_dir,
+        workers=workers,
+        host=host,
+        port=port,
+        admin_key=_admin_key(data_dir),
+    )
+    code = run_client(f"http://{host}:{port}", _up(fleet, demo=demo, epochs=epochs))
+    raise typer.Exit(code)
+
+
+def _admin_key(data_dir: Path) -> str:
+    """CORRAL_BOOTSTRAP_ADMIN_KEY, else the key an earlier ``up`` kept in the data dir.
+
+    Kept (mode 0600, beside the database it guards) so that a restart does not add one
+    more admin key each time and the shell's CORRAL_API_KEY keeps working.
+    """
+    key = os.environ.get("CORRAL_BOOTSTRAP_ADMIN_KEY", "").strip()
+    if key:
+        return key
+    path = data_dir / "admin.key"
+    with contextlib.suppress(OSError):
+        key = path.read_text().strip()
+    if key:
+        return key
+    key = f"ck_{secrets.token_urlsafe(32)}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+async def _up(fleet: LocalFleet, *, demo: bool, epochs: int) -> int:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopping = False
+
+    def on_signal() -> None:
+        # Our own handler, not asyncio's: a second Ctrl-C must not abort the clean stop.
+        nonlocal stopping
+        if stopping:
+            _output.err.print(f"still stopping: workers get up to {fleet.stop_grace_s:.0f}s")
+            return
+        stopping = True
+        _output.err.print("stopping: workers first, then the coordinator…")
+        main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        async with fleet:
+            await fleet.wait_ready()
+            _banner(fleet)
+            if demo:
+                async with fleet.client() as client:
+                    return await run_demo(client, epochs=epochs)
+            await fleet.watch()
+            return 0
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        main.uncancel()
+        _output.err.print("stopped")
+        return ExitCode.INTERRUPTED if demo else ExitCode.OK
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _banner(fleet: LocalFleet) -> None:
+    names = ", ".join(w.name for w in fleet.local_workers)
+    p = _output.out.print
+    p(f"[bold green]Corral is up[/]: coordinator [bold]{fleet.url}[/], workers {names}")
+    p(f"Admin API key: [bold]{fleet.admin_key}[/]", soft_wrap=True)
+    p(f"Data: {fleet.data_dir} (worker logs: workers/*/worker.log)", soft_wrap=True)
+    p("From another shell:")
+    env = f"  export CORRAL_URL={fleet.url} CORRAL_API_KEY={fleet.admin_key}"
+    p(env, soft_wrap=True, markup=False)
+    p("  corral submit --wait -- python -m corral.examples.digits --hidden 64", markup=False)
+    p("  corral jobs ls; corral workers ls", markup=False)
+    p("Ctrl-C stops the workers, then the coordinator.")
