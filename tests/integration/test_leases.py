@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,13 @@ def clocked(tmp_path: Path, db_url: str):
         yield coord, clock
     finally:
         stop()
+
+
+def wait_until(cond, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def tick(coord):
@@ -122,3 +130,21 @@ def test_ephemeral_worker_gets_exactly_one_job(clocked):
         coord.call(coord.app.state.dispatcher.round())
         assert len(c.get("/api/jobs", params={"state": "assigned"}).json()["jobs"]) == 1
         assert first["data"]["attempt"] == 1
+
+
+def test_dropped_stream_is_suspect_then_offline_unless_heard_from(clocked):
+    coord, clock = clocked
+    _, w1 = register_worker(coord, name="quiet")
+    _, w2 = register_worker(coord, name="talker")
+    hub = coord.app.state.core.hub
+    with w1.stream("GET", "/api/workers/stream"), w2.stream("GET", "/api/workers/stream"):
+        with coord.client() as c:
+            wait_until(lambda: {w["status"] for w in c.get("/api/admin/workers").json()["workers"]}
+                       == {"idle"})  # fmt: skip
+    wait_until(lambda: not hub.connected())  # both streams dropped
+    clock.advance(11)
+    w2.post("/api/workers/heartbeat", json={})
+    tick(coord)
+    with coord.client() as c:
+        status = {w["name"]: w["status"] for w in c.get("/api/admin/workers").json()["workers"]}
+    assert status == {"quiet": "offline", "talker": "idle"}

@@ -79,9 +79,10 @@ class Hub:
     def connected(self) -> set[str]:
         return set(self._sessions)
 
-    def dropped_longer_than(self, seconds: float) -> list[str]:
+    def dropped_longer_than(self, seconds: float) -> dict[str, datetime]:
+        """worker_id -> when its stream dropped, for drops older than ``seconds``."""
         cutoff = self.clock.now() - timedelta(seconds=seconds)
-        return [w for w, t in self._dropped.items() if t <= cutoff]
+        return {w: t for w, t in self._dropped.items() if t <= cutoff}
 
     def forget(self, worker_id: str) -> None:
         self._dropped.pop(worker_id, None)

@@ -11,8 +11,8 @@ import structlog
 from corral.model import AttemptOutcome
 from corral.server.core import Core
 from corral.server.leases import end_attempt, go_offline
+from corral.store import as_utc, streams
 from corral.store import jobs as jobs_q
-from corral.store import streams
 from corral.store import workers as workers_q
 
 log = structlog.get_logger("corral.reaper")
@@ -30,6 +30,11 @@ async def tick(core: Core) -> None:
                 log.info("worker offline", worker_id=row["id"], reason="heartbeat timeout")
         dropped = core.hub.dropped_longer_than(s.stream_grace_s)
         for row in await workers_q.by_ids(t.conn, dropped):
+            # Heard from since (a heartbeat, or a register at another coordinator)? Then it
+            # lives; it only gets no new work from this coordinator until it reconnects here.
+            heard = as_utc(row["last_heartbeat"])
+            if heard is not None and heard > dropped[row["id"]]:
+                continue
             if await go_offline(core, t, row, "its event stream dropped"):
                 log.info("worker offline", worker_id=row["id"], reason="stream dropped")
         for wid in dropped:
