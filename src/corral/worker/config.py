@@ -1,0 +1,165 @@
+"""The worker's settings: flags given by the CLI, else ``CORRAL_*`` env vars, else defaults."""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["WorkerSettings", "parse_labels"]
+
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,100}$")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``"gpu=a100,zone=eu"`` -> ``{"gpu": "a100", "zone": "eu"}``; empty text -> ``{}``."""
+    labels: dict[str, str] = {}
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"label {part!r} is not key=value (expected e.g. 'gpu=a100,zone=eu')")
+        if not _LABEL_KEY.match(key):
+            raise ValueError(
+                f"label key {key!r} may hold only letters, digits and _ . - / (at most 100)"
+            )
+        if len(value) > 200:
+            raise ValueError(f"label {key!r}: value longer than 200 characters")
+        if key in labels:
+            raise ValueError(f"label {key!r} is given twice")
+        labels[key] = value
+    return labels
+
+
+def _env(*names: str) -> Any:
+    # Only the CORRAL_* names are looked up in the environment. Field names are mapped onto
+    # them in __init__ rather than through populate_by_name, which would also read an env var
+    # called plain NAME or LABELS.
+    return AliasChoices(*names)
+
+
+class WorkerSettings(BaseSettings):
+    """Everything ``corral worker`` needs. The token is a SecretStr: hidden in repr and logs."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    orchestrator_url: str = Field(
+        validation_alias=_env("CORRAL_ORCHESTRATOR_URL"),
+        description="coordinator URL; several, comma-separated, fail over in order",
+    )
+    worker_token: SecretStr = Field(validation_alias=_env("CORRAL_WORKER_TOKEN"))
+    name: str | None = Field(
+        default=None, validation_alias=_env("CORRAL_WORKER_NAME"), description="default: hostname"
+    )
+    labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=_env("CORRAL_WORKER_LABELS"),
+        description="k=v,k2=v2",
+    )
+    max_concurrent_tasks: int = Field(
+        default=1, ge=1, le=1024, validation_alias=_env("CORRAL_MAX_CONCURRENT_TASKS")
+    )
+    persistent: bool = Field(default=False, validation_alias=_env("CORRAL_WORKER_PERSISTENT"))
+    heartbeat_interval_s: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias=_env("CORRAL_HEARTBEAT_INTERVAL")
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        validation_alias=_env("CORRAL_WORKER_DATA_DIR"),
+        description="default: ~/.corral/worker/<name>",
+    )
+    kill_grace_s: float = Field(
+        default=10.0, ge=0, le=3600, validation_alias=_env("CORRAL_WORKER_KILL_GRACE")
+    )
+    pass_env: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("CORRAL_WORKER_PASS_ENV"),
+        description="extra env var names passed from the worker to its jobs",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        # A flag the CLI leaves unset arrives as None and must not hide the env var.
+        fields = type(self).model_fields
+        aliased: dict[str, Any] = {}
+        for key, value in values.items():
+            if value is None:
+                continue
+            field = fields.get(key)
+            alias = field.validation_alias if field is not None else None
+            if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+                key = alias.choices[0]
+            aliased[key] = value
+        super().__init__(**aliased)
+
+    @field_validator("orchestrator_url")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("at least one coordinator URL is needed")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return ",".join(urls)
+
+    @field_validator("worker_token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        # Pasted tokens often carry a newline; a header with one is refused by httpx.
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("the worker token is empty")
+        return SecretStr(token)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_labels(value)
+        if isinstance(value, list | tuple):  # repeated --label k=v flags
+            return parse_labels(",".join(str(v) for v in value))
+        return value
+
+    @field_validator("pass_env", mode="before")
+    @classmethod
+    def _pass_env(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> WorkerSettings:
+        if not self.name:
+            self.name = platform.node() or "worker"
+        if self.data_dir is None:
+            self.data_dir = Path.home() / ".corral" / "worker" / _safe(self.name)
+        self.data_dir = self.data_dir.expanduser()
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return self.orchestrator_url.split(",")
+
+    @property
+    def work_dir(self) -> Path:
+        """``data_dir``, known to be set once validated."""
+        assert self.data_dir is not None
+        return self.data_dir
+
+    @property
+    def worker_name(self) -> str:
+        assert self.name is not None
+        return self.name
+
+
+def _safe(name: str) -> str:
+    """A name usable as one path component."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", name).strip(".")
+    return cleaned or "worker"
