@@ -63,6 +63,8 @@ def test_silent_worker_goes_offline_and_its_job_is_requeued(clocked):
         assert r.json()["stop"] == [{"job_id": job["id"], "attempt": 1}]
         ev = next_event(wc)
         assert ev["data"]["job_id"] == job["id"] and ev["data"]["attempt"] == 2
+        attempts = c.get(f"/api/jobs/{job['id']}").json()["attempts"]
+        assert [a["outcome"] for a in attempts] == ["lost", None]
 
 
 def test_no_retries_left_fails_with_the_reason(clocked):

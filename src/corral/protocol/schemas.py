@@ -12,6 +12,7 @@ from corral.model import JobState, WorkerStatus, WorkerType
 __all__ = [
     "AttemptRef",
     "AttemptReport",
+    "AttemptView",
     "Event",
     "GpuInfo",
     "HeartbeatRequest",
@@ -160,6 +161,17 @@ class JobSubmit(_Wire):
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
 
 
+class AttemptView(BaseModel):
+    number: int
+    worker_id: str | None
+    outcome: str | None = Field(description="succeeded, failed, timed_out, lost, cancelled")
+    assigned_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    error: str | None
+
+
 class JobView(BaseModel):
     id: str
     name: str
@@ -179,6 +191,9 @@ class JobView(BaseModel):
     exit_code: int | None
     error: str | None
     result: dict[str, Any] | None
+    attempts: list[AttemptView] | None = Field(
+        default=None, description="every attempt so far (only when reading one job)"
+    )
 
 
 class JobList(BaseModel):

@@ -20,7 +20,15 @@ from corral.model import (
     NotFound,
     StaleAttempt,
 )
-from corral.protocol import AttemptReport, JobCancel, JobList, JobSubmit, JobView, LogBatch
+from corral.protocol import (
+    AttemptReport,
+    AttemptView,
+    JobCancel,
+    JobList,
+    JobSubmit,
+    JobView,
+    LogBatch,
+)
 from corral.server.auth import Identity, WorkerIdentity, new_id
 from corral.server.core import Core, Tx
 from corral.server.leases import end_attempt
@@ -110,9 +118,17 @@ async def submit(
         return view(old), False
 
 
-async def get(core: Core, tenant_id: str, job_id: str) -> JobView:
+async def get(core: Core, tenant_id: str, job_id: str, *, attempts: bool = False) -> JobView:
     async with core.tx() as t:
-        return view(await _get(t, tenant_id, job_id))
+        job = view(await _get(t, tenant_id, job_id))
+        if attempts:
+            rows = await jobs_q.attempts_of(t.conn, job_id)
+            job.attempts = [AttemptView(
+                number=a["number"], worker_id=a["worker_id"], outcome=a["outcome"],
+                assigned_at=as_utc(a["assigned_at"]), started_at=as_utc(a["started_at"]),
+                finished_at=as_utc(a["finished_at"]), exit_code=a["exit_code"], error=a["error"],
+            ) for a in rows]  # fmt: skip
+        return job
 
 
 def _cursor(row: JobView) -> str:

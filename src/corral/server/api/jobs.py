@@ -52,7 +52,7 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobView)
 async def get_job(request: Request, who: Viewer, job_id: str) -> JobView:
-    return await jobs.get(request.app.state.core, who.tenant_id, job_id)
+    return await jobs.get(request.app.state.core, who.tenant_id, job_id, attempts=True)
 
 
 @router.post("/{job_id}/cancel", response_model=JobView)
