@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_coordinator
+from harness import start_coordinator
 from wire import next_event, register_worker
 
 from corral.server import reaper

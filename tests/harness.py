@@ -1,0 +1,115 @@
+"""Test harness: fresh databases and a real coordinator on a random loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PG_ADMIN_URL = os.environ.get("CORRAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure means: no PostgreSQL here
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}"
+
+
+@contextlib.contextmanager
+def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'corral.db'}"
+        return
+    why = _pg_available()
+    if why:
+        if os.environ.get("CORRAL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    import psycopg
+
+    name = f"corral_test_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Coordinator:
+    url: str
+    admin_key: str
+    data_dir: Path
+    app: Any
+    loop: asyncio.AbstractEventLoop
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key or self.admin_key}"},
+            timeout=10,
+        )
+
+    def call(self, coro: Any, timeout: float = 10) -> Any:
+        """Run a coroutine on the coordinator's own loop (to reach its Core)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+def start_coordinator(
+    data_dir: Path, db_url: str, clock: Any = None, **overrides: Any
+) -> tuple[Coordinator, Any]:
+    from corral.server.app import create_app, serve
+    from corral.server.config import ServerSettings
+
+    key = f"ck_test_{secrets.token_hex(8)}"
+    settings = ServerSettings(
+        host="127.0.0.1", port=0, data_dir=data_dir, db_url=db_url, bootstrap_admin_key=key,
+        **overrides,
+    )  # fmt: skip
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def on_ready(url: str, _new: str | None) -> None:
+        box["url"] = url
+        ready.set()
+
+    box["app"] = create_app(settings, clock=clock)
+
+    def main() -> None:
+        loop = asyncio.new_event_loop()
+        box["loop"] = loop
+        try:
+            box["task"] = loop.create_task(serve(settings, on_ready=on_ready, app=box["app"]))
+            loop.run_until_complete(asyncio.gather(box["task"], return_exceptions=True))
+        finally:
+            loop.close()
+            ready.set()
+
+    thread = threading.Thread(target=main, name="coordinator", daemon=True)
+    thread.start()
+    if not ready.wait(30) or "url" not in box:
+        raise RuntimeError("coordinator did not start")
+    coord = Coordinator(box["url"], key, data_dir, box["app"], box["loop"])
+
+    def stop() -> None:
+        box["loop"].call_soon_threadsafe(box["task"].cancel)
+        thread.join(15)
+
+    return coord, stop
