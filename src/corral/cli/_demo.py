@@ -29,6 +29,8 @@ class _Run:
 
 async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> int:
     """Submit the digits sweep, show it run, print the results; 0 if every job succeeded."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     runs: list[_Run] = []
     for params in digits.sweep(epochs=epochs):
         spec = JobSubmit(
@@ -43,13 +45,22 @@ async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> 
 
     streams = [asyncio.create_task(_metrics(client, run)) for run in runs]
     try:
-        with Live(_progress(runs), console=_output.out, refresh_per_second=4) as live:
+        # Transient: on a terminal the live table gives way to the results table below.
+        live = Live(_progress(runs), console=_output.out, refresh_per_second=4, transient=True)
+        with live:
             while not all(r.job.state in TERMINAL_JOB_STATES for r in runs):
                 await asyncio.sleep(poll_s)
                 jobs = await asyncio.gather(*(client.job(r.job.id) for r in runs))
                 for run, job in zip(runs, jobs, strict=True):
                     run.job = job
                 live.update(_progress(runs))
+    except asyncio.CancelledError:
+        # Interrupted: leave no demo job queued behind for the next start to run.
+        for run in runs:
+            if run.job.state not in TERMINAL_JOB_STATES:
+                with contextlib.suppress(ApiError, Unreachable):
+                    await client.cancel(run.job.id)
+        raise
     finally:
         for task in streams:
             task.cancel()
@@ -57,6 +68,10 @@ async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> 
 
     names = await _worker_names(client)
     _output.out.print(_results(runs, names))
+    workers = len({r.job.worker_id for r in runs if r.job.worker_id})
+    _output.out.print(
+        f"{len(runs)} jobs on {workers} workers in {loop.time() - started:.1f}s", highlight=False
+    )
     done = [r for r in runs if r.job.state == JobState.SUCCEEDED and r.job.result]
     if done:
         best = max(done, key=lambda r: r.job.result.get("accuracy", 0))  # type: ignore[union-attr]

@@ -130,6 +130,7 @@ class LocalFleet:
     admin_key: str | None = None
     worker_env: dict[str, str] = field(default_factory=dict)
     stop_grace_s: float = 20.0
+    worker_log_level: str = "info"
 
     url: str = ""
     new_admin_key: str | None = None
@@ -200,6 +201,7 @@ class LocalFleet:
             "--persistent",
             "--max-concurrent-tasks", str(self.slots),
             "--data-dir", str(wdir),
+            "--log-level", self.worker_log_level,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,

@@ -152,7 +152,7 @@ def ls(
         cols = ("ID", "NAME", "STATE", "ATTEMPT", "WORKER", "CREATED", "RAN")
         _output.out.print(_output.table(None, cols, rows))
         if page.next_cursor:
-            _output.err.print(f"more: corral jobs ls --cursor {page.next_cursor}")
+            _output.err.print(f"more: corral jobs ls --cursor {page.next_cursor}", soft_wrap=True)
 
     run(url, go())
 

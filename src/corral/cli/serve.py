@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.cli import _output, _parse
+from corral.cli import _logging, _output, _parse
 from corral.cli._exit import ExitCode, Failure
 
 
@@ -50,11 +50,13 @@ def server(
             help="Seconds between worker heartbeats [env CORRAL_SERVER__HEARTBEAT_INTERVAL_S; 30]."
         ),
     ] = None,
+    log_level: _logging.LogLevel = _logging.Level.INFO,
 ) -> None:
     """Run a coordinator. The first start prints an admin API key, once."""
     from corral.server.app import serve
     from corral.server.config import ServerSettings
 
+    _logging.configure(log_level)
     settings = ServerSettings(
         **_given(
             host=host,
@@ -145,9 +147,9 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    log_level: _logging.LogLevel = _logging.Level.INFO,
 ) -> None:
     """Run a worker: register, take jobs over SSE, run each as a child process."""
-    from corral.worker.agent import run_worker
     from corral.worker.config import WorkerSettings
 
     settings = WorkerSettings(
@@ -162,6 +164,9 @@ def worker(
             data_dir=data_dir,
         )
     )
+    from corral.worker.agent import run_worker
+
+    _logging.configure(log_level)
     try:
         code = asyncio.run(run_worker(settings))
     except KeyboardInterrupt:

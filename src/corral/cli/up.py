@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import _output
+from corral.cli import _logging, _output
 from corral.cli._client import run as run_client
 from corral.cli._demo import run_demo
 from corral.cli._exit import ExitCode, Failure
@@ -32,8 +32,11 @@ def up(
         bool, typer.Option("--demo", help="Run the digits training sweep, print results, exit.")
     ] = False,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per demo job.")] = 10,
+    log_level: _logging.LogLevel = _logging.Level.WARNING,
 ) -> None:
     """Start a coordinator and local workers; Ctrl-C stops all of it."""
+    # The coordinator logs here, beside what `up` prints; each worker logs to its own file.
+    _logging.configure(log_level)
     if demo and importlib.util.find_spec("sklearn") is None:
         raise Failure("--demo trains with scikit-learn: pip install 'corral[examples]'")
     fleet = LocalFleet(

@@ -1,0 +1,150 @@
+"""The CLI against a real coordinator on a loopback port (no workers): what each command
+prints for scripts, and how refusals end."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from harness import Coordinator, start_coordinator
+from typer.testing import CliRunner
+from wire import next_event, register_worker
+
+from corral.cli._exit import ExitCode
+from corral.cli._logging import Level, configure
+from corral.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def coord(tmp_path: Path) -> Iterator[Coordinator]:
+    # The coordinator shares this process: keep its logs out of the output under test.
+    configure(Level.ERROR, stream=sys.__stderr__)
+    # The CLI does not care which store is behind the API; SQLite keeps this fast.
+    c, stop = start_coordinator(tmp_path / "server", f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        yield c
+    finally:
+        stop()
+        structlog.reset_defaults()
+
+
+def cli(coord: Coordinator, *args: str, key: str | None = None) -> Any:
+    env = {"CORRAL_URL": coord.url, "CORRAL_API_KEY": key or coord.admin_key}
+    return runner.invoke(app, list(args), env=env)
+
+
+def doc(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_submit_ls_show_cancel_print_one_json_document(coord: Coordinator) -> None:
+    job = doc(cli(coord, "submit", "--json", "--name", "hi", "-l", "gpu=a*", "-e", "A=1",
+                  "--priority", "5", "--retries", "0", "--timeout", "30",
+                  "python", "-c", "print('hi')"))  # fmt: skip
+    assert job["state"] == "queued" and job["id"].startswith("job_")
+    assert job["command"] == ["python", "-c", "print('hi')"]
+    assert job["worker_labels"] == {"gpu": "a*"} and job["priority"] == 5
+    assert job["max_retries"] == 0 and job["timeout_s"] == 30
+
+    listing = doc(cli(coord, "jobs", "ls", "--json", "--state", "queued"))
+    assert [j["id"] for j in listing["jobs"]] == [job["id"]]
+    assert doc(cli(coord, "jobs", "show", "--json", job["id"]))["name"] == "hi"
+
+    cancelled = cli(coord, "jobs", "cancel", job["id"])
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.stdout
+    assert doc(cli(coord, "jobs", "show", "--json", job["id"]))["state"] == "cancelled"
+    human = cli(coord, "jobs", "ls")
+    assert human.exit_code == 0 and job["id"] in human.stdout
+
+
+def _play_worker(coord: Coordinator, outcome: str) -> threading.Thread:
+    """A hand-played worker that runs the next job it is given and ends it with ``outcome``."""
+    _, wc = register_worker(coord)
+
+    def play() -> None:
+        ev = next_event(wc)
+        jid, attempt = ev["data"]["job_id"], ev["data"]["attempt"]
+        wc.post(f"/api/workers/job/{jid}/status", json={"attempt": attempt, "status": "running"})
+        out = 'epoch 1\ncorral.metric {"step":1,"loss":0.5}\npartial'
+        wc.post(f"/api/workers/job/{jid}/logs", json={"attempt": attempt, "seq": 0, "data": out})
+        if outcome == "cancelled":
+            with coord.client() as c:
+                c.post(f"/api/jobs/{jid}/cancel")
+        report = {
+            "attempt": attempt,
+            "status": outcome,
+            "exit_code": 0 if outcome == "succeeded" else 1,
+        }
+        wc.post(f"/api/workers/job/{jid}/status", json=report)
+        wc.close()
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code"),
+    [
+        ("succeeded", ExitCode.OK),
+        ("failed", ExitCode.JOB_FAILED),
+        ("cancelled", ExitCode.JOB_CANCELLED),
+    ],
+)
+def test_submit_wait_streams_output_and_exits_with_the_outcome(
+    coord: Coordinator, outcome: str, code: int
+) -> None:
+    worker = _play_worker(coord, outcome)
+    result = cli(coord, "submit", "--wait", "--", "python", "-c", "pass")
+    worker.join(10)
+    assert result.exit_code == code, result.output
+    assert result.stdout == 'epoch 1\ncorral.metric {"step":1,"loss":0.5}\npartial\n'
+    assert outcome in result.stderr
+
+
+def test_submit_wait_json_prints_only_the_final_job(coord: Coordinator) -> None:
+    worker = _play_worker(coord, "failed")
+    result = cli(coord, "submit", "--wait", "--json", "false")
+    worker.join(10)
+    assert result.exit_code == ExitCode.JOB_FAILED
+    final = json.loads(result.stdout)
+    assert final["state"] == "failed" and final["exit_code"] == 1
+
+
+def test_workers_create_ls_drain_rotate_rm(coord: Coordinator) -> None:
+    created = doc(cli(coord, "workers", "create", "--json", "box-1", "--persistent",
+                      "--labels", "gpu=a100,zone=eu"))  # fmt: skip
+    assert created["id"] and created["token"] and created["name"] == "box-1"
+    workers = doc(cli(coord, "workers", "ls", "--json"))["workers"]
+    assert [(w["name"], w["worker_type"], w["labels"]) for w in workers] == [
+        ("box-1", "persistent", {"gpu": "a100", "zone": "eu"})
+    ]
+    rotated = doc(cli(coord, "workers", "rotate-token", "--json", "box-1"))
+    assert rotated["token"] != created["token"]
+    assert cli(coord, "workers", "drain", created["id"]).exit_code == 0
+    removed = cli(coord, "workers", "rm", "box-1")
+    assert removed.exit_code == 0, removed.output
+    assert doc(cli(coord, "workers", "ls", "--json"))["workers"] == []
+
+
+def one_line(result: Any, code: int) -> str:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("corral: error: "), result.stderr
+    return lines[0]
+
+
+def test_refusals_are_one_line_and_exit_2(coord: Coordinator) -> None:
+    assert "not_found" in one_line(cli(coord, "jobs", "show", "job_nope"), ExitCode.USAGE)
+    assert "box-9" in one_line(cli(coord, "workers", "rm", "box-9"), ExitCode.USAGE)
+    line = one_line(cli(coord, "jobs", "ls", key="ck_wrong"), ExitCode.USAGE)
+    assert "CORRAL_API_KEY" in line
