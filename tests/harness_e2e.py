@@ -1,0 +1,195 @@
+"""End-to-end harness: the coordinator and workers as real subprocesses (`corral server`,
+`corral worker`), killed for real. Every process a test starts dies with its group after it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ADMIN_KEY = f"ck_e2e_{secrets.token_hex(8)}"
+# Fast failure detection so that tests finish in seconds, not minutes.
+SERVER_ENV = {
+    "CORRAL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+    "CORRAL_SERVER__REAPER_INTERVAL_S": "0.3",
+    "CORRAL_SERVER__STREAM_GRACE_S": "1",
+    "CORRAL_SERVER__RETRY_BACKOFF_BASE_S": "0.1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], Any], seconds: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Proc:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.log = log
+        self._fh = log.open("ab")
+        self.popen = subprocess.Popen(
+            argv, stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL the process alone: its children (the job) are orphaned, as in a crash."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def term(self, timeout: float = 20) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
+
+    def cleanup(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.popen.poll() is None:
+            self.popen.wait(10)
+        self._fh.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class Fleet:
+    """Start and kill coordinators and workers; talk to the API as an admin."""
+
+    def __init__(self, root: Path, db_url: str) -> None:
+        self.root = root
+        self.db_url = db_url
+        self.procs: list[Proc] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: Proc | None = None
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        env.update(PYTHONUNBUFFERED="1", **(extra or {}))
+        return env
+
+    def start_server(self, **env: str) -> Proc:
+        argv = [sys.executable, "-m", "corral.cli", "server", "--host", "127.0.0.1",
+                "--port", str(self.port), "--data-dir", str(self.root / "server"),
+                "--db", self.db_url]  # fmt: skip
+        proc = Proc(argv, self.root / "server.log", self._env({**SERVER_ENV, **env}))
+        self.procs.append(proc)
+        self.server = proc
+        wait_until(self._healthy, 30, "the coordinator to answer")
+        return proc
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=15,
+                            headers={"Authorization": f"Bearer {ADMIN_KEY}"})  # fmt: skip
+
+    def create_worker(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        with self.api() as c:
+            r = c.post("/api/admin/workers", json={"name": name, "labels": labels or {}})
+            r.raise_for_status()
+            return r.json()
+
+    def start_worker(
+        self, name: str, *, labels: dict[str, str] | None = None, persistent: bool = True,
+        slots: int = 1, url: str | None = None, token: str | None = None,
+        heartbeat: float = 1.0, **env: str,
+    ) -> Proc:  # fmt: skip
+        token = token or self.create_worker(name, labels)["token"]
+        argv = [sys.executable, "-m", "corral.cli", "worker", "--orchestrator-url",
+                url or self.url, "--name", name, "--max-concurrent-tasks", str(slots),
+                "--heartbeat-interval", str(heartbeat),
+                "--data-dir", str(self.root / f"worker-{name}"),
+                "--persistent" if persistent else "--ephemeral"]  # fmt: skip
+        if labels:
+            argv += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
+        proc = Proc(argv, self.root / f"worker-{name}.log",
+                    self._env({"CORRAL_WORKER_TOKEN": token, **env}))  # fmt: skip
+        proc.token = token  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def submit(self, command: list[str], **fields: Any) -> dict[str, Any]:
+        with self.api() as c:
+            r = c.post("/api/queue/submit", json={"command": command, **fields})
+            assert r.status_code == 201, r.text
+            return r.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.api() as c:
+            return c.get(f"/api/jobs/{job_id}").json()
+
+    def logs(self, job_id: str) -> str:
+        with self.api() as c:
+            return c.get(f"/api/jobs/{job_id}/logs").text
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        with self.api() as c:
+            return {w["name"]: w for w in c.get("/api/admin/workers").json()["workers"]}
+
+    def wait_state(self, job_id: str, states: set[str], seconds: float = 60) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            try:
+                job = self.job(job_id)
+            except httpx.HTTPError:
+                return None  # the coordinator may be restarting
+            return job if job["state"] in states else None
+
+        return wait_until(check, seconds, f"job {job_id} to reach {states}")
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.cleanup()
+
+    def dump(self) -> str:
+        return "\n".join(f"==== {p.log.name}\n{p.output()[-4000:]}" for p in self.procs)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+    return True
