@@ -1,0 +1,73 @@
+"""Task kinds: how a job.assign becomes a process to start.
+
+A kind is found by name through the ``corral.task_kinds`` entry points, so a new kind is a
+new module (in any installed package), not an edit of the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from corral.protocol import JobAssign
+
+__all__ = ["ENTRY_POINT_GROUP", "CommandKind", "LaunchSpec", "TaskKind", "UnknownKind", "load_kind"]
+
+ENTRY_POINT_GROUP = "corral.task_kinds"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to start: the runner adds the worker's env allow-list, Corral's vars and GPUs."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TaskKind(Protocol):
+    name: str
+
+    def prepare(self, assign: JobAssign, workdir: Path) -> LaunchSpec:
+        """Turn the assignment into a launch; raise ValueError if it cannot run."""
+        ...
+
+
+class UnknownKind(Exception):
+    """No installed plugin provides this task kind."""
+
+
+class CommandKind:
+    """Runs ``command`` as given, in the attempt's own working directory."""
+
+    name = "command"
+
+    def prepare(self, assign: JobAssign, workdir: Path) -> LaunchSpec:
+        if not assign.command or not assign.command[0]:
+            raise ValueError("the job has an empty command")
+        return LaunchSpec(argv=list(assign.command), cwd=workdir, env=dict(assign.env))
+
+
+# Found even when the package metadata is stale (a source checkout not re-installed).
+_BUILTIN: dict[str, type[TaskKind]] = {"command": CommandKind}
+
+
+@cache
+def load_kind(name: str) -> TaskKind:
+    """The kind registered as ``name``; raises UnknownKind."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        try:
+            factory = ep.load()
+        except Exception as exc:
+            raise UnknownKind(f"task kind {name!r} failed to load ({ep.value}): {exc}") from exc
+        kind = factory()
+        if not isinstance(kind, TaskKind):
+            raise UnknownKind(f"task kind {name!r} ({ep.value}) has no prepare()")
+        return kind
+    if name in _BUILTIN:
+        return _BUILTIN[name]()
+    raise UnknownKind(f"no task kind {name!r} is installed on this worker")
