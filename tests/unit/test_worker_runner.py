@@ -1,0 +1,309 @@
+"""The runner: real child processes, their groups, environment, timeouts and results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from corral.protocol import JobAssign
+from corral.worker import _procs
+from corral.worker.journal import AttemptRecord
+from corral.worker.kinds import CommandKind, LaunchSpec, UnknownKind, load_kind
+from corral.worker.runner import (
+    AttemptProcess,
+    StartFailed,
+    StopReason,
+    attempt_dir,
+    build_env,
+    output_path,
+    prepare_workdir,
+    result_path,
+)
+
+TOKEN = "wt_never_give_this_to_a_job"
+PY = sys.executable
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def _until(check, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def _spawn(
+    tmp_path: Path,
+    code: str,
+    *,
+    timeout_s: float | None = None,
+    grace: float = 5.0,
+    worker_env: dict[str, str] | None = None,
+    job_env: dict[str, str] | None = None,
+) -> AttemptProcess:
+    workdir = attempt_dir(tmp_path, "j_1", 1)
+    prepare_workdir(workdir)
+    env = build_env(
+        job_env or {},
+        job_id="j_1",
+        attempt=1,
+        result_file=result_path(workdir),
+        gpus=None,
+        worker_env=worker_env if worker_env is not None else dict(os.environ),
+        secrets=[TOKEN],
+    )
+    spec = LaunchSpec(argv=[PY, "-c", code], cwd=workdir)
+    return await AttemptProcess.spawn(
+        spec, env, workdir=workdir, timeout_s=timeout_s, kill_grace_s=grace
+    )
+
+
+def test_env_is_scrubbed_and_carries_corral_vars(tmp_path: Path) -> None:
+    worker_env = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/w",
+        "LC_ALL": "C.UTF-8",
+        "CORRAL_WORKER_TOKEN": TOKEN,
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "SOME_OTHER": "x",
+        "MY_LIB": "lib",
+        "SNEAKY": TOKEN,  # named in pass_env, but holds the token
+    }
+    env = build_env(
+        {"LR": "0.1", "PATH": "/job/bin"},
+        job_id="j_9",
+        attempt=3,
+        result_file=tmp_path / "r.json",
+        gpus=[2, 3],
+        worker_env=worker_env,
+        pass_env=["MY_LIB", "SNEAKY"],
+        secrets=[TOKEN],
+    )
+    assert env == {
+        "PATH": "/job/bin",
+        "HOME": "/home/w",
+        "LC_ALL": "C.UTF-8",
+        "MY_LIB": "lib",
+        "PYTHONUNBUFFERED": "1",
+        "LR": "0.1",
+        "CORRAL_JOB_ID": "j_9",
+        "CORRAL_ATTEMPT": "3",
+        "CORRAL_RESULT_FILE": str(tmp_path / "r.json"),
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "CUDA_VISIBLE_DEVICES": "2,3",
+    }
+    no_gpu = build_env({}, job_id="j", attempt=1, result_file=tmp_path, gpus=[], worker_env={})
+    assert no_gpu["CUDA_VISIBLE_DEVICES"] == ""  # a CPU job on a GPU machine sees no GPU
+
+
+async def test_token_never_reaches_the_job(tmp_path: Path) -> None:
+    worker_env = {**os.environ, "CORRAL_WORKER_TOKEN": TOKEN, "PYTHONPATH": TOKEN}
+    proc = await _spawn(
+        tmp_path,
+        "import json, os; print(json.dumps(dict(os.environ)))",
+        worker_env=worker_env,
+        job_env={"INNOCENT": f"prefix-{TOKEN}"},
+    )
+    outcome = await proc.wait()
+    assert outcome.status == "succeeded"
+    text = output_path(proc.workdir).read_text()
+    assert TOKEN not in text
+    seen = json.loads(text)
+    assert seen["CORRAL_JOB_ID"] == "j_1" and "CORRAL_WORKER_TOKEN" not in seen
+
+
+async def test_success_reads_the_result_file_and_keeps_output(tmp_path: Path) -> None:
+    code = (
+        "import sys; from corral import sdk\n"
+        "print('to stdout'); print('to stderr', file=sys.stderr)\n"
+        "sdk.report(step=1, loss=0.5)\n"
+        "sdk.set_result({'accuracy': 0.97, 'job': sdk.job_id(), 'attempt': sdk.attempt()})\n"
+    )
+    proc = await _spawn(tmp_path, code)
+    outcome = await proc.wait()
+    assert (outcome.status, outcome.exit_code, outcome.error) == ("succeeded", 0, None)
+    assert outcome.result == {"accuracy": 0.97, "job": "j_1", "attempt": 1}
+    out = output_path(proc.workdir).read_text()
+    assert "to stdout" in out and "to stderr" in out
+    assert 'corral.metric {"step":1,"loss":0.5}' in out
+    assert proc.pgid == proc.pid and os.getpgid(0) != proc.pgid  # a group of its own
+
+
+async def test_broken_result_file_does_not_fail_a_job(tmp_path: Path) -> None:
+    code = "import os; open(os.environ['CORRAL_RESULT_FILE'], 'w').write('[1, 2')"
+    outcome = await (await _spawn(tmp_path, code)).wait()
+    assert outcome.status == "succeeded" and outcome.result is None
+    assert outcome.error and "result file" in outcome.error
+
+
+async def test_failure_carries_exit_code_and_last_output(tmp_path: Path) -> None:
+    code = "import sys\nfor i in range(100): print('line', i)\nsys.exit('boom: bad config')"
+    outcome = await (await _spawn(tmp_path, code)).wait()
+    assert (outcome.status, outcome.exit_code) == ("failed", 1)
+    assert outcome.error is not None
+    assert outcome.error.startswith("exited with code 1")
+    assert "boom: bad config" in outcome.error and "line 99" in outcome.error
+    assert "line 0\n" not in outcome.error  # only the tail
+
+
+async def test_killed_by_a_signal_says_which(tmp_path: Path) -> None:
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    outcome = await (await _spawn(tmp_path, code)).wait()
+    assert (outcome.status, outcome.exit_code) == ("failed", -signal.SIGKILL)
+    assert outcome.error and "SIGKILL" in outcome.error
+
+
+async def test_start_failure(tmp_path: Path) -> None:
+    workdir = attempt_dir(tmp_path, "j", 1)
+    prepare_workdir(workdir)
+    spec = LaunchSpec(argv=["/nonexistent/program"], cwd=workdir)
+    with pytest.raises(StartFailed, match="cannot start"):
+        await AttemptProcess.spawn(spec, {}, workdir=workdir, timeout_s=None, kill_grace_s=1)
+
+
+_GRANDCHILD = (
+    "import os, subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', "
+    "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+    "open('grandchild.pid', 'w').write(str(child.pid))\n"
+    "print('started', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    proc = await _spawn(tmp_path, _GRANDCHILD, timeout_s=1.0, grace=0.3)
+    started = time.monotonic()
+    outcome = await proc.wait()
+    assert time.monotonic() - started < 5
+    assert outcome.status == "timed_out"
+    assert outcome.error and "timeout of 1s" in outcome.error and "started" in outcome.error
+    grandchild = int((proc.workdir / "grandchild.pid").read_text())
+    await _until(lambda: _gone(grandchild))  # it ignored SIGTERM: SIGKILL got it
+    assert _procs.group_members(proc.pgid) == []
+
+
+async def test_cancel_stops_the_group(tmp_path: Path) -> None:
+    proc = await _spawn(tmp_path, _GRANDCHILD, grace=0.3)
+    await _until(lambda: (proc.workdir / "grandchild.pid").exists())
+    proc.stop(StopReason.CANCELLED)
+    outcome = await proc.wait()
+    assert outcome.status == "cancelled" and outcome.stopped is StopReason.CANCELLED
+    grandchild = int((proc.workdir / "grandchild.pid").read_text())
+    await _until(lambda: _gone(grandchild))
+
+
+async def test_sigterm_first_and_a_clean_exit_is_kept(tmp_path: Path) -> None:
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (print('saving'), sys.exit(0)))\n"
+        "print('ready', flush=True); time.sleep(60)\n"
+    )
+    proc = await _spawn(tmp_path, code, grace=10)
+    await _until(lambda: "ready" in output_path(proc.workdir).read_text())
+    started = time.monotonic()
+    proc.stop(StopReason.CANCELLED)
+    outcome = await proc.wait()
+    assert time.monotonic() - started < 5  # no need to wait out the grace period
+    assert outcome.status == "cancelled" and outcome.exit_code == 0
+    assert "saving" in output_path(proc.workdir).read_text()
+
+
+async def test_force_skips_the_grace_period(tmp_path: Path) -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    proc = await _spawn(tmp_path, code, grace=60)
+    await _until(lambda: "ready" in output_path(proc.workdir).read_text())
+    proc.stop(StopReason.SHUTDOWN)
+    waiting = asyncio.ensure_future(proc.wait())
+    await asyncio.sleep(0.2)
+    proc.force()
+    outcome = await asyncio.wait_for(waiting, 5)
+    assert outcome.stopped is StopReason.SHUTDOWN and outcome.exit_code == -signal.SIGKILL
+
+
+def _start_detached(tmp_path: Path, code: str) -> tuple[subprocess.Popen[bytes], AttemptRecord]:
+    """A process as a previous worker would have left it: own group, not our asyncio child."""
+    workdir = attempt_dir(tmp_path, "j_old", 2)
+    prepare_workdir(workdir)
+    child = subprocess.Popen([PY, "-c", code], cwd=workdir, start_new_session=True)
+    rec = AttemptRecord(
+        job_id="j_old",
+        attempt=2,
+        pid=child.pid,
+        pgid=child.pid,
+        create_time=_procs.create_time(child.pid),
+        workdir=workdir,
+        started_at=time.time(),
+    )
+    return child, rec
+
+
+async def test_adopted_attempt_exit_is_unknown_hence_failed(tmp_path: Path) -> None:
+    child, rec = _start_detached(tmp_path, "import time; time.sleep(0.3)")
+    try:
+        proc = AttemptProcess.adopt(rec, kill_grace_s=1)
+        assert proc.adopted and proc.alive()
+        # Popen is our child here; reap it so it does not linger as a zombie.
+        reaper = asyncio.get_running_loop().run_in_executor(None, child.wait)
+        outcome = await asyncio.wait_for(proc.wait(), 5)
+        await reaper
+    finally:
+        child.kill()
+    assert outcome.status == "failed" and outcome.exit_code is None
+    assert outcome.error and "exit status is unknown" in outcome.error
+
+
+async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
+    child, rec = _start_detached(tmp_path, "import time; time.sleep(60)")
+    try:
+        proc = AttemptProcess.adopt(rec, kill_grace_s=1)
+        proc.stop(StopReason.STALE)
+        reaper = asyncio.get_running_loop().run_in_executor(None, child.wait)
+        outcome = await asyncio.wait_for(proc.wait(), 5)
+        assert await reaper == -signal.SIGTERM
+    finally:
+        child.kill()
+    assert outcome.stopped is StopReason.STALE
+
+
+def test_reused_pid_is_not_ours() -> None:
+    me = os.getpid()
+    assert _procs.leader_alive(me, _procs.create_time(me))
+    assert not _procs.leader_alive(me, _procs.create_time(me) - 3600)
+    assert not _procs.group_is_ours(me, _procs.create_time(me) - 3600)
+    assert _procs.signal_group(0, signal.SIGKILL) is False  # never our own group
+    assert _procs.signal_group(os.getpgrp(), signal.SIGKILL) is False
+
+
+def test_kinds(tmp_path: Path) -> None:
+    kind = load_kind("command")
+    assert isinstance(kind, CommandKind)
+    assign = JobAssign(job_id="j", attempt=1, name="n", command=["echo", "hi"], env={"A": "1"})
+    spec = kind.prepare(assign, tmp_path)
+    assert (spec.argv, spec.cwd, spec.env) == (["echo", "hi"], tmp_path, {"A": "1"})
+    with pytest.raises(UnknownKind, match="no task kind 'nope'"):
+        load_kind("nope")
+    with pytest.raises(ValueError, match="empty command"):
+        kind.prepare(assign.model_copy(update={"command": []}), tmp_path)
+
+
+def test_attempt_dir_is_safe(tmp_path: Path) -> None:
+    assert attempt_dir(tmp_path, "../../etc", 1).parent == tmp_path / "attempts"
