@@ -1,0 +1,134 @@
+"""Ship an attempt's output file to the coordinator in numbered batches while it runs.
+
+Batches go one at a time, in order, each under the number it was first tried with: the
+coordinator drops a number it has already stored, so a retry (or a resend after a worker
+restart) never duplicates a line, and nothing is skipped while the coordinator is away —
+the file on disk is the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+
+from corral.protocol import LogBatch
+from corral.protocol.transport import ApiError, Unreachable
+
+__all__ = ["LogShipper", "LogsRefused"]
+
+log = structlog.get_logger("corral.worker.logs")
+
+
+class LogsRefused(Exception):
+    """The coordinator refused this attempt's logs for good (409 or 404)."""
+
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+class LogShipper:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        attempt: int,
+        send: Callable[[LogBatch], Awaitable[None]],
+        seq: int = 0,
+        offset: int = 0,
+        resend_end: int = 0,
+        on_batch: Callable[[int, int, int], None] | None = None,
+        interval_s: float = 0.5,
+        max_bytes: int = 64 * 1024,
+        backoff_max_s: float = 10.0,
+    ) -> None:
+        self.path = path
+        self.attempt = attempt
+        self.seq = seq
+        self.offset = offset
+        # After a restart: the batch that was in flight, to be sent again exactly as it was.
+        self._resend_end = resend_end if resend_end > offset else 0
+        self._send = send
+        self._on_batch = on_batch
+        self.interval_s = interval_s
+        self.max_bytes = max_bytes
+        self.backoff_max_s = backoff_max_s
+        self._finishing = asyncio.Event()
+
+    def finish(self) -> None:
+        """The process ended: send what is left, then return."""
+        self._finishing.set()
+
+    async def run(self) -> None:
+        full = False
+        while True:
+            if not full and not self._finishing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finishing.wait(), self.interval_s)
+            final = self._finishing.is_set()
+            data = self._read(final)
+            if not data:
+                if final:
+                    return
+                full = False
+                continue
+            full = len(data) >= self.max_bytes
+            await self._ship(data)
+
+    def _read(self, final: bool) -> bytes:
+        size = self._resend_end - self.offset if self._resend_end else self.max_bytes
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(size)
+        except FileNotFoundError:
+            return b""
+        if self._resend_end or (final and len(data) < size):
+            return data
+        return data[: _complete_utf8(data)]  # never split a character across two batches
+
+    async def _ship(self, data: bytes) -> None:
+        end = self.offset + len(data)
+        if self._on_batch is not None:
+            self._on_batch(self.seq, self.offset, end)
+        batch = LogBatch(attempt=self.attempt, seq=self.seq, data=data.decode("utf-8", "replace"))
+        delay = 0.5
+        while True:
+            try:
+                await self._send(batch)
+                break
+            except Unreachable as exc:
+                log.warning("logs.unreachable", seq=self.seq, retry_in_s=delay, error=str(exc))
+            except ApiError as exc:
+                if exc.status in (404, 409):
+                    raise LogsRefused(exc) from exc
+                if exc.status in (401, 403):
+                    raise
+                if exc.status < 500 and exc.status not in (408, 429):
+                    # Retrying the same bytes cannot help; skip them rather than stall the log.
+                    log.error("logs.batch_refused", seq=self.seq, error=str(exc))
+                    break
+                log.warning("logs.server_error", seq=self.seq, retry_in_s=delay, error=str(exc))
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.backoff_max_s)
+        self.seq += 1
+        self.offset = end
+        self._resend_end = 0
+
+
+def _complete_utf8(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` that does not end inside a UTF-8 character."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: look further back for the lead
+            continue
+        if byte < 0x80:
+            return len(data)
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
+        return len(data) if back >= need else len(data) - back
+    return len(data)

@@ -1,0 +1,147 @@
+"""The local journal and the outbox: what must survive a worker restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from corral.model import JobState
+from corral.protocol import AttemptReport, ReportAck
+from corral.protocol.transport import ApiError, Unreachable
+from corral.worker.client import TokenRefused
+from corral.worker.journal import AttemptRecord, Journal, JournalBusy
+from corral.worker.outbox import Outbox
+
+
+def _rec(job_id: str = "j_1", attempt: int = 1) -> AttemptRecord:
+    return AttemptRecord(
+        job_id=job_id,
+        attempt=attempt,
+        pid=4242,
+        pgid=4242,
+        create_time=123.5,
+        workdir=Path("/tmp/x"),
+        started_at=time.time(),
+        timeout_s=60.0,
+        gpus=[1],
+    )
+
+
+def test_attempts_and_reports_survive_reopen(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.record_started(_rec("j_1"))
+    journal.record_started(_rec("j_2"))
+    journal.set_log_position("j_1", 1, seq=4, offset=100, end=180)
+    journal.finish("j_2", 1, AttemptReport(attempt=1, status="succeeded", result={"a": 1}))
+    journal.close()
+
+    journal = Journal(tmp_path)
+    [rec] = journal.attempts()
+    assert (rec.job_id, rec.gpus, rec.timeout_s) == ("j_1", [1], 60.0)
+    assert (rec.log_seq, rec.log_offset, rec.log_end) == (4, 100, 180)
+    [pending] = journal.pending_reports()
+    assert pending.job_id == "j_2" and pending.report.result == {"a": 1}
+    assert journal.has_report("j_2", 1) and not journal.has_report("j_1", 1)
+    journal.report_done("j_2", 1)
+    journal.forget("j_1", 1)
+    journal.close()
+
+    journal = Journal(tmp_path)
+    assert journal.attempts() == [] and journal.pending_count() == 0
+    journal.close()
+
+
+def test_one_worker_per_data_dir(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    with pytest.raises(JournalBusy):
+        Journal(tmp_path)
+    journal.close()
+    Journal(tmp_path).close()
+
+
+class FakeClient:
+    """Answers report() from a script: an exception to raise, or None to ack."""
+
+    def __init__(self, *answers: Exception | None) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[str, AttemptReport]] = []
+
+    async def report(self, job_id: str, report: AttemptReport) -> ReportAck:
+        self.sent.append((job_id, report))
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            raise answer
+        return ReportAck(job_id=job_id, state=JobState.SUCCEEDED)
+
+
+def _stale() -> ApiError:
+    return ApiError(409, {"code": "stale_attempt", "detail": "attempt 1 of j has ended"})
+
+
+async def test_outbox_keeps_a_report_until_acked_even_across_restart(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.finish("j_1", 1, AttemptReport(attempt=1, status="succeeded", result={"acc": 0.9}))
+    down = FakeClient(Unreachable("no coordinator answered"), ApiError(503, {}))
+    outbox = Outbox(journal, down)  # type: ignore[arg-type]
+    assert await outbox.deliver_pending() is False
+    assert await outbox.deliver_pending() is False
+    journal.close()
+
+    journal = Journal(tmp_path)  # the worker restarted
+    up = FakeClient(None)
+    changes: list[int] = []
+    outbox = Outbox(journal, up, on_change=lambda: changes.append(1))  # type: ignore[arg-type]
+    assert not outbox.empty
+    assert await outbox.deliver_pending() is True
+    assert up.sent[0][1].result == {"acc": 0.9}
+    assert outbox.empty and changes == [1]
+    journal.close()
+
+
+@pytest.mark.parametrize(
+    "answer", [_stale(), ApiError(404, {"code": "not_found"}), ApiError(422, {"code": "x"})]
+)
+async def test_outbox_drops_a_report_refused_for_good(tmp_path: Path, answer: ApiError) -> None:
+    journal = Journal(tmp_path)
+    journal.finish("j_1", 1, AttemptReport(attempt=1, status="failed", exit_code=3))
+    outbox = Outbox(journal, FakeClient(answer))  # type: ignore[arg-type]
+    assert await outbox.deliver_pending() is True and outbox.empty
+    journal.close()
+
+
+async def test_outbox_refused_token_is_fatal_and_keeps_the_report(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.finish("j_1", 1, AttemptReport(attempt=1, status="succeeded"))
+    outbox = Outbox(journal, FakeClient(ApiError(401, {"code": "unauthenticated"})))  # type: ignore[arg-type]
+    with pytest.raises(TokenRefused):
+        await outbox.deliver_pending()
+    assert not outbox.empty
+    journal.close()
+
+
+async def test_outbox_run_retries_with_backoff(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.finish("j_1", 1, AttemptReport(attempt=1, status="succeeded"))
+    client = FakeClient(Unreachable("down"), Unreachable("down"), None)
+    outbox = Outbox(journal, client, backoff_initial_s=0.01, backoff_max_s=0.02)  # type: ignore[arg-type]
+    runner = asyncio.create_task(outbox.run())
+    try:
+        await _until_empty(outbox)
+        assert len(client.sent) == 3
+        journal.finish("j_2", 1, AttemptReport(attempt=1, status="failed"))
+        outbox.wake()  # a new report goes at once, not after a backoff
+        await _until_empty(outbox)
+        assert [job for job, _ in client.sent] == ["j_1", "j_1", "j_1", "j_2"]
+    finally:
+        runner.cancel()
+        journal.close()
+
+
+async def _until_empty(outbox: Outbox) -> None:
+    deadline = time.monotonic() + 5
+    while not outbox.empty:
+        assert time.monotonic() < deadline, "outbox not delivered in time"
+        await asyncio.sleep(0.01)
