@@ -1,0 +1,451 @@
+"""The worker's life: register, take jobs over SSE, beat, deliver results, leave cleanly.
+
+Exit codes: 0 after a normal end (an ephemeral worker's job is done, a drain, SIGTERM or
+SIGINT); 2 when the configuration cannot work (token refused, registration refused, data
+directory unusable or held by another worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+import httpx
+import structlog
+from httpx_sse import SSEError
+
+from corral.model import WorkerStatus
+from corral.protocol import (
+    AttemptRef,
+    HeartbeatRequest,
+    JobAssign,
+    JobCancel,
+    RegisterRequest,
+    RegisterResponse,
+    WorkerDrain,
+)
+from corral.protocol.transport import ApiError, Unreachable
+from corral.worker import _procs, hardware
+from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt
+from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
+from corral.worker.config import WorkerSettings
+from corral.worker.journal import AttemptRecord, Journal, JournalBusy
+from corral.worker.outbox import Outbox
+from corral.worker.runner import StopReason
+
+__all__ = ["Agent", "run_worker"]
+
+log = structlog.get_logger("corral.worker")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+_FINAL_FLUSH_S = 15.0  # at shutdown: how long to keep trying to deliver final reports
+_DISCONNECT_S = 5.0
+_STABLE_STREAM_S = 10.0  # a stream that lived this long resets the reconnect backoff
+
+
+async def run_worker(settings: WorkerSettings) -> int:
+    """Run a worker until it is done; returns the process exit code."""
+    return await Agent(settings).run()
+
+
+class RegistrationRefused(Exception):
+    """The coordinator refused to register this worker (a 4xx other than 401/403)."""
+
+
+class _Leave(Exception):
+    """Raised inside the task group to end it."""
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        client: WorkerClient | None = None,
+        machine: hardware.Hardware | None = None,
+        log_interval_s: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.machine = machine or hardware.detect()
+        self.client = client or WorkerClient.for_token(
+            settings.orchestrator_url, settings.worker_token.get_secret_value()
+        )
+        self.pool = hardware.GpuPool([g.index for g in self.machine.gpus])
+        self.log_interval_s = log_interval_s
+        self.worker_id: str | None = None
+        self.log = log.bind(worker=settings.worker_name)
+        self.running: dict[tuple[str, int], RunningAttempt] = {}
+        self._seen: set[tuple[str, int]] = set()  # attempts taken by this process
+        self._accepting = True
+        self._draining = False
+        self._took_job = False
+        self._heartbeat_s = settings.heartbeat_interval_s
+        self._last_event_id: str | None = None
+        self._registered = asyncio.Event()
+        self._reregister = asyncio.Event()
+        self._exit = asyncio.Event()
+        self._exit_code = EXIT_OK
+        self._kill_on_exit = False
+        self._signals = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        try:
+            self.journal = Journal(self.settings.work_dir)
+        except (JournalBusy, OSError) as exc:
+            self.log.error("worker.data_dir_unusable", error=str(exc))
+            await self.client.aclose()
+            return EXIT_CONFIG
+        self.outbox = Outbox(self.journal, self.client, on_change=self._check_exit)
+        self.ctx = AttemptContext(
+            settings=self.settings,
+            client=self.client,
+            journal=self.journal,
+            outbox=self.outbox,
+            on_fatal=self._fatal,
+            on_ended=self._ended,
+            log_interval_s=self.log_interval_s,
+            logger=self.log,
+        )
+        installed = self._install_signals()
+        try:
+            await self._main()
+        finally:
+            for sig in installed:
+                asyncio.get_running_loop().remove_signal_handler(sig)
+            await self.client.aclose()
+            self.journal.close()
+        self.log.info("worker.exit", code=self._exit_code)
+        return self._exit_code
+
+    def request_stop(self) -> None:
+        """What SIGTERM does: take nothing more, stop what runs, report, disconnect, exit 0."""
+        self._leave(EXIT_OK, kill=True)
+
+    async def _main(self) -> None:
+        adoptable = self._recover()
+        self.log.info(
+            "worker.starting",
+            urls=self.settings.urls,
+            slots=self.settings.max_concurrent_tasks,
+            persistent=self.settings.persistent,
+            gpus=len(self.machine.gpus),
+            adoptable=len(adoptable),
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._stream_loop(adoptable), name="stream")
+                tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                tg.create_task(self._outbox_loop(), name="outbox")
+                tg.create_task(self._wait_exit(), name="exit")
+        except* _Leave:
+            pass
+        except* TokenRefused as group:
+            self.log.error(
+                "worker.token_refused",
+                error=str(group.exceptions[0]),
+                hint="the token is wrong or was rotated; start the worker with the current one",
+            )
+            self._exit_code, self._kill_on_exit = EXIT_CONFIG, True
+        except* RegistrationRefused as group:
+            self.log.error("worker.registration_refused", error=str(group.exceptions[0]))
+            self._exit_code, self._kill_on_exit = EXIT_CONFIG, True
+        await self._shutdown()
+
+    async def _wait_exit(self) -> None:
+        await self._exit.wait()
+        raise _Leave
+
+    def _leave(self, code: int, *, kill: bool) -> None:
+        self._accepting = False
+        self._exit_code = max(self._exit_code, code)
+        self._kill_on_exit = self._kill_on_exit or kill
+        self._exit.set()
+
+    def _fatal(self, exc: TokenRefused) -> None:
+        self.log.error("worker.token_refused", error=str(exc))
+        self._leave(EXIT_CONFIG, kill=True)
+
+    async def _shutdown(self) -> None:
+        self._accepting = False
+        if self._kill_on_exit:
+            for ra in self.running.values():
+                ra.stop(StopReason.SHUTDOWN)
+        tasks = [ra.task for ra in self.running.values() if ra.task is not None]
+        if tasks:
+            self.log.info("worker.stopping_attempts", count=len(tasks))
+            await asyncio.wait(tasks, timeout=self.settings.kill_grace_s + LOG_FLUSH_TIMEOUT_S + 10)
+        if self._exit_code == EXIT_CONFIG:
+            return  # the coordinator will not listen to this token: say nothing more
+        with contextlib.suppress(TimeoutError, TokenRefused):
+            async with asyncio.timeout(_FINAL_FLUSH_S):
+                await self.outbox.deliver_pending()
+        if not self.outbox.empty:
+            self.log.warning("worker.reports_kept", hint="they are sent when the worker is back")
+        try:
+            async with asyncio.timeout(_DISCONNECT_S):
+                await self.client.disconnect()
+        except (TimeoutError, ApiError, Unreachable) as exc:
+            self.log.warning("worker.disconnect_failed", error=str(exc))
+
+    def _check_exit(self) -> None:
+        """An ephemeral worker leaves once its job (or a drain) is over and reported."""
+        if self._exit.is_set() or self.settings.persistent or self.running:
+            return
+        if (self._took_job or self._draining) and self.outbox.empty:
+            self.log.info("worker.done", reason="drained" if self._draining else "job ended")
+            self._leave(EXIT_OK, kill=False)
+
+    def _install_signals(self) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread (tests): request_stop() is the way in
+            installed.append(sig)
+        return installed
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self.log.info("worker.signal", signal=sig.name, action="stopping")
+            self.request_stop()
+        else:
+            self.log.warning("worker.signal", signal=sig.name, action="killing now")
+            for ra in self.running.values():
+                ra.force()
+
+    # ---- recovery and registration -----------------------------------------------------
+
+    def _recover(self) -> dict[tuple[str, int], AttemptRecord]:
+        """Attempts a previous worker process left running, to offer at register."""
+        alive: dict[tuple[str, int], AttemptRecord] = {}
+        for rec in self.journal.attempts():
+            bound = self.log.bind(job_id=rec.job_id, attempt=rec.attempt)
+            if _procs.leader_alive(rec.pid, rec.create_time):
+                alive[rec.key] = rec
+                self.pool.claim(rec.gpus)
+                continue
+            # The leader is gone; what is left of its group are orphans holding memory or a GPU.
+            if _procs.group_is_ours(rec.pgid, rec.create_time) and _procs.signal_group(
+                rec.pgid, signal.SIGKILL
+            ):
+                bound.warning("attempt.orphans_killed", pgid=rec.pgid)
+            bound.warning("attempt.ended_while_away", hint="the coordinator counts it as lost")
+            self.journal.forget(rec.job_id, rec.attempt)
+        return alive
+
+    async def _register(self, running: list[AttemptRef]) -> RegisterResponse:
+        req = RegisterRequest(
+            name=self.settings.worker_name,
+            hostname=self.machine.hostname,
+            cpu_count=self.machine.cpu_count,
+            memory_bytes=self.machine.memory_bytes,
+            gpus=self.machine.gpus,
+            labels=self.settings.labels,
+            slots=self.settings.max_concurrent_tasks,
+            persistent=self.settings.persistent,
+            running=running,
+            version=_version(),
+        )
+        delay = 1.0
+        while True:
+            try:
+                return await self.client.register(req)
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise TokenRefused(str(exc)) from exc
+                if exc.status < 500 and exc.status not in (408, 429):
+                    raise RegistrationRefused(str(exc)) from exc
+                self.log.warning("register.failed", error=str(exc), retry_in_s=delay)
+            except (Unreachable, BadAnswer) as exc:
+                self.log.warning("register.failed", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)
+
+    def _apply_register(
+        self, resp: RegisterResponse, adoptable: dict[tuple[str, int], AttemptRecord]
+    ) -> None:
+        self.worker_id = resp.worker_id
+        self.log = log.bind(worker=resp.name, worker_id=resp.worker_id)
+        self.ctx.logger = self.log
+        if "heartbeat_interval_s" not in self.settings.model_fields_set:
+            self._heartbeat_s = max(1.0, resp.heartbeat_interval_s)
+        keep = {(r.job_id, r.attempt) for r in resp.keep}
+        for key, rec in adoptable.items():
+            ra = RunningAttempt(
+                self.ctx,
+                job_id=rec.job_id,
+                attempt=rec.attempt,
+                gpus=rec.gpus if self.pool.total else None,
+                record=rec,
+            )
+            self.running[key] = ra
+            self._seen.add(key)
+            if key in keep:
+                self._took_job = True
+            else:
+                ra.stop(StopReason.STALE)
+            ra.start()
+        for key, ra in self.running.items():
+            if key not in keep:
+                ra.stop(StopReason.STALE)
+        self.log.info("worker.registered", keep=len(resp.keep), stop=len(resp.stop))
+        self._registered.set()
+
+    # ---- the stream --------------------------------------------------------------------
+
+    async def _stream_loop(self, adoptable: dict[tuple[str, int], AttemptRecord]) -> None:
+        delay = 0.5
+        while True:
+            offered = [AttemptRef(job_id=j, attempt=a) for j, a in [*adoptable, *self.running]]
+            self._apply_register(await self._register(offered), adoptable)
+            adoptable = {}
+            self._reregister.clear()
+            opened = time.monotonic()
+            try:
+                await self._stream_until_dropped()
+                self.log.info("stream.ended")
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise TokenRefused(str(exc)) from exc
+                self.log.warning("stream.refused", error=str(exc))
+            except (Unreachable, httpx.HTTPError, SSEError) as exc:
+                self.log.warning("stream.dropped", error=str(exc) or type(exc).__name__)
+            if time.monotonic() - opened >= _STABLE_STREAM_S:
+                delay = 0.5
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)
+
+    async def _stream_until_dropped(self) -> None:
+        """Read events until the stream ends, or a heartbeat finds us unknown (register again)."""
+        consume = asyncio.create_task(self._consume_stream())
+        reregister = asyncio.create_task(self._reregister.wait())
+        try:
+            await asyncio.wait({consume, reregister}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consume, reregister):
+                task.cancel()
+            await asyncio.wait({consume, reregister})
+        if not consume.cancelled():
+            consume.result()  # raises what ended it
+
+    async def _consume_stream(self) -> None:
+        async with self.client.events(self._last_event_id) as events:
+            self.log.info("stream.open", last_event_id=self._last_event_id)
+            async for item in events:
+                if item.id:
+                    self._last_event_id = item.id
+                self._handle(item.event)
+
+    def _handle(self, event: JobAssign | JobCancel | WorkerDrain) -> None:
+        if isinstance(event, JobAssign):
+            self._on_assign(event)
+        elif isinstance(event, JobCancel):
+            ra = self.running.get((event.job_id, event.attempt))
+            if ra is None:
+                self.log.info("cancel.not_running", job_id=event.job_id, attempt=event.attempt)
+            else:
+                ra.stop(StopReason.CANCELLED)
+        else:
+            self._drain()
+
+    def _drain(self) -> None:
+        if not self._draining:
+            self.log.info("worker.draining", running=len(self.running))
+        self._draining = True
+        self._accepting = False
+        self._check_exit()
+
+    def _on_assign(self, a: JobAssign) -> None:
+        key = (a.job_id, a.attempt)
+        bound = self.log.bind(job_id=a.job_id, attempt=a.attempt)
+        if key in self.running or key in self._seen or self.journal.has_report(*key):
+            bound.info("assign.duplicate")  # a resend after reconnect: we have it already
+            return
+        if not self._accepting:
+            # Say nothing: the coordinator takes the job back when its lease runs out or
+            # when this worker disconnects.
+            bound.warning("assign.declined", reason="draining" if self._draining else "done")
+            return
+        for other in self.running.values():
+            if other.job_id == a.job_id and other.attempt < a.attempt:
+                other.stop(StopReason.STALE)  # a newer attempt of the same job supersedes it
+        busy = sum(1 for ra in self.running.values() if ra.stop_reason is not StopReason.STALE)
+        if busy >= self.settings.max_concurrent_tasks:
+            bound.warning("assign.declined", reason="no free slot", running=busy)
+            return
+        gpus: list[int] | None = None
+        if self.pool.total:
+            gpus = self.pool.take(a.gpus)
+            if gpus is None:
+                bound.warning("assign.declined", reason="not enough free GPUs", gpus=a.gpus)
+                return
+        elif a.gpus:
+            bound.warning("assign.no_gpus", asked=a.gpus, hint="NVML found no GPU here")
+        self._seen.add(key)
+        self._took_job = True
+        ra = RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt, gpus=gpus, assign=a)
+        self.running[key] = ra
+        ra.start()
+
+    def _ended(self, ra: RunningAttempt) -> None:
+        self.running.pop(ra.key, None)
+        if ra.gpus:
+            self.pool.give_back(ra.gpus)
+        if not self.settings.persistent and self._took_job:
+            self._accepting = False  # ephemeral: one job, then leave
+        self._check_exit()
+
+    # ---- heartbeats and reports --------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        await self._registered.wait()
+        hardware.usage()  # the first cpu_percent reading is meaningless; prime it
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            cpu, memory = hardware.usage()
+            req = HeartbeatRequest(
+                running=[AttemptRef(job_id=j, attempt=a) for j, a in self.running],
+                cpu_percent=cpu,
+                memory_used_bytes=memory,
+            )
+            try:
+                resp = await self.client.heartbeat(req)
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    raise TokenRefused(str(exc)) from exc
+                if exc.status == 404:  # the coordinator no longer knows this worker
+                    self._reregister.set()
+                self.log.warning("heartbeat.refused", error=str(exc))
+                continue
+            except (Unreachable, BadAnswer) as exc:
+                self.log.warning("heartbeat.failed", error=str(exc))
+                continue
+            for ref in resp.stop:
+                ra = self.running.get((ref.job_id, ref.attempt))
+                if ra is not None:
+                    ra.stop(StopReason.STALE)
+            if resp.status is WorkerStatus.DRAINING:
+                self._drain()  # in case the drain event was missed
+            elif resp.status is WorkerStatus.OFFLINE:
+                self._reregister.set()  # the coordinator gave up on us: come back properly
+
+    async def _outbox_loop(self) -> None:
+        await self._registered.wait()
+        await self.outbox.run()
+
+
+def _version() -> str:
+    try:
+        return version("corral")
+    except PackageNotFoundError:
+        return ""

@@ -1,0 +1,262 @@
+"""Carry one attempt from assignment (or adoption after a restart) to its queued final report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import structlog
+
+from corral.protocol import AttemptReport, JobAssign
+from corral.protocol.transport import ApiError, Unreachable
+from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
+from corral.worker.config import WorkerSettings
+from corral.worker.journal import AttemptRecord, Journal
+from corral.worker.kinds import UnknownKind, load_kind
+from corral.worker.logship import LogShipper, LogsRefused
+from corral.worker.outbox import Outbox
+from corral.worker.runner import (
+    AttemptProcess,
+    Outcome,
+    StartFailed,
+    StopReason,
+    attempt_dir,
+    build_env,
+    output_path,
+    prepare_workdir,
+    result_path,
+)
+
+__all__ = ["AttemptContext", "RunningAttempt"]
+
+log = structlog.get_logger("corral.worker.attempt")
+
+# How long a finished attempt waits for its last log batches before its final report goes
+# into the outbox anyway: a result must not wait on an unreachable coordinator's logs.
+LOG_FLUSH_TIMEOUT_S = 15.0
+
+
+@dataclass
+class AttemptContext:
+    settings: WorkerSettings
+    client: WorkerClient
+    journal: Journal
+    outbox: Outbox
+    on_fatal: Callable[[TokenRefused], None]
+    on_ended: Callable[[RunningAttempt], None]
+    log_interval_s: float = 0.5
+    logger: Any = None  # the worker's bound logger, so attempt lines carry the worker too
+
+
+def _is_stale(exc: ApiError) -> bool:
+    return exc.code == "stale_attempt" or exc.status == 404
+
+
+class RunningAttempt:
+    """One attempt this worker holds a slot for, from assignment until its process is gone."""
+
+    def __init__(
+        self,
+        ctx: AttemptContext,
+        *,
+        job_id: str,
+        attempt: int,
+        gpus: list[int] | None,
+        assign: JobAssign | None = None,
+        record: AttemptRecord | None = None,
+    ) -> None:
+        assert (assign is None) != (record is None)
+        self.ctx = ctx
+        self.job_id = job_id
+        self.attempt = attempt
+        self.gpus = gpus
+        self.assign = assign
+        self.record = record
+        self.process: AttemptProcess | None = None
+        self.stop_reason: StopReason | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.log = (ctx.logger or log).bind(job_id=job_id, attempt=attempt)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.job_id, self.attempt)
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(self._main(), name=f"attempt {self.job_id}/{self.attempt}")
+        return self.task
+
+    def stop(self, reason: StopReason) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.log.info("attempt.stopping", reason=str(reason))
+        if self.process is not None:
+            self.process.stop(reason)
+
+    def force(self) -> None:
+        if self.process is not None:
+            self.process.force()
+
+    async def _main(self) -> None:
+        try:
+            await self._run()
+        except Exception:
+            self.log.exception("attempt.supervisor_failed")
+            # Never leave a process that nothing watches; the coordinator's lease will see the
+            # attempt gone and retry the job.
+            if self.process is not None and self.process.alive():
+                self.process.stop(StopReason.SHUTDOWN)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.process.wait(), self.process.kill_grace_s + 10)
+            self.ctx.journal.forget(self.job_id, self.attempt)
+        finally:
+            self.ctx.on_ended(self)
+
+    async def _run(self) -> None:
+        if self.record is not None:
+            self.process = AttemptProcess.adopt(
+                self.record, kill_grace_s=self.ctx.settings.kill_grace_s
+            )
+            self.log.info("attempt.adopted", pid=self.process.pid)
+        else:
+            launched = await self._launch()
+            if isinstance(launched, Outcome):
+                self._finish(launched)
+                return
+            self.process = launched
+            self.log.info("attempt.started", pid=launched.pid, gpus=self.gpus)
+        if self.stop_reason is not None:  # asked to stop while it was being started
+            self.process.stop(self.stop_reason)
+
+        rec = self.record
+        shipper = LogShipper(
+            output_path(self.process.workdir),
+            attempt=self.attempt,
+            send=partial(self.ctx.client.send_logs, self.job_id),
+            seq=rec.log_seq if rec else 0,
+            offset=rec.log_offset if rec else 0,
+            resend_end=rec.log_end if rec else 0,
+            on_batch=partial(self.ctx.journal.set_log_position, self.job_id, self.attempt),
+            interval_s=self.ctx.log_interval_s,
+        )
+        # The running report goes first so that the coordinator sees the attempt start before
+        # its first log lines; an adopted attempt reported running long ago.
+        running = asyncio.create_task(self._report_running()) if rec is None else None
+        shipping = asyncio.create_task(self._ship(shipper, running))
+        try:
+            outcome = await self.process.wait()
+        finally:
+            shipper.finish()
+            try:
+                await asyncio.wait_for(asyncio.shield(shipping), LOG_FLUSH_TIMEOUT_S)
+            except TimeoutError:
+                self.log.warning("logs.not_flushed", timeout_s=LOG_FLUSH_TIMEOUT_S)
+            shipping.cancel()
+            if running is not None:
+                running.cancel()  # the final report says more than a late "running" would
+        self._finish(outcome)
+
+    async def _launch(self) -> AttemptProcess | Outcome:
+        assert self.assign is not None
+        settings = self.ctx.settings
+        workdir = attempt_dir(settings.work_dir, self.job_id, self.attempt)
+        try:
+            kind = load_kind(self.assign.kind)
+            prepare_workdir(workdir)
+            spec = kind.prepare(self.assign, workdir)
+        except UnknownKind as exc:
+            return Outcome("failed", None, str(exc))
+        except Exception as exc:  # a plugin's own error, or the disk
+            return Outcome("failed", None, f"cannot prepare the job: {exc}")
+        env = build_env(
+            spec.env,
+            job_id=self.job_id,
+            attempt=self.attempt,
+            result_file=result_path(workdir),
+            gpus=self.gpus,
+            pass_env=settings.pass_env,
+            secrets=[settings.worker_token.get_secret_value()],
+        )
+        try:
+            process = await AttemptProcess.spawn(
+                spec,
+                env,
+                workdir=workdir,
+                timeout_s=self.assign.timeout_s,
+                kill_grace_s=settings.kill_grace_s,
+            )
+        except StartFailed as exc:
+            return Outcome("failed", None, str(exc))
+        self.ctx.journal.record_started(
+            AttemptRecord(
+                job_id=self.job_id,
+                attempt=self.attempt,
+                pid=process.pid,
+                pgid=process.pgid,
+                create_time=process.create_time,
+                workdir=workdir,
+                started_at=process.started_at,
+                timeout_s=self.assign.timeout_s,
+                gpus=self.gpus or [],
+            )
+        )
+        return process
+
+    async def _report_running(self) -> None:
+        try:
+            await self.ctx.client.report(
+                self.job_id, AttemptReport(attempt=self.attempt, status="running")
+            )
+        except ApiError as exc:
+            self._refused(exc, "report.running_refused")
+        except (Unreachable, BadAnswer) as exc:
+            # Not kept: the final report is, and the coordinator accepts it straight after
+            # the assignment too.
+            self.log.warning("report.running_failed", error=str(exc))
+
+    async def _ship(self, shipper: LogShipper, running: asyncio.Task[None] | None) -> None:
+        if running is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(running), 30)
+        try:
+            await shipper.run()
+        except LogsRefused as exc:
+            self._refused(exc.error, "logs.refused")
+        except ApiError as exc:
+            self._refused(exc, "logs.refused")
+
+    def _refused(self, exc: ApiError, event: str) -> None:
+        if exc.status in (401, 403):
+            self.ctx.on_fatal(TokenRefused(str(exc)))
+        elif _is_stale(exc):
+            self.log.warning(event, error=str(exc), action="stopping the stale attempt")
+            self.stop(StopReason.STALE)
+        else:
+            self.log.warning(event, error=str(exc))
+
+    def _finish(self, outcome: Outcome) -> None:
+        if outcome.stopped in (StopReason.STALE, StopReason.SHUTDOWN):
+            # Stale: the coordinator has moved on. Shutdown: the job is lost with this worker
+            # and retried elsewhere; calling it "cancelled" would end the job for good.
+            self.ctx.journal.forget(self.job_id, self.attempt)
+            self.log.info("attempt.dropped", reason=str(outcome.stopped))
+            return
+        report = AttemptReport(
+            attempt=self.attempt,
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            result=outcome.result,
+        )
+        self.ctx.journal.finish(self.job_id, self.attempt, report)
+        self.ctx.outbox.wake()
+        self.log.info(
+            "attempt.ended",
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            duration_s=round(time.time() - self.process.started_at, 3) if self.process else 0,
+        )
