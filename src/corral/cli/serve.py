@@ -10,6 +10,7 @@ import typer
 
 from corral.cli import _logging, _output, _parse
 from corral.cli._exit import ExitCode, Failure
+from corral.cli._net import ensure_free
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -79,6 +80,7 @@ def server(
                 soft_wrap=True,
             )
 
+    ensure_free(settings.host, settings.port)
     try:
         asyncio.run(serve(settings, on_ready=on_ready))
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from corral.cli import _logging, _output
 from corral.cli._client import run as run_client
 from corral.cli._demo import run_demo
 from corral.cli._exit import ExitCode, Failure
-from corral.cli._fleet import LocalFleet
+from corral.cli.fleet import LocalFleet
 
 
 def up(

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from corral.cli._client import Client
 from corral.cli._exit import ExitCode, Failure
+from corral.cli._net import ensure_free, free_port
 from corral.model import WorkerStatus, WorkerType
 from corral.protocol import WorkerCreate
 
@@ -93,22 +94,80 @@ class _ServerThread:
         await asyncio.to_thread(self._thread.join, timeout_s)
 
 
+async def _spawn(
+    argv: list[str], log_path: Path, env: dict[str, str]
+) -> asyncio.subprocess.Process:
+    """A child in its own process group (a terminal's Ctrl-C reaches it only through us),
+    its output appended to ``log_path``."""
+    log = _open_append(log_path)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            process_group=0,
+        )
+    finally:
+        log.close()  # the child has its own copy
+
+
+def _open_append(path: Path) -> IO[bytes]:
+    return open(path, "ab")  # the caller closes it
+
+
+class _ServerProcess:
+    """``corral server`` as a child process: what a benchmark wants, so that the client
+    that measures does not share the coordinator's interpreter."""
+
+    def __init__(self, settings: Any, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> tuple[str, str | None]:
+        s = self.settings
+        port = s.port or free_port(s.host)
+        url = f"http://{s.host}:{port}"
+        env = {**os.environ, "CORRAL_BOOTSTRAP_ADMIN_KEY": s.bootstrap_admin_key.get_secret_value()}
+        self.proc = await _spawn(
+            [sys.executable, "-m", "corral.cli", "server",
+             "--host", s.host, "--port", str(port), "--data-dir", str(s.data_dir),
+             "--log-level", "warning"],
+            self.log_path,
+            env,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        async with Client(url, attempts=1) as client:
+            while not await client.healthy():
+                if self.proc.returncode is not None or loop.time() > deadline:
+                    raise RuntimeError(f"see {self.log_path}")
+                await asyncio.sleep(0.1)
+        return url, None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout_s)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
 @dataclass
 class LocalWorker:
     name: str
     data_dir: Path
     log_path: Path
     proc: asyncio.subprocess.Process | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def open_log(self) -> IO[bytes]:
-        self._log = open(self.log_path, "ab")
-        return self._log
-
-    def close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -131,11 +190,12 @@ class LocalFleet:
     worker_env: dict[str, str] = field(default_factory=dict)
     stop_grace_s: float = 20.0
     worker_log_level: str = "info"
+    server_process: bool = False  # a child process instead of a thread of this one
 
     url: str = ""
     new_admin_key: str | None = None
     local_workers: list[LocalWorker] = field(default_factory=list)
-    _server: _ServerThread | None = None
+    _server: _ServerThread | _ServerProcess | None = None
 
     async def __aenter__(self) -> LocalFleet:
         try:
@@ -151,6 +211,7 @@ class LocalFleet:
     async def start(self) -> None:
         from corral.server.config import ServerSettings
 
+        ensure_free(self.host, self.port)
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # A key of our own as the bootstrap key: valid on every start, so we can use it.
@@ -162,7 +223,10 @@ class LocalFleet:
             data_dir=self.data_dir,
             bootstrap_admin_key=self.admin_key,
         )
-        self._server = _ServerThread(settings)
+        if self.server_process:
+            self._server = _ServerProcess(settings, self.data_dir / "coordinator.log")
+        else:
+            self._server = _ServerThread(settings)
         try:
             self.url, self.new_admin_key = await self._server.start()
         except (OSError, SystemExit, RuntimeError) as exc:
@@ -173,7 +237,7 @@ class LocalFleet:
         async with self.client() as client:
             for i in range(1, self.workers + 1):
                 token = await self._token(client, f"local-{i}")
-                await self._spawn(f"local-{i}", token)
+                await self._start_worker(f"local-{i}", token)
 
     def client(self, **kw: Any) -> Client:
         return Client(self.url, self.admin_key, **kw)
@@ -186,27 +250,23 @@ class LocalFleet:
         spec = WorkerCreate(name=name, worker_type=WorkerType.PERSISTENT)
         return (await client.create_worker(spec)).token
 
-    async def _spawn(self, name: str, token: str) -> None:
+    async def _start_worker(self, name: str, token: str) -> None:
         wdir = self.data_dir / "workers" / name
         wdir.mkdir(parents=True, exist_ok=True)
         worker = LocalWorker(name=name, data_dir=wdir, log_path=wdir / "worker.log")
-        log = worker.open_log()
         # The token travels in the environment: argv is visible to every user of the host.
         env = {**os.environ, **self.worker_env, "CORRAL_WORKER_TOKEN": token}
         env.pop("CORRAL_BOOTSTRAP_ADMIN_KEY", None)
-        worker.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "corral.cli", "worker",
-            "--orchestrator-url", self.url,
-            "--name", name,
-            "--persistent",
-            "--max-concurrent-tasks", str(self.slots),
-            "--data-dir", str(wdir),
-            "--log-level", self.worker_log_level,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            process_group=0,
+        worker.proc = await _spawn(
+            [sys.executable, "-m", "corral.cli", "worker",
+             "--orchestrator-url", self.url,
+             "--name", name,
+             "--persistent",
+             "--max-concurrent-tasks", str(self.slots),
+             "--data-dir", str(wdir),
+             "--log-level", self.worker_log_level],
+            worker.log_path,
+            env,
         )  # fmt: skip
         self.local_workers.append(worker)
 
@@ -263,7 +323,5 @@ class LocalFleet:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)  # the worker and its jobs
             await asyncio.gather(*pending, return_exceptions=True)
-        for w in self.local_workers:
-            w.close_log()
         if self._server is not None:
             await self._server.stop()
