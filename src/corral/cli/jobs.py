@@ -193,6 +193,20 @@ def show(
         t = _output.table(None, ("FIELD", "VALUE"), rows)
         t.show_header = False
         parts: list[Any] = [t]
+        if job.attempts:
+            attempt_rows = [
+                (
+                    a.number,
+                    a.worker_id or "-",
+                    _output.state(a.outcome or "running"),
+                    _output.duration(_output.elapsed(a.started_at, a.finished_at)),
+                    "-" if a.exit_code is None else a.exit_code,
+                    (a.error or "").strip().splitlines()[-1][:80] if a.error else "",
+                )
+                for a in job.attempts
+            ]
+            cols = ("ATTEMPT", "WORKER", "OUTCOME", "RAN", "EXIT", "WHY")
+            parts.append(_output.table("attempts", cols, attempt_rows))
         if job.error:
             parts.append(f"[red]error:[/] {job.error}")
         if job.result is not None:
