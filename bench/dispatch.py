@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -39,6 +40,16 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+def _cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds per process so far, its reaped children (a worker's jobs) included."""
+    out = {}
+    for role, pid in pids.items():
+        t = psutil.Process(pid).cpu_times()
+        out[role] = t.user + t.system + t.children_user + t.children_system
+    out["bench client"] = time.process_time()
+    return out
 
 
 async def _active(client: Any) -> int:
@@ -69,6 +80,16 @@ async def _one_at_a_time(client: Any, spec: JobSubmit, count: int) -> list[JobVi
                 break
         done.append(await client.job(job.id))
     return done
+
+
+def _cpu_per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    """Workers summed, since their count varies; jobs' own processes count with them."""
+    per = {role: (after[role] - before[role]) * 1000 / jobs for role in after}
+    workers = sum(v for role, v in per.items() if role.startswith("local-"))
+    out = {k: round(v, 2) for k, v in per.items() if not k.startswith("local-")}
+    out["workers and their jobs"] = round(workers, 2)
+    out["total"] = round(sum(per.values()), 2)
+    return out
 
 
 def _ms(jobs: list[JobView], until: str) -> dict[str, float]:
@@ -102,6 +123,7 @@ async def bench(
                     async with gate:
                         await client.submit(spec)
 
+                cpu0 = _cpu_s(fleet.pids())
                 t0 = time.perf_counter()
                 await asyncio.gather(*(submit_one() for _ in range(jobs)))
                 t_submitted = time.perf_counter()
@@ -109,6 +131,7 @@ async def bench(
                 while await _active(client):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 t_done = time.perf_counter()
+                cpu1 = _cpu_s(fleet.pids())
                 done = await _all_jobs(client)
                 idle = await _one_at_a_time(client, spec, idle_jobs)
 
@@ -133,6 +156,7 @@ async def bench(
         "total_s": round(t_done - t0, 3),
         "submit_per_s": round(jobs / (t_submitted - t0), 1),
         "jobs_per_s": round(jobs / (t_done - t0), 1),
+        "cpu_ms_per_job": _cpu_per_job(cpu0, cpu1, jobs),
         "submit_to_start_ms": _ms(done, "started_at"),
         "submit_to_end_ms": _ms(done, "finished_at"),
         "idle_submit_to_start_ms": _ms(idle, "started_at"),
@@ -169,6 +193,8 @@ def main(
     ):
         if result[key]:
             table.add_row(f"{label} p50 / p99", f"{result[key]['p50']} / {result[key]['p99']} ms")
+    for role, ms in result["cpu_ms_per_job"].items():
+        table.add_row(f"CPU per job: {role}", f"{ms} ms")
     console.print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = out or RESULTS / f"dispatch-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from corral.cli._client import DEFAULT_URL
-
 Url = Annotated[
     str,
     typer.Option(
@@ -28,5 +26,3 @@ ApiKey = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
-
-DEFAULT = DEFAULT_URL

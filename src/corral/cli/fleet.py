@@ -257,6 +257,8 @@ class LocalFleet:
         # The token travels in the environment: argv is visible to every user of the host.
         env = {**os.environ, **self.worker_env, "CORRAL_WORKER_TOKEN": token}
         env.pop("CORRAL_BOOTSTRAP_ADMIN_KEY", None)
+        # `python` in a job means this interpreter (and its packages), activated or not.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         worker.proc = await _spawn(
             [sys.executable, "-m", "corral.cli", "worker",
              "--orchestrator-url", self.url,
@@ -288,6 +290,16 @@ class LocalFleet:
                         ExitCode.JOB_FAILED,
                     )
                 await asyncio.sleep(poll_s)
+
+    def pids(self) -> dict[str, int]:
+        """Child processes by role: ``coordinator`` (when a process) and each worker."""
+        out = {}
+        if isinstance(self._server, _ServerProcess) and self._server.proc is not None:
+            out["coordinator"] = self._server.proc.pid
+        for w in self.local_workers:
+            if w.proc is not None:
+                out[w.name] = w.proc.pid
+        return out
 
     def check_workers(self) -> None:
         """Fail with the worker's last log lines if one of them exited."""

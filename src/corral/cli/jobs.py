@@ -12,10 +12,9 @@ from rich.console import Group
 from rich.syntax import Syntax
 
 from corral.cli import _output, _parse
-from corral.cli._client import Client, run
+from corral.cli._client import DEFAULT_URL, Client, run
 from corral.cli._exit import ExitCode, Failure
 from corral.cli._follow import EXIT_BY_STATE, follow
-from corral.cli._options import DEFAULT as DEFAULT_URL
 from corral.cli._options import ApiKey, Json, Url
 from corral.model import JobState
 from corral.protocol import JobSubmit, JobView

@@ -18,37 +18,42 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _env(name: str, help: str) -> Any:
+    """A server flag that also reads ServerSettings' own env var, and says so."""
+    return typer.Option(envvar=name, show_envvar=True, show_default=False, help=help)
+
+
 def server(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [env CORRAL_SERVER__HOST; 127.0.0.1].")
+        str | None, _env("CORRAL_SERVER__HOST", "Address to listen on (default: 127.0.0.1).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port; 0 picks a free one [env CORRAL_SERVER__PORT; 8001].")
+        int | None, _env("CORRAL_SERVER__PORT", "Port; 0 picks a free one (default: 8001).")
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(
-            help="Where the SQLite store and blobs live [env CORRAL_SERVER__DATA_DIR; .corral]."
-        ),
+        _env("CORRAL_SERVER__DATA_DIR", "Where the SQLite store lives (default: .corral)."),
     ] = None,
     db: Annotated[
         str | None,
-        typer.Option(
-            help="SQLAlchemy URL, e.g. postgresql+psycopg://… [env CORRAL_SERVER__DB_URL;"
-            " SQLite in --data-dir]."
+        _env(
+            "CORRAL_SERVER__DB_URL",
+            "SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db (default: SQLite in"
+            " --data-dir).",
         ),
     ] = None,
     heartbeat_timeout: Annotated[
         float | None,
-        typer.Option(
-            help="Seconds of silence before a worker is offline"
-            " [env CORRAL_SERVER__HEARTBEAT_TIMEOUT_S; 120]."
+        _env(
+            "CORRAL_SERVER__HEARTBEAT_TIMEOUT_S",
+            "Seconds of silence before a worker is offline (default: 120).",
         ),
     ] = None,
     heartbeat_interval: Annotated[
         float | None,
-        typer.Option(
-            help="Seconds between worker heartbeats [env CORRAL_SERVER__HEARTBEAT_INTERVAL_S; 30]."
+        _env(
+            "CORRAL_SERVER__HEARTBEAT_INTERVAL_S",
+            "Seconds between worker heartbeats (default: 30).",
         ),
     ] = None,
     log_level: _logging.LogLevel = _logging.Level.INFO,
@@ -117,7 +122,7 @@ def worker(
             envvar="CORRAL_MAX_CONCURRENT_TASKS",
             show_envvar=True,
             min=1,
-            help="Jobs run at once [1].",
+            help="Jobs run at once (default: 1).",
             show_default=False,
         ),
     ] = None,
@@ -127,7 +132,7 @@ def worker(
             "--persistent/--ephemeral",
             envvar="CORRAL_WORKER_PERSISTENT",
             show_envvar=True,
-            help="Stay for more jobs, or exit after one [ephemeral].",
+            help="Stay for more jobs, or exit after one (default: ephemeral).",
             show_default=False,
         ),
     ] = None,
@@ -136,7 +141,7 @@ def worker(
         typer.Option(
             envvar="CORRAL_HEARTBEAT_INTERVAL",
             show_envvar=True,
-            help="Seconds between heartbeats [the coordinator's].",
+            help="Seconds between heartbeats (default: 30).",
             show_default=False,
         ),
     ] = None,

@@ -8,7 +8,9 @@ import contextlib
 import importlib.util
 import os
 import secrets
+import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -112,6 +114,7 @@ async def _up(fleet: LocalFleet, *, demo: bool, epochs: int) -> int:
 
 def _banner(fleet: LocalFleet) -> None:
     names = ", ".join(w.name for w in fleet.local_workers)
+    corral = _corral_command()
     p = _output.out.print
     p(f"[bold green]Corral is up[/]: coordinator [bold]{fleet.url}[/], workers {names}")
     p(f"Admin API key: [bold]{fleet.admin_key}[/]", soft_wrap=True)
@@ -119,6 +122,16 @@ def _banner(fleet: LocalFleet) -> None:
     p("From another shell:")
     env = f"  export CORRAL_URL={fleet.url} CORRAL_API_KEY={fleet.admin_key}"
     p(env, soft_wrap=True, markup=False)
-    p("  corral submit --wait -- python -m corral.examples.digits --hidden 64", markup=False)
-    p("  corral jobs ls; corral workers ls", markup=False)
+    p(f"  {corral} submit --wait -- python -m corral.examples.digits --hidden 64", markup=False)
+    p(f"  {corral} jobs ls; {corral} workers ls", markup=False, soft_wrap=True)
     p("Ctrl-C stops the workers, then the coordinator.")
+
+
+def _corral_command() -> str:
+    """How to type `corral` in another shell: its name if on PATH, else its full path."""
+    if shutil.which("corral"):
+        return "corral"
+    script = Path(sys.argv[0])
+    if script.name == "corral" and script.exists():
+        return str(script.resolve())
+    return f"{sys.executable} -m corral.cli"

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 
 from corral.cli import _output, _parse
-from corral.cli._client import Client, run
-from corral.cli._options import DEFAULT as DEFAULT_URL
+from corral.cli._client import DEFAULT_URL, Client, run
 from corral.cli._options import ApiKey, Json, Url
 from corral.model import WorkerType
 from corral.protocol import WorkerCreate, WorkerCreated
