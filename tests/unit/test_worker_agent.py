@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from corral.protocol import GpuInfo
+from corral.protocol import AttemptReport, GpuInfo
 from corral.protocol.transport import Transport
 from corral.worker import _procs
 from corral.worker.agent import Agent
@@ -56,6 +56,7 @@ class FakeCoordinator:
         self.heartbeat_stop: set[Key] = set()
         self.reports_down = False  # the status route answers 503
         self.refused_reports: list[dict[str, Any]] = []
+        self.calls: list[str] = []  # route names in the order they were called
         self._wake = asyncio.Event()
         self._generation = 0  # bumped to end every open stream
         routes = [
@@ -96,6 +97,7 @@ class FakeCoordinator:
     # ---- routes -----------------------------------------------------------------------
 
     def _refused(self, request: Request) -> Response | None:
+        self.calls.append(request.url.path.rsplit("/", 1)[-1])
         if request.headers.get("X-Worker-Token") != self.token:
             return JSONResponse({"code": "unauthenticated", "detail": "bad token"}, 401)
         return None
@@ -422,3 +424,23 @@ async def test_restart_keeps_or_stops_what_the_old_worker_ran(coordinator, tmp_p
     assert "exit status is unknown" in final["error"]
     assert "kept" in fake.output(("j_keep", 1))  # its log was shipped after the restart
     assert stopped.returncode == -signal.SIGTERM  # not current any more: killed
+
+
+async def test_a_result_owed_from_before_a_restart_goes_first(coordinator, tmp_path: Path) -> None:
+    fake, url = coordinator
+    journal = Journal(tmp_path / "data")
+    report = AttemptReport(attempt=1, status="succeeded", result={"made": "before"})
+    journal.finish("j_old", 1, report)
+    journal.close()
+    fake.reports_down = True
+    agent = make_agent(url, tmp_path, persistent=True)
+    running = asyncio.create_task(agent.run())
+    await until(lambda: fake.registers)
+    # Still owed: offered as running, so the coordinator keeps the attempt current for it.
+    assert fake.registers[0]["running"] == [{"job_id": "j_old", "attempt": 1}]
+    assert fake.calls.index("status") < fake.calls.index("register")  # it tried first
+    fake.reports_down = False
+    await until(lambda: fake.finals("j_old"))
+    assert fake.finals("j_old")[0]["result"] == {"made": "before"}
+    agent.request_stop()
+    assert await asyncio.wait_for(running, 10) == 0

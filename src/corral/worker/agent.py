@@ -46,6 +46,7 @@ EXIT_CONFIG = 2
 _FINAL_FLUSH_S = 15.0  # at shutdown: how long to keep trying to deliver final reports
 _DISCONNECT_S = 5.0
 _STABLE_STREAM_S = 10.0  # a stream that lived this long resets the reconnect backoff
+_SETTLE_S = 5.0  # before register: how long to try delivering final reports first
 
 
 async def run_worker(settings: WorkerSettings) -> int:
@@ -244,20 +245,30 @@ class Agent:
         return alive
 
     async def _register(self, running: list[AttemptRef]) -> RegisterResponse:
-        req = RegisterRequest(
-            name=self.settings.worker_name,
-            hostname=self.machine.hostname,
-            cpu_count=self.machine.cpu_count,
-            memory_bytes=self.machine.memory_bytes,
-            gpus=self.machine.gpus,
-            labels=self.settings.labels,
-            slots=self.settings.max_concurrent_tasks,
-            persistent=self.settings.persistent,
-            running=running,
-            version=_version(),
-        )
         delay = 1.0
         while True:
+            # Deliver what is owed before saying what runs: a coordinator that hears of an
+            # attempt in neither counts it lost, and then refuses its result.
+            await self._settle_outbox()
+            owed = [
+                AttemptRef(job_id=p.job_id, attempt=p.attempt)
+                for p in self.journal.pending_reports()
+                if (p.job_id, p.attempt) not in {(r.job_id, r.attempt) for r in running}
+            ]
+            req = RegisterRequest(
+                name=self.settings.worker_name,
+                hostname=self.machine.hostname,
+                cpu_count=self.machine.cpu_count,
+                memory_bytes=self.machine.memory_bytes,
+                gpus=self.machine.gpus,
+                labels=self.settings.labels,
+                slots=self.settings.max_concurrent_tasks,
+                persistent=self.settings.persistent,
+                # Ended attempts whose report is not through yet are offered too, so that a
+                # keep holds them current until the report lands.
+                running=[*running, *owed],
+                version=_version(),
+            )
             try:
                 return await self.client.register(req)
             except ApiError as exc:
@@ -270,6 +281,13 @@ class Agent:
                 self.log.warning("register.failed", error=str(exc), retry_in_s=delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
+
+    async def _settle_outbox(self) -> None:
+        if self.outbox.empty:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_SETTLE_S):
+                await self.outbox.deliver_pending()
 
     def _apply_register(
         self, resp: RegisterResponse, adoptable: dict[tuple[str, int], AttemptRecord]
