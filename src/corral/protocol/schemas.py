@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.model import JobState, WorkerStatus, WorkerType
 
@@ -36,41 +36,66 @@ __all__ = [
 ]
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Bounds that every store can hold: a number past them is a 422, never a database error.
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Bytes = Annotated[int, Field(ge=0, le=2**62)]
+AttemptNo = Annotated[int, Field(ge=1, le=2**31 - 1)]
+ExitCode = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
 Labels = dict[LabelKey, Annotated[str, Field(max_length=200)]]
 
 
+def _walk_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_walk_nul(k) or _walk_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_walk_nul(v) for v in value)
+    return False
+
+
 class _Wire(BaseModel):
     # Unknown fields are refused so that a typo is a 422, not a silent default.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL cannot store NUL in text; refuse it at the door on every store alike.
+        if _walk_nul(data):
+            raise ValueError("text must not contain NUL characters")
+        return data
 
 
 # ---- worker -> coordinator -------------------------------------------------
 
 
 class GpuInfo(_Wire):
-    index: int = Field(ge=0)
-    name: str
-    memory_bytes: int = Field(ge=0)
-    uuid: str | None = None
+    index: int = Field(ge=0, le=1024)
+    name: str = Field(max_length=200)
+    memory_bytes: Bytes
+    uuid: str | None = Field(default=None, max_length=100)
 
 
 class AttemptRef(_Wire):
-    job_id: str
-    attempt: int = Field(ge=1)
+    job_id: str = Field(max_length=100)
+    attempt: AttemptNo
 
 
 class RegisterRequest(_Wire):
     name: Name | None = None
-    hostname: str = ""
-    cpu_count: int = Field(default=1, ge=0)
-    memory_bytes: int = Field(default=0, ge=0)
-    gpus: list[GpuInfo] = []
+    hostname: str = Field(default="", max_length=255)
+    cpu_count: Count = 1
+    memory_bytes: Bytes = 0
+    gpus: list[GpuInfo] = Field(default=[], max_length=1024)
     labels: Labels = {}
     slots: int = Field(default=1, ge=1, le=1024, description="jobs it runs at once")
     persistent: bool = False
-    running: list[AttemptRef] = Field(default=[], description="attempts it is still running")
-    version: str = ""
+    running: list[AttemptRef] = Field(
+        default=[], max_length=10_000, description="attempts it is still running"
+    )
+    version: str = Field(default="", max_length=100)
 
 
 class RegisterResponse(_Wire):
@@ -82,9 +107,9 @@ class RegisterResponse(_Wire):
 
 
 class HeartbeatRequest(_Wire):
-    running: list[AttemptRef] = []
-    cpu_percent: float | None = None
-    memory_used_bytes: int | None = None
+    running: list[AttemptRef] = Field(default=[], max_length=10_000)
+    cpu_percent: float | None = Field(default=None, ge=0)
+    memory_used_bytes: Bytes | None = None
 
 
 class HeartbeatResponse(_Wire):
@@ -95,9 +120,9 @@ class HeartbeatResponse(_Wire):
 class AttemptReport(_Wire):
     """POST /api/workers/job/{id}/status: an attempt started or ended."""
 
-    attempt: int = Field(ge=1)
+    attempt: AttemptNo
     status: Literal["running", "succeeded", "failed", "timed_out", "cancelled"]
-    exit_code: int | None = None
+    exit_code: ExitCode | None = None
     error: str | None = Field(default=None, max_length=10_000)
     result: dict[str, Any] | None = None
 
@@ -110,9 +135,17 @@ class ReportAck(_Wire):
 class LogBatch(_Wire):
     """POST /api/workers/job/{id}/logs: the next piece of an attempt's output."""
 
-    attempt: int = Field(ge=1)
-    seq: int = Field(ge=0, description="batch number within the attempt; repeats are ignored")
+    attempt: AttemptNo
+    seq: Count = Field(description="batch number within the attempt; repeats are ignored")
     data: str = Field(max_length=4_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # A process may print NUL; keep the line, lose only that character.
+        if isinstance(data, dict) and isinstance(data.get("data"), str):
+            data = {**data, "data": data["data"].replace("\x00", "\ufffd")}
+        return data
 
 
 # ---- coordinator -> worker (SSE on /api/workers/stream) --------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from corral.model import InvalidInput
@@ -32,20 +32,27 @@ async def register(request: Request, worker: Worker, body: RegisterRequest) -> R
     return await fleet.register(request.app.state.core, worker, body)
 
 
+def _last_event_id(
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> int:
+    # A dependency, so a bad header is a 422 before the event stream starts.
+    try:
+        after = int(last_event_id or 0)
+        if not 0 <= after < 2**63:
+            raise ValueError(after)
+    except ValueError as exc:
+        raise InvalidInput("Last-Event-ID must be an event id", field="Last-Event-ID") from exc
+    return after
+
+
 @router.get(
     "/stream",
     response_class=EventSourceResponse,
     description="SSE: `job.assign`, `job.cancel`, `worker.drain`; ids resume with Last-Event-ID.",
 )
 async def stream(
-    request: Request,
-    worker: Worker,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    request: Request, worker: Worker, after: Annotated[int, Depends(_last_event_id)]
 ) -> AsyncIterator[ServerSentEvent]:
-    try:
-        after = int(last_event_id or 0)
-    except ValueError as exc:
-        raise InvalidInput("Last-Event-ID must be an integer", field="Last-Event-ID") from exc
     core = request.app.state.core
     wid = worker.worker_id
     session = core.hub.open_stream(wid)
