@@ -31,14 +31,14 @@ from corral.protocol.transport import ApiError, Transport, Unreachable
 DEFAULT_URL = "http://127.0.0.1:8001"
 T = TypeVar("T")
 
-# The CLI says in one line what failed; stamina's per-retry warnings would bury that line.
-stamina.instrumentation.set_on_retry_hooks([])
-
 
 class Client:
     """One coordinator (or a comma-separated list for fail-over), one API key."""
 
     def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, **kw: Any) -> None:
+        # The CLI says in one line what failed; stamina's per-retry warnings would bury that
+        # line. Set here, not at import, so a worker started by `corral worker` keeps them.
+        stamina.instrumentation.set_on_retry_hooks([])
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # A person is waiting: give up after ~15 s rather than the worker's patient minute.
         kw.setdefault("attempts", 4)

@@ -1,10 +1,11 @@
 """A coordinator and N persistent workers on this machine, as one process tree.
 
-Used by ``corral up`` and the dispatch benchmark. The coordinator runs in this process, on
-its own thread and event loop: uvicorn only takes over SIGINT on the main thread, so on
-Ctrl-C this process decides the order — workers first (they report and disconnect while
-the coordinator still listens), the coordinator last. Workers run in their own process
-group so a terminal's Ctrl-C reaches them only through us, as one SIGTERM.
+Used by ``corral up`` and the dispatch benchmark. The coordinator runs in this process on
+a thread and event loop of its own (the benchmark makes it a child process instead):
+uvicorn takes over SIGINT only on the main thread, so on Ctrl-C this process decides the
+order — workers first (they report and disconnect while the coordinator still listens),
+the coordinator last. Workers run in their own process group, so a terminal's Ctrl-C
+reaches them only through us, as one SIGTERM.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class _ServerThread:
         self.settings = settings
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[None] | None = None
-        self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="corral-coordinator", daemon=True)
         self._ready: asyncio.Future[tuple[str, str | None]] | None = None
         self._caller: asyncio.AbstractEventLoop | None = None
@@ -52,7 +52,6 @@ class _ServerThread:
         try:
             asyncio.run(self._serve())
         except BaseException as exc:  # reported to the caller, not lost
-            self.error = exc
             self._tell(exc)
 
     async def _serve(self) -> None:
@@ -193,7 +192,6 @@ class LocalFleet:
     server_process: bool = False  # a child process instead of a thread of this one
 
     url: str = ""
-    new_admin_key: str | None = None
     local_workers: list[LocalWorker] = field(default_factory=list)
     _server: _ServerThread | _ServerProcess | None = None
 
@@ -228,7 +226,7 @@ class LocalFleet:
         else:
             self._server = _ServerThread(settings)
         try:
-            self.url, self.new_admin_key = await self._server.start()
+            self.url, _ = await self._server.start()
         except (OSError, SystemExit, RuntimeError) as exc:
             raise Failure(
                 f"the coordinator did not start on {self.host}:{self.port}: {exc or 'see above'}",

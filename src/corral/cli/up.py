@@ -122,7 +122,11 @@ def _banner(fleet: LocalFleet) -> None:
     p("From another shell:")
     env = f"  export CORRAL_URL={fleet.url} CORRAL_API_KEY={fleet.admin_key}"
     p(env, soft_wrap=True, markup=False)
-    p(f"  {corral} submit --wait -- python -m corral.examples.digits --hidden 64", markup=False)
+    p(
+        f"  {corral} submit --wait -- python -m corral.examples.digits --hidden 64",
+        markup=False,
+        soft_wrap=True,
+    )
     p(f"  {corral} jobs ls; {corral} workers ls", markup=False, soft_wrap=True)
     p("Ctrl-C stops the workers, then the coordinator.")
 
