@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from typing import Annotated, Any
@@ -86,7 +87,15 @@ def submit(
                 return 0
             if not as_json:
                 _output.err.print(f"submitted {job.id} ({job.name}); following its output")
-            final = await follow(client, job.id, echo=not as_json, status=not as_json)
+            try:
+                final = await follow(client, job.id, echo=not as_json, status=not as_json)
+            except asyncio.CancelledError:  # Ctrl-C stops the waiting, not the job
+                _output.err.print(
+                    f"{job.id} keeps running; stop it with: corral jobs cancel {job.id}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                raise
             _report_end(final, as_json)
             return int(EXIT_BY_STATE.get(final.state, ExitCode.JOB_FAILED))
 
