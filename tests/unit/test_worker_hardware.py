@@ -51,3 +51,21 @@ def test_gpu_pool_hands_out_disjoint_sets() -> None:
     pool.claim([2])  # an attempt adopted after a restart still holds GPU 2
     pool.give_back([7])  # not ours: ignored
     assert pool.free == 0
+
+
+def test_nvml_gpus_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("pynvml")
+    calls: list[str] = []
+    fake.nvmlInit = lambda: calls.append("init")  # type: ignore[attr-defined]
+    fake.nvmlShutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetCount = lambda: 2  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetHandleByIndex = lambda i: i  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetName = lambda h: b"NVIDIA H100" if h == 0 else "NVIDIA H100"  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetUUID = lambda h: f"GPU-{h}"  # type: ignore[attr-defined]
+    fake.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=80 << 30)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    [gpu] = hardware.detect_gpus()
+    assert (gpu.index, gpu.name, gpu.uuid) == (1, "NVIDIA H100", "GPU-1")
+    assert gpu.memory_bytes == 80 << 30
+    assert calls == ["init", "shutdown"]

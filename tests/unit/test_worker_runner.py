@@ -307,3 +307,24 @@ def test_kinds(tmp_path: Path) -> None:
 
 def test_attempt_dir_is_safe(tmp_path: Path) -> None:
     assert attempt_dir(tmp_path, "../../etc", 1).parent == tmp_path / "attempts"
+
+
+def test_operator_gpu_limit_is_kept_when_nvml_is_absent(tmp_path: Path) -> None:
+    env = build_env({}, job_id="j", attempt=1, result_file=tmp_path, gpus=None,
+                    worker_env={"CUDA_VISIBLE_DEVICES": "3"})  # fmt: skip
+    assert env["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_old_attempt_dirs_are_pruned(tmp_path: Path) -> None:
+    from corral.worker.runner import prune_workdirs
+
+    root = tmp_path / "attempts"
+    dirs = []
+    for i in range(6):
+        d = attempt_dir(tmp_path, f"j_{i}", 1)
+        prepare_workdir(d)
+        os.utime(d, (1000 + i, 1000 + i))
+        dirs.append(d)
+    assert prune_workdirs(root, keep=2, active={dirs[0]}) == 3
+    assert sorted(p.name for p in root.iterdir()) == ["j_0-1", "j_4-1", "j_5-1"]
+    assert prune_workdirs(tmp_path / "nowhere", keep=2, active=set()) == 0

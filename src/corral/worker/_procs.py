@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 __all__ = ["create_time", "group_is_ours", "group_members", "leader_alive", "signal_group"]
 
@@ -35,7 +35,7 @@ def leader_alive(pid: int, started: float) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return abs(proc.create_time() - started) <= _CREATE_TIME_SLACK_S
+        return bool(abs(proc.create_time() - started) <= _CREATE_TIME_SLACK_S)
     except psutil.Error:
         return False
 
@@ -49,7 +49,7 @@ def group_is_ours(pgid: int, leader_started: float) -> bool:
     """
     try:
         proc = psutil.Process(pgid)
-        return abs(proc.create_time() - leader_started) <= _CREATE_TIME_SLACK_S
+        return bool(abs(proc.create_time() - leader_started) <= _CREATE_TIME_SLACK_S)
     except psutil.NoSuchProcess:
         return True
     except psutil.Error:

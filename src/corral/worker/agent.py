@@ -12,7 +12,7 @@ import contextlib
 import random
 import signal
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Iterable
 
 import httpx
 import structlog
@@ -24,18 +24,17 @@ from corral.protocol import (
     HeartbeatRequest,
     JobAssign,
     JobCancel,
-    RegisterRequest,
     RegisterResponse,
     WorkerDrain,
 )
 from corral.protocol.transport import ApiError, Unreachable
-from corral.worker import _procs, hardware
+from corral.worker import _join, hardware
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
-from corral.worker.runner import StopReason
+from corral.worker.runner import StopReason, attempt_dir, prune_workdirs
 
 __all__ = ["Agent", "run_worker"]
 
@@ -46,16 +45,12 @@ EXIT_CONFIG = 2
 _FINAL_FLUSH_S = 15.0  # at shutdown: how long to keep trying to deliver final reports
 _DISCONNECT_S = 5.0
 _STABLE_STREAM_S = 10.0  # a stream that lived this long resets the reconnect backoff
-_SETTLE_S = 5.0  # before register: how long to try delivering final reports first
+KEEP_ATTEMPT_DIRS = 20  # finished attempts' directories kept for a look after the fact
 
 
 async def run_worker(settings: WorkerSettings) -> int:
     """Run a worker until it is done; returns the process exit code."""
     return await Agent(settings).run()
-
-
-class RegistrationRefused(Exception):
-    """The coordinator refused to register this worker (a 4xx other than 401/403)."""
 
 
 class _Leave(Exception):
@@ -93,6 +88,7 @@ class Agent:
         self._exit_code = EXIT_OK
         self._kill_on_exit = False
         self._signals = 0
+        self._pruning: asyncio.Task[int] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -130,7 +126,10 @@ class Agent:
         self._leave(EXIT_OK, kill=True)
 
     async def _main(self) -> None:
-        adoptable = self._recover()
+        adoptable = _join.recover(self.journal, self.log)
+        for rec in adoptable.values():
+            self.pool.claim(rec.gpus)
+        self._prune(adoptable)
         self.log.info(
             "worker.starting",
             urls=self.settings.urls,
@@ -154,7 +153,7 @@ class Agent:
                 hint="the token is wrong or was rotated; start the worker with the current one",
             )
             self._exit_code, self._kill_on_exit = EXIT_CONFIG, True
-        except* RegistrationRefused as group:
+        except* _join.RegistrationRefused as group:
             self.log.error("worker.registration_refused", error=str(group.exceptions[0]))
             self._exit_code, self._kill_on_exit = EXIT_CONFIG, True
         await self._shutdown()
@@ -182,6 +181,8 @@ class Agent:
         if tasks:
             self.log.info("worker.stopping_attempts", count=len(tasks))
             await asyncio.wait(tasks, timeout=self.settings.kill_grace_s + LOG_FLUSH_TIMEOUT_S + 10)
+        if self._pruning is not None:
+            await asyncio.wait({self._pruning}, timeout=10)
         if self._exit_code == EXIT_CONFIG:
             return  # the coordinator will not listen to this token: say nothing more
         with contextlib.suppress(TimeoutError, TokenRefused):
@@ -224,70 +225,7 @@ class Agent:
             for ra in self.running.values():
                 ra.force()
 
-    # ---- recovery and registration -----------------------------------------------------
-
-    def _recover(self) -> dict[tuple[str, int], AttemptRecord]:
-        """Attempts a previous worker process left running, to offer at register."""
-        alive: dict[tuple[str, int], AttemptRecord] = {}
-        for rec in self.journal.attempts():
-            bound = self.log.bind(job_id=rec.job_id, attempt=rec.attempt)
-            if _procs.leader_alive(rec.pid, rec.create_time):
-                alive[rec.key] = rec
-                self.pool.claim(rec.gpus)
-                continue
-            # The leader is gone; what is left of its group are orphans holding memory or a GPU.
-            if _procs.group_is_ours(rec.pgid, rec.create_time) and _procs.signal_group(
-                rec.pgid, signal.SIGKILL
-            ):
-                bound.warning("attempt.orphans_killed", pgid=rec.pgid)
-            bound.warning("attempt.ended_while_away", hint="the coordinator counts it as lost")
-            self.journal.forget(rec.job_id, rec.attempt)
-        return alive
-
-    async def _register(self, running: list[AttemptRef]) -> RegisterResponse:
-        delay = 1.0
-        while True:
-            # Deliver what is owed before saying what runs: a coordinator that hears of an
-            # attempt in neither counts it lost, and then refuses its result.
-            await self._settle_outbox()
-            owed = [
-                AttemptRef(job_id=p.job_id, attempt=p.attempt)
-                for p in self.journal.pending_reports()
-                if (p.job_id, p.attempt) not in {(r.job_id, r.attempt) for r in running}
-            ]
-            req = RegisterRequest(
-                name=self.settings.worker_name,
-                hostname=self.machine.hostname,
-                cpu_count=self.machine.cpu_count,
-                memory_bytes=self.machine.memory_bytes,
-                gpus=self.machine.gpus,
-                labels=self.settings.labels,
-                slots=self.settings.max_concurrent_tasks,
-                persistent=self.settings.persistent,
-                # Ended attempts whose report is not through yet are offered too, so that a
-                # keep holds them current until the report lands.
-                running=[*running, *owed],
-                version=_version(),
-            )
-            try:
-                return await self.client.register(req)
-            except ApiError as exc:
-                if exc.status in (401, 403):
-                    raise TokenRefused(str(exc)) from exc
-                if exc.status < 500 and exc.status not in (408, 429):
-                    raise RegistrationRefused(str(exc)) from exc
-                self.log.warning("register.failed", error=str(exc), retry_in_s=delay)
-            except (Unreachable, BadAnswer) as exc:
-                self.log.warning("register.failed", error=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
-
-    async def _settle_outbox(self) -> None:
-        if self.outbox.empty:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_SETTLE_S):
-                await self.outbox.deliver_pending()
+    # ---- registration and the stream -----------------------------------------------------
 
     def _apply_register(
         self, resp: RegisterResponse, adoptable: dict[tuple[str, int], AttemptRecord]
@@ -319,13 +257,20 @@ class Agent:
         self.log.info("worker.registered", keep=len(resp.keep), stop=len(resp.stop))
         self._registered.set()
 
-    # ---- the stream --------------------------------------------------------------------
-
     async def _stream_loop(self, adoptable: dict[tuple[str, int], AttemptRecord]) -> None:
         delay = 0.5
         while True:
             offered = [AttemptRef(job_id=j, attempt=a) for j, a in [*adoptable, *self.running]]
-            self._apply_register(await self._register(offered), adoptable)
+            resp = await _join.register(
+                self.client,
+                settings=self.settings,
+                machine=self.machine,
+                journal=self.journal,
+                outbox=self.outbox,
+                running=offered,
+                log=self.log,
+            )
+            self._apply_register(resp, adoptable)
             adoptable = {}
             self._reregister.clear()
             opened = time.monotonic()
@@ -419,9 +364,21 @@ class Agent:
         self.running.pop(ra.key, None)
         if ra.gpus:
             self.pool.give_back(ra.gpus)
+        self._prune()
         if not self.settings.persistent and self._took_job:
             self._accepting = False  # ephemeral: one job, then leave
         self._check_exit()
+
+    def _prune(self, extra_active: Iterable[tuple[str, int]] = ()) -> None:
+        if self._pruning is not None and not self._pruning.done():
+            return
+        root = self.settings.work_dir
+        active = {attempt_dir(root, j, a) for j, a in {*self.running, *extra_active}}
+        self._pruning = asyncio.create_task(
+            asyncio.to_thread(
+                prune_workdirs, root / "attempts", keep=KEEP_ATTEMPT_DIRS, active=active
+            )
+        )
 
     # ---- heartbeats and reports --------------------------------------------------------
 
@@ -460,10 +417,3 @@ class Agent:
     async def _outbox_loop(self) -> None:
         await self._registered.wait()
         await self.outbox.run()
-
-
-def _version() -> str:
-    try:
-        return version("corral")
-    except PackageNotFoundError:
-        return ""

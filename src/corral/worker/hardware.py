@@ -6,7 +6,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import structlog
 
 from corral.protocol import GpuInfo
@@ -40,7 +40,7 @@ def detect_gpus() -> list[GpuInfo]:
     operator can split one machine between several workers.
     """
     try:
-        import pynvml  # nvidia-ml-py, optional
+        import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py, optional
     except ImportError:
         return []
     try:

@@ -36,6 +36,7 @@ __all__ = [
     "build_env",
     "output_path",
     "prepare_workdir",
+    "prune_workdirs",
     "result_path",
 ]
 
@@ -128,6 +129,9 @@ def build_env(
         and not k.startswith("CORRAL_")
     }
     env["PYTHONUNBUFFERED"] = "1"  # so output (and sdk.report lines) arrive as they happen
+    if gpus is None and "CUDA_VISIBLE_DEVICES" in source:
+        # GPUs this worker cannot see through NVML: keep whatever limit its operator set.
+        env["CUDA_VISIBLE_DEVICES"] = source["CUDA_VISIBLE_DEVICES"]
     env.update(job_env)
     env[ENV_JOB_ID] = job_id
     env[ENV_ATTEMPT] = str(attempt)
@@ -270,14 +274,13 @@ class AttemptProcess:
         self._signalled = True
         _procs.signal_group(self.pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace_s
-        force_task = asyncio.ensure_future(self._force.wait())
+        force_task: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
         try:
             # First the leader, then anything else in its group, each until the grace ends.
             remaining = deadline - time.monotonic()
             if remaining > 0:
-                await asyncio.wait(
-                    {exit_task, force_task}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
+                waiting: set[asyncio.Future[Any]] = {exit_task, force_task}
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             while (  # noqa: ASYNC110 - grandchildren exiting raise no event here
                 exit_task.done()
                 and not self._force.is_set()
@@ -328,6 +331,20 @@ def _error(what: str, workdir: Path) -> str:
     tail = output_tail(workdir)
     text = f"{what}; last output:\n{tail}" if tail else what
     return text[-_MAX_ERROR:]
+
+
+def prune_workdirs(root: Path, *, keep: int, active: set[Path]) -> int:
+    """Remove all but the ``keep`` newest attempt directories not in ``active``; returns how
+    many went. A persistent worker runs thousands of jobs; their directories must not fill
+    the disk. Blocking (rmtree): call it in a thread."""
+    try:
+        dirs = [d for d in root.iterdir() if d.is_dir() and d not in active]
+    except FileNotFoundError:
+        return 0
+    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in dirs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return max(0, len(dirs) - keep)
 
 
 def output_tail(workdir: Path, lines: int = _TAIL_LINES) -> str:

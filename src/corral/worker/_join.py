@@ -1,0 +1,118 @@
+"""How a worker (re)joins its coordinator: what a previous worker process left running,
+what results it still owes, and the register call that tells the coordinator both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from corral.protocol import AttemptRef, RegisterRequest, RegisterResponse
+from corral.protocol.transport import ApiError, Unreachable
+from corral.worker import _procs
+from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
+from corral.worker.config import WorkerSettings
+from corral.worker.hardware import Hardware
+from corral.worker.journal import AttemptRecord, Journal
+from corral.worker.outbox import Outbox
+
+__all__ = ["RegistrationRefused", "recover", "register"]
+
+_SETTLE_S = 5.0  # before register: how long to try delivering owed final reports first
+
+
+class RegistrationRefused(Exception):
+    """The coordinator refused to register this worker (a 4xx other than 401/403)."""
+
+
+def recover(journal: Journal, log: Any) -> dict[tuple[str, int], AttemptRecord]:
+    """Attempts a previous worker process left running, to offer at register.
+
+    Those whose process has gone are dropped: their exit status is lost, so the coordinator
+    (which does not hear of them at register) counts them lost and retries the job.
+    """
+    alive: dict[tuple[str, int], AttemptRecord] = {}
+    for rec in journal.attempts():
+        bound = log.bind(job_id=rec.job_id, attempt=rec.attempt)
+        if _procs.leader_alive(rec.pid, rec.create_time):
+            alive[rec.key] = rec
+            continue
+        # The leader is gone; what is left of its group are orphans holding memory or a GPU.
+        if _procs.group_is_ours(rec.pgid, rec.create_time) and _procs.signal_group(
+            rec.pgid, signal.SIGKILL
+        ):
+            bound.warning("attempt.orphans_killed", pgid=rec.pgid)
+        bound.warning("attempt.ended_while_away", hint="the coordinator counts it as lost")
+        journal.forget(rec.job_id, rec.attempt)
+    return alive
+
+
+async def register(
+    client: WorkerClient,
+    *,
+    settings: WorkerSettings,
+    machine: Hardware,
+    journal: Journal,
+    outbox: Outbox,
+    running: list[AttemptRef],
+    log: Any,
+) -> RegisterResponse:
+    """Register, retrying with backoff while the coordinator is away.
+
+    Raises TokenRefused (401/403) or RegistrationRefused (another 4xx: retrying cannot help).
+    """
+    delay = 1.0
+    while True:
+        # Deliver what is owed before saying what runs: a coordinator that hears of an
+        # attempt in neither counts it lost, and then refuses its result.
+        await _settle(outbox)
+        offered = {(r.job_id, r.attempt) for r in running}
+        owed = [
+            AttemptRef(job_id=p.job_id, attempt=p.attempt)
+            for p in journal.pending_reports()
+            if (p.job_id, p.attempt) not in offered
+        ]
+        req = RegisterRequest(
+            name=settings.worker_name,
+            hostname=machine.hostname,
+            cpu_count=machine.cpu_count,
+            memory_bytes=machine.memory_bytes,
+            gpus=machine.gpus,
+            labels=settings.labels,
+            slots=settings.max_concurrent_tasks,
+            persistent=settings.persistent,
+            # Ended attempts whose report is not through yet are offered too, so that a keep
+            # holds them current until the report lands.
+            running=[*running, *owed],
+            version=_version(),
+        )
+        try:
+            return await client.register(req)
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                raise TokenRefused(str(exc)) from exc
+            if exc.status < 500 and exc.status not in (408, 429):
+                raise RegistrationRefused(str(exc)) from exc
+            log.warning("register.failed", error=str(exc), retry_in_s=delay)
+        except (Unreachable, BadAnswer) as exc:
+            log.warning("register.failed", error=str(exc), retry_in_s=delay)
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 30.0)
+
+
+async def _settle(outbox: Outbox) -> None:
+    if outbox.empty:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_SETTLE_S):
+            await outbox.deliver_pending()
+
+
+def _version() -> str:
+    try:
+        return version("corral")
+    except PackageNotFoundError:
+        return ""
