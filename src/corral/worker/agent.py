@@ -29,7 +29,7 @@ from corral.protocol import (
 )
 from corral.protocol.transport import ApiError, Unreachable
 from corral.worker import _join, hardware
-from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt
+from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
@@ -307,7 +307,12 @@ class Agent:
             async for item in events:
                 if item.id:
                     self._last_event_id = item.id
-                self._handle(item.event)
+                try:
+                    self._handle(item.event)
+                except Exception as exc:
+                    # One event this worker cannot act on must not end its stream; the
+                    # coordinator's lease takes back whatever it failed to start.
+                    self.log.error("stream.event_failed", type=item.event.type, error=bug(exc))
 
     def _handle(self, event: JobAssign | JobCancel | WorkerDrain) -> None:
         if isinstance(event, JobAssign):

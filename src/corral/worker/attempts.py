@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,7 +33,7 @@ from corral.worker.runner import (
     result_path,
 )
 
-__all__ = ["AttemptContext", "RunningAttempt"]
+__all__ = ["AttemptContext", "RunningAttempt", "bug"]
 
 log = structlog.get_logger("corral.worker.attempt")
 
@@ -51,6 +52,12 @@ class AttemptContext:
     on_ended: Callable[[RunningAttempt], None]
     log_interval_s: float = 0.5
     logger: Any = None  # the worker's bound logger, so attempt lines carry the worker too
+
+
+def bug(exc: BaseException) -> str:
+    """A traceback as plain text for a log line. Not ``log.exception``: a rich renderer
+    prints every frame's locals, and a frame may hold the worker token."""
+    return "".join(traceback.format_exception(exc)).rstrip()
 
 
 def _is_stale(exc: ApiError) -> bool:
@@ -104,8 +111,8 @@ class RunningAttempt:
     async def _main(self) -> None:
         try:
             await self._run()
-        except Exception:
-            self.log.exception("attempt.supervisor_failed")
+        except Exception as exc:
+            self.log.error("attempt.supervisor_failed", error=bug(exc))
             # Never leave a process that nothing watches; the coordinator's lease will see the
             # attempt gone and retry the job.
             if self.process is not None and self.process.alive():
