@@ -208,3 +208,28 @@ def test_up_keeps_its_admin_key_private_and_stable(
     assert os.stat(tmp_path / "admin.key").st_mode & 0o077 == 0
     monkeypatch.setenv("CORRAL_BOOTSTRAP_ADMIN_KEY", "ck_from_env")
     assert _admin_key(tmp_path) == "ck_from_env"
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_logged_tracebacks_never_show_frame_locals(tty: bool) -> None:
+    import io
+
+    import structlog
+
+    from corral.cli._logging import configure
+
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    stream = Stream()
+    configure("info", stream=stream)
+    try:
+        token = "wt_must_not_be_logged"
+        raise RuntimeError(f"failed after {len(token)} characters")
+    except RuntimeError:
+        structlog.get_logger().exception("boom")
+    finally:
+        structlog.reset_defaults()
+    assert "boom" in stream.getvalue() and "RuntimeError" in stream.getvalue()
+    assert "wt_must_not_be_logged" not in stream.getvalue()

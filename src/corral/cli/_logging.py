@@ -34,7 +34,12 @@ def configure(level: Level | str = Level.INFO, *, stream: TextIO | None = None) 
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if tty:
-        processors.append(structlog.dev.ConsoleRenderer(colors=True))
+        # Plain tracebacks: the rich formatter prints frame locals, which may hold a token.
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=True, exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     else:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     structlog.configure(
