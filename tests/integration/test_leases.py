@@ -150,3 +150,17 @@ def test_dropped_stream_is_suspect_then_offline_unless_heard_from(clocked):
     with coord.client() as c:
         status = {w["name"]: w["status"] for w in c.get("/api/admin/workers").json()["workers"]}
     assert status == {"quiet": "offline", "talker": "idle"}
+
+
+def test_attempt_its_worker_does_not_hold_is_lost_after_the_grace(clocked):
+    coord, clock = clocked
+    _, wc = register_worker(coord)
+    with coord.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["true"]}).json()
+        next_event(wc)
+        wc.post("/api/workers/heartbeat", json={"running": []})
+        assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "assigned"  # still on its way
+        clock.advance(31)
+        wc.post("/api/workers/heartbeat", json={"running": []})
+        got = c.get(f"/api/jobs/{job['id']}").json()
+        assert got["state"] == "queued" and "does not hold" in got["error"]

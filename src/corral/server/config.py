@@ -24,6 +24,9 @@ class ServerSettings(BaseSettings):
     stream_grace_s: float = Field(
         default=10, ge=0, description="a worker whose stream dropped goes OFFLINE after this"
     )
+    unclaimed_grace_s: float = Field(
+        default=30, ge=0, description="an attempt its worker does not list after this is lost"
+    )
     reaper_interval_s: float = Field(default=5, gt=0)
     retry_backoff_base_s: float = Field(default=1, ge=0)
     retry_backoff_cap_s: float = Field(default=60, ge=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.engine import RowMapping
 
 from corral.model import (
@@ -183,14 +185,27 @@ async def stream_opened(core: Core, w: WorkerIdentity) -> None:
 
 
 async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> HeartbeatResponse:
+    """Note it is alive; compare what it runs with what it should run."""
+    now = core.clock.now()
+    cutoff = now - timedelta(seconds=core.settings.unclaimed_grace_s)
     async with core.tx() as t:
         row = await _get(t, w.tenant_id, w.worker_id)
-        await workers_q.update_fields(t.conn, w.worker_id, last_heartbeat=core.clock.now())
+        await workers_q.update_fields(t.conn, w.worker_id, last_heartbeat=now)
         active = {r["id"]: r for r in await jobs_q.active_on(t.conn, w.worker_id)}
+        listed = {(ref.job_id, ref.attempt) for ref in body.running}
         stop = [
             ref for ref in body.running
             if ref.job_id not in active or active[ref.job_id]["attempt"] != ref.attempt
         ]  # fmt: skip
+        for job in active.values():
+            if (job["id"], job["attempt"]) in listed:
+                continue
+            # Not listed: it declined the assignment or ended the attempt without a word.
+            # Past the grace (the assignment may still be on its way), the attempt is lost.
+            att = await jobs_q.get_attempt(t.conn, job["id"], job["attempt"])
+            if att is not None and as_utc(att["assigned_at"]) < cutoff:
+                await end_attempt(core, t, job, AttemptOutcome.LOST,
+                                  error="its worker does not hold this attempt")  # fmt: skip
     return HeartbeatResponse(status=WorkerStatus(row["status"]), stop=stop)
 
 
