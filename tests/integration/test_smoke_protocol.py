@@ -94,3 +94,39 @@ def test_disconnect_requeues(coordinator):
         r = wc.post(f"/api/workers/job/{j['id']}/status", json={"attempt": 1, "status": "running"})
         assert r.status_code == 409
         assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline"
+
+
+def test_worker_names_are_unique_per_tenant(coordinator):
+    register_worker(coordinator, name="gpu-1")
+    with coordinator.client() as c:
+        r = c.post("/api/admin/workers", json={"name": "gpu-1"})
+        assert r.status_code == 409 and r.json()["code"] == "already_exists"
+        assert r.json()["errors"][0]["field"] == "name"
+
+
+def test_follow_resumes_after_last_event_id(coordinator):
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        jid = c.post("/api/queue/submit", json={"command": ["x"]}).json()["id"]
+        next_event(wc)
+        for seq, text in enumerate(["one\n", "two\n"]):
+            wc.post(f"/api/workers/job/{jid}/logs", json={"attempt": 1, "seq": seq, "data": text})
+        wc.post(f"/api/workers/job/{jid}/status", json={"attempt": 1, "status": "succeeded"})
+
+        def follow(headers):
+            got = []
+            with c.stream("GET", f"/api/jobs/{jid}/logs", params={"follow": "true"},
+                          headers=headers) as resp:  # fmt: skip
+                for line in resp.iter_lines():
+                    if line.startswith("id:"):
+                        got.append(int(line[3:]))
+                    elif line.startswith("event: end"):
+                        return got
+            return got
+
+        ids = follow({})
+        assert len(ids) == 2
+        assert follow({"Last-Event-ID": str(ids[0])}) == ids[1:]
+        bad = c.get(f"/api/jobs/{jid}/logs", params={"follow": "true"},
+                    headers={"Last-Event-ID": "x"})  # fmt: skip
+        assert bad.status_code == 422

@@ -99,8 +99,13 @@ async def serve(
     try:
         while not server.started:
             if task.done():
-                await task  # raises why it could not start (port taken, bad database URL)
-                raise RuntimeError("the coordinator stopped before it started")
+                try:
+                    await task  # raises why it could not start (bad database URL, …)
+                except SystemExit as exc:  # uvicorn exits when it cannot bind
+                    raise OSError(
+                        f"cannot listen on {settings.host}:{settings.port} (in use?)"
+                    ) from exc
+                raise OSError(f"the coordinator on {settings.host}:{settings.port} did not start")
             await asyncio.sleep(0.05)
         port = server.servers[0].sockets[0].getsockname()[1]
         if on_ready is not None:

@@ -55,9 +55,7 @@ class Dispatcher:
             return 0
         now = core.clock.now()
         async with core.tx() as t:
-            ready = await jobs_q.ready(t.conn, now, BATCH)
-            if not ready:
-                return 0
+            # Free slots first: with none, the queue is not read at all.
             offers = []
             for row, held, gpus_held in await dispatchable(t, connected):
                 free = row["slots"] - held
@@ -69,13 +67,17 @@ class Dispatcher:
                                               free_gpus=len(row["gpus"]) - gpus_held))  # fmt: skip
             if not offers:
                 return 0
-            by_id = {r["id"]: r for r in ready}
+            ready = await jobs_q.ready(t.conn, now, BATCH)
+            if not ready:
+                return 0
             demands = [JobDemand(id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"],
                                  gpus=r["gpus"], worker_labels=r["worker_labels"])
                        for r in ready]  # fmt: skip
+            chosen = plan(demands, offers)
+            by_id = {r["id"]: r for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])}
             placed = 0
             taken: dict[str, int] = {}
-            for a in plan(demands, offers):
+            for a in chosen:
                 job = by_id[a.job_id]
                 if await self._assign(t, job, a.worker_id, now):
                     placed += 1

@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy.engine import RowMapping
 
 from corral.model import (
+    AlreadyExists,
     AttemptOutcome,
     JobState,
     NotFound,
@@ -71,6 +72,8 @@ async def _view(t: Tx, row: RowMapping) -> WorkerView:
 async def create(core: Core, who: Identity, body: WorkerCreate) -> WorkerCreated:
     token, worker_id = new_secret("wt"), new_id("w")
     async with core.tx() as t:
+        if any(r["name"] == body.name for r in await workers_q.all_of(t.conn, who.tenant_id)):
+            raise AlreadyExists(f"a worker named {body.name!r} exists", field="name")
         await workers_q.insert(t.conn, {
             "id": worker_id, "tenant_id": who.tenant_id, "name": body.name,
             "token_hash": hash_secret(token), "worker_type": body.worker_type.value,

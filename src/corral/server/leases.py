@@ -57,7 +57,7 @@ async def settle_worker(t: Tx, worker_id: str) -> None:
     if not rows:
         return
     status = WorkerStatus(rows[0]["status"])
-    held = len(await jobs_q.active_on(t.conn, worker_id))
+    held = await jobs_q.count_active_on(t.conn, worker_id)
     if status is WorkerStatus.BUSY and held == 0:
         await workers_q.set_status(t.conn, worker_id, status, WorkerStatus.IDLE)
     elif status is WorkerStatus.IDLE and held > 0:

@@ -73,7 +73,7 @@ async def transition(
 async def ready(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[RowMapping]:
     """Queued jobs whose backoff has passed, in claim order."""
     q = (
-        select(jobs)
+        select(jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.gpus, jobs.c.worker_labels)
         .where(
             jobs.c.state == JobState.QUEUED.value,
             or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
@@ -84,9 +84,15 @@ async def ready(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Ro
     return (await conn.execute(q)).mappings().all()
 
 
-async def next_not_before(conn: AsyncConnection) -> datetime | None:
-    q = select(func.min(jobs.c.not_before)).where(jobs.c.state == JobState.QUEUED.value)
-    return (await conn.execute(q)).scalar_one_or_none()
+async def by_ids(conn: AsyncConnection, ids: Sequence[str]) -> Sequence[RowMapping]:
+    if not ids:
+        return []
+    return (await conn.execute(select(jobs).where(jobs.c.id.in_(list(ids))))).mappings().all()
+
+
+async def count_active_on(conn: AsyncConnection, worker_id: str) -> int:
+    q = select(func.count()).where(jobs.c.worker_id == worker_id, jobs.c.state.in_(_ACTIVE))
+    return int((await conn.execute(q)).scalar_one())
 
 
 async def load_by_worker(conn: AsyncConnection) -> dict[str, tuple[int, int]]:

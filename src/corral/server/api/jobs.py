@@ -70,10 +70,16 @@ async def job_result(request: Request, who: Viewer, job_id: str) -> dict[str, An
 @router.get(
     "/{job_id}/logs",
     responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
-    description="The job's output. With follow=true: SSE events `log` "
+    description="The job's output. With follow=true: SSE events `log` (resume with Last-Event-ID) "
     '(`{"attempt", "data"}`) until an `end` event (`{"state"}`) once the job has finished.',
 )
-async def job_logs(request: Request, who: Viewer, job_id: str, follow: bool = False) -> Response:
+async def job_logs(
+    request: Request,
+    who: Viewer,
+    job_id: str,
+    follow: bool = False,
+    last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0, lt=2**63)] = 0,
+) -> Response:
     core = request.app.state.core
     if not follow:
         text: list[str] = []
@@ -90,11 +96,11 @@ async def job_logs(request: Request, who: Viewer, job_id: str, follow: bool = Fa
                 after = c["id"]
         return PlainTextResponse("".join(text))
     await jobs.get(core, who.tenant_id, job_id)  # 404 before the stream starts
-    return EventSourceResponse(_follow(core, who.tenant_id, job_id))
+    return EventSourceResponse(_follow(core, who.tenant_id, job_id, last_event_id))
 
 
-async def _follow(core: Any, tenant_id: str, job_id: str) -> AsyncIterator[bytes]:
-    after = 0
+async def _follow(core: Any, tenant_id: str, job_id: str, after: int) -> AsyncIterator[bytes]:
+    """From ``after`` (a reconnect's Last-Event-ID) on, exactly once."""
     while True:
         signal = core.hub.jobs.watch(job_id)
         chunks, state = await jobs.logs_after(core, tenant_id, job_id, after)
