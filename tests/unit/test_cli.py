@@ -151,8 +151,8 @@ def _job(state: str) -> JobView:
 
 
 class _DroppingClient:
-    """Replays the job's output from the start on every connection, like the coordinator,
-    and cuts the first connection in the middle of a line."""
+    """Resumes after Last-Event-ID like the coordinator, and cuts the first connection in
+    the middle of a line."""
 
     def __init__(self) -> None:
         self.connections = 0
@@ -161,13 +161,14 @@ class _DroppingClient:
     async def job(self, job_id: str) -> JobView:
         return _job("running" if self.connections < 2 else "succeeded")
 
-    async def follow(self, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[tuple[str, dict, int]]:
         self.connections += 1
-        for i, (attempt, data) in enumerate(self.chunks):
-            if self.connections == 1 and i == 1:
+        for event_id, (attempt, data) in enumerate(self.chunks, start=1):
+            if self.connections == 1 and event_id == 2:
                 raise Unreachable("stream cut")
-            yield "log", {"attempt": attempt, "data": data}
-        yield "end", {"state": "succeeded"}
+            if event_id > after:
+                yield "log", {"attempt": attempt, "data": data}, event_id
+        yield "end", {"state": "succeeded"}, 0
 
 
 async def test_follow_reconnects_without_repeating_output(
@@ -190,7 +191,7 @@ async def test_follow_gives_up_when_no_coordinator_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     class Gone(_DroppingClient):
-        async def follow(self, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[tuple[str, dict, int]]:
             raise Unreachable("down")
             yield  # an async generator that never yields
 

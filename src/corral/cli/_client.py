@@ -86,13 +86,16 @@ class Client:
     async def result(self, job_id: str) -> dict[str, Any]:
         return await self.transport.json("GET", f"/api/jobs/{job_id}/result")
 
-    async def follow(self, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """SSE events of a job's output: ``("log", {attempt, data})`` … ``("end", {state})``."""
+    async def follow(
+        self, job_id: str, after: int = 0
+    ) -> AsyncIterator[tuple[str, dict[str, Any], int]]:
+        """SSE events of a job's output after event id ``after``:
+        ``("log", {attempt, data}, id)`` … ``("end", {state}, 0)``."""
         async with self.transport.stream(
             "GET",
             f"/api/jobs/{job_id}/logs",
             params={"follow": "true"},
-            headers={"Accept": "text/event-stream"},
+            headers={"Accept": "text/event-stream", "Last-Event-ID": str(after)},
             # No read timeout: a quiet job may print nothing for minutes.
             timeout=httpx.Timeout(10.0, read=None),
         ) as resp:
@@ -101,7 +104,7 @@ class Client:
                     data = json.loads(sse.data) if sse.data else {}
                 except ValueError:
                     data = {"data": sse.data}
-                yield sse.event, data
+                yield sse.event, data, int(sse.id) if sse.id and sse.id.isdigit() else 0
 
     # ---- workers (admin) --------------------------------------------------
 

@@ -92,7 +92,7 @@ async def _metrics(client: Client, run: _Run) -> None:
     """Follow one job's output for its ``corral.metric`` lines (the live epoch column)."""
     lines = Lines()
     with contextlib.suppress(ApiError, Unreachable, httpx.HTTPError):
-        async for event, data in client.follow(run.job.id):
+        async for event, data, _ in client.follow(run.job.id):
             if event == "end":
                 return
             if event == "log":

@@ -71,12 +71,12 @@ async def follow(
 ) -> JobView:
     """Print the job's output as it comes (``echo``) until it ends; return the final job.
 
-    A dropped stream (coordinator restart, network) is reopened and the output already
-    shown is skipped, because the coordinator replays each attempt's output from its start.
+    A dropped stream (coordinator restart, network) is reopened after the last event seen
+    (Last-Event-ID), so nothing is shown twice or missed.
     Raises Unreachable when no coordinator answered for ``give_up_after_s``.
     """
     job = await client.job(job_id)
-    shown: dict[int, int] = {}  # characters already printed, per attempt
+    last_id = 0
     lines: dict[int, Lines] = {}
     metric: dict[str, Any] = {}
     # Only when both streams are a terminal: Rich would otherwise pull piped stdout into
@@ -112,24 +112,16 @@ async def follow(
             failing_since: float | None = None
             ended = False
             while not ended:
-                received: dict[int, int] = {}  # characters received on this connection
                 try:
-                    async for event, data in client.follow(job_id):
+                    async for event, data, event_id in client.follow(job_id, after=last_id):
                         failing_since = None
                         if event == "end":
                             ended = True
                             break
                         if event != "log":
                             continue
-                        attempt = int(data.get("attempt", 0))
-                        text = str(data.get("data", ""))
-                        start = received.get(attempt, 0)
-                        received[attempt] = start + len(text)
-                        already = shown.get(attempt, 0)
-                        if received[attempt] <= already:
-                            continue
-                        shown[attempt] = received[attempt]
-                        show(attempt, text[max(0, already - start) :])
+                        last_id = event_id or last_id
+                        show(int(data.get("attempt", 0)), str(data.get("data", "")))
                 except (httpx.TransportError, Unreachable):
                     failing_since = failing_since or loop.time()
                     if loop.time() - failing_since > give_up_after_s:
