@@ -60,7 +60,7 @@ def check_job_transition(frm: JobState, to: JobState) -> None:
 
 def retry_delay(attempt: int, base_s: float, cap_s: float) -> float:
     """Exponential backoff before attempt ``attempt + 1`` (attempt numbers start at 1)."""
-    return min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
 
 
 def next_after_attempt(

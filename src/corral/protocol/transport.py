@@ -50,7 +50,8 @@ class CircuitBreaker:
     def allows(self) -> bool:
         if self.opened_at is None:
             return True
-        return self.clock() - self.opened_at >= self.cooldown_s  # half-open: one try
+        elapsed: float = self.clock() - self.opened_at
+        return elapsed >= self.cooldown_s  # half-open: one try
 
     def success(self) -> None:
         self.failures, self.opened_at = 0, None

@@ -40,7 +40,7 @@ def detect_gpus() -> list[GpuInfo]:
     operator can split one machine between several workers.
     """
     try:
-        import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py, optional
+        import pynvml  # nvidia-ml-py, optional
     except ImportError:
         return []
     try:

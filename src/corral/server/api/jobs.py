@@ -20,7 +20,9 @@ queue = APIRouter(prefix="/api/queue", tags=["jobs"])
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
-_REPLAY = {200: {"description": "replay of an Idempotency-Key", "model": JobView}}
+_REPLAY: dict[int | str, dict[str, Any]] = {
+    200: {"description": "replay of an Idempotency-Key", "model": JobView}
+}
 
 
 @queue.post("/submit", response_model=JobView, status_code=201, responses=_REPLAY)
