@@ -101,19 +101,24 @@ class Fleet:
         env.update(PYTHONUNBUFFERED="1", **(extra or {}))
         return env
 
-    def start_server(self, **env: str) -> Proc:
+    def start_server(self, port: int | None = None, **env: str) -> Proc:
+        """A coordinator on ``port`` (default: the fleet's own, which the API calls use)."""
+        port = port or self.port
+        name = "server" if port == self.port else f"server-{port}"
         argv = [sys.executable, "-m", "corral.cli", "server", "--host", "127.0.0.1",
-                "--port", str(self.port), "--data-dir", str(self.root / "server"),
+                "--port", str(port), "--data-dir", str(self.root / name),
                 "--db", self.db_url]  # fmt: skip
-        proc = Proc(argv, self.root / "server.log", self._env({**SERVER_ENV, **env}))
+        proc = Proc(argv, self.root / f"{name}.log", self._env({**SERVER_ENV, **env}))
         self.procs.append(proc)
-        self.server = proc
-        wait_until(self._healthy, 30, "the coordinator to answer")
+        if port == self.port:
+            self.server = proc
+        wait_until(lambda: self._healthy(port), 30, "the coordinator to answer")
         return proc
 
-    def _healthy(self) -> bool:
+    def _healthy(self, port: int) -> bool:
         try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            url = f"http://127.0.0.1:{port}/healthz"
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from faultproxy import FaultProxy
-from harness_e2e import pid_alive, wait_until
+from harness_e2e import free_port, pid_alive, wait_until
 
 PY = sys.executable
 
@@ -118,3 +118,24 @@ def test_result_made_during_an_outage_is_delivered_after(fleet, tmp_path):
     assert done["state"] == "succeeded", done
     assert done["result"] == {"answer": 42}
     assert outcomes(fleet, job["id"]) == ["succeeded"]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_worker_fails_over_to_the_next_coordinator(fleet, tmp_path):
+    """Two coordinators share one PostgreSQL; the worker knows both and survives one."""
+    first = fleet.start_server()
+    second_port = free_port()
+    fleet.start_server(port=second_port)
+    second = f"http://127.0.0.1:{second_port}"
+    fleet.start_worker("w", url=f"{fleet.url},{second}")
+    cmd, flag = blocking_job(tmp_path)
+    job = fleet.submit(cmd)
+    fleet.wait_state(job["id"], {"running"})
+    first.kill9()
+    fleet.url = second  # from now on, talk to the one that is left
+    flag.touch()
+    done = fleet.wait_state(job["id"], {"succeeded", "failed", "queued"}, 60)
+    assert done["state"] == "succeeded", done
+    assert outcomes(fleet, job["id"]) == ["succeeded"]
+    later = fleet.submit([PY, "-c", "print('after fail-over')"])
+    assert fleet.wait_state(later["id"], {"succeeded", "failed"}, 60)["state"] == "succeeded"
