@@ -164,3 +164,39 @@ def test_attempt_its_worker_does_not_hold_is_lost_after_the_grace(clocked):
         wc.post("/api/workers/heartbeat", json={"running": []})
         got = c.get(f"/api/jobs/{job['id']}").json()
         assert got["state"] == "queued" and "does not hold" in got["error"]
+
+
+def test_event_ids_never_repeat_after_register_clears_the_outbox(clocked):
+    coord, _ = clocked
+    _, wc = register_worker(coord)
+    with coord.client() as c:
+        c.post("/api/queue/submit", json={"command": ["a"]})
+        first = next_event(wc)
+        # the worker reconnects (register clears its outbox) and resumes from the id it saw
+        wc.post("/api/workers/register",
+                json={"slots": 2, "persistent": True,
+                      "running": [{"job_id": first["data"]["job_id"], "attempt": 1}]})  # fmt: skip
+        second_job = c.post("/api/queue/submit", json={"command": ["b"]}).json()
+        ev = next_event(wc, last_id=first["id"])
+        assert ev["id"] > first["id"] and ev["data"]["job_id"] == second_job["id"]
+
+
+def test_a_restarted_coordinator_gives_workers_a_whole_timeout(tmp_path, db_url):
+    clock = FakeClock()
+    coord, stop = start_coordinator(tmp_path / "s", db_url, clock=clock)
+    _, wc = register_worker(coord)
+    with coord.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["sleep", "9"]}).json()
+    next_event(wc)
+    stop()
+    clock.advance(600)  # the coordinator was down for ten minutes
+    coord2, stop2 = start_coordinator(tmp_path / "s", db_url, clock=clock)
+    try:
+        tick(coord2)
+        with coord2.client() as c:
+            assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "assigned"
+            clock.advance(121)  # and then it really is silent
+            tick(coord2)
+            assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
+    finally:
+        stop2()

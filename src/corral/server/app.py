@@ -35,7 +35,8 @@ def create_app(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await asyncio.to_thread(Store.open, settings.database_url())
         the_clock = clock or Clock()
-        core = Core(store=store, hub=Hub(the_clock), clock=the_clock, settings=settings)
+        core = Core(store=store, hub=Hub(the_clock), clock=the_clock, settings=settings,
+                    started_at=the_clock.now())  # fmt: skip
         dispatcher = Dispatcher(core)
         core.kick_dispatcher = dispatcher.kick
         app.state.core = core

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,6 +31,7 @@ class Core:
     clock: Clock
     settings: ServerSettings
     kick_dispatcher: Callable[[], None] = lambda: None
+    started_at: datetime | None = None  # when this coordinator began serving
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:

@@ -21,10 +21,12 @@ log = structlog.get_logger("corral.reaper")
 async def tick(core: Core) -> None:
     s = core.settings
     now = core.clock.now()
+    timeout = timedelta(seconds=s.heartbeat_timeout_s)
+    # Silence while this coordinator was down is not the worker's: after a restart, every
+    # worker gets a whole timeout to come back before it is reaped.
+    up_long_enough = core.started_at is None or now - core.started_at >= timeout
     async with core.tx() as t:
-        silent = await workers_q.silent_since(
-            t.conn, now - timedelta(seconds=s.heartbeat_timeout_s)
-        )
+        silent = await workers_q.silent_since(t.conn, now - timeout) if up_long_enough else []
         for row in silent:
             if await go_offline(core, t, row, f"no heartbeat for {s.heartbeat_timeout_s:g}s"):
                 log.info("worker offline", worker_id=row["id"], reason="heartbeat timeout")

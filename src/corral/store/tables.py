@@ -129,6 +129,8 @@ log_chunks = Table(
     Column("tenant_id", Id, nullable=False),
     Column("data", Text, nullable=False),
     UniqueConstraint("job_id", "attempt", "seq", name="uq_log_chunks_job_attempt_seq"),
+    # Ids are SSE ids that clients resume from: SQLite must never hand one out twice.
+    sqlite_autoincrement=True,
 )
 
 # The durable outbox of what each worker must hear on its stream; SSE ids are these ids,
@@ -143,4 +145,5 @@ worker_events = Table(
     Column("data", JSON, nullable=False),
     Column("created_at", TS, nullable=False),
     Index("ix_worker_events_worker_id", "worker_id", "id"),
+    sqlite_autoincrement=True,  # see log_chunks
 )

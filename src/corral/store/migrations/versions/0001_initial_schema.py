@@ -124,6 +124,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_worker_events")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("worker_events", schema=None) as batch_op:
         batch_op.create_index("ix_worker_events_worker_id", ["worker_id", "id"], unique=False)
@@ -158,6 +159,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_log_chunks")),
         sa.UniqueConstraint("job_id", "attempt", "seq", name="uq_log_chunks_job_attempt_seq"),
+        sqlite_autoincrement=True,
     )
     # ### end Alembic commands ###
     # Every row belongs to a tenant; one default tenant exists from the first migration.
