@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from corral import __version__
 from corral.server import errors, reaper
@@ -20,7 +22,7 @@ from corral.server.config import ServerSettings
 from corral.server.core import Core
 from corral.server.dispatch import Dispatcher
 from corral.server.hub import Hub
-from corral.store import Store
+from corral.store import Store, migrate
 
 OnReady = Callable[[str, str | None], Awaitable[None] | None]
 
@@ -84,31 +86,61 @@ def create_app(
     return app
 
 
+class StartupFailed(Exception):
+    """The coordinator could not start (bad data dir, database URL, or address)."""
+
+
+def _prepare(settings: ServerSettings) -> None:
+    """Everything that can fail for a reason the user must fix, before uvicorn starts."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupFailed(f"cannot use data dir {settings.data_dir}: {exc}") from exc
+    url = settings.database_url()
+    try:
+        migrate(url)
+    except ImportError as exc:
+        raise StartupFailed(f"no driver for {url!r} ({exc}); for PostgreSQL install "
+                            "corral[postgres]") from exc  # fmt: skip
+    except SQLAlchemyError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupFailed(f"cannot open the database: {first}") from exc
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise StartupFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
 async def serve(
     settings: ServerSettings, *, on_ready: OnReady | None = None, app: FastAPI | None = None
 ) -> None:
-    """Run the coordinator until cancelled. ``on_ready(url, new_admin_key)`` once listening."""
+    """Run the coordinator until cancelled. ``on_ready(url, new_admin_key)`` once listening.
+
+    Raises StartupFailed, with a one-line reason, when it cannot start.
+    """
+    await asyncio.to_thread(_prepare, settings)
+    # Bound here rather than by uvicorn, which exits the process when it cannot bind.
+    sock = _bind(settings.host, settings.port)
     app = app or create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=3,
-    )  # fmt: skip
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     # Shielded: cancelling serve() asks uvicorn to shut down gracefully (lifespan included)
     # instead of tearing its task down mid-flight.
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():
-                try:
-                    await task  # raises why it could not start (bad database URL, …)
-                except SystemExit as exc:  # uvicorn exits when it cannot bind
-                    raise OSError(
-                        f"cannot listen on {settings.host}:{settings.port} (in use?)"
-                    ) from exc
-                raise OSError(f"the coordinator on {settings.host}:{settings.port} did not start")
+                await task
+                raise StartupFailed("the coordinator stopped while starting; see its log")
             await asyncio.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
+        port = sock.getsockname()[1]
         if on_ready is not None:
             result = on_ready(f"http://{settings.host}:{port}", app.state.new_admin_key)
             if result is not None:
@@ -118,3 +150,4 @@ async def serve(
         if not task.done():
             server.should_exit = True
             await asyncio.gather(task, return_exceptions=True)
+        sock.close()
