@@ -200,3 +200,17 @@ def test_a_restarted_coordinator_gives_workers_a_whole_timeout(tmp_path, db_url)
             assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
     finally:
         stop2()
+
+
+def test_jobs_that_fit_nowhere_do_not_hide_the_ones_behind_them(clocked, monkeypatch):
+    from corral.server import dispatch
+
+    monkeypatch.setattr(dispatch, "BATCH", 3)  # pages of 3, so the queue spans pages
+    coord, _ = clocked
+    with coord.client() as c:
+        for _ in range(7):
+            c.post("/api/queue/submit", json={"command": ["x"], "priority": 5,
+                                              "worker_labels": {"gpu": "h100"}})  # fmt: skip
+        plain = c.post("/api/queue/submit", json={"command": ["y"]}).json()
+    _, wc = register_worker(coord)
+    assert next_event(wc)["data"]["job_id"] == plain["id"]

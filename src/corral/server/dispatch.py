@@ -5,13 +5,14 @@ and polls once a second only as the fallback (and for retry backoffs coming due)
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from corral.model import JobState, WorkerStatus, WorkerType
 from corral.protocol import JobAssign
-from corral.scheduler import JobDemand, WorkerOffer, plan
+from corral.scheduler import Assignment, JobDemand, WorkerOffer, plan
 from corral.server.core import Core
 from corral.server.fleet import dispatchable
 from corral.store import jobs as jobs_q
@@ -20,6 +21,7 @@ from corral.store import workers as workers_q
 
 log = structlog.get_logger("corral.dispatch")
 BATCH = 500
+MAX_PAGES = 20  # at most 10,000 queued jobs looked at per round
 
 
 class Dispatcher:
@@ -67,13 +69,9 @@ class Dispatcher:
                                               free_gpus=len(row["gpus"]) - gpus_held))  # fmt: skip
             if not offers:
                 return 0
-            ready = await jobs_q.ready(t.conn, now, BATCH)
-            if not ready:
+            chosen = await self._plan(t, offers, now)
+            if not chosen:
                 return 0
-            demands = [JobDemand(id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"],
-                                 gpus=r["gpus"], worker_labels=r["worker_labels"])
-                       for r in ready]  # fmt: skip
-            chosen = plan(demands, offers)
             by_id = {r["id"]: r for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])}
             placed = 0
             taken: dict[str, int] = {}
@@ -89,6 +87,27 @@ class Dispatcher:
         if placed:
             log.debug("placed", attempts=placed)
         return placed
+
+    async def _plan(self, t: Any, offers: list[WorkerOffer], now: Any) -> list[Assignment]:
+        """Page through the queue until the free slots are filled or the queue ends, so
+        jobs that fit no worker never hide those behind them."""
+        tenants = {o.tenant_id for o in offers}
+        chosen: list[Assignment] = []
+        after = None
+        for _ in range(MAX_PAGES):
+            page = await jobs_q.ready(t.conn, now, BATCH, tenants=tenants, after=after)
+            if not page:
+                break
+            demands = [JobDemand(id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"],
+                                 gpus=r["gpus"], worker_labels=r["worker_labels"])
+                       for r in page]  # fmt: skip
+            placed = plan(demands, offers)
+            chosen += placed
+            offers = _left_over(offers, placed, {d.id: d for d in demands})
+            if not offers or len(page) < BATCH:
+                break
+            after = page[-1]
+        return chosen
 
     async def _assign(self, t: Any, job: Any, worker_id: str, now: Any) -> bool:
         attempt = job["attempt"] + 1
@@ -109,3 +128,19 @@ class Dispatcher:
         t.workers.add(worker_id)
         t.jobs.add(job["id"])
         return True
+
+
+def _left_over(
+    offers: list[WorkerOffer], placed: list[Assignment], demands: dict[str, JobDemand]
+) -> list[WorkerOffer]:
+    """What the offers still have once ``placed`` is taken from them."""
+    used: dict[str, tuple[int, int]] = {}
+    for a in placed:
+        n, g = used.get(a.worker_id, (0, 0))
+        used[a.worker_id] = (n + 1, g + demands[a.job_id].gpus)
+    left = []
+    for o in offers:
+        n, g = used.get(o.id, (0, 0))
+        if o.free_slots - n > 0:
+            left.append(replace(o, free_slots=o.free_slots - n, free_gpus=o.free_gpus - g))
+    return left

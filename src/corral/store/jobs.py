@@ -70,17 +70,34 @@ async def transition(
     return res.rowcount == 1
 
 
-async def ready(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[RowMapping]:
-    """Queued jobs whose backoff has passed, in claim order."""
-    q = (
-        select(jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.gpus, jobs.c.worker_labels)
-        .where(
-            jobs.c.state == JobState.QUEUED.value,
-            or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
-        .limit(limit)
-    )
+async def ready(
+    conn: AsyncConnection,
+    now: datetime,
+    limit: int,
+    *,
+    tenants: Collection[str],
+    after: RowMapping | None = None,
+) -> Sequence[RowMapping]:
+    """Queued jobs of ``tenants`` whose backoff has passed, in claim order (priority, then
+    age); ``after`` is the last row of the previous page."""
+    q = select(
+        jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.created_at, jobs.c.gpus,
+        jobs.c.worker_labels,
+    ).where(
+        jobs.c.state == JobState.QUEUED.value,
+        jobs.c.tenant_id.in_(list(tenants)),
+        or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
+    )  # fmt: skip
+    if after is not None:
+        p, c, i = after["priority"], after["created_at"], after["id"]
+        q = q.where(
+            or_(
+                jobs.c.priority < p,
+                and_(jobs.c.priority == p,
+                     or_(jobs.c.created_at > c, and_(jobs.c.created_at == c, jobs.c.id > i))),
+            )
+        )  # fmt: skip
+    q = q.order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id).limit(limit)
     return (await conn.execute(q)).mappings().all()
 
 
