@@ -173,9 +173,10 @@ async def register(core: Core, w: WorkerIdentity, body: RegisterRequest) -> Regi
                             heartbeat_interval_s=core.settings.heartbeat_interval_s)  # fmt: skip
 
 
-async def stream_opened(core: Core, w: WorkerIdentity) -> None:
+async def stream_opened(core: Core, w: WorkerIdentity, session: int) -> None:
     async with core.tx() as t:
         row = await _get(t, w.tenant_id, w.worker_id)
+        await workers_q.update_fields(t.conn, w.worker_id, stream_owner=core.hub.owner(session))
         status = WorkerStatus(row["status"])
         if status is WorkerStatus.OFFLINE:  # reaped meanwhile: it counts as a new connection
             await workers_q.set_status(t.conn, w.worker_id, status, WorkerStatus.CONNECTING,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from collections.abc import Hashable
 from datetime import datetime, timedelta
 
@@ -47,7 +48,8 @@ class Hub:
         self.jobs = Signals()  # key: job_id — new logs or a new state
         self._sessions: dict[str, int] = {}  # worker_id -> open stream session
         self._closed: set[int] = set()  # sessions told to end (token rotated, removed)
-        self._dropped: dict[str, datetime] = {}  # worker_id -> when its stream dropped
+        self._dropped: dict[str, tuple[datetime, int]] = {}  # worker_id -> (when, session)
+        self.instance = secrets.token_hex(6)  # this coordinator, in workers.stream_owner
         self._ids = itertools.count(1)
 
     def open_stream(self, worker_id: str) -> int:
@@ -64,7 +66,7 @@ class Hub:
         self._closed.discard(session)
         if self._sessions.get(worker_id) == session:
             del self._sessions[worker_id]
-            self._dropped[worker_id] = self.clock.now()
+            self._dropped[worker_id] = (self.clock.now(), session)
 
     def end_stream(self, worker_id: str) -> None:
         """Make the worker's open stream finish (its token no longer holds)."""
@@ -79,10 +81,13 @@ class Hub:
     def connected(self) -> set[str]:
         return set(self._sessions)
 
-    def dropped_longer_than(self, seconds: float) -> dict[str, datetime]:
-        """worker_id -> when its stream dropped, for drops older than ``seconds``."""
+    def owner(self, session: int) -> str:
+        return f"{self.instance}:{session}"
+
+    def dropped_longer_than(self, seconds: float) -> dict[str, tuple[datetime, str]]:
+        """worker_id -> (when, owner) of streams that dropped more than ``seconds`` ago."""
         cutoff = self.clock.now() - timedelta(seconds=seconds)
-        return {w: t for w, t in self._dropped.items() if t <= cutoff}
+        return {w: (t, self.owner(s)) for w, (t, s) in self._dropped.items() if t <= cutoff}
 
     def forget(self, worker_id: str) -> None:
         self._dropped.pop(worker_id, None)

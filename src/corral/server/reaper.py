@@ -32,10 +32,11 @@ async def tick(core: Core) -> None:
                 log.info("worker offline", worker_id=row["id"], reason="heartbeat timeout")
         dropped = core.hub.dropped_longer_than(s.stream_grace_s)
         for row in await workers_q.by_ids(t.conn, dropped):
-            # Heard from since (a heartbeat, or a register at another coordinator)? Then it
-            # lives; it only gets no new work from this coordinator until it reconnects here.
+            dropped_at, owner = dropped[row["id"]]
+            # Its stream is now someone else's (it reconnected, here or at another
+            # coordinator), or it was heard from since (a heartbeat): then it lives.
             heard = as_utc(row["last_heartbeat"])
-            if heard is not None and heard > dropped[row["id"]]:
+            if row["stream_owner"] != owner or (heard is not None and heard > dropped_at):
                 continue
             if await go_offline(core, t, row, "its event stream dropped"):
                 log.info("worker offline", worker_id=row["id"], reason="stream dropped")

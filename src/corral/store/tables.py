@@ -67,6 +67,9 @@ workers = Table(
     # Jobs handed out since the last register: an ephemeral worker takes exactly one.
     Column("taken_since_register", Integer, nullable=False, server_default="0"),
     Column("last_heartbeat", TS),
+    # "<coordinator instance>:<session>" of its open event stream, so that a coordinator
+    # whose stream dropped does not reap a worker that has since connected to another.
+    Column("stream_owner", String(100)),
     Column("offline_since", TS),
     Column("created_at", TS, nullable=False),
     Index("ix_workers_tenant_status", "tenant_id", "status"),

@@ -57,7 +57,7 @@ async def stream(
     wid = worker.worker_id
     session = core.hub.open_stream(wid)
     try:
-        await fleet.stream_opened(core, worker)
+        await fleet.stream_opened(core, worker, session)
         while not core.hub.is_closed(session):
             signal = core.hub.workers.watch(wid)
             async with core.store.tx() as conn:

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("slots", sa.Integer(), nullable=False),
         sa.Column("taken_since_register", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_heartbeat", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("stream_owner", sa.String(length=100), nullable=True),
         sa.Column("offline_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
