@@ -130,3 +130,28 @@ def test_follow_resumes_after_last_event_id(coordinator):
         bad = c.get(f"/api/jobs/{jid}/logs", params={"follow": "true"},
                     headers={"Last-Event-ID": "x"})  # fmt: skip
         assert bad.status_code == 422
+
+
+def test_what_a_store_cannot_hold_is_refused_or_trimmed(coordinator):
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        r = c.post("/api/queue/submit", json={"command": ["a" * 300]})
+        assert r.status_code == 201 and len(r.json()["name"]) == 200
+        assert (
+            c.post("/api/queue/submit", json={"command": ["x"], "kind": "k" * 51}).status_code
+            == 422
+        )
+        bad = b'{"command": ["\\ud800"]}'
+        assert c.post("/api/queue/submit", content=bad,
+                      headers={"Content-Type": "application/json"}).status_code == 422  # fmt: skip
+        assert c.post("/api/queue/submit", json={"command": ["x\x00"]}).status_code == 422
+        job = r.json()
+        next_event(wc)
+        nan = b'{"attempt": 1, "status": "succeeded", "result": {"x": NaN}}'
+        r = wc.post(f"/api/workers/job/{job['id']}/status", content=nan,
+                    headers={"Content-Type": "application/json"})  # fmt: skip
+        assert r.status_code == 422
+        r = wc.post(f"/api/workers/job/{job['id']}/logs",
+                    json={"attempt": 1, "seq": 0, "data": "nul\x00 here"})  # fmt: skip
+        assert r.status_code == 204
+        assert c.get(f"/api/jobs/{job['id']}/logs").text == "nul\ufffd here"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -45,14 +46,25 @@ LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
 Labels = dict[LabelKey, Annotated[str, Field(max_length=200)]]
 
 
-def _walk_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as text/JSON on every store, or None."""
     if isinstance(value, str):
-        return "\x00" in value
+        if "\x00" in value:
+            return "text must not contain NUL characters"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text must be valid Unicode (no lone surrogates)"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite (no NaN or Infinity)"
     if isinstance(value, dict):
-        return any(_walk_nul(k) or _walk_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_walk_nul(v) for v in value)
-    return False
+        items = [x for kv in value.items() for x in kv]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    return next((why for why in map(_unstorable, items) if why), None)
 
 
 class _Wire(BaseModel):
@@ -61,10 +73,12 @@ class _Wire(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        # PostgreSQL cannot store NUL in text; refuse it at the door on every store alike.
-        if _walk_nul(data):
-            raise ValueError("text must not contain NUL characters")
+    def _storable(cls, data: Any) -> Any:
+        # What PostgreSQL cannot store (NUL, lone surrogates, NaN in JSON) is refused at
+        # the door, on every store alike, instead of failing in the database.
+        why = _unstorable(data)
+        if why:
+            raise ValueError(why)
         return data
 
 
@@ -141,10 +155,12 @@ class LogBatch(_Wire):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        # A process may print NUL; keep the line, lose only that character.
+    def _storable(cls, data: Any) -> Any:
+        # A process may print anything; keep the text, replace only what cannot be stored.
         if isinstance(data, dict) and isinstance(data.get("data"), str):
-            data = {**data, "data": data["data"].replace("\x00", "\ufffd")}
+            text = data["data"].replace("\x00", "\ufffd")
+            text = text.encode("utf-8", "replace").decode("utf-8")
+            data = {**data, "data": text}
         return data
 
 
@@ -182,7 +198,7 @@ Event = Annotated[JobAssign | JobCancel | WorkerDrain, Field(discriminator="type
 
 class JobSubmit(_Wire):
     name: Name | None = None
-    kind: str = "command"
+    kind: str = Field(default="command", max_length=50, pattern=r"^[a-z][a-z0-9_.-]*$")
     command: list[str] = Field(min_length=1, max_length=10_000)
     env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
     worker_labels: Labels = Field(default={}, description="label -> glob the worker must match")

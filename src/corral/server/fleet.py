@@ -58,8 +58,8 @@ def view(row: RowMapping, running: int) -> WorkerView:
     )
 
 
-async def _get(t: Tx, tenant_id: str, worker_id: str) -> RowMapping:
-    row = await workers_q.get(t.conn, tenant_id, worker_id)
+async def _get(t: Tx, tenant_id: str, worker_id: str, *, lock: bool = False) -> RowMapping:
+    row = await workers_q.get(t.conn, tenant_id, worker_id, for_update=lock)
     if row is None:
         raise NotFound(f"no worker {worker_id}")
     return row
@@ -99,7 +99,7 @@ async def remove(core: Core, tenant_id: str, worker_id: str) -> None:
 
 async def drain(core: Core, tenant_id: str, worker_id: str) -> WorkerView:
     async with core.tx() as t:
-        row = await _get(t, tenant_id, worker_id)
+        row = await _get(t, tenant_id, worker_id, lock=True)  # against a register meanwhile
         status = WorkerStatus(row["status"])
         if status in (WorkerStatus.CONNECTING, WorkerStatus.IDLE, WorkerStatus.BUSY):
             await workers_q.set_status(t.conn, worker_id, status, WorkerStatus.DRAINING)
@@ -134,7 +134,7 @@ async def register(core: Core, w: WorkerIdentity, body: RegisterRequest) -> Regi
     keep: list[AttemptRef] = []
     stop: list[AttemptRef] = []
     async with core.tx() as t:
-        row = await _get(t, w.tenant_id, w.worker_id)
+        row = await _get(t, w.tenant_id, w.worker_id, lock=True)  # against a drain meanwhile
         draining = row["status"] == WorkerStatus.DRAINING
         await workers_q.update_fields(
             t.conn, w.worker_id,

@@ -66,8 +66,8 @@ def view(row: RowMapping) -> JobView:
     )
 
 
-async def _get(t: Tx, tenant_id: str, job_id: str) -> RowMapping:
-    row = await jobs_q.get(t.conn, tenant_id, job_id)
+async def _get(t: Tx, tenant_id: str, job_id: str, *, lock: bool = False) -> RowMapping:
+    row = await jobs_q.get(t.conn, tenant_id, job_id, for_update=lock)
     if row is None:
         raise NotFound(f"no job {job_id}")
     return row
@@ -83,7 +83,7 @@ async def submit(
     values: dict[str, Any] = {
         "id": new_id("job"),
         "tenant_id": who.tenant_id,
-        "name": body.name or os.path.basename(body.command[0]) or "job",
+        "name": body.name or os.path.basename(body.command[0])[:200] or "job",
         "kind": body.kind,
         "command": body.command,
         "env": body.env,
@@ -162,7 +162,7 @@ async def page(
 async def cancel(core: Core, tenant_id: str, job_id: str) -> JobView:
     for _ in range(5):  # a guarded move can lose a race; read again and retry
         async with core.tx() as t:
-            row = await _get(t, tenant_id, job_id)
+            row = await _get(t, tenant_id, job_id, lock=True)
             state = JobState(row["state"])
             if state is JobState.CANCELLING:
                 return view(row)
@@ -171,7 +171,8 @@ async def cancel(core: Core, tenant_id: str, job_id: str) -> JobView:
                                                 finished_at=core.clock.now(),
                                                 error="cancelled before it ran")  # fmt: skip
             elif state in ACTIVE_JOB_STATES:
-                moved = await jobs_q.transition(t.conn, job_id, state, JobState.CANCELLING)
+                moved = await jobs_q.transition(t.conn, job_id, state, JobState.CANCELLING,
+                                                expected_attempt=row["attempt"])  # fmt: skip
                 if moved:
                     event = JobCancel(job_id=job_id, attempt=row["attempt"])
                     await streams.push_event(t.conn, worker_id=row["worker_id"],

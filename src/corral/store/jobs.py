@@ -20,8 +20,13 @@ async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(jobs.insert().values(**values))
 
 
-async def get(conn: AsyncConnection, tenant_id: str, job_id: str) -> RowMapping | None:
+async def get(
+    conn: AsyncConnection, tenant_id: str, job_id: str, *, for_update: bool = False
+) -> RowMapping | None:
+    """``for_update`` locks the row until commit (PostgreSQL; SQLite has one writer)."""
     q = select(jobs).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+    if for_update:
+        q = q.with_for_update()
     return (await conn.execute(q)).mappings().first()
 
 

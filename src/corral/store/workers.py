@@ -18,8 +18,13 @@ async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(workers.insert().values(**values))
 
 
-async def get(conn: AsyncConnection, tenant_id: str, worker_id: str) -> RowMapping | None:
+async def get(
+    conn: AsyncConnection, tenant_id: str, worker_id: str, *, for_update: bool = False
+) -> RowMapping | None:
+    """``for_update`` locks the row until commit (PostgreSQL; SQLite has one writer)."""
     q = select(workers).where(workers.c.id == worker_id, workers.c.tenant_id == tenant_id)
+    if for_update:
+        q = q.with_for_update()
     return (await conn.execute(q)).mappings().first()
 
 
