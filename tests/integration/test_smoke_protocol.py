@@ -126,6 +126,7 @@ def test_follow_resumes_after_last_event_id(coordinator):
 
         ids = follow({})
         assert len(ids) == 2
+        assert len(coordinator.app.state.core.hub.jobs) == 0  # nothing kept for a finished follow
         assert follow({"Last-Event-ID": str(ids[0])}) == ids[1:]
         bad = c.get(f"/api/jobs/{jid}/logs", params={"follow": "true"},
                     headers={"Last-Event-ID": "x"})  # fmt: skip

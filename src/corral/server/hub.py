@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import weakref
 from collections.abc import Hashable
 from datetime import datetime, timedelta
 
@@ -16,10 +17,19 @@ from corral.server.clock import Clock
 
 
 class Signals:
-    """Wake whoever watches a key. Watch *before* reading the database, then wait."""
+    """Wake whoever watches a key. Watch *before* reading the database, then wait.
+
+    Events are held weakly: once no waiter holds a key's event, the key is gone, so keys of
+    finished jobs and departed workers do not pile up.
+    """
 
     def __init__(self) -> None:
-        self._events: dict[Hashable, asyncio.Event] = {}
+        self._events: weakref.WeakValueDictionary[Hashable, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def __len__(self) -> int:
+        return len(self._events)
 
     def watch(self, key: Hashable) -> asyncio.Event:
         ev = self._events.get(key)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 
 from corral.model import TERMINAL_JOB_STATES
@@ -83,22 +83,25 @@ async def job_logs(
     last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0, lt=2**63)] = 0,
 ) -> Response:
     core = request.app.state.core
+    await jobs.get(core, who.tenant_id, job_id)  # 404 before the body starts
     if not follow:
-        text: list[str] = []
-        after, last_attempt = 0, None
-        while True:
-            chunks, _ = await jobs.logs_after(core, who.tenant_id, job_id, after)
-            if not chunks:
-                break
-            for c in chunks:
-                if last_attempt is not None and c["attempt"] != last_attempt:
-                    text.append(f"\n--- attempt {c['attempt']} ---\n")
-                last_attempt = c["attempt"]
-                text.append(c["data"])
-                after = c["id"]
-        return PlainTextResponse("".join(text))
-    await jobs.get(core, who.tenant_id, job_id)  # 404 before the stream starts
+        # Streamed a page at a time: a long log never sits whole in the coordinator's memory.
+        return StreamingResponse(_text(core, who.tenant_id, job_id), media_type="text/plain")
     return EventSourceResponse(_follow(core, who.tenant_id, job_id, last_event_id))
+
+
+async def _text(core: Any, tenant_id: str, job_id: str) -> AsyncIterator[str]:
+    after, last_attempt = 0, None
+    while True:
+        chunks, _ = await jobs.logs_after(core, tenant_id, job_id, after)
+        if not chunks:
+            return
+        for c in chunks:
+            if last_attempt is not None and c["attempt"] != last_attempt:
+                yield f"\n--- attempt {c['attempt']} ---\n"
+            last_attempt = c["attempt"]
+            after = c["id"]
+            yield c["data"]
 
 
 async def _follow(core: Any, tenant_id: str, job_id: str, after: int) -> AsyncIterator[bytes]:
