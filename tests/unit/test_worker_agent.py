@@ -444,3 +444,27 @@ async def test_a_result_owed_from_before_a_restart_goes_first(coordinator, tmp_p
     assert fake.finals("j_old")[0]["result"] == {"made": "before"}
     agent.request_stop()
     assert await asyncio.wait_for(running, 10) == 0
+
+
+async def test_heartbeats_claim_an_ended_attempt_until_its_report_is_acked(
+    coordinator, tmp_path: Path
+) -> None:
+    # The coordinator loses an attempt its worker's heartbeats stop listing, then refuses
+    # its result: a final report still being retried must keep its attempt listed.
+    fake, url = coordinator
+    fake.reports_down = True
+    agent = make_agent(url, tmp_path, persistent=True)
+    running = asyncio.create_task(agent.run())
+    fake.assign("j_1", "from corral import sdk; sdk.set_result({'n': 1})")
+    await until(lambda: any(r["status"] == "succeeded" for r in fake.refused_reports))
+    assert not agent.running  # ended: only its report is owed
+    seen = len(fake.heartbeats)
+    await until(lambda: len(fake.heartbeats) >= seen + 2)
+    assert fake.heartbeats[-1]["running"] == [{"job_id": "j_1", "attempt": 1}]
+    fake.reports_down = False
+    await until(lambda: fake.finals("j_1"))
+    seen = len(fake.heartbeats)
+    await until(lambda: len(fake.heartbeats) >= seen + 2)
+    assert fake.heartbeats[-1]["running"] == []  # acked: nothing more to claim
+    agent.request_stop()
+    assert await asyncio.wait_for(running, 10) == 0

@@ -181,6 +181,11 @@ class Journal:
             PendingReport(r[0], r[1], AttemptReport.model_validate_json(r[2]), r[3]) for r in rows
         ]
 
+    def pending_keys(self) -> list[tuple[str, int]]:
+        """The attempts whose final report the coordinator has not acknowledged yet."""
+        rows = self._db.execute("SELECT job_id, attempt FROM outbox ORDER BY created_at")
+        return [(str(r[0]), int(r[1])) for r in rows.fetchall()]
+
     def has_report(self, job_id: str, attempt: int) -> bool:
         row = self._db.execute(
             "SELECT 1 FROM outbox WHERE job_id = ? AND attempt = ?", (job_id, attempt)
