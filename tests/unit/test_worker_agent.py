@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from corral.worker.client import WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.hardware import Hardware
 from corral.worker.journal import AttemptRecord, Journal
-from corral.worker.runner import attempt_dir, prepare_workdir
+from corral.worker.runner import attempt_dir, launch_argv, prepare_workdir
 
 TOKEN = "wt_the_one_secret"
 PY = sys.executable
@@ -387,13 +388,18 @@ async def test_gpus_are_disjoint(coordinator, tmp_path: Path) -> None:
     assert await asyncio.wait_for(running, 10) == 0
 
 
-def _leave_running(data_dir: Path, job_id: str, code: str) -> subprocess.Popen[bytes]:
-    """What a worker killed with -9 leaves behind: a live job and its journal row."""
+def _leave_running(
+    data_dir: Path, job_id: str, code: str, *, shim: bool = True
+) -> subprocess.Popen[bytes]:
+    """What a worker killed with -9 leaves behind: a live job and its journal row.
+    ``shim=False``: started as a worker that did not record exit codes would have."""
     workdir = attempt_dir(data_dir, job_id, 1)
     prepare_workdir(workdir)
     out = (workdir / ".corral" / "output.log").open("ab")
-    child = subprocess.Popen([PY, "-c", code], cwd=workdir, stdout=out, stderr=out,
-                             start_new_session=True)  # fmt: skip
+    argv = [PY, "-c", code]
+    env = {**os.environ, "CORRAL_RESULT_FILE": str(workdir / ".corral" / "result.json")}
+    child = subprocess.Popen(launch_argv(argv, workdir) if shim else argv, cwd=workdir,
+                             env=env, stdout=out, stderr=out, start_new_session=True)  # fmt: skip
     journal = Journal(data_dir)
     journal.record_started(AttemptRecord(job_id=job_id, attempt=1, pid=child.pid, pgid=child.pid,
                                          create_time=_procs.create_time(child.pid),
@@ -406,7 +412,7 @@ async def test_restart_keeps_or_stops_what_the_old_worker_ran(coordinator, tmp_p
     fake, url = coordinator
     data = tmp_path / "data"
     kept = _leave_running(data, "j_keep", "import time; print('kept', flush=True); time.sleep(1)")
-    stopped = _leave_running(data, "j_stop", "import time; time.sleep(60)")
+    stopped = _leave_running(data, "j_stop", "import time; time.sleep(60)", shim=False)
     fake.keep.add(("j_keep", 1))
     reapers = [asyncio.get_running_loop().run_in_executor(None, p.wait) for p in (kept, stopped)]
     try:
@@ -420,10 +426,49 @@ async def test_restart_keeps_or_stops_what_the_old_worker_ran(coordinator, tmp_p
     offered = {(r["job_id"], r["attempt"]) for r in fake.registers[0]["running"]}
     assert offered == {("j_keep", 1), ("j_stop", 1)}
     [final] = fake.finals()
-    assert fake.reports[-1][0] == "j_keep" and final["status"] == "failed"
-    assert "exit status is unknown" in final["error"]
+    assert fake.reports[-1][0] == "j_keep" and final["status"] == "succeeded"
     assert "kept" in fake.output(("j_keep", 1))  # its log was shipped after the restart
     assert stopped.returncode == -signal.SIGTERM  # not current any more: killed
+
+
+async def test_restart_reports_how_adopted_attempts_ended(coordinator, tmp_path: Path) -> None:
+    # A worker restarted under a long job must not turn its success into a failure: the
+    # exit status recorded beside the job says how it ended, and with none the attempt is
+    # not reported at all (the coordinator loses it and retries the job).
+    fake, url = coordinator
+    data = tmp_path / "data"
+    wait = "import sys, time; from corral import sdk\nwhile not __import__('os').path.exists('go'): time.sleep(0.02)\n"  # noqa: E501
+    procs = {
+        "j_ok": _leave_running(data, "j_ok", wait + "sdk.set_result({'acc': 0.9})"),
+        "j_bad": _leave_running(data, "j_bad", wait + "print('bad config'); sys.exit(3)"),
+        "j_lost": _leave_running(data, "j_lost", wait, shim=False),
+        "j_away": _leave_running(data, "j_away", "import corral.sdk as s; s.set_result({'a': 1})"),
+    }
+    procs["j_away"].wait()  # it ended while no worker ran
+    fake.keep.update((j, 1) for j in procs)
+    reapers = [asyncio.get_running_loop().run_in_executor(None, p.wait) for p in procs.values()]
+    agent = make_agent(url, tmp_path, persistent=True)
+    running = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: len(agent.running) == 3)
+        for job in ("j_ok", "j_bad", "j_lost"):
+            (attempt_dir(data, job, 1) / "go").touch()
+        await until(lambda: not agent.running and len(fake.finals()) == 3)
+        seen = len(fake.heartbeats)
+        await until(lambda: len(fake.heartbeats) >= seen + 2)
+    finally:
+        for p in procs.values():
+            p.kill()
+        await asyncio.gather(*reapers)
+    finals = {j: r for j, r in fake.reports if r["status"] != "running"}
+    assert finals.keys() == {"j_ok", "j_bad", "j_away"}
+    assert finals["j_ok"]["status"] == "succeeded" and finals["j_ok"]["result"] == {"acc": 0.9}
+    assert finals["j_away"]["status"] == "succeeded" and finals["j_away"]["result"] == {"a": 1}
+    assert (finals["j_bad"]["status"], finals["j_bad"]["exit_code"]) == ("failed", 3)
+    assert "bad config" in finals["j_bad"]["error"]
+    assert fake.heartbeats[-1]["running"] == []  # j_lost is not claimed: it will be retried
+    agent.request_stop()
+    assert await asyncio.wait_for(running, 10) == 0
 
 
 async def test_a_result_owed_from_before_a_restart_goes_first(coordinator, tmp_path: Path) -> None:

@@ -20,12 +20,15 @@ from corral.worker.journal import AttemptRecord
 from corral.worker.kinds import CommandKind, LaunchSpec, UnknownKind, load_kind
 from corral.worker.runner import (
     AttemptProcess,
+    Outcome,
     StartFailed,
     StopReason,
     attempt_dir,
     build_env,
+    launch_argv,
     output_path,
     prepare_workdir,
+    read_exit_code,
     result_path,
 )
 
@@ -55,6 +58,7 @@ async def _spawn(
     grace: float = 5.0,
     worker_env: dict[str, str] | None = None,
     job_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> AttemptProcess:
     workdir = attempt_dir(tmp_path, "j_1", 1)
     prepare_workdir(workdir)
@@ -67,7 +71,7 @@ async def _spawn(
         worker_env=worker_env if worker_env is not None else dict(os.environ),
         secrets=[TOKEN],
     )
-    spec = LaunchSpec(argv=[PY, "-c", code], cwd=workdir)
+    spec = LaunchSpec(argv=[PY, "-c", code, *(extra_args or [])], cwd=workdir)
     return await AttemptProcess.spawn(
         spec, env, workdir=workdir, timeout_s=timeout_s, kill_grace_s=grace
     )
@@ -174,6 +178,13 @@ async def test_start_failure(tmp_path: Path) -> None:
     spec = LaunchSpec(argv=["/nonexistent/program"], cwd=workdir)
     with pytest.raises(StartFailed, match="cannot start"):
         await AttemptProcess.spawn(spec, {}, workdir=workdir, timeout_s=None, kill_grace_s=1)
+    for argv, why in ((["no-such-program-here"], "not found on PATH"),
+                      ([str(workdir)], "Permission denied")):  # fmt: skip
+        with pytest.raises(StartFailed, match=why):
+            await AttemptProcess.spawn(
+                LaunchSpec(argv=argv, cwd=workdir), {"PATH": "/usr/bin:/bin"},
+                workdir=workdir, timeout_s=None, kill_grace_s=1,
+            )  # fmt: skip
 
 
 _GRANDCHILD = (
@@ -239,11 +250,18 @@ async def test_force_skips_the_grace_period(tmp_path: Path) -> None:
     assert outcome.stopped is StopReason.SHUTDOWN and outcome.exit_code == -signal.SIGKILL
 
 
-def _start_detached(tmp_path: Path, code: str) -> tuple[subprocess.Popen[bytes], AttemptRecord]:
-    """A process as a previous worker would have left it: own group, not our asyncio child."""
+def _start_detached(
+    tmp_path: Path, code: str, *, shim: bool = True
+) -> tuple[subprocess.Popen[bytes], AttemptRecord]:
+    """A process as a previous worker would have left it: own group, not our asyncio child.
+    ``shim=False``: as a worker before exit codes were recorded started it."""
     workdir = attempt_dir(tmp_path, "j_old", 2)
     prepare_workdir(workdir)
-    child = subprocess.Popen([PY, "-c", code], cwd=workdir, start_new_session=True)
+    argv = [PY, "-c", code]
+    env = {**os.environ, "CORRAL_RESULT_FILE": str(result_path(workdir))}
+    child = subprocess.Popen(
+        launch_argv(argv, workdir) if shim else argv, cwd=workdir, env=env, start_new_session=True
+    )
     rec = AttemptRecord(
         job_id="j_old",
         attempt=2,
@@ -256,8 +274,7 @@ def _start_detached(tmp_path: Path, code: str) -> tuple[subprocess.Popen[bytes],
     return child, rec
 
 
-async def test_adopted_attempt_exit_is_unknown_hence_failed(tmp_path: Path) -> None:
-    child, rec = _start_detached(tmp_path, "import time; time.sleep(0.3)")
+async def _adopt_and_wait(child: subprocess.Popen[bytes], rec: AttemptRecord) -> Outcome:
     try:
         proc = AttemptProcess.adopt(rec, kill_grace_s=1)
         assert proc.adopted and proc.alive()
@@ -267,8 +284,63 @@ async def test_adopted_attempt_exit_is_unknown_hence_failed(tmp_path: Path) -> N
         await reaper
     finally:
         child.kill()
-    assert outcome.status == "failed" and outcome.exit_code is None
-    assert outcome.error and "exit status is unknown" in outcome.error
+    return outcome
+
+
+async def test_adopted_attempt_that_succeeds_reports_its_result(tmp_path: Path) -> None:
+    code = "import time; from corral import sdk; time.sleep(0.3); sdk.set_result({'acc': 0.9})"
+    outcome = await _adopt_and_wait(*_start_detached(tmp_path, code))
+    assert (outcome.status, outcome.exit_code, outcome.error) == ("succeeded", 0, None)
+    assert outcome.result == {"acc": 0.9}
+
+
+async def test_adopted_attempt_that_fails_reports_its_exit_code(tmp_path: Path) -> None:
+    code = "import sys, time; time.sleep(0.3); print('bad config'); sys.exit(3)"
+    outcome = await _adopt_and_wait(*_start_detached(tmp_path, code))
+    assert (outcome.status, outcome.exit_code) == ("failed", 3)
+    assert outcome.error and outcome.error.startswith("exited with code 3")
+
+
+async def test_adopted_attempt_that_ended_while_away_is_not_timed_out(tmp_path: Path) -> None:
+    child, rec = _start_detached(tmp_path, "import sys; sys.exit(0)")
+    child.wait()
+    rec.started_at, rec.timeout_s = time.time() - 60, 10  # the worker came back too late
+    outcome = await asyncio.wait_for(AttemptProcess.adopt(rec, kill_grace_s=1).wait(), 5)
+    assert (outcome.status, outcome.exit_code) == ("succeeded", 0)
+
+
+async def test_adopted_attempt_without_a_recorded_exit_is_unknown(tmp_path: Path) -> None:
+    child, rec = _start_detached(tmp_path, "import time; time.sleep(0.3)", shim=False)
+    outcome = await _adopt_and_wait(child, rec)
+    assert outcome.status == "unknown" and outcome.exit_code is None
+
+
+async def test_the_exit_status_is_recorded_beside_the_output(tmp_path: Path) -> None:
+    proc = await _spawn(tmp_path, "import sys; sys.exit(3)")
+    assert (await proc.wait()).exit_code == 3
+    assert read_exit_code(proc.workdir) == 3
+    killed = await _spawn(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
+    assert (await killed.wait()).exit_code == -signal.SIGTERM
+    assert read_exit_code(killed.workdir) == -signal.SIGTERM
+
+
+async def test_argv_reaches_the_program_exactly(tmp_path: Path) -> None:
+    args = ["a b", "$HOME", "'q'", '"d"', "*", "-c", "", "x;y", "`id`"]
+    code = "import json, sys; print(json.dumps(sys.argv[1:]))"
+    proc = await _spawn(tmp_path, code, extra_args=args)
+    assert (await proc.wait()).status == "succeeded"
+    assert json.loads(output_path(proc.workdir).read_text()) == args
+
+
+async def test_a_program_named_like_a_shell_builtin_is_the_program(tmp_path: Path) -> None:
+    workdir = attempt_dir(tmp_path, "j", 1)
+    prepare_workdir(workdir)
+    spec = LaunchSpec(argv=["echo", "-e", "a"], cwd=workdir)  # dash's own echo prints "-e a"
+    proc = await AttemptProcess.spawn(
+        spec, dict(os.environ), workdir=workdir, timeout_s=None, kill_grace_s=1
+    )
+    assert (await proc.wait()).status == "succeeded"
+    assert output_path(workdir).read_text() == "a\n"
 
 
 async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
@@ -278,10 +350,10 @@ async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
         proc.stop(StopReason.STALE)
         reaper = asyncio.get_running_loop().run_in_executor(None, child.wait)
         outcome = await asyncio.wait_for(proc.wait(), 5)
-        assert await reaper == -signal.SIGTERM
+        assert await reaper == 128 + signal.SIGTERM  # its shell outlived it to say so
     finally:
         child.kill()
-    assert outcome.stopped is StopReason.STALE
+    assert outcome.stopped is StopReason.STALE and outcome.exit_code == -signal.SIGTERM
 
 
 def test_reused_pid_is_not_ours() -> None:

@@ -18,6 +18,7 @@ from corral.worker.config import WorkerSettings
 from corral.worker.hardware import Hardware
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.outbox import Outbox
+from corral.worker.runner import read_exit_code
 
 __all__ = ["RegistrationRefused", "recover", "register"]
 
@@ -29,25 +30,32 @@ class RegistrationRefused(Exception):
 
 
 def recover(journal: Journal, log: Any) -> dict[tuple[str, int], AttemptRecord]:
-    """Attempts a previous worker process left running, to offer at register.
+    """Attempts a previous worker process left, to offer at register and adopt.
 
-    Those whose process has gone are dropped: their exit status is lost, so the coordinator
-    (which does not hear of them at register) counts them lost and retries the job.
+    Those still running, and those that ended meanwhile with their exit status recorded
+    (they are reported as they ended, with the rest of their log). Those that ended without
+    one are dropped: the coordinator, which does not hear of them, counts them lost and
+    retries the job.
     """
-    alive: dict[tuple[str, int], AttemptRecord] = {}
+    adoptable: dict[tuple[str, int], AttemptRecord] = {}
     for rec in journal.attempts():
         bound = log.bind(job_id=rec.job_id, attempt=rec.attempt)
         if _procs.leader_alive(rec.pid, rec.create_time):
-            alive[rec.key] = rec
+            adoptable[rec.key] = rec
             continue
         # The leader is gone; what is left of its group are orphans holding memory or a GPU.
         if _procs.group_is_ours(rec.pgid, rec.create_time) and _procs.signal_group(
             rec.pgid, signal.SIGKILL
         ):
             bound.warning("attempt.orphans_killed", pgid=rec.pgid)
-        bound.warning("attempt.ended_while_away", hint="the coordinator counts it as lost")
+        code = read_exit_code(rec.workdir)
+        if code is not None:
+            bound.info("attempt.ended_while_away", exit_code=code)
+            adoptable[rec.key] = rec
+            continue
+        bound.warning("attempt.ended_while_away", hint="no exit status: the coordinator retries it")
         journal.forget(rec.job_id, rec.attempt)
-    return alive
+    return adoptable
 
 
 async def register(

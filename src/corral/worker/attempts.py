@@ -252,6 +252,12 @@ class RunningAttempt:
             self.ctx.journal.forget(self.job_id, self.attempt)
             self.log.info("attempt.dropped", reason=str(outcome.stopped))
             return
+        if outcome.status == "unknown":
+            # Reporting "failed" would end the job for good, though it may have succeeded.
+            # Said nothing of, and listed in no heartbeat, it is lost and runs again.
+            self.ctx.journal.forget(self.job_id, self.attempt)
+            self.log.warning("attempt.outcome_unknown", error=outcome.error)
+            return
         report = AttemptReport(
             attempt=self.attempt,
             status=outcome.status,

@@ -2,12 +2,16 @@
 
 Output goes to ``.corral/output.log`` in the working directory rather than a pipe, so that a
 job outlives a worker restart (a pipe whose reader died kills the writer with SIGPIPE) and
-the new worker can go on shipping the log from where the old one stopped.
+the new worker can go on shipping the log from where the old one stopped. For the same
+reason the job's exit status goes to ``.corral/exit_code``: a worker started again finds its
+predecessor's jobs still running, and they are not its children, so the kernel would never
+tell it how they ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -34,9 +38,12 @@ __all__ = [
     "StopReason",
     "attempt_dir",
     "build_env",
+    "exit_code_path",
+    "launch_argv",
     "output_path",
     "prepare_workdir",
     "prune_workdirs",
+    "read_exit_code",
     "result_path",
 ]
 
@@ -61,13 +68,34 @@ _ADOPTED_POLL_S = 0.2
 _GROUP_POLL_S = 0.1
 
 
+# The group leader of every attempt: a shell that runs the job and then writes its exit
+# status to a file, so that a worker that restarted while the job ran can still report how it
+# ended. Not `exec`: the shell has to outlive the job to write the file. It traps TERM, INT and
+# HUP with a no-op, so a stop or timeout (which signal the whole group) does not end it before
+# the job has: it waits for the job, records its status and exits with it. The job itself
+# starts with those signals at their defaults (a handled signal is reset on exec, unlike an
+# ignored one), so it sees SIGTERM as it would without the shell. The argv arrives as "$@",
+# never spliced into the script, and through `env`, so that a command called `echo` or `exit`
+# is that program rather than a shell builtin.
+_SHIM = """f=$1; shift
+trap : TERM INT HUP
+"$@"
+c=$?
+printf '%s\\n' "$c" > "$f"
+exit "$c"
+"""
+_SHELL = "/bin/sh"
+
+
 class StopReason(StrEnum):
     CANCELLED = "cancelled"  # the coordinator cancelled the job: reported as cancelled
     STALE = "stale"  # no longer the current attempt: killed, not reported
     SHUTDOWN = "shutdown"  # the worker is leaving: killed, not reported (the job is lost)
 
 
-Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
+# "unknown": an adopted attempt ended and left no exit status (it was started before this
+# version, or killed with its shell); it is not reported, so the coordinator retries it.
+Status = Literal["succeeded", "failed", "timed_out", "cancelled", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,47 @@ def output_path(workdir: Path) -> Path:
 
 def result_path(workdir: Path) -> Path:
     return workdir / ".corral" / "result.json"
+
+
+def exit_code_path(workdir: Path) -> Path:
+    return workdir / ".corral" / "exit_code"
+
+
+def launch_argv(argv: list[str], workdir: Path) -> list[str]:
+    """``argv`` wrapped in the shell that records its exit status (see ``_SHIM``)."""
+    env = "/usr/bin/env" if os.access("/usr/bin/env", os.X_OK) else shutil.which("env") or "env"
+    return [_SHELL, "-c", _SHIM, "corral-attempt", str(exit_code_path(workdir)), env, "--", *argv]
+
+
+def read_exit_code(workdir: Path) -> int | None:
+    """The exit status the attempt's shell recorded, as a return code (negative: killed by
+    that signal); None when there is none to read."""
+    try:
+        text = exit_code_path(workdir).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    return _from_shell(int(text)) if text.isdigit() else None
+
+
+def _from_shell(status: int) -> int:
+    # A shell says 128+N for a command killed by signal N, and cannot tell that from a
+    # command that exited 128+N itself; the signal is by far the likelier.
+    if 128 < status < 128 + signal.NSIG:
+        return -(status - 128)
+    return status
+
+
+def _check_program(argv0: str, env: Mapping[str, str], cwd: Path) -> None:
+    """Raise StartFailed for a program that cannot start: the shell in front of it would only
+    exit 127 after the fact, and a job that cannot start should say so plainly."""
+    if "/" in argv0:
+        path = Path(argv0) if os.path.isabs(argv0) else cwd / argv0
+        if not path.exists():
+            raise StartFailed(f"cannot start {argv0!r}: {os.strerror(errno.ENOENT)}")
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise StartFailed(f"cannot start {argv0!r}: {os.strerror(errno.EACCES)}")
+    elif shutil.which(argv0, path=env.get("PATH", os.defpath)) is None:
+        raise StartFailed(f"cannot start {argv0!r}: not found on PATH")
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -183,11 +252,12 @@ class AttemptProcess:
         timeout_s: float | None,
         kill_grace_s: float,
     ) -> AttemptProcess:
+        _check_program(spec.argv[0], env, spec.cwd)
         started_at = time.time()
         with output_path(workdir).open("ab") as out:
             try:
                 child = await asyncio.create_subprocess_exec(
-                    *spec.argv,
+                    *launch_argv(spec.argv, workdir),
                     cwd=spec.cwd,
                     env=dict(env),
                     stdin=subprocess.DEVNULL,
@@ -196,7 +266,10 @@ class AttemptProcess:
                     start_new_session=True,
                 )
             except OSError as exc:
-                raise StartFailed(f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}") from exc
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise StartFailed(
+                    f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}{where}"
+                ) from exc
         return cls(
             pid=child.pid,
             create_time=_procs.create_time(child.pid),
@@ -244,7 +317,9 @@ class AttemptProcess:
         timed_out = False
         try:
             timeout = None
-            if self._timeout_at is not None:
+            # One that ended while no worker watched it (adopted) ended on its own, even if its
+            # deadline has passed since.
+            if self._timeout_at is not None and self.alive():
                 timeout = max(0.0, self._timeout_at - time.monotonic())
             done, _ = await asyncio.wait(
                 {exit_task, stop_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -257,18 +332,22 @@ class AttemptProcess:
             for task in (exit_task, stop_task):
                 task.cancel()
         # Whatever the job left behind in its group (a forgotten background process holding a
-        # GPU) goes with it.
-        _procs.signal_group(self.pgid, signal.SIGKILL)
+        # GPU) goes with it. An adopted leader may have ended long ago: make sure its group id
+        # was not handed on.
+        if not self.adopted or _procs.group_is_ours(self.pgid, self.create_time):
+            _procs.signal_group(self.pgid, signal.SIGKILL)
         return self._outcome(code, timed_out)
 
     async def _wait_exit(self) -> int | None:
-        """The exit code, or None when it is unknowable (an adopted process is not our child)."""
+        """The job's exit code; None when it cannot be known (an adopted attempt whose shell
+        recorded none)."""
         if self._child is not None:
-            return await self._child.wait()
-        # Not our child, so no event tells us it exited: poll.
+            code = await self._child.wait()  # the shell's: the job's status, or its own death
+            return _from_shell(code) if code > 0 else code
+        # Not our child, so no event tells us it exited: poll, then read what its shell wrote.
         while _procs.leader_alive(self.pid, self.create_time):  # noqa: ASYNC110
             await asyncio.sleep(_ADOPTED_POLL_S)
-        return None
+        return read_exit_code(self.workdir)
 
     async def _terminate(self, exit_task: asyncio.Future[int | None]) -> None:
         self._signalled = True
@@ -308,12 +387,9 @@ class AttemptProcess:
             )
         if code is None:
             return Outcome(
-                "failed",
+                "unknown",
                 None,
-                _error(
-                    "the worker restarted while this attempt ran, so its exit status is unknown",
-                    self.workdir,
-                ),
+                "the worker restarted while this attempt ran, and it left no exit status",
             )
         if code == 0:
             result, problem = _read_result(result_path(self.workdir))
