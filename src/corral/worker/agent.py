@@ -28,7 +28,7 @@ from corral.protocol import (
     WorkerDrain,
 )
 from corral.protocol.transport import ApiError, Unreachable
-from corral.worker import _join, hardware
+from corral.worker import _harden, _join, hardware
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
@@ -49,7 +49,11 @@ KEEP_ATTEMPT_DIRS = 20  # finished attempts' directories kept for a look after t
 
 
 async def run_worker(settings: WorkerSettings) -> int:
-    """Run a worker until it is done; returns the process exit code."""
+    """Run a worker until it is done; returns the process exit code.
+
+    The token is in ``settings`` by now: it leaves the process environment, and the process
+    becomes undumpable, so that no job can read it from this process (``_harden``)."""
+    _harden.hide_token_from_jobs()
     return await Agent(settings).run()
 
 

@@ -1,0 +1,79 @@
+"""Keep the worker token out of reach of the jobs the worker runs.
+
+A job runs as the same user as its worker, and Linux lets a process read the environment
+and memory of any other process of its user: ``cat /proc/$PPID/environ`` (the worker is a
+job's grandparent, behind the shell that records its exit status) would print the token.
+The jobs' own environment is already scrubbed (``runner.build_env``); this closes the way
+round it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+__all__ = ["TOKEN_ENV", "forget_env", "hide_token_from_jobs", "make_undumpable"]
+
+TOKEN_ENV = "CORRAL_WORKER_TOKEN"
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+
+
+def hide_token_from_jobs() -> None:
+    """Call once the settings hold the token, before any job starts."""
+    make_undumpable()
+    forget_env(TOKEN_ENV)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def make_undumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)``: same-user processes may no longer read this one's
+    /proc/<pid>/environ or memory, nor ptrace it; its files under /proc belong to root. It
+    also means no core dump, and a debugger (py-spy) needs root. Inherited by the children
+    forked here but reset by exec, so jobs are not affected.
+
+    False, and nothing else, where there is no prctl (not Linux, no libc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = _libc()
+    prctl = getattr(libc, "prctl", None) if libc is not None else None
+    if prctl is None:
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return bool(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+
+
+def forget_env(name: str) -> None:
+    """Remove ``name`` from this process's environment, and blank its value where
+    /proc/<pid>/environ shows it: that file shows the environment the process started with,
+    which unsetenv() leaves in place. Without this, anyone allowed to read the file (root,
+    or everyone where prctl is missing) would still find the value there."""
+    if name not in os.environ:
+        return
+    libc = _libc()
+    if libc is not None and sys.platform.startswith("linux"):
+        try:
+            _blank(libc, name.encode())
+        except (ValueError, AttributeError, OSError):
+            pass  # the variable still leaves os.environ below
+    os.environ.pop(name, None)
+
+
+def _blank(libc: ctypes.CDLL, name: bytes) -> None:
+    environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    prefix = name + b"="
+    i = 0
+    while (addr := environ[i]) is not None:
+        entry = ctypes.string_at(addr)
+        if entry.startswith(prefix):
+            ctypes.memset(addr + len(prefix), 0, len(entry) - len(prefix))
+        i += 1
