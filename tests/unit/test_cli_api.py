@@ -148,3 +148,14 @@ def test_refusals_are_one_line_and_exit_2(coord: Coordinator) -> None:
     assert "box-9" in one_line(cli(coord, "workers", "rm", "box-9"), ExitCode.USAGE)
     line = one_line(cli(coord, "jobs", "ls", key="ck_wrong"), ExitCode.USAGE)
     assert "CORRAL_API_KEY" in line
+
+
+def test_workers_create_says_to_pass_the_token_in_the_environment(coord: Coordinator) -> None:
+    # A command line is visible to every user of the host; the environment is not.
+    result = cli(coord, "workers", "create", "box-2", "--persistent")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.split("token (shown once): ")[1].split()[0]
+    assert "--worker-token" not in result.output
+    hint = result.stderr.replace("\n", " ")
+    assert f"CORRAL_WORKER_TOKEN={token} corral worker --orchestrator-url {coord.url}" in hint
+    assert "--name box-2 --persistent" in hint

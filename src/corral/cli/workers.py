@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
@@ -122,10 +123,13 @@ def _print_token(created: WorkerCreated, url: str, as_json: bool, *, persistent:
     _output.out.print(f"worker [bold]{created.name}[/] ({created.id})")
     _output.out.print(f"token (shown once): [bold]{created.token}[/]", soft_wrap=True)
     flag = " --persistent" if persistent else ""
+    # The token goes in the worker's environment, never on its command line: argv is visible
+    # to every user of the host (ps, /proc/<pid>/cmdline).
     _output.err.print(
-        "start it with:\n"
-        f"  corral worker --orchestrator-url {url} --worker-token {created.token}"
-        f" --name {created.name}{flag}",
+        "start it with (the token in the environment: a command line is visible to every user"
+        " of the host):\n"
+        f"  CORRAL_WORKER_TOKEN={shlex.quote(created.token)} corral worker"
+        f" --orchestrator-url {shlex.quote(url)} --name {shlex.quote(created.name)}{flag}",
         soft_wrap=True,
         markup=False,
     )
