@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +65,10 @@ def test_help_lists_every_command() -> None:
         (["worker", "--orchestrator-url", "ftp://x", "--worker-token", "t"], "http"),
         (["up", "--workers", "0"], "--workers"),
         (["nosuchcommand"], "nosuchcommand"),
+        (["jobs", "ls", "--url", "http://[::1"], "http://[::1"),
+        (["jobs", "ls", "--url", "localhost:8001"], "http://"),
+        (["jobs", "ls", "--url", "http://127.0.0.1:99999"], "99999"),
+        (["workers", "ls", "--url", " , "], "CORRAL_URL"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], mentions: str) -> None:
@@ -234,3 +240,41 @@ def test_logged_tracebacks_never_show_frame_locals(tty: bool) -> None:
         structlog.reset_defaults()
     assert "boom" in stream.getvalue() and "RuntimeError" in stream.getvalue()
     assert "wt_must_not_be_logged" not in stream.getvalue()
+
+
+def corral(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real command in a process of its own: a coordinator's start-up, uncaught, would
+    print a traceback from uvicorn or asyncio here."""
+    return subprocess.run([sys.executable, "-m", "corral.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=90, check=False)  # fmt: skip
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        (["server", "--db", "bogus://x"], "bogus"),
+        (["server", "--db", "postgresql://u@127.0.0.1:{port}/db"], "127.0.0.1"),  # or no driver
+        (["server", "--data-dir", "{file}"], "{file}"),
+        (["up", "--data-dir", "{file}"], "{file}"),
+        (["up", "--workers", "1", "--data-dir", "{unusable_db}"], "cannot open the database"),
+    ],
+)
+def test_a_coordinator_that_cannot_start_says_why_in_one_line(
+    args: list[str], mentions: str, tmp_path: Path
+) -> None:
+    values = {"port": _closed_port(), "file": tmp_path / "a-file", "unusable_db": tmp_path / "up"}
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "up" / "corral.db").mkdir(parents=True)  # where up's SQLite file would be
+    argv = [a.format(**values) for a in args]
+    result = corral(*argv, "--port", "0", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == ExitCode.USAGE, output
+    assert "Traceback" not in output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("corral: error: ")]
+    assert len(errors) == 1 and mentions.format(**values) in errors[0], output

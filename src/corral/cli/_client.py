@@ -44,7 +44,7 @@ class Client:
         kw.setdefault("attempts", 4)
         kw.setdefault("retry_timeout_s", 15.0)
         self.url = url
-        self.transport = Transport(url, headers=headers, **kw)
+        self.transport = Transport(check_urls(url), headers=headers, **kw)
 
     async def __aenter__(self) -> Client:
         return self
@@ -150,6 +150,29 @@ class Client:
         return True
 
 
+def check_urls(url: str) -> list[str]:
+    """The coordinator URLs in ``url`` (comma-separated); a Failure (exit 2) for one that
+    is not an http(s) URL with a host, rather than a traceback from deep in httpx."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise Failure("no coordinator URL given (set --url or CORRAL_URL)")
+    for u in urls:
+        try:
+            parsed = httpx.URL(u)
+            problem = None
+            if parsed.scheme not in ("http", "https"):
+                problem = "it is not an http:// or https:// URL"
+            elif not parsed.host:
+                problem = "it names no host"
+            elif parsed.port is not None and not 0 < parsed.port < 65536:
+                problem = f"port {parsed.port} is out of range"
+        except httpx.InvalidURL as exc:
+            problem = str(exc)
+        if problem:
+            raise Failure(f"bad coordinator URL {u!r} (--url or CORRAL_URL): {problem}")
+    return urls
+
+
 def explain(exc: ApiError | Unreachable, url: str) -> Failure:
     """One line for the terminal, and the exit code the README promises."""
     if isinstance(exc, Unreachable):
@@ -185,3 +208,5 @@ async def _guard(coro: Coroutine[Any, Any, T], url: str) -> T:
         return await coro
     except (ApiError, Unreachable) as exc:
         raise explain(exc, url) from exc
+    except httpx.InvalidURL as exc:  # a path or query httpx refuses: still one line
+        raise Failure(f"bad URL: {exc}") from None

@@ -207,6 +207,7 @@ class LocalFleet:
         await self.stop()
 
     async def start(self) -> None:
+        from corral.server.app import StartupFailed
         from corral.server.config import ServerSettings
 
         ensure_free(self.host, self.port)
@@ -227,6 +228,8 @@ class LocalFleet:
             self._server = _ServerThread(settings)
         try:
             self.url, _ = await self._server.start()
+        except StartupFailed as exc:  # its data dir or address cannot be used
+            raise Failure(str(exc), ExitCode.USAGE) from None
         except (OSError, SystemExit, RuntimeError) as exc:
             raise Failure(
                 f"the coordinator did not start on {self.host}:{self.port}: {exc or 'see above'}",

@@ -59,7 +59,7 @@ def server(
     log_level: _logging.LogLevel = _logging.Level.INFO,
 ) -> None:
     """Run a coordinator. The first start prints an admin API key, once."""
-    from corral.server.app import serve
+    from corral.server.app import StartupFailed, serve
     from corral.server.config import ServerSettings
 
     _logging.configure(log_level)
@@ -90,6 +90,8 @@ def server(
         asyncio.run(serve(settings, on_ready=on_ready))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a foreground server is meant to stop
+    except StartupFailed as exc:  # --db, --data-dir or --host cannot be used
+        raise Failure(str(exc), ExitCode.USAGE) from None
     except OSError as exc:
         raise Failure(f"cannot start the coordinator: {exc}", ExitCode.JOB_FAILED) from None
 

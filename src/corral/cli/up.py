@@ -41,12 +41,17 @@ def up(
     _logging.configure(log_level)
     if demo and importlib.util.find_spec("sklearn") is None:
         raise Failure("--demo trains with scikit-learn: pip install 'corral[examples]'")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        admin_key = _admin_key(data_dir)
+    except OSError as exc:  # a file where the directory should be, no permission…
+        raise Failure(f"cannot use --data-dir {data_dir}: {exc.strerror or exc}") from None
     fleet = LocalFleet(
         data_dir=data_dir,
         workers=workers,
         host=host,
         port=port,
-        admin_key=_admin_key(data_dir),
+        admin_key=admin_key,
     )
     code = run_client(f"http://{host}:{port}", _up(fleet, demo=demo, epochs=epochs))
     raise typer.Exit(code)
