@@ -86,6 +86,15 @@ def test_unreachable_coordinator_is_one_line_and_exit_4() -> None:
     assert f"127.0.0.1:{port}" in line
 
 
+def test_drain_help_says_a_persistent_worker_stays_until_stopped() -> None:
+    # It stays connected, taking nothing, so that a process manager does not restart it in a
+    # loop; only an offline worker can be removed.
+    text = " ".join(invoke("workers", "drain", "--help").stdout.split())
+    assert "ephemeral worker then exits" in text
+    assert "persistent one stays connected, draining, until its process is stopped" in text
+    assert "then leave" not in text
+
+
 def test_url_and_key_come_from_the_environment() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

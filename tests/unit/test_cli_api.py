@@ -130,7 +130,9 @@ def test_workers_create_ls_drain_rotate_rm(coord: Coordinator) -> None:
     ]
     rotated = doc(cli(coord, "workers", "rotate-token", "--json", "box-1"))
     assert rotated["token"] != created["token"]
-    assert cli(coord, "workers", "drain", created["id"]).exit_code == 0
+    drained = cli(coord, "workers", "drain", created["id"])
+    assert drained.exit_code == 0, drained.output
+    assert "until its process is stopped" in drained.stderr  # persistent: it does not leave
     removed = cli(coord, "workers", "rm", "box-1")
     assert removed.exit_code == 0, removed.output
     assert doc(cli(coord, "workers", "ls", "--json"))["workers"] == []

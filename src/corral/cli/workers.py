@@ -77,13 +77,22 @@ def create(
 
 @app.command("drain")
 def drain(ref: WorkerRef, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
-    """Let a worker finish what it runs, take nothing new, then leave."""
+    """Let a worker finish what it runs and take nothing new. An ephemeral worker then
+    exits; a persistent one stays connected, draining, until its process is stopped
+    (SIGTERM): then it is offline and 'corral workers rm' removes it."""
 
     async def go() -> None:
         async with Client(url, api_key) as client:
             worker = await client.find_worker(ref)
             await client.drain_worker(worker.id)
         _output.out.print(f"{worker.name} ({worker.id}): draining")
+        if worker.worker_type == WorkerType.PERSISTENT:
+            _output.err.print(
+                "a persistent worker stays connected, taking nothing, until its process is"
+                " stopped (SIGTERM); then 'corral workers rm' removes it",
+                soft_wrap=True,
+                markup=False,
+            )
 
     run(url, go())
 
@@ -105,7 +114,8 @@ def rotate_token(
 
 @app.command("rm")
 def rm(ref: WorkerRef, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
-    """Delete an offline worker and its token (drain it first)."""
+    """Delete an offline worker and its token (drain it, and stop a persistent one's
+    process, first)."""
 
     async def go() -> None:
         async with Client(url, api_key) as client:
