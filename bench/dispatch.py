@@ -76,7 +76,7 @@ async def _one_at_a_time(client: Any, spec: JobSubmit, count: int) -> list[JobVi
     done = []
     for _ in range(count):
         job = await client.submit(spec)
-        async for event, _data in client.follow(job.id):
+        async for event, _data, _id in client.follow(job.id):
             if event == "end":
                 break
         done.append(await client.job(job.id))
