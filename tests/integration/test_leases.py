@@ -214,3 +214,18 @@ def test_jobs_that_fit_nowhere_do_not_hide_the_ones_behind_them(clocked, monkeyp
         plain = c.post("/api/queue/submit", json={"command": ["y"]}).json()
     _, wc = register_worker(coord)
     assert next_event(wc)["data"]["job_id"] == plain["id"]
+
+
+def test_offline_ephemeral_workers_are_removed_after_the_ttl(clocked):
+    coord, clock = clocked
+    _, spot = register_worker(coord, name="spot", persistent=False)
+    _, box = register_worker(coord, name="box", persistent=True)
+    spot.post("/api/workers/disconnect")
+    box.post("/api/workers/disconnect")
+    clock.advance(3599)
+    tick(coord)
+    with coord.client() as c:
+        assert {w["name"] for w in c.get("/api/admin/workers").json()["workers"]} == {"spot", "box"}
+        clock.advance(2)
+        tick(coord)
+        assert [w["name"] for w in c.get("/api/admin/workers").json()["workers"]] == ["box"]
