@@ -26,7 +26,7 @@ async def get(
     """``for_update`` locks the row until commit (PostgreSQL; SQLite has one writer)."""
     q = select(jobs).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
     if for_update:
-        q = q.with_for_update()
+        q = q.with_for_update(key_share=True)  # FOR NO KEY UPDATE: FK inserts still pass
     return (await conn.execute(q)).mappings().first()
 
 

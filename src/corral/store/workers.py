@@ -24,7 +24,7 @@ async def get(
     """``for_update`` locks the row until commit (PostgreSQL; SQLite has one writer)."""
     q = select(workers).where(workers.c.id == worker_id, workers.c.tenant_id == tenant_id)
     if for_update:
-        q = q.with_for_update()
+        q = q.with_for_update(key_share=True)  # FOR NO KEY UPDATE: FK inserts still pass
     return (await conn.execute(q)).mappings().first()
 
 
