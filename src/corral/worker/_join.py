@@ -77,12 +77,6 @@ async def register(
         # Deliver what is owed before saying what runs: a coordinator that hears of an
         # attempt in neither counts it lost, and then refuses its result.
         await _settle(outbox)
-        offered = {(r.job_id, r.attempt) for r in running}
-        owed = [
-            AttemptRef(job_id=p.job_id, attempt=p.attempt)
-            for p in journal.pending_reports()
-            if (p.job_id, p.attempt) not in offered
-        ]
         req = RegisterRequest(
             name=settings.worker_name,
             hostname=machine.hostname,
@@ -94,7 +88,7 @@ async def register(
             persistent=settings.persistent,
             # Ended attempts whose report is not through yet are offered too, so that a keep
             # holds them current until the report lands.
-            running=[*running, *owed],
+            running=journal.claimed((r.job_id, r.attempt) for r in running),
             version=_version(),
         )
         try:

@@ -424,14 +424,7 @@ class Agent:
                 self._reregister.set()  # the coordinator gave up on us: come back properly
 
     def _claimed(self) -> list[AttemptRef]:
-        """What a heartbeat says this worker holds: the attempts that run, and the ended ones
-        whose final report is not acknowledged yet. The coordinator loses an attempt that
-        heartbeats stop listing, and then refuses its result: a report that is still being
-        retried (5xx, timeouts) must keep its attempt claimed, as register does."""
-        keys = dict.fromkeys(self.running)
-        for key in self.journal.pending_keys():
-            keys.setdefault(key)
-        return [AttemptRef(job_id=j, attempt=a) for j, a in keys]
+        return self.journal.claimed(self.running)
 
     async def _outbox_loop(self) -> None:
         await self._registered.wait()

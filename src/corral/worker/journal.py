@@ -12,10 +12,11 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.protocol import AttemptReport
+from corral.protocol import AttemptRef, AttemptReport
 
 __all__ = ["AttemptRecord", "Journal", "JournalBusy", "PendingReport"]
 
@@ -185,6 +186,15 @@ class Journal:
         """The attempts whose final report the coordinator has not acknowledged yet."""
         rows = self._db.execute("SELECT job_id, attempt FROM outbox ORDER BY created_at")
         return [(str(r[0]), int(r[1])) for r in rows.fetchall()]
+
+    def claimed(self, running: Iterable[tuple[str, int]]) -> list[AttemptRef]:
+        """What register and every heartbeat say this worker holds: the attempts that run,
+        then the ended ones whose final report is not acknowledged yet. The coordinator
+        loses an attempt it is not told of, and then refuses its result."""
+        keys = dict.fromkeys(running)
+        for key in self.pending_keys():
+            keys.setdefault(key)
+        return [AttemptRef(job_id=j, attempt=a) for j, a in keys]
 
     def has_report(self, job_id: str, attempt: int) -> bool:
         row = self._db.execute(
