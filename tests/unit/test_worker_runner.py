@@ -346,6 +346,10 @@ async def test_a_program_named_like_a_shell_builtin_is_the_program(tmp_path: Pat
 async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
     child, rec = _start_detached(tmp_path, "import time; time.sleep(60)")
     try:
+        # As after a real restart, the shell is past its `trap` (its job is running) before
+        # the stop; a signal in its first milliseconds would kill the shell itself.
+        leader = psutil.Process(child.pid)
+        await _until(lambda: bool(leader.children()))
         proc = AttemptProcess.adopt(rec, kill_grace_s=1)
         proc.stop(StopReason.STALE)
         reaper = asyncio.get_running_loop().run_in_executor(None, child.wait)
