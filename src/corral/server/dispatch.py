@@ -72,6 +72,9 @@ class Dispatcher:
             chosen = await self._plan(t, offers, now)
             if not chosen:
                 return 0
+            # The offers were read without locks; a drain or a loss may have committed since.
+            still = await workers_q.lock_dispatchable(t.conn, {a.worker_id for a in chosen})
+            chosen = [a for a in chosen if a.worker_id in still]
             by_id = {r["id"]: r for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])}
             placed = 0
             taken: dict[str, int] = {}

@@ -49,6 +49,19 @@ async def by_ids(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMap
     return (await conn.execute(select(workers).where(workers.c.id.in_(list(ids))))).mappings().all()
 
 
+async def lock_dispatchable(conn: AsyncConnection, ids: Collection[str]) -> set[str]:
+    """Of ``ids``, those still IDLE or BUSY, locked until commit (in id order, so two
+    coordinators never wait on each other) against a drain or a loss meanwhile."""
+    q = (
+        select(workers.c.id)
+        .where(workers.c.id.in_(list(ids)),
+               workers.c.status.in_([WorkerStatus.IDLE.value, WorkerStatus.BUSY.value]))
+        .order_by(workers.c.id)
+        .with_for_update(key_share=True)
+    )  # fmt: skip
+    return set((await conn.execute(q)).scalars())
+
+
 async def set_status(
     conn: AsyncConnection, worker_id: str, expected: WorkerStatus, to: WorkerStatus, **values: Any
 ) -> bool:
