@@ -42,7 +42,7 @@ class FaultProxy:
         self.target = (host, port)
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._do_stop)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         self._thread.join(10)
 
     def _do_cut(self) -> None:
@@ -51,9 +51,15 @@ class FaultProxy:
             w.transport.abort()
         self._writers.clear()
 
-    def _do_stop(self) -> None:
+    async def _shutdown(self) -> None:
+        """Cut, then end every connection's task before the loop stops, so none is left
+        pending when the loop closes."""
         self._do_cut()
         self._server.close()
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._loop.stop()
 
     def _main(self) -> None:
