@@ -34,6 +34,7 @@ from corral.server.core import Core, Tx
 from corral.server.leases import end_attempt
 from corral.store import as_utc, streams
 from corral.store import jobs as jobs_q
+from corral.store import workers as workers_q
 
 _OUTCOME = {
     "succeeded": AttemptOutcome.SUCCEEDED,
@@ -162,7 +163,14 @@ async def page(
 async def cancel(core: Core, tenant_id: str, job_id: str) -> JobView:
     for _ in range(5):  # a guarded move can lose a race; read again and retry
         async with core.tx() as t:
+            # Worker before job, as everywhere: lock the worker it runs on (if any), then
+            # the job; if it moved to another worker meanwhile, start again.
+            worker_id = (await _get(t, tenant_id, job_id))["worker_id"]
+            if worker_id:
+                await workers_q.lock(t.conn, worker_id)
             row = await _get(t, tenant_id, job_id, lock=True)
+            if row["worker_id"] not in (worker_id, None):
+                continue
             state = JobState(row["state"])
             if state is JobState.CANCELLING:
                 return view(row)
@@ -187,9 +195,14 @@ async def cancel(core: Core, tenant_id: str, job_id: str) -> JobView:
     raise IllegalTransition(f"job {job_id} keeps changing; try again")
 
 
-async def _current_attempt(t: Tx, w: WorkerIdentity, job_id: str, attempt: int) -> RowMapping:
-    """The job, if ``attempt`` is one this worker was given; else the report is stale."""
-    row = await _get(t, w.tenant_id, job_id)
+async def _current_attempt(
+    t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
+) -> RowMapping:
+    """The job, if ``attempt`` is one this worker was given; else the report is stale.
+    ``lock``: the worker's row, then the job's, stay locked until commit."""
+    if lock:
+        await workers_q.lock(t.conn, w.worker_id)
+    row = await _get(t, w.tenant_id, job_id, lock=lock)
     att = await jobs_q.get_attempt(t.conn, job_id, attempt)
     if att is None or att["worker_id"] != w.worker_id or att["outcome"] == AttemptOutcome.LOST:
         raise StaleAttempt(f"attempt {attempt} of {job_id} is not current on this worker")
@@ -198,7 +211,9 @@ async def _current_attempt(t: Tx, w: WorkerIdentity, job_id: str, attempt: int) 
 
 async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
     async with core.tx() as t:
-        row = await _current_attempt(t, w, job_id, r.attempt)
+        # Locked: a cancel or a reap committing meanwhile would otherwise make the guarded
+        # move below miss, and the worker would drop a result it was right to report.
+        row = await _current_attempt(t, w, job_id, r.attempt, lock=True)
         state = JobState(row["state"])
         current = row["attempt"] == r.attempt and row["worker_id"] == w.worker_id
         if r.status == "running":

@@ -22,6 +22,8 @@ async def end_attempt(
     exit_code: int | None = None, error: str | None = None, result: dict[str, Any] | None = None,
 ) -> JobState | None:  # fmt: skip
     """End the job's current attempt; requeue with backoff or finish. None: lost a race."""
+    if row["worker_id"]:
+        await workers_q.lock(t.conn, row["worker_id"])  # worker before job, as everywhere
     state, attempt = JobState(row["state"]), row["attempt"]
     nxt = next_after_attempt(state, outcome, attempt, row["max_retries"])
     now = core.clock.now()

@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from corral.store import workers as workers_q
 from corral.store._dialect import insert_ignore
 from corral.store.tables import log_chunks, worker_events
 
@@ -17,6 +18,10 @@ from corral.store.tables import log_chunks, worker_events
 async def push_event(
     conn: AsyncConnection, *, worker_id: str, tenant_id: str, data: dict[str, Any], now: datetime
 ) -> None:
+    """Add an event to the worker's outbox. The worker's row is locked first, so one
+    worker's events commit in id order: a stream that has sent id N never later finds a
+    smaller id committed behind it (ids come from a sequence at insert, not at commit)."""
+    await workers_q.lock(conn, worker_id)
     await conn.execute(
         worker_events.insert().values(
             worker_id=worker_id, tenant_id=tenant_id, type=data["type"], data=data, created_at=now

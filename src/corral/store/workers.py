@@ -49,6 +49,13 @@ async def by_ids(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMap
     return (await conn.execute(select(workers).where(workers.c.id.in_(list(ids))))).mappings().all()
 
 
+async def lock(conn: AsyncConnection, worker_id: str) -> None:
+    """Lock the worker's row until commit (PostgreSQL; SQLite has one writer). The lock
+    order is the worker before its jobs, everywhere (see docs/architecture.md)."""
+    q = select(workers.c.id).where(workers.c.id == worker_id).with_for_update(key_share=True)
+    await conn.execute(q)
+
+
 async def lock_dispatchable(conn: AsyncConnection, ids: Collection[str]) -> set[str]:
     """Of ``ids``, those still IDLE or BUSY, locked until commit (in id order, so two
     coordinators never wait on each other) against a drain or a loss meanwhile."""

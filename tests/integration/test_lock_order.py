@@ -1,0 +1,145 @@
+"""Transactions that meet on one worker. Each test slows one transaction down at the point
+where another one used to slip in (a real pause inside the open transaction), and checks
+that the outcome is the one a serial order gives. On PostgreSQL these are real races; on
+SQLite (one writer) they pass by construction and pin the same behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+
+import httpx
+from wire import next_event, register_worker
+
+from corral.server import jobs as server_jobs
+from corral.server import leases
+from corral.store import streams
+
+
+def _running_jobs(coord, wc, n):
+    with coord.client() as c:
+        jobs = [c.post("/api/queue/submit", json={"command": ["sleep", "999"]}).json()
+                for _ in range(n)]  # fmt: skip
+    last = None
+    for _ in jobs:
+        last = next_event(wc, last)["id"]
+    for j in jobs:
+        r = wc.post(f"/api/workers/job/{j['id']}/status", json={"attempt": 1, "status": "running"})
+        assert r.status_code == 200, r.text
+    return jobs, last
+
+
+def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator, monkeypatch):
+    # Cancel A writes its job.cancel (id N) and is slow to commit; cancel B writes N+1 and
+    # commits. A stream that sent N+1 must still send N: one worker's events commit in order.
+    _, wc = register_worker(coordinator, slots=2)
+    (a, b), last = _running_jobs(coordinator, wc, 2)
+    slow = {a["id"]}
+    push = streams.push_event
+
+    async def slow_push(conn, **kw):
+        await push(conn, **kw)
+        if kw["data"].get("job_id") in slow:
+            slow.clear()
+            await asyncio.sleep(1.0)
+
+    monkeypatch.setattr(streams, "push_event", slow_push)
+    seen: list[str] = []
+
+    def consume() -> None:
+        headers = {"Last-Event-ID": str(last)}
+        with (
+            contextlib.suppress(httpx.ReadTimeout),
+            wc.stream("GET", "/api/workers/stream", headers=headers, timeout=20) as r,
+        ):
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:])["job_id"])
+                    if len(seen) == 2:
+                        return
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    time.sleep(0.5)  # the stream is open and waiting before the cancels start
+
+    def cancel(job) -> None:
+        with coordinator.client() as c:
+            assert c.post(f"/api/jobs/{job['id']}/cancel").status_code == 200
+
+    first = threading.Thread(target=cancel, args=(a,))
+    first.start()
+    time.sleep(0.2)  # A's event is written, its transaction still open
+    cancel(b)
+    first.join()
+    reader.join(10)  # the stream polls the outbox only every 15 s without a wake-up
+    assert sorted(seen) == sorted([a["id"], b["id"]])
+
+
+def test_a_result_reported_during_a_cancel_is_kept(coordinator, monkeypatch):
+    # The report has read the job as running when a cancel commits: the result must still
+    # be taken (running → succeeded, or cancelling → succeeded), never refused as stale.
+    _, wc = register_worker(coordinator)
+    (a,), _ = _running_jobs(coordinator, wc, 1)
+    current = server_jobs._current_attempt
+    slow = {a["id"]}
+
+    async def slow_read(t, w, job_id, attempt, **kw):
+        row = await current(t, w, job_id, attempt, **kw)
+        if job_id in slow:
+            slow.clear()
+            await asyncio.sleep(1.0)
+        return row
+
+    monkeypatch.setattr(server_jobs, "_current_attempt", slow_read)
+    got: dict[str, httpx.Response] = {}
+    report = {"attempt": 1, "status": "succeeded", "exit_code": 0, "result": {"acc": 0.99}}
+
+    def send() -> None:
+        got["r"] = wc.post(f"/api/workers/job/{a['id']}/status", json=report)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.3)
+    with coordinator.client() as c:
+        cancelled = c.post(f"/api/jobs/{a['id']}/cancel")
+        sender.join()
+        assert got["r"].status_code == 200, got["r"].text
+        job = c.get(f"/api/jobs/{a['id']}").json()
+    assert (job["state"], job["result"]) == ("succeeded", {"acc": 0.99})
+    assert cancelled.status_code == 409  # it had already ended
+
+
+def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator, monkeypatch):
+    # The report locks the job, then settles its worker; the disconnect locks the worker,
+    # then loses its jobs. In opposite orders these deadlock and one side gets a 500.
+    created, wc = register_worker(coordinator)
+    (a,), _ = _running_jobs(coordinator, wc, 1)
+    settle = leases.settle_worker
+    armed = [True]
+
+    async def slow_settle(t, worker_id):
+        if armed:
+            armed.clear()
+            await asyncio.sleep(1.0)
+        return await settle(t, worker_id)
+
+    monkeypatch.setattr(leases, "settle_worker", slow_settle)
+    got: dict[str, httpx.Response] = {}
+    report = {"attempt": 1, "status": "succeeded", "exit_code": 0}
+
+    def send() -> None:
+        got["r"] = wc.post(f"/api/workers/job/{a['id']}/status", json=report, timeout=20)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.3)
+    headers = {"X-Worker-Token": created["token"]}
+    with httpx.Client(base_url=coordinator.url, headers=headers, timeout=20) as other:
+        gone = other.post("/api/workers/disconnect")
+    sender.join()
+    assert (got["r"].status_code, gone.status_code) == (200, 204), (got["r"].text, gone.text)
+    with coordinator.client() as c:
+        assert c.get(f"/api/jobs/{a['id']}").json()["state"] == "succeeded"
