@@ -162,6 +162,8 @@ async def register(core: Core, w: WorkerIdentity, body: RegisterRequest) -> Regi
         for job in active.values():
             if job["state"] == JobState.ASSIGNED:
                 await _push(core, t, row, _assign_event(job))  # not received yet: send again
+                # Handed over anew: the grace for claiming it starts now, not at the first.
+                await jobs_q.update_attempt(t.conn, job["id"], job["attempt"], assigned_at=now)
             else:
                 await end_attempt(core, t, job, AttemptOutcome.LOST,
                                   error="the worker came back without this attempt")  # fmt: skip

@@ -140,6 +140,8 @@ def _cursor(row: JobView) -> str:
 def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         at, jid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        if "\x00" in jid:
+            raise ValueError("NUL in the id")
         return datetime.fromisoformat(at), jid
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("cursor is not one this server gave out", field="cursor") from exc
