@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from corral import __version__
-from corral.server import errors, reaper
+from corral.server import errors, params, reaper
 from corral.server.api import admin, jobs, workers
 from corral.server.auth import ensure_admin_key
 from corral.server.clock import Clock
@@ -66,6 +66,8 @@ def create_app(
         version=__version__,
         description="Runs machine-learning jobs on a fleet of workers.",
         lifespan=lifespan,
+        # Runs before every route's own dependencies, auth included.
+        dependencies=[Depends(params.storable)],
     )
     errors.install(app)
     app.include_router(workers.router)

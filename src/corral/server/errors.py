@@ -27,6 +27,17 @@ def _field(loc: tuple[object, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
 
 
+def _unparsable_body(exc: HTTPException) -> str | None:
+    """Why FastAPI could not parse a JSON body, where it says only "400, error parsing"."""
+    # FastAPI turns any failure of json.loads but a JSONDecodeError (already a 422) into a
+    # bare 400; these two are the client's input, so they get the 422 that names the body.
+    if isinstance(exc.__cause__, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        return "JSON must be UTF-8"
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def _corral(_: Request, exc: CorralError) -> JSONResponse:
@@ -43,6 +54,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if why := _unparsable_body(exc):
+            return problem(
+                422, "invalid_input", f"body: {why}", [ProblemField(field="body", message=why)]
+            )
         return problem(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
 
     @app.exception_handler(Exception)

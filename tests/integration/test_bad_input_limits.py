@@ -1,0 +1,94 @@
+"""Bad input at the edges of what the server can take is a 4xx naming the field, never a 500."""
+
+from __future__ import annotations
+
+import json
+
+from wire import next_event, register_worker
+
+from corral.protocol import MAX_NESTING
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _body(template: dict, nested: str) -> str:
+    """``template`` as JSON, with its "NESTED" value replaced by raw ``nested`` JSON."""
+    return json.dumps(template).replace('"NESTED"', nested)
+
+
+def _refused(r, field):
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["code"] == "invalid_input"
+    assert [e["field"] for e in body["errors"]] == [field]
+
+
+def test_deep_nesting_is_refused_naming_the_field(coordinator):
+    _, wc = register_worker(coordinator)
+    deep = _nested(500)  # parses, but deep enough to exhaust a recursive walk
+    with coordinator.client() as c:
+        submit = _body({"command": ["x"], "env": {"A": "NESTED"}}, deep)
+        _refused(c.post("/api/queue/submit", content=submit, headers=JSON), "env.A")
+        unknown = _body({"command": ["x"], "zz": "NESTED"}, deep)
+        _refused(c.post("/api/queue/submit", content=unknown, headers=JSON), "zz")
+        beat = _body({"running": "NESTED"}, deep)
+        _refused(wc.post("/api/workers/heartbeat", content=beat, headers=JSON), "running.0")
+        labels = _body({"name": "w2", "labels": {"a": "NESTED"}}, deep)
+        _refused(c.post("/api/admin/workers", content=labels, headers=JSON), "labels.a")
+
+        job = c.post("/api/queue/submit", json={"command": ["x"]}).json()
+        next_event(wc)
+        report = {"attempt": 1, "status": "succeeded", "result": {"a": "NESTED"}}
+        url = f"/api/workers/job/{job['id']}/status"
+        _refused(wc.post(url, content=_body(report, deep), headers=JSON), "result")
+        too_deep = _body(report, _nested(MAX_NESTING))  # one more level than allowed, with the dict
+        _refused(wc.post(url, content=too_deep, headers=JSON), "result")
+        at_cap = _body(report, _nested(MAX_NESTING - 1))
+        r = wc.post(url, content=at_cap, headers=JSON)
+        assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+        got = c.get(f"/api/jobs/{job['id']}/result").json()["result"]
+        assert got == {"a": json.loads(_nested(MAX_NESTING - 1))}
+        assert c.get("/healthz").status_code == 200
+
+
+def test_body_too_deep_to_parse_is_refused(coordinator):
+    with coordinator.client() as c:
+        body = _body({"command": "NESTED"}, _nested(100_000))
+        r = c.post("/api/queue/submit", content=body, headers=JSON)
+        _refused(r, "body")
+        assert "nested too deeply" in r.json()["detail"]
+        _refused(c.post("/api/queue/submit", content=b'{"command": ["\xff"]}', headers=JSON),
+                 "body")  # fmt: skip
+        assert c.get("/healthz").status_code == 200
+
+
+def test_nul_in_a_path_or_query_value_is_refused_naming_it(coordinator):
+    # PostgreSQL cannot hold a NUL: this was a DataError (500) there and a 404 on SQLite.
+    _, wc = register_worker(coordinator)
+    text, quoted = "ab\x00cd", "ab%00cd"
+    admin_calls = [
+        ("GET", f"/api/jobs/{quoted}", {}, "job_id"),
+        ("POST", f"/api/jobs/{quoted}/cancel", {}, "job_id"),
+        ("GET", f"/api/jobs/{quoted}/result", {}, "job_id"),
+        ("GET", f"/api/jobs/{quoted}/logs", {}, "job_id"),
+        ("GET", "/api/jobs", {"worker_id": text}, "worker_id"),
+        ("GET", "/api/jobs", {"cursor": text}, "cursor"),
+        ("POST", f"/api/admin/workers/{quoted}/drain", {}, "worker_id"),
+        ("DELETE", f"/api/admin/workers/{quoted}", {}, "worker_id"),
+    ]
+    with coordinator.client() as c:
+        for method, path, params, field in admin_calls:
+            _refused(c.request(method, path, params=params), field)
+        # the same route with an ordinary unknown id still answers 404
+        assert c.get("/api/jobs/abcd").status_code == 404
+    worker_calls = [
+        (f"/api/workers/job/{quoted}/status", {"attempt": 1, "status": "running"}),
+        (f"/api/workers/job/{quoted}/logs", {"attempt": 1, "seq": 0, "data": "x"}),
+    ]
+    for path, body in worker_calls:
+        _refused(wc.post(path, json=body), "job_id")
