@@ -12,6 +12,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from wire import next_event, register_worker
 
 from corral.server import jobs as server_jobs
@@ -143,3 +144,46 @@ def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator, monkeypa
     assert (got["r"].status_code, gone.status_code) == (200, 204), (got["r"].text, gone.text)
     with coordinator.client() as c:
         assert c.get(f"/api/jobs/{a['id']}").json()["state"] == "succeeded"
+
+
+def test_a_slot_taken_during_a_round_is_not_given_twice(coordinator, db_url, monkeypatch):
+    # Another coordinator's round (here: an assignment in a second transaction) takes the
+    # worker's only slot while this round is planning. This round must see that and leave
+    # its job queued, not hand the worker two jobs for one slot.
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: no other round can commit inside this one")
+    from corral.server import dispatch
+    from corral.store import jobs as jobs_q
+
+    created, wc = register_worker(coordinator, slots=1)
+    with coordinator.client() as c:
+        mine = c.post("/api/queue/submit", json={"command": ["a"], "priority": 9}).json()
+        theirs = c.post("/api/queue/submit", json={"command": ["b"]}).json()
+    plan = dispatch.Dispatcher._plan
+    armed = [True]
+
+    async def plan_while_another_assigns(self, t, offers, now):
+        chosen = await plan(self, t, offers, now)
+        if chosen and armed:
+            armed.clear()
+            async with self.core.tx() as other:
+                job = await jobs_q.get(other.conn, offers[0].tenant_id, theirs["id"])
+                assert await self._assign(other, job, created["id"], now)
+        return chosen
+
+    round_ = dispatch.Dispatcher.round
+    round_over = threading.Event()
+
+    async def round_and_tell(self):
+        placed = await round_(self)
+        if not armed:
+            round_over.set()
+        return placed
+
+    monkeypatch.setattr(dispatch.Dispatcher, "_plan", plan_while_another_assigns)
+    monkeypatch.setattr(dispatch.Dispatcher, "round", round_and_tell)
+    assert next_event(wc)["data"]["job_id"] == theirs["id"]  # opening the stream runs a round
+    assert round_over.wait(10)
+    with coordinator.client() as c:
+        got = c.get(f"/api/jobs/{mine['id']}").json()
+    assert (got["state"], got["attempt"]) == ("queued", 0)

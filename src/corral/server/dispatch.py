@@ -58,24 +58,18 @@ class Dispatcher:
         now = core.clock.now()
         async with core.tx() as t:
             # Free slots first: with none, the queue is not read at all.
-            offers = []
-            for row, held, gpus_held in await dispatchable(t, connected):
-                free = row["slots"] - held
-                if row["worker_type"] == WorkerType.EPHEMERAL:
-                    free = min(free, 1 - row["taken_since_register"])
-                if free > 0:
-                    offers.append(WorkerOffer(id=row["id"], tenant_id=row["tenant_id"],
-                                              labels=row["labels"], free_slots=free,
-                                              free_gpus=len(row["gpus"]) - gpus_held))  # fmt: skip
+            offers = await _offers(t, connected)
             if not offers:
                 return 0
             chosen = await self._plan(t, offers, now)
             if not chosen:
                 return 0
-            # The offers were read without locks; a drain or a loss may have committed since.
-            still = await workers_q.lock_dispatchable(t.conn, {a.worker_id for a in chosen})
-            chosen = [a for a in chosen if a.worker_id in still]
+            # The offers were read without locks. A drain, a loss, or another coordinator's
+            # round (a worker whose old stream there is not yet seen as gone) may have
+            # committed since: lock the chosen workers, read them again, keep what still fits.
+            locked = await workers_q.lock_dispatchable(t.conn, {a.worker_id for a in chosen})
             by_id = {r["id"]: r for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])}
+            chosen = _still_fitting(chosen, await _offers(t, locked), by_id)
             placed = 0
             taken: dict[str, int] = {}
             for a in chosen:
@@ -131,6 +125,35 @@ class Dispatcher:
         t.workers.add(worker_id)
         t.jobs.add(job["id"])
         return True
+
+
+async def _offers(t: Any, worker_ids: set[str]) -> list[WorkerOffer]:
+    """What each of these workers can take now (only IDLE/BUSY ones with a free slot)."""
+    offers = []
+    for row, held, gpus_held in await dispatchable(t, worker_ids):
+        free = row["slots"] - held
+        if row["worker_type"] == WorkerType.EPHEMERAL:
+            free = min(free, 1 - row["taken_since_register"])
+        if free > 0:
+            offers.append(WorkerOffer(id=row["id"], tenant_id=row["tenant_id"],
+                                      labels=row["labels"], free_slots=free,
+                                      free_gpus=len(row["gpus"]) - gpus_held))  # fmt: skip
+    return offers
+
+
+def _still_fitting(
+    chosen: list[Assignment], offers: list[WorkerOffer], jobs: dict[str, Any]
+) -> list[Assignment]:
+    """The assignments, in order, that the workers' fresh offers still hold."""
+    room = {o.id: [o.free_slots, o.free_gpus] for o in offers}
+    kept = []
+    for a in chosen:
+        r, gpus = room.get(a.worker_id), jobs[a.job_id]["gpus"]
+        if r is not None and r[0] > 0 and r[1] >= gpus:  # as scheduler.plan counts
+            r[0] -= 1
+            r[1] -= gpus
+            kept.append(a)
+    return kept
 
 
 def _left_over(
