@@ -37,6 +37,7 @@ __all__ = [
     "WorkerDrain",
     "WorkerList",
     "WorkerView",
+    "unstorable",
     "unstorable_text",
 ]
 
@@ -68,7 +69,7 @@ def unstorable_text(text: str) -> str | None:
     return None
 
 
-def _unstorable(value: Any) -> str | None:
+def unstorable(value: Any) -> str | None:
     """Why ``value`` cannot be stored as text/JSON on every store, or None."""
     # Walked with an explicit stack of iterators, not recursion: the stack's length is the
     # depth, and a body nested thousands deep costs one refusal instead of a RecursionError.
@@ -103,7 +104,7 @@ class _Wire(BaseModel):
         # database; checked per field so that the 422 names the field. It runs after the
         # field's own validation, which goes only as deep as the field's type (``Any`` is taken
         # as is), because a before-validator is not allowed on the discriminator of Event.
-        why = _unstorable(value)
+        why = unstorable(value)
         if why:
             raise ValueError(why)
         return value

@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from corral.protocol import unstorable
 from corral.sdk import ENV_ATTEMPT, ENV_JOB_ID, ENV_RESULT_FILE
 from corral.worker import _procs
 from corral.worker.journal import AttemptRecord
@@ -447,4 +448,6 @@ def _read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"result file unreadable; ignored: {exc}"
     if not isinstance(data, dict):
         return None, "result file does not hold a JSON object; ignored"
+    if why := unstorable(data):  # the coordinator would refuse the whole report
+        return None, f"result file ignored: {why}"
     return data, None
