@@ -73,8 +73,10 @@ class Coordinator:
 
 
 def start_coordinator(
-    data_dir: Path, db_url: str, clock: Any = None, **overrides: Any
+    data_dir: Path, db_url: str, clock: Any = None, *, reaper: bool = True, **overrides: Any
 ) -> tuple[Coordinator, Any]:
+    """``reaper=False``: no reaper loop; the test ticks it (``reaper.tick``) exactly when it
+    means to. The dispatcher loop runs either way."""
     from corral.server.app import create_app, serve
     from corral.server.config import ServerSettings
 
@@ -87,10 +89,12 @@ def start_coordinator(
     box: dict[str, Any] = {}
 
     def on_ready(url: str, _new: str | None) -> None:
+        if not reaper:  # background=False leaves both loops to us: run the dispatcher's
+            box["dispatcher"] = asyncio.create_task(box["app"].state.dispatcher.run())
         box["url"] = url
         ready.set()
 
-    box["app"] = create_app(settings, clock=clock)
+    box["app"] = create_app(settings, clock=clock, background=reaper)
 
     def main() -> None:
         loop = asyncio.new_event_loop()
@@ -98,6 +102,9 @@ def start_coordinator(
         try:
             box["task"] = loop.create_task(serve(settings, on_ready=on_ready, app=box["app"]))
             loop.run_until_complete(asyncio.gather(box["task"], return_exceptions=True))
+            if "dispatcher" in box:  # serve() ended on its own: stop what we started
+                box["dispatcher"].cancel()
+                loop.run_until_complete(asyncio.gather(box["dispatcher"], return_exceptions=True))
         finally:
             loop.close()
             ready.set()
@@ -108,7 +115,14 @@ def start_coordinator(
         raise RuntimeError("coordinator did not start")
     coord = Coordinator(box["url"], key, data_dir, box["app"], box["loop"])
 
+    async def stop_dispatcher() -> None:
+        box["dispatcher"].cancel()
+        await asyncio.gather(box["dispatcher"], return_exceptions=True)
+
     def stop() -> None:
+        # As the app's own lifespan does: the dispatcher ends before the store closes.
+        if "dispatcher" in box and not box["loop"].is_closed():
+            asyncio.run_coroutine_threadsafe(stop_dispatcher(), box["loop"]).result(15)
         box["loop"].call_soon_threadsafe(box["task"].cancel)
         thread.join(15)
 

@@ -16,8 +16,11 @@ from corral.server.clock import FakeClock
 
 @pytest.fixture
 def clocked(tmp_path: Path, db_url: str):
+    # No reaper loop: under the fake clock a tick of its own between a test's
+    # clock.advance() and its next request would act on a moment the test never meant
+    # it to see. These tests tick it themselves.
     clock = FakeClock()
-    coord, stop = start_coordinator(tmp_path / "server", db_url, clock=clock,
+    coord, stop = start_coordinator(tmp_path / "server", db_url, clock=clock, reaper=False,
                                     retry_backoff_base_s=0)  # fmt: skip
     try:
         yield coord, clock

@@ -7,19 +7,53 @@ import time
 
 import httpx
 import pytest
-from harness import fresh_database, start_coordinator
+from harness import Coordinator, fresh_database, start_coordinator
 from wire import next_event
+
+from corral.server import reaper
+from corral.store import workers as workers_q
+
+
+def wait_until(cond, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def on_loop(coord: Coordinator, fn):
+    """fn() on the coordinator's own loop: its hub is not shared with this thread."""
+
+    async def run():
+        return fn()
+
+    return coord.call(run())
+
+
+def owned_by(coord: Coordinator, worker_id: str) -> bool:
+    """Whether workers.stream_owner, as the database holds it now, is this coordinator."""
+
+    async def read() -> str | None:
+        async with coord.app.state.core.store.tx() as conn:
+            [row] = await workers_q.by_ids(conn, [worker_id])
+            return row["stream_owner"]
+
+    owner = coord.call(read()) or ""
+    return owner.startswith(f"{coord.app.state.core.hub.instance}:")
 
 
 @pytest.mark.postgres
 def test_late_noticed_drop_does_not_reap_a_worker_now_at_the_other(tmp_path):
     with fresh_database("postgres", tmp_path) as url:
-        a, stop_a = start_coordinator(tmp_path / "a", url, stream_grace_s=0.3,
-                                      reaper_interval_s=0.1)  # fmt: skip
+        # A's reaper runs only when the test ticks it, once the drop is known and past its
+        # grace: so the check below cannot pass because A had not looked yet.
+        a, stop_a = start_coordinator(tmp_path / "a", url, reaper=False, stream_grace_s=0.3)
         b, stop_b = start_coordinator(tmp_path / "b", url)
         try:
+            hub_a = a.app.state.core.hub
             with a.client() as c:
                 created = c.post("/api/admin/workers", json={"name": "w"}).json()
+                wid = created["id"]
                 h = {"X-Worker-Token": created["token"]}
                 wa = httpx.Client(base_url=a.url, headers=h, timeout=10)
                 wa.post("/api/workers/register", json={"slots": 1, "persistent": True})
@@ -30,11 +64,9 @@ def test_late_noticed_drop_does_not_reap_a_worker_now_at_the_other(tmp_path):
                 # a stream at A that is about to go dead without A noticing yet
                 with wa.stream("GET", "/api/workers/stream",
                                headers={"Last-Event-ID": str(ev["id"])}, timeout=None):  # fmt: skip
-                    hub_a = a.app.state.core.hub
-                    deadline = time.monotonic() + 10
-                    while not hub_a.connected():
-                        assert time.monotonic() < deadline
-                        time.sleep(0.02)
+                    wait_until(lambda: wid in on_loop(a, hub_a.connected))
+                    # A's write of the owner is in, so it cannot land after B's
+                    wait_until(lambda: owned_by(a, wid))
                     # the worker moves to B, keeping its attempt, and streams there
                     wb = httpx.Client(base_url=b.url, headers=h, timeout=10)
                     running = [{"job_id": job["id"], "attempt": 1}]
@@ -42,14 +74,16 @@ def test_late_noticed_drop_does_not_reap_a_worker_now_at_the_other(tmp_path):
                     r = wb.post("/api/workers/register", json=body)
                     assert r.json()["keep"]
                     with wb.stream("GET", "/api/workers/stream", timeout=None):
-                        hub_b = b.app.state.core.hub
-                        while not hub_b.connected():
-                            assert time.monotonic() < deadline
-                            time.sleep(0.02)
-                        time.sleep(0.3)  # B has recorded itself as the stream's owner
+                        wait_until(lambda: owned_by(b, wid))  # B has recorded itself as owner
                         # leaving the inner block first would be B's drop; leave A's now:
                         wa.close()
-                        time.sleep(1.5)  # several of A's reaper ticks past its grace
+                        # A notices the drop, its grace passes, and only then its reaper ticks
+                        wait_until(
+                            lambda: wid in on_loop(a, lambda: hub_a.dropped_longer_than(0.3))
+                        )
+                        a.call(reaper.tick(a.app.state.core))
+                        # that tick weighed the drop (and let it go)
+                        assert wid not in on_loop(a, lambda: hub_a.dropped_longer_than(0))
                         w = c.get("/api/admin/workers").json()["workers"][0]
                         j = c.get(f"/api/jobs/{job['id']}").json()
                         assert w["status"] != "offline"

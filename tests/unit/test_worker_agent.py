@@ -55,6 +55,7 @@ class FakeCoordinator:
         self.keep: set[Key] = set()  # register answers keep for these, stop for the rest
         self.stale: set[Key] = set()  # status and logs answer 409 stale_attempt
         self.heartbeat_stop: set[Key] = set()
+        self.heartbeat_stops_sent: list[dict[str, Any]] = []  # what heartbeats answered stop
         self.reports_down = False  # the status route answers 503
         self.refused_reports: list[dict[str, Any]] = []
         self.calls: list[str] = []  # route names in the order they were called
@@ -145,6 +146,7 @@ class FakeCoordinator:
         body = await request.json()
         self.heartbeats.append(body)
         stop = [r for r in body["running"] if (r["job_id"], r["attempt"]) in self.heartbeat_stop]
+        self.heartbeat_stops_sent.extend(stop)
         return JSONResponse({"status": "busy" if body["running"] else "idle", "stop": stop})
 
     async def status(self, request: Request) -> Response:
@@ -293,7 +295,9 @@ async def test_heartbeat_stop_kills_the_attempt(coordinator, tmp_path: Path) -> 
     await until(lambda: "up" in fake.output(("j_1", 1)))
     fake.heartbeat_stop.add(("j_1", 1))
     await until(lambda: not agent.running)
-    assert {"job_id": "j_1", "attempt": 1} in fake.heartbeats[-1]["running"]
+    # What stopped it: a heartbeat that listed it, answered with stop (a later heartbeat
+    # lists nothing, so not "the last one").
+    assert {"job_id": "j_1", "attempt": 1} in fake.heartbeat_stops_sent
     assert fake.finals() == []
     agent.request_stop()
     assert await asyncio.wait_for(running, 10) == 0
@@ -360,12 +364,19 @@ async def test_drain(coordinator, tmp_path: Path) -> None:
     fake.push({"type": "worker.drain"})
     assert await asyncio.wait_for(make_agent(url, tmp_path).run(), 10) == 0  # ephemeral: leaves
 
-    agent = make_agent(url, tmp_path, persistent=True)
-    running = asyncio.create_task(agent.run())
-    fake.assign("j_1", "print('no')")
-    await until(lambda: len(fake.last_event_ids) >= 2)
-    await asyncio.sleep(0.3)
-    assert not running.done() and fake.reports == []  # persistent: stays, takes nothing
+    disconnects = fake.disconnects
+    with structlog.testing.capture_logs() as logs:
+        agent = make_agent(url, tmp_path, persistent=True)
+        running = asyncio.create_task(agent.run())
+        fake.assign("j_1", "print('no')")
+        # It has the assign (after the drain, on the same stream) and turned it down.
+        declined = {"event": "assign.declined", "reason": "draining", "job_id": "j_1"}
+        await until(lambda: any(declined.items() <= e.items() for e in logs))
+    # Persistent: it stays. Two more heartbeats, so the second was sent after the decline.
+    beats = len(fake.heartbeats)
+    await until(lambda: len(fake.heartbeats) >= beats + 2)
+    assert not running.done() and fake.disconnects == disconnects
+    assert fake.reports == [] and not agent.running  # it took nothing
     agent.request_stop()
     assert await asyncio.wait_for(running, 10) == 0
 

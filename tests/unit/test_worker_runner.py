@@ -199,9 +199,12 @@ _GRANDCHILD = (
 
 async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     proc = await _spawn(tmp_path, _GRANDCHILD, timeout_s=1.0, grace=0.3)
-    started = time.monotonic()
+    # The deadline counts from the spawn. Watch it only once the job (its grandchild too) is
+    # up: on a loaded machine starting sh, Python and a grandchild can take longer than 1s.
+    await _until(lambda: "started" in output_path(proc.workdir).read_text(), within_s=60)
+    watching = time.monotonic()
     outcome = await proc.wait()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - watching < 5  # at its deadline, not when the job would end
     assert outcome.status == "timed_out"
     assert outcome.error and "timeout of 1s" in outcome.error and "started" in outcome.error
     grandchild = int((proc.workdir / "grandchild.pid").read_text())
@@ -274,10 +277,16 @@ def _start_detached(
     return child, rec
 
 
+# Adopted jobs run on only once the test has adopted them (it writes `go`), so that they are
+# alive when adopted however slowly they start.
+_AWAIT_GO = "import os, time\nwhile not os.path.exists('go'): time.sleep(0.01)\n"
+
+
 async def _adopt_and_wait(child: subprocess.Popen[bytes], rec: AttemptRecord) -> Outcome:
     try:
         proc = AttemptProcess.adopt(rec, kill_grace_s=1)
         assert proc.adopted and proc.alive()
+        (rec.workdir / "go").touch()
         # Popen is our child here; reap it so it does not linger as a zombie.
         reaper = asyncio.get_running_loop().run_in_executor(None, child.wait)
         outcome = await asyncio.wait_for(proc.wait(), 5)
@@ -288,14 +297,14 @@ async def _adopt_and_wait(child: subprocess.Popen[bytes], rec: AttemptRecord) ->
 
 
 async def test_adopted_attempt_that_succeeds_reports_its_result(tmp_path: Path) -> None:
-    code = "import time; from corral import sdk; time.sleep(0.3); sdk.set_result({'acc': 0.9})"
+    code = _AWAIT_GO + "from corral import sdk; sdk.set_result({'acc': 0.9})"
     outcome = await _adopt_and_wait(*_start_detached(tmp_path, code))
     assert (outcome.status, outcome.exit_code, outcome.error) == ("succeeded", 0, None)
     assert outcome.result == {"acc": 0.9}
 
 
 async def test_adopted_attempt_that_fails_reports_its_exit_code(tmp_path: Path) -> None:
-    code = "import sys, time; time.sleep(0.3); print('bad config'); sys.exit(3)"
+    code = _AWAIT_GO + "import sys; print('bad config'); sys.exit(3)"
     outcome = await _adopt_and_wait(*_start_detached(tmp_path, code))
     assert (outcome.status, outcome.exit_code) == ("failed", 3)
     assert outcome.error and outcome.error.startswith("exited with code 3")
@@ -310,7 +319,7 @@ async def test_adopted_attempt_that_ended_while_away_is_not_timed_out(tmp_path: 
 
 
 async def test_adopted_attempt_without_a_recorded_exit_is_unknown(tmp_path: Path) -> None:
-    child, rec = _start_detached(tmp_path, "import time; time.sleep(0.3)", shim=False)
+    child, rec = _start_detached(tmp_path, _AWAIT_GO, shim=False)
     outcome = await _adopt_and_wait(child, rec)
     assert outcome.status == "unknown" and outcome.exit_code is None
 
