@@ -16,7 +16,7 @@ from corral.scheduler import Assignment, JobDemand, WorkerOffer, plan
 from corral.server.core import Core
 from corral.server.fleet import dispatchable
 from corral.store import jobs as jobs_q
-from corral.store import streams
+from corral.store import one_writer, streams
 from corral.store import workers as workers_q
 
 log = structlog.get_logger("corral.dispatch")
@@ -67,9 +67,10 @@ class Dispatcher:
             # The offers were read without locks. A drain, a loss, or another coordinator's
             # round (a worker whose old stream there is not yet seen as gone) may have
             # committed since: lock the chosen workers, read them again, keep what still fits.
-            locked = await workers_q.lock_dispatchable(t.conn, {a.worker_id for a in chosen})
             by_id = {r["id"]: r for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])}
-            chosen = _still_fitting(chosen, await _offers(t, locked), by_id)
+            if not one_writer(t.conn):
+                locked = await workers_q.lock_dispatchable(t.conn, {a.worker_id for a in chosen})
+                chosen = _still_fitting(chosen, await _offers(t, locked), by_id)
             placed = 0
             taken: dict[str, int] = {}
             for a in chosen:

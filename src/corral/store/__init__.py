@@ -13,6 +13,7 @@ from typing import overload
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from corral.store._dialect import one_writer
 from corral.store.db import default_url, migrate, open_engine
 
 
@@ -48,4 +49,4 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-__all__ = ["Store", "as_utc", "default_url", "migrate"]
+__all__ = ["Store", "as_utc", "default_url", "migrate", "one_writer"]

@@ -11,6 +11,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.model import WorkerStatus, check_worker_transition
+from corral.store._dialect import one_writer
 from corral.store.tables import workers
 
 
@@ -52,6 +53,8 @@ async def by_ids(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMap
 async def lock(conn: AsyncConnection, worker_id: str) -> None:
     """Lock the worker's row until commit (PostgreSQL; SQLite has one writer). The lock
     order is the worker before its jobs, everywhere (see docs/architecture.md)."""
+    if one_writer(conn):
+        return
     q = select(workers.c.id).where(workers.c.id == worker_id).with_for_update(key_share=True)
     await conn.execute(q)
 
