@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import threading
-import time
 
 import httpx
 import pytest
@@ -38,14 +37,15 @@ def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator, m
     # commits. A stream that sent N+1 must still send N: one worker's events commit in order.
     _, wc = register_worker(coordinator, slots=2)
     (a, b), last = _running_jobs(coordinator, wc, 2)
-    slow = {a["id"]}
+    slow, paused, opened = {a["id"]}, threading.Event(), threading.Event()
     push = streams.push_event
 
     async def slow_push(conn, **kw):
         await push(conn, **kw)
         if kw["data"].get("job_id") in slow:
             slow.clear()
-            await asyncio.sleep(1.0)
+            paused.set()
+            await asyncio.sleep(2.0)
 
     monkeypatch.setattr(streams, "push_event", slow_push)
     seen: list[str] = []
@@ -56,6 +56,7 @@ def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator, m
             contextlib.suppress(httpx.ReadTimeout),
             wc.stream("GET", "/api/workers/stream", headers=headers, timeout=20) as r,
         ):
+            opened.set()
             for line in r.iter_lines():
                 if line.startswith("data:"):
                     seen.append(json.loads(line[5:])["job_id"])
@@ -64,7 +65,7 @@ def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator, m
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
-    time.sleep(0.5)  # the stream is open and waiting before the cancels start
+    assert opened.wait(10)  # the stream is open and waiting before the cancels start
 
     def cancel(job) -> None:
         with coordinator.client() as c:
@@ -72,7 +73,7 @@ def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator, m
 
     first = threading.Thread(target=cancel, args=(a,))
     first.start()
-    time.sleep(0.2)  # A's event is written, its transaction still open
+    assert paused.wait(10)  # A's event is written, its transaction still open
     cancel(b)
     first.join()
     reader.join(10)  # the stream polls the outbox only every 15 s without a wake-up
@@ -85,13 +86,14 @@ def test_a_result_reported_during_a_cancel_is_kept(coordinator, monkeypatch):
     _, wc = register_worker(coordinator)
     (a,), _ = _running_jobs(coordinator, wc, 1)
     current = server_jobs._current_attempt
-    slow = {a["id"]}
+    slow, paused = {a["id"]}, threading.Event()
 
     async def slow_read(t, w, job_id, attempt, **kw):
         row = await current(t, w, job_id, attempt, **kw)
         if job_id in slow:
             slow.clear()
-            await asyncio.sleep(1.0)
+            paused.set()
+            await asyncio.sleep(2.0)
         return row
 
     monkeypatch.setattr(server_jobs, "_current_attempt", slow_read)
@@ -103,7 +105,7 @@ def test_a_result_reported_during_a_cancel_is_kept(coordinator, monkeypatch):
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(0.3)
+    assert paused.wait(10)  # inside its transaction, paused
     with coordinator.client() as c:
         cancelled = c.post(f"/api/jobs/{a['id']}/cancel")
         sender.join()
@@ -119,12 +121,13 @@ def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator, monkeypa
     created, wc = register_worker(coordinator)
     (a,), _ = _running_jobs(coordinator, wc, 1)
     settle = leases.settle_worker
-    armed = [True]
+    armed, paused = [True], threading.Event()
 
     async def slow_settle(t, worker_id):
         if armed:
             armed.clear()
-            await asyncio.sleep(1.0)
+            paused.set()
+            await asyncio.sleep(2.0)
         return await settle(t, worker_id)
 
     monkeypatch.setattr(leases, "settle_worker", slow_settle)
@@ -136,7 +139,7 @@ def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator, monkeypa
 
     sender = threading.Thread(target=send)
     sender.start()
-    time.sleep(0.3)
+    assert paused.wait(10)  # inside its transaction, paused
     headers = {"X-Worker-Token": created["token"]}
     with httpx.Client(base_url=coordinator.url, headers=headers, timeout=20) as other:
         gone = other.post("/api/workers/disconnect")
