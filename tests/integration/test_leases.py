@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from harness import start_coordinator
+from harness_e2e import wait_until
 from wire import next_event, register_worker
 
 from corral.server import reaper
@@ -26,13 +26,6 @@ def clocked(tmp_path: Path, db_url: str):
         yield coord, clock
     finally:
         stop()
-
-
-def wait_until(cond, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def tick(coord):
@@ -232,44 +225,3 @@ def test_offline_ephemeral_workers_are_removed_after_the_ttl(clocked):
         clock.advance(2)
         tick(coord)
         assert [w["name"] for w in c.get("/api/admin/workers").json()["workers"]] == ["box"]
-
-
-def test_a_drain_during_a_dispatch_round_wins(clocked, db_url, monkeypatch):
-    # Two transactions at once: the round has read the worker as IDLE when the drain
-    # commits. The round must see the drain before it assigns, or the worker declines a job
-    # it was never meant to get and the job pays a retry for it.
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite has one writer: a drain cannot commit inside a dispatch round")
-    import threading
-
-    from corral.server import dispatch, fleet
-
-    coord, _ = clocked
-    created, wc = register_worker(coord)
-    with coord.client() as c:
-        job = c.post("/api/queue/submit", json={"command": ["x"], "max_retries": 0}).json()
-    plan, round_ = dispatch.Dispatcher._plan, dispatch.Dispatcher.round
-    drained = threading.Event()
-    round_over = threading.Event()
-
-    async def plan_then_drain(self, t, offers, now):
-        chosen = await plan(self, t, offers, now)
-        if chosen and not drained.is_set():
-            await fleet.drain(self.core, offers[0].tenant_id, created["id"])
-            drained.set()
-        return chosen
-
-    async def round_and_tell(self):
-        placed = await round_(self)
-        if drained.is_set():
-            round_over.set()
-        return placed
-
-    monkeypatch.setattr(dispatch.Dispatcher, "_plan", plan_then_drain)
-    monkeypatch.setattr(dispatch.Dispatcher, "round", round_and_tell)
-    assert next_event(wc)["data"]["type"] == "worker.drain"  # opening the stream runs a round
-    assert round_over.wait(10)
-    with coord.client() as c:
-        got = c.get(f"/api/jobs/{job['id']}").json()
-        assert (got["state"], got["attempt"]) == ("queued", 0)
-        assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "draining"

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from wire import next_event, register_worker
 
+from corral.server import fleet, leases
 from corral.server import jobs as server_jobs
-from corral.server import leases
+from corral.store import jobs as jobs_q
 from corral.store import streams
 
 
@@ -149,33 +150,21 @@ def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator, monkeypa
         assert c.get(f"/api/jobs/{a['id']}").json()["state"] == "succeeded"
 
 
-def test_a_slot_taken_during_a_round_is_not_given_twice(coordinator, db_url, monkeypatch):
-    # Another coordinator's round (here: an assignment in a second transaction) takes the
-    # worker's only slot while this round is planning. This round must see that and leave
-    # its job queued, not hand the worker two jobs for one slot.
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite has one writer: no other round can commit inside this one")
+def _meanwhile_in_a_round(monkeypatch, meanwhile) -> threading.Event:
+    """Run ``await meanwhile(dispatcher, offers, now)`` in the first dispatch round that has
+    chosen something, after it planned and before it assigns; the event is set once that
+    round has ended. ``meanwhile`` commits in a transaction of its own."""
     from corral.server import dispatch
-    from corral.store import jobs as jobs_q
 
-    created, wc = register_worker(coordinator, slots=1)
-    with coordinator.client() as c:
-        mine = c.post("/api/queue/submit", json={"command": ["a"], "priority": 9}).json()
-        theirs = c.post("/api/queue/submit", json={"command": ["b"]}).json()
-    plan = dispatch.Dispatcher._plan
-    armed = [True]
+    plan, round_ = dispatch.Dispatcher._plan, dispatch.Dispatcher.round
+    armed, round_over = [True], threading.Event()
 
-    async def plan_while_another_assigns(self, t, offers, now):
+    async def plan_then_meanwhile(self, t, offers, now):
         chosen = await plan(self, t, offers, now)
         if chosen and armed:
             armed.clear()
-            async with self.core.tx() as other:
-                job = await jobs_q.get(other.conn, offers[0].tenant_id, theirs["id"])
-                assert await self._assign(other, job, created["id"], now)
+            await meanwhile(self, offers, now)
         return chosen
-
-    round_ = dispatch.Dispatcher.round
-    round_over = threading.Event()
 
     async def round_and_tell(self):
         placed = await round_(self)
@@ -183,8 +172,53 @@ def test_a_slot_taken_during_a_round_is_not_given_twice(coordinator, db_url, mon
             round_over.set()
         return placed
 
-    monkeypatch.setattr(dispatch.Dispatcher, "_plan", plan_while_another_assigns)
+    monkeypatch.setattr(dispatch.Dispatcher, "_plan", plan_then_meanwhile)
     monkeypatch.setattr(dispatch.Dispatcher, "round", round_and_tell)
+    return round_over
+
+
+def _needs_two_writers(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: nothing can commit inside a dispatch round")
+
+
+def test_a_drain_during_a_dispatch_round_wins(coordinator, db_url, monkeypatch):
+    # The round has read the worker as IDLE when the drain commits. It must see the drain
+    # before it assigns, or the worker declines a job it was never meant to get and the job
+    # pays a retry for it.
+    _needs_two_writers(db_url)
+    created, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["x"], "max_retries": 0}).json()
+
+    async def drain(dispatcher, offers, now):
+        await fleet.drain(dispatcher.core, offers[0].tenant_id, created["id"])
+
+    round_over = _meanwhile_in_a_round(monkeypatch, drain)
+    assert next_event(wc)["data"]["type"] == "worker.drain"  # opening the stream runs a round
+    assert round_over.wait(10)
+    with coordinator.client() as c:
+        got = c.get(f"/api/jobs/{job['id']}").json()
+        assert (got["state"], got["attempt"]) == ("queued", 0)
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "draining"
+
+
+def test_a_slot_taken_during_a_round_is_not_given_twice(coordinator, db_url, monkeypatch):
+    # Another coordinator's round (here: an assignment in a second transaction) takes the
+    # worker's only slot while this round is planning. This round must see that and leave
+    # its job queued, not hand the worker two jobs for one slot.
+    _needs_two_writers(db_url)
+    created, wc = register_worker(coordinator, slots=1)
+    with coordinator.client() as c:
+        mine = c.post("/api/queue/submit", json={"command": ["a"], "priority": 9}).json()
+        theirs = c.post("/api/queue/submit", json={"command": ["b"]}).json()
+
+    async def assign_theirs(dispatcher, offers, now):
+        async with dispatcher.core.tx() as other:
+            job = await jobs_q.get(other.conn, offers[0].tenant_id, theirs["id"])
+            assert await dispatcher._assign(other, job, created["id"], now)
+
+    round_over = _meanwhile_in_a_round(monkeypatch, assign_theirs)
     assert next_event(wc)["data"]["job_id"] == theirs["id"]  # opening the stream runs a round
     assert round_over.wait(10)
     with coordinator.client() as c:

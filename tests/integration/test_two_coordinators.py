@@ -3,22 +3,14 @@ has moved to the other."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from harness import Coordinator, fresh_database, start_coordinator
+from harness_e2e import wait_until
 from wire import next_event
 
 from corral.server import reaper
 from corral.store import workers as workers_q
-
-
-def wait_until(cond, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def on_loop(coord: Coordinator, fn):
