@@ -22,7 +22,8 @@ from corral.cli._follow import Lines, follow, parse_metric
 from corral.cli.main import app
 from corral.cli.up import _admin_key
 from corral.protocol import JobView
-from corral.protocol.transport import ApiError, Unreachable
+from corral.protocol.errors import from_problem
+from corral.protocol.transport import Unreachable
 
 runner = CliRunner()
 
@@ -125,15 +126,15 @@ def test_explain_maps_answers_to_exit_codes() -> None:
         "code": "invalid_input",
         "errors": [{"field": "body.priority", "message": "must be <= 1000"}],
     }
-    failure = explain(ApiError(422, problem), "http://c")
+    failure = explain(from_problem(422, problem), "http://c")
     assert failure.exit_code == ExitCode.USAGE
     assert "body.priority: must be <= 1000" in failure.format_message()
     assert "invalid_input" in failure.format_message()
 
-    auth = explain(ApiError(401, {"detail": "invalid API key", "code": "unauthenticated"}), "u")
+    auth = explain(from_problem(401, {"detail": "invalid API key", "code": "unauthenticated"}), "u")
     assert auth.exit_code == ExitCode.USAGE and "CORRAL_API_KEY" in auth.format_message()
 
-    broken = explain(ApiError(500, {"detail": "boom", "code": "internal"}), "u")
+    broken = explain(from_problem(500, {"detail": "boom", "code": "internal"}), "u")
     assert broken.exit_code == ExitCode.SERVER_ERROR
 
     gone = explain(Unreachable("no"), "http://c:1")

@@ -10,6 +10,7 @@ import pytest
 
 from corral.model import JobState
 from corral.protocol import AttemptReport, ReportAck
+from corral.protocol.errors import from_problem
 from corral.protocol.transport import ApiError, Unreachable
 from corral.worker.client import TokenRefused
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
@@ -78,13 +79,13 @@ class FakeClient:
 
 
 def _stale() -> ApiError:
-    return ApiError(409, {"code": "stale_attempt", "detail": "attempt 1 of j has ended"})
+    return from_problem(409, {"code": "stale_attempt", "detail": "attempt 1 of j has ended"})
 
 
 async def test_outbox_keeps_a_report_until_acked_even_across_restart(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.finish("j_1", 1, AttemptReport(attempt=1, status="succeeded", result={"acc": 0.9}))
-    down = FakeClient(Unreachable("no coordinator answered"), ApiError(503, {}))
+    down = FakeClient(Unreachable("no coordinator answered"), from_problem(503, {}))
     outbox = Outbox(journal, down)  # type: ignore[arg-type]
     assert await outbox.deliver_pending() is False
     assert await outbox.deliver_pending() is False
@@ -102,7 +103,7 @@ async def test_outbox_keeps_a_report_until_acked_even_across_restart(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "answer", [_stale(), ApiError(404, {"code": "not_found"}), ApiError(422, {"code": "x"})]
+    "answer", [_stale(), from_problem(404, {"code": "not_found"}), from_problem(422, {"code": "x"})]
 )
 async def test_outbox_drops_a_report_refused_for_good(tmp_path: Path, answer: ApiError) -> None:
     journal = Journal(tmp_path)
@@ -115,7 +116,7 @@ async def test_outbox_drops_a_report_refused_for_good(tmp_path: Path, answer: Ap
 async def test_outbox_refused_token_is_fatal_and_keeps_the_report(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.finish("j_1", 1, AttemptReport(attempt=1, status="succeeded"))
-    outbox = Outbox(journal, FakeClient(ApiError(401, {"code": "unauthenticated"})))  # type: ignore[arg-type]
+    outbox = Outbox(journal, FakeClient(from_problem(401, {"code": "unauthenticated"})))  # type: ignore[arg-type]
     with pytest.raises(TokenRefused):
         await outbox.deliver_pending()
     assert not outbox.empty

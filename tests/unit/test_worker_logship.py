@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from corral.protocol import LogBatch
-from corral.protocol.transport import ApiError, Unreachable
+from corral.protocol.errors import from_problem
+from corral.protocol.transport import Unreachable
 from corral.worker.logship import LogShipper, LogsRefused, _complete_utf8
 
 
@@ -70,7 +71,7 @@ async def test_coordinator_away_same_batch_same_number(
     monkeypatch.setattr("corral.worker.logship.random.random", lambda: 0.0)
     path = tmp_path / "out.log"
     path.write_bytes(b"hello\n")
-    sink = Sink(Unreachable("down"), ApiError(503, {}))
+    sink = Sink(Unreachable("down"), from_problem(503, {}))
     shipper = _shipper(path, sink, backoff_max_s=0.01)
     shipper.finish()
     await asyncio.wait_for(shipper.run(), 5)
@@ -91,7 +92,7 @@ async def test_resume_after_restart_resends_the_batch_in_flight(tmp_path: Path) 
 async def test_stale_attempt_stops_shipping(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
     path.write_bytes(b"x\n")
-    sink = Sink(ApiError(409, {"code": "stale_attempt"}))
+    sink = Sink(from_problem(409, {"code": "stale_attempt"}))
     shipper = _shipper(path, sink)
     with pytest.raises(LogsRefused) as info:
         await asyncio.wait_for(shipper.run(), 5)
@@ -101,7 +102,7 @@ async def test_stale_attempt_stops_shipping(tmp_path: Path) -> None:
 async def test_unusable_batch_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
     path.write_bytes(b"x\n")
-    sink = Sink(ApiError(422, {"code": "invalid_input"}))
+    sink = Sink(from_problem(422, {"code": "invalid_input"}))
     shipper = _shipper(path, sink)
     shipper.finish()
     await asyncio.wait_for(shipper.run(), 5)

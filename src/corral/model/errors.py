@@ -1,6 +1,13 @@
-"""One error base; each subclass names a condition, one HTTP status and a stable code."""
+"""One error base; each subclass names a condition, one HTTP status and a stable code.
+
+The coordinator raises them and turns them into problem+json; the client reads problem+json
+back into the same classes (``corral.protocol.errors.from_problem``), so both sides of the
+wire speak one vocabulary.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class CorralError(Exception):
@@ -12,6 +19,8 @@ class CorralError(Exception):
     def __init__(self, detail: str | None = None, *, field: str | None = None) -> None:
         self.detail = detail or (self.__doc__ or self.code).strip()
         self.field = field
+        # What the coordinator answered, when this error was read back from the wire.
+        self.body: dict[str, Any] = {}
         super().__init__(self.detail)
 
 
@@ -20,6 +29,12 @@ class InvalidInput(CorralError):
 
     status = 422
     code = "invalid_input"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """This Idempotency-Key was used before with a different request."""
+
+    code = "idempotency_key_reused"
 
 
 class Unauthenticated(CorralError):
@@ -43,29 +58,52 @@ class NotFound(CorralError):
     code = "not_found"
 
 
-class AlreadyExists(CorralError):
-    """That already exists."""
+class Conflict(CorralError):
+    """The request conflicts with the current state."""
 
     status = 409
+    code = "conflict"
+
+
+class AlreadyExists(Conflict):
+    """That already exists."""
+
     code = "already_exists"
 
 
-class IllegalTransition(CorralError):
+class IllegalTransition(Conflict):
     """That change of state is not allowed from the current state."""
 
-    status = 409
     code = "illegal_transition"
 
 
-class StaleAttempt(CorralError):
+class StaleAttempt(Conflict):
     """The report comes from an attempt that is no longer current; stop it."""
 
-    status = 409
     code = "stale_attempt"
 
 
-class WorkerBusy(CorralError):
+class WorkerBusy(Conflict):
     """The worker is not offline."""
 
-    status = 409
     code = "worker_not_offline"
+
+
+class NotRegistered(Conflict):
+    """The worker must register before it opens its event stream."""
+
+    code = "not_registered"
+
+
+class ServerError(CorralError):
+    """The coordinator failed to handle the request."""
+
+    status = 500
+    code = "internal"
+
+
+class Unreachable(CorralError):
+    """No coordinator answered."""
+
+    status = 503
+    code = "unreachable"

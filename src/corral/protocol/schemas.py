@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from corral.model import JobState, WorkerStatus, WorkerType
+from corral.model import AttemptOutcome, JobState, WorkerStatus, WorkerType
 
 __all__ = [
     "MAX_NESTING",
@@ -18,6 +18,8 @@ __all__ = [
     "AttemptReport",
     "AttemptView",
     "Event",
+    "EventList",
+    "EventView",
     "GpuInfo",
     "HeartbeatRequest",
     "HeartbeatResponse",
@@ -160,13 +162,20 @@ class HeartbeatResponse(_Wire):
 
 
 class AttemptReport(_Wire):
-    """POST /api/workers/job/{id}/status: an attempt started or ended."""
+    """POST /api/workers/job/{id}/status: an attempt started (``running``) or ended."""
 
     attempt: AttemptNo
-    status: Literal["running", "succeeded", "failed", "timed_out", "cancelled"]
+    status: Literal["running"] | AttemptOutcome
     exit_code: ExitCode | None = None
     error: str | None = Field(default=None, max_length=10_000)
     result: dict[str, Any] | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _not_lost(cls, value: str) -> str:
+        if value == AttemptOutcome.LOST:
+            raise ValueError("only the coordinator decides that an attempt is lost")
+        return value
 
 
 class ReportAck(_Wire):
@@ -276,6 +285,37 @@ class JobView(BaseModel):
 class JobList(BaseModel):
     jobs: list[JobView]
     next_cursor: str | None = None
+
+
+class EventView(BaseModel):
+    """One entry of a job's or a worker's history: a change of state and its cause."""
+
+    id: int = Field(description="increasing; resume a follow with Last-Event-ID")
+    at: datetime
+    kind: str = Field(description="job.submitted, job.assigned, worker.offline, …")
+    job_id: str | None = None
+    worker_id: str | None = None
+    attempt: int | None = None
+    from_state: str | None = None
+    to_state: str | None = None
+    reason: str | None = Field(
+        default=None, description="stable code of why: heartbeat_timeout, stream_dropped, …"
+    )
+    message: str | None = Field(default=None, description="why, in words")
+    cause: str = Field(description="the request (req_…), reaper tick (tick_…) or dispatch "
+                       "round (round_…) that made the change; the coordinator's log lines "
+                       "carry the same id")  # fmt: skip
+    actor: str | None = Field(
+        default=None, description="who: an API key id, a worker id, reaper, dispatcher"
+    )
+    detail: dict[str, Any] = Field(
+        default={}, description="backoff_s, exit_code, outcome, address, capabilities, …"
+    )
+
+
+class EventList(BaseModel):
+    events: list[EventView] = Field(description="oldest first")
+    next_cursor: str | None = Field(default=None, description="pass as ?cursor= for more")
 
 
 class WorkerCreate(_Wire):

@@ -15,22 +15,17 @@ from typing import Any
 import httpx
 import stamina
 
+from corral.model.errors import CorralError, Unreachable
+from corral.protocol.errors import from_problem
+
+__all__ = ["RETRYABLE_STATUS", "ApiError", "CircuitBreaker", "Transport", "Unreachable"]
+
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
 
-class ApiError(Exception):
-    """The coordinator answered with an error (problem+json)."""
-
-    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
-        self.status = status
-        self.body = dict(body)
-        self.code = str(body.get("code", "http_error"))
-        self.detail = str(body.get("detail", body.get("title", "")))
-        super().__init__(f"{status} {self.code}: {self.detail}")
-
-
-class Unreachable(Exception):
-    """No coordinator answered."""
+# The coordinator's error answers arrive as the CorralError subclass they stand for
+# (``corral.protocol.errors.from_problem``); ``ApiError`` names their base on this side.
+ApiError = CorralError
 
 
 @dataclass
@@ -127,7 +122,7 @@ class Transport:
                 continue
             if resp.status_code in RETRYABLE_STATUS:
                 breaker.failure()
-                last = ApiError(resp.status_code, _body(resp))
+                last = from_problem(resp.status_code, _body(resp))
                 continue
             breaker.success()
             self.current = base
@@ -139,7 +134,7 @@ class Transport:
     ) -> httpx.Response:
         """Send; retry with backoff and jitter when ``idempotent`` (default: GET/HEAD/DELETE).
 
-        Raises ApiError for an error answer and Unreachable when no coordinator answered.
+        Raises the CorralError the answer stands for and Unreachable when no coordinator answered.
         """
         if idempotent is None:
             idempotent = method.upper() in {"GET", "HEAD", "DELETE", "PUT"}
@@ -155,7 +150,7 @@ class Transport:
         except _Retryable as exc:
             raise Unreachable(f"no coordinator answered ({', '.join(self.urls)}): {exc}") from exc
         if resp.status_code >= 400:
-            raise ApiError(resp.status_code, _body(resp))
+            raise from_problem(resp.status_code, _body(resp))
         return resp
 
     async def json(self, method: str, path: str, **kw: Any) -> Any:
@@ -171,7 +166,7 @@ class Transport:
                 async with self._client.stream(method, base + path, **kw) as resp:
                     if resp.status_code >= 400:
                         await resp.aread()
-                        raise ApiError(resp.status_code, _body(resp))
+                        raise from_problem(resp.status_code, _body(resp))
                     self.breakers[base].success()
                     self.current = base
                     yield resp

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from corral.model import AttemptOutcome
 from corral.protocol import AttemptReport, JobAssign
 from corral.protocol.transport import ApiError, Unreachable
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
@@ -260,7 +261,7 @@ class RunningAttempt:
             return
         report = AttemptReport(
             attempt=self.attempt,
-            status=outcome.status,
+            status=AttemptOutcome(outcome.status),
             exit_code=outcome.exit_code,
             error=outcome.error,
             result=outcome.result,
@@ -269,7 +270,7 @@ class RunningAttempt:
         self.ctx.outbox.wake()
         self.log.info(
             "attempt.ended",
-            status=outcome.status,
+            status=AttemptOutcome(outcome.status),
             exit_code=outcome.exit_code,
             duration_s=round(time.time() - self.process.started_at, 3) if self.process else 0,
         )
