@@ -9,8 +9,8 @@ from corral.model.errors import IllegalTransition
 
 class WorkerStatus(StrEnum):
     CONNECTING = "connecting"  # registered, stream not open yet
-    IDLE = "idle"
-    BUSY = "busy"
+    IDLE = "idle"  # connected, taking work
+    BUSY = "busy"  # shown, never stored: idle and holding attempts
     DRAINING = "draining"
     OFFLINE = "offline"
 
@@ -28,28 +28,23 @@ class Role(StrEnum):
 
 ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2}
 
-_C, _I, _B, _D, _O = (
+_C, _I, _D, _O = (
     WorkerStatus.CONNECTING,
     WorkerStatus.IDLE,
-    WorkerStatus.BUSY,
     WorkerStatus.DRAINING,
     WorkerStatus.OFFLINE,
 )
+# What is stored. BUSY is not: a connected worker holding attempts is shown busy (see
+# ``shown_status``), so that a job starting or ending never has to rewrite its worker's row.
 WORKER_TRANSITIONS: dict[tuple[WorkerStatus, WorkerStatus], str] = {
     (_O, _C): "registered",
     (_C, _C): "registered again",
     (_I, _C): "registered again",
-    (_B, _C): "registered again",
-    (_C, _I): "stream open, nothing running",
-    (_C, _B): "stream open, attempts running",
-    (_I, _B): "took a job",
-    (_B, _I): "all its jobs ended",
+    (_C, _I): "stream open",
     (_C, _D): "drain asked",
     (_I, _D): "drain asked",
-    (_B, _D): "drain asked",
     (_C, _O): "left or timed out",
     (_I, _O): "left or timed out",
-    (_B, _O): "left or timed out",
     (_D, _O): "left or timed out",
 }
 
@@ -57,3 +52,8 @@ WORKER_TRANSITIONS: dict[tuple[WorkerStatus, WorkerStatus], str] = {
 def check_worker_transition(frm: WorkerStatus, to: WorkerStatus) -> None:
     if (frm, to) not in WORKER_TRANSITIONS:
         raise IllegalTransition(f"worker cannot go from {frm} to {to}")
+
+
+def shown_status(stored: WorkerStatus, running: int) -> WorkerStatus:
+    """What a person sees: an idle worker holding attempts is busy."""
+    return WorkerStatus.BUSY if stored is WorkerStatus.IDLE and running else stored

@@ -1,5 +1,25 @@
 """Matching jobs to workers. Pure: a snapshot in, assignments out, no I/O."""
 
-from corral.scheduler.match import Assignment, JobDemand, WorkerOffer, labels_match, plan
+from corral.scheduler.match import (
+    Assignment,
+    JobDemand,
+    WorkerOffer,
+    fits,
+    labels_match,
+    left_over,
+    offer,
+    plan,
+    still_fitting,
+)
 
-__all__ = ["Assignment", "JobDemand", "WorkerOffer", "labels_match", "plan"]
+__all__ = [
+    "Assignment",
+    "JobDemand",
+    "WorkerOffer",
+    "fits",
+    "labels_match",
+    "left_over",
+    "offer",
+    "plan",
+    "still_fitting",
+]

@@ -1,0 +1,283 @@
+"""Decisions: each stimulus, given what was read, returns what must change (no I/O).
+
+The coordinator's shells read a snapshot (``corral.model.snapshot``), call one of these and
+hand the result to ``apply``; nothing else decides a job's or a worker's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from corral.model.changes import (
+    Assign,
+    Cancel,
+    Change,
+    ClearOutbox,
+    DeleteWorker,
+    Drain,
+    EndStream,
+    ForgetDrop,
+    InsertJob,
+    InsertWorker,
+    MoveJob,
+    MoveWorker,
+    Notify,
+    Record,
+    StartAttempt,
+    UpdateAttempt,
+    UpdateWorker,
+    Why,
+)
+from corral.model.errors import IllegalTransition, NotRegistered, StaleAttempt
+from corral.model.history import Kind, Reason
+from corral.model.job import (
+    ACTIVE_JOB_STATES,
+    AttemptOutcome,
+    JobState,
+    next_after_attempt,
+    retry_delay,
+)
+from corral.model.snapshot import AttemptSnap, JobSnap, Policy, WorkerSnap
+from corral.model.worker import WorkerStatus, WorkerType
+
+Ref = tuple[str, int]  # (job id, attempt number)
+_MESSAGE_CAP = 500
+
+
+def _message(error: str | None) -> str | None:
+    """The first line of an error, short enough for a timeline."""
+    if not error:
+        return None
+    first = error.strip().splitlines()[0] if error.strip() else error
+    return first[:_MESSAGE_CAP]
+
+
+# ---- jobs -------------------------------------------------------------------------------
+
+
+def submit(values: Mapping[str, Any], *, actor: str | None) -> list[Change]:
+    """A new job, queued. ``values`` holds every stored field of it."""
+    return [InsertJob(values={**values, "state": JobState.QUEUED.value, "attempt": 0},
+                      why=Why(actor=actor))]  # fmt: skip
+
+
+def assign(job: JobSnap, worker_id: str, now: datetime) -> MoveJob:
+    """Hand a queued job to a worker as its next attempt."""
+    number = job.attempt + 1
+    return MoveJob(
+        job.id, job.tenant_id, JobState.QUEUED, JobState.ASSIGNED, job.attempt, worker_id,
+        fields={"attempt": number, "worker_id": worker_id, "not_before": None},
+        why=Why(detail={"gpus": job.gpus} if job.gpus else {}),
+        then=(StartAttempt(job.id, job.tenant_id, number, worker_id, now),
+              Notify(worker_id, job.tenant_id, Assign(job.id, number, job.row))),
+    )  # fmt: skip
+
+
+def end_attempt(
+    job: JobSnap, outcome: AttemptOutcome, *, now: datetime, policy: Policy,
+    exit_code: int | None = None, error: str | None = None,
+    result: Mapping[str, Any] | None = None, reason: Reason | None = None,
+) -> MoveJob:  # fmt: skip
+    """End the job's current attempt: requeue it with backoff, or finish it."""
+    nxt = next_after_attempt(job.state, outcome, job.attempt, job.max_retries)
+    detail: dict[str, Any] = {"outcome": outcome.value}
+    if exit_code is not None:
+        detail["exit_code"] = exit_code
+    fields: dict[str, Any]
+    if nxt is JobState.QUEUED:
+        delay = retry_delay(job.attempt, policy.retry_backoff_base_s, policy.retry_backoff_cap_s)
+        detail["backoff_s"] = delay
+        fields = {"worker_id": None, "error": error, "not_before": now + timedelta(seconds=delay)}
+    else:
+        fields = {"finished_at": now, "exit_code": exit_code, "error": error,
+                  "result": dict(result) if result is not None and nxt is JobState.SUCCEEDED
+                  else None}  # fmt: skip
+    ended = UpdateAttempt(job.id, job.attempt, {
+        "outcome": outcome.value, "finished_at": now, "exit_code": exit_code, "error": error,
+    })  # fmt: skip
+    return MoveJob(
+        job.id, job.tenant_id, job.state, nxt, job.attempt, job.worker_id, fields,
+        why=Why(reason=reason, message=_message(error), detail=detail), then=(ended,),
+    )  # fmt: skip
+
+
+def lose(
+    jobs: Iterable[JobSnap], reason: Reason, message: str, *, now: datetime, policy: Policy
+) -> list[Change]:
+    """Their attempts are lost (the worker died, went silent, came back without them)."""
+    return [end_attempt(j, AttemptOutcome.LOST, now=now, policy=policy, error=message,
+                        reason=reason) for j in jobs]  # fmt: skip
+
+
+def report(
+    job: JobSnap, att: AttemptSnap | None, worker_id: str, *, status: str, now: datetime,
+    policy: Policy, exit_code: int | None = None, error: str | None = None,
+    result: Mapping[str, Any] | None = None,
+) -> tuple[list[Change], JobState]:  # fmt: skip
+    """A worker says an attempt started or ended. Returns the changes and the job's state
+    once they land; raises StaleAttempt for an attempt that is no longer its own."""
+    number = att.number if att is not None else 0
+    if att is None or att.worker_id != worker_id or att.outcome == AttemptOutcome.LOST:
+        raise StaleAttempt(f"attempt {number} of {job.id} is not current on this worker")
+    current = job.attempt == att.number and job.worker_id == worker_id
+    if status == "running":
+        if not current or job.state not in ACTIVE_JOB_STATES:
+            raise StaleAttempt(f"attempt {number} of {job.id} has ended")
+        if job.state is not JobState.ASSIGNED:
+            return [], job.state
+        started = UpdateAttempt(job.id, number, {"started_at": now})
+        move = MoveJob(job.id, job.tenant_id, JobState.ASSIGNED, JobState.RUNNING, number,
+                       worker_id, {"started_at": now}, then=(started,))  # fmt: skip
+        return [move], JobState.RUNNING
+    outcome = AttemptOutcome(status)
+    if current and job.state in ACTIVE_JOB_STATES:
+        move = end_attempt(job, outcome, now=now, policy=policy, exit_code=exit_code,
+                           error=error, result=result)  # fmt: skip
+        return [move], move.to
+    if att.outcome == outcome.value:
+        return [], job.state  # the same report again (a retry): applied once, acked again
+    raise StaleAttempt(f"attempt {number} of {job.id} has ended")
+
+
+def cancel(job: JobSnap, *, actor: str | None, now: datetime) -> list[Change]:
+    """Cancel: a queued job ends at once; one on a worker waits for it to stop."""
+    if job.state is JobState.CANCELLING:
+        return []
+    why = Why(actor=actor)
+    if job.state is JobState.QUEUED:
+        return [MoveJob(job.id, job.tenant_id, job.state, JobState.CANCELLED, job.attempt, None,
+                        {"finished_at": now, "error": "cancelled before it ran"}, why)]  # fmt: skip
+    if job.state in ACTIVE_JOB_STATES and job.worker_id:
+        tell = Notify(job.worker_id, job.tenant_id, Cancel(job.id, job.attempt))
+        return [MoveJob(job.id, job.tenant_id, job.state, JobState.CANCELLING, job.attempt,
+                        job.worker_id, why=why, then=(tell,))]  # fmt: skip
+    raise IllegalTransition(f"job {job.id} already {job.state}")
+
+
+# ---- workers ----------------------------------------------------------------------------
+
+
+def create_worker(values: Mapping[str, Any], *, actor: str | None) -> list[Change]:
+    return [InsertWorker(values={**values, "status": WorkerStatus.OFFLINE.value},
+                         why=Why(actor=actor))]  # fmt: skip
+
+
+def register(
+    worker: WorkerSnap, active: Iterable[JobSnap], running: Iterable[Ref], *,
+    fields: Mapping[str, Any], capabilities: Mapping[str, Any], now: datetime, policy: Policy,
+) -> tuple[list[Change], list[Ref], list[Ref]]:  # fmt: skip
+    """The sync point: the worker says what it runs; returns (changes, keep, stop).
+
+    Its outbox starts anew: what it still has to hear (assignments it never received, a
+    cancel, a drain) is sent again; attempts it should hold but does not are lost."""
+    fields = {**fields, "last_heartbeat": now, "offline_since": None, "taken_since_register": 0}
+    out: list[Change] = []
+    if worker.status is WorkerStatus.DRAINING:
+        out.append(UpdateWorker(worker.id, fields))  # a drain outlives a reconnect
+    else:
+        out.append(MoveWorker(worker.id, worker.tenant_id, worker.status,
+                              WorkerStatus.CONNECTING, fields))  # fmt: skip
+    out += [Record(Kind.WORKER_REGISTERED, worker.tenant_id, worker_id=worker.id,
+                   why=Why(detail=capabilities)),
+            ForgetDrop(worker.id), ClearOutbox(worker.id)]  # fmt: skip
+    left = {j.id: j for j in active}
+    keep: list[Ref] = []
+    stop: list[Ref] = []
+    for ref in running:
+        job = left.pop(ref[0], None)
+        if job is not None and job.attempt == ref[1]:
+            keep.append(ref)
+            if job.state is JobState.CANCELLING:
+                out.append(Notify(worker.id, worker.tenant_id, Cancel(job.id, job.attempt)))
+        else:
+            stop.append(ref)
+            if job is not None:  # it runs an older attempt than the current one
+                left[job.id] = job
+    gone = []
+    for job in left.values():
+        if job.state is JobState.ASSIGNED:  # not received yet: send it again, and the grace
+            out += [Notify(worker.id, worker.tenant_id, Assign(job.id, job.attempt, job.row)),
+                    UpdateAttempt(job.id, job.attempt, {"assigned_at": now})]  # fmt: skip
+        else:
+            gone.append(job)
+    out += lose(gone, Reason.CAME_BACK_WITHOUT, "the worker came back without this attempt",
+                now=now, policy=policy)  # fmt: skip
+    if worker.status is WorkerStatus.DRAINING:
+        out.append(Notify(worker.id, worker.tenant_id, Drain()))
+    return out, keep, stop
+
+
+def stream_opened(worker: WorkerSnap, owner: str) -> list[Change]:
+    """Its event stream is open: a registered worker starts taking work."""
+    if worker.status is WorkerStatus.OFFLINE:
+        raise NotRegistered(f"worker {worker.id} must register before it opens its stream")
+    out: list[Change] = [UpdateWorker(worker.id, {"stream_owner": owner})]
+    if worker.status is WorkerStatus.CONNECTING:
+        out.append(MoveWorker(worker.id, worker.tenant_id, worker.status, WorkerStatus.IDLE))
+    return out
+
+
+def heartbeat(
+    worker: WorkerSnap, active: Iterable[JobSnap], attempts: Mapping[Ref, AttemptSnap],
+    listed: Collection[Ref], *, now: datetime, policy: Policy,
+) -> tuple[list[Change], list[Ref]]:  # fmt: skip
+    """It is alive. Returns the changes and the listed attempts it must stop.
+
+    An attempt it should hold but does not list (it declined the assignment, or ended the
+    attempt without a word) is lost once the grace for an assignment on its way is over."""
+    current = {j.id: j for j in active}
+    stop = [r for r in listed if r[0] not in current or current[r[0]].attempt != r[1]]
+    cutoff = now - timedelta(seconds=policy.unclaimed_grace_s)
+    unclaimed = [
+        j for j in current.values()
+        if (j.id, j.attempt) not in listed
+        and (att := attempts.get((j.id, j.attempt))) is not None and att.assigned_at < cutoff
+    ]  # fmt: skip
+    out: list[Change] = [UpdateWorker(worker.id, {"last_heartbeat": now})]
+    out += lose(unclaimed, Reason.NOT_LISTED, "its worker does not hold this attempt",
+                now=now, policy=policy)  # fmt: skip
+    return out, stop
+
+
+def go_offline(
+    worker: WorkerSnap, active: Iterable[JobSnap], reason: Reason, message: str, *,
+    now: datetime, policy: Policy,
+) -> list[Change]:  # fmt: skip
+    """Mark it offline and lose its attempts (requeued while retries remain)."""
+    if worker.status is WorkerStatus.OFFLINE:
+        return []
+    lost = lose(active, reason, message, now=now, policy=policy)
+    return [MoveWorker(worker.id, worker.tenant_id, worker.status, WorkerStatus.OFFLINE,
+                       {"offline_since": now}, Why(reason=reason, message=message),
+                       then=(*lost, EndStream(worker.id)))]  # fmt: skip
+
+
+def drain(worker: WorkerSnap, *, actor: str | None) -> list[Change]:
+    if worker.status not in (WorkerStatus.CONNECTING, WorkerStatus.IDLE):
+        return []
+    return [MoveWorker(worker.id, worker.tenant_id, worker.status, WorkerStatus.DRAINING,
+                       why=Why(actor=actor),
+                       then=(Notify(worker.id, worker.tenant_id, Drain()),))]  # fmt: skip
+
+
+def rotate_token(worker: WorkerSnap, token_hash: str, *, actor: str | None) -> list[Change]:
+    """A new token; the old one's open stream ends once this commits."""
+    return [UpdateWorker(worker.id, {"token_hash": token_hash}),
+            Record(Kind.WORKER_TOKEN_ROTATED, worker.tenant_id, worker_id=worker.id,
+                   why=Why(actor=actor)),
+            EndStream(worker.id)]  # fmt: skip
+
+
+def remove_worker(
+    worker: WorkerSnap, *, actor: str | None, reason: Reason | None = None
+) -> list[Change]:
+    return [DeleteWorker(worker.id, worker.tenant_id, Why(actor=actor, reason=reason))]
+
+
+def taken(worker: WorkerSnap, count: int) -> list[Change]:
+    """An ephemeral worker takes one job per registration: count what it was given."""
+    if worker.worker_type is not WorkerType.EPHEMERAL or not count:
+        return []
+    return [UpdateWorker(worker.id, {"taken_since_register": worker.taken + count})]

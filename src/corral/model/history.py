@@ -1,0 +1,63 @@
+"""The vocabulary of a job's and a worker's history: what happened, and why."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from corral.model.job import JobState
+from corral.model.worker import WorkerStatus
+
+
+class Kind(StrEnum):
+    """The name of a history entry (and of the coordinator's log line for it)."""
+
+    JOB_SUBMITTED = "job.submitted"
+    JOB_ASSIGNED = "job.assigned"
+    JOB_RUNNING = "job.running"
+    JOB_REQUEUED = "job.requeued"
+    JOB_CANCEL_REQUESTED = "job.cancel_requested"
+    JOB_SUCCEEDED = "job.succeeded"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+    WORKER_CREATED = "worker.created"
+    WORKER_REGISTERED = "worker.registered"
+    WORKER_CONNECTED = "worker.connected"
+    WORKER_DRAINING = "worker.draining"
+    WORKER_OFFLINE = "worker.offline"
+    WORKER_TOKEN_ROTATED = "worker.token_rotated"
+    WORKER_REMOVED = "worker.removed"
+
+
+class Reason(StrEnum):
+    """Why an attempt was lost or a worker went offline: a stable code beside the words."""
+
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    STREAM_DROPPED = "stream_dropped"
+    NOT_LISTED = "not_listed"  # its worker's heartbeats no longer list the attempt
+    CAME_BACK_WITHOUT = "came_back_without"  # its worker registered again without it
+    WORKER_OFFLINE = "worker_offline"
+    WORKER_REMOVED = "worker_removed"
+    DISCONNECTED = "disconnected"
+    EXPIRED = "expired"  # an offline ephemeral worker past its time to live
+
+
+def job_kind(frm: JobState | None, to: JobState) -> Kind:
+    """The history entry a job's move from ``frm`` (None: created) to ``to`` makes."""
+    if to is JobState.QUEUED:
+        return Kind.JOB_SUBMITTED if frm is None else Kind.JOB_REQUEUED
+    if to is JobState.CANCELLING:
+        return Kind.JOB_CANCEL_REQUESTED
+    return Kind(f"job.{to.value}")
+
+
+def worker_kind(frm: WorkerStatus, to: WorkerStatus) -> Kind | None:
+    """The history entry a worker's move makes; None where a register already says it."""
+    if to is WorkerStatus.CONNECTING:
+        return None  # recorded as worker.registered, with what it registered
+    if to is WorkerStatus.IDLE:
+        return Kind.WORKER_CONNECTED
+    if to is WorkerStatus.DRAINING:
+        return Kind.WORKER_DRAINING
+    if to is WorkerStatus.OFFLINE:
+        return Kind.WORKER_OFFLINE
+    return None

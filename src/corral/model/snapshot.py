@@ -1,0 +1,109 @@
+"""What a decision looks at: jobs, attempts and workers as they were read, and the policy.
+
+Built from stored rows (any mapping of column to value), so the core never sees the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from corral.model.job import JobState
+from corral.model.worker import WorkerStatus, WorkerType
+
+
+class Row(Protocol):
+    """A stored row: anything that gives a column's value by name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Stores may hand back naive datetimes; everything Corral keeps is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnap:
+    id: str
+    tenant_id: str
+    state: JobState
+    attempt: int
+    worker_id: str | None
+    max_retries: int
+    gpus: int = 0
+    # The whole stored job, for what goes on the wire (the assignment); not for deciding.
+    row: Row | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, row: Row) -> JobSnap:
+        return cls(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            state=JobState(row["state"]),
+            attempt=row["attempt"],
+            worker_id=row["worker_id"],
+            max_retries=row["max_retries"],
+            gpus=row["gpus"] or 0,
+            row=row,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSnap:
+    job_id: str
+    number: int
+    worker_id: str | None
+    outcome: str | None
+    assigned_at: datetime
+
+    @classmethod
+    def of(cls, row: Row) -> AttemptSnap:
+        at = _utc(row["assigned_at"])
+        assert at is not None
+        return cls(row["job_id"], row["number"], row["worker_id"], row["outcome"], at)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnap:
+    id: str
+    tenant_id: str
+    status: WorkerStatus
+    worker_type: WorkerType
+    slots: int
+    labels: Mapping[str, str]
+    gpus: int  # how many it has
+    taken: int  # jobs handed to it since it registered (an ephemeral worker takes one)
+    last_heartbeat: datetime | None
+    created_at: datetime | None
+    stream_owner: str | None = None
+
+    @classmethod
+    def of(cls, row: Row) -> WorkerSnap:
+        return cls(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            status=WorkerStatus(row["status"]),
+            worker_type=WorkerType(row["worker_type"]),
+            slots=row["slots"],
+            labels=row["labels"],
+            gpus=len(row["gpus"] or []),
+            taken=row["taken_since_register"],
+            last_heartbeat=_utc(row["last_heartbeat"]),
+            created_at=_utc(row["created_at"]),
+            stream_owner=row["stream_owner"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The coordinator's settings that decisions depend on."""
+
+    retry_backoff_base_s: float = 1.0
+    retry_backoff_cap_s: float = 60.0
+    unclaimed_grace_s: float = 30.0
+    heartbeat_timeout_s: float = 120.0

@@ -1,0 +1,169 @@
+"""Decisions as pure functions: a snapshot in, the changes out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from corral.model import AttemptOutcome, JobState, NotRegistered, StaleAttempt, decide
+from corral.model.changes import (
+    Assign,
+    Cancel,
+    ClearOutbox,
+    Drain,
+    EndStream,
+    MoveJob,
+    MoveWorker,
+    Notify,
+    Record,
+    UpdateAttempt,
+    UpdateWorker,
+)
+from corral.model.history import Kind, Reason, job_kind, worker_kind
+from corral.model.snapshot import AttemptSnap, JobSnap, Policy, WorkerSnap
+from corral.model.worker import WorkerStatus, WorkerType, shown_status
+from corral.scheduler import offer
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+POLICY = Policy(retry_backoff_base_s=2, retry_backoff_cap_s=60, unclaimed_grace_s=30)
+
+
+def job(id="j1", state=JobState.RUNNING, attempt=1, worker="w1", retries=3) -> JobSnap:
+    return JobSnap(id, "t", state, attempt, worker, retries)
+
+
+def worker(status=WorkerStatus.IDLE, kind=WorkerType.PERSISTENT, slots=2, taken=0) -> WorkerSnap:
+    return WorkerSnap("w1", "t", status, kind, slots, {}, 0, taken, NOW, NOW)
+
+
+def test_a_lost_attempt_is_requeued_with_backoff_until_retries_run_out():
+    move = decide.end_attempt(
+        job(attempt=2), AttemptOutcome.LOST, now=NOW, policy=POLICY,
+        error="no heartbeat for 120s", reason=Reason.HEARTBEAT_TIMEOUT,
+    )  # fmt: skip
+    assert (move.frm, move.to, move.attempt) == (JobState.RUNNING, JobState.QUEUED, 2)
+    assert move.fields["not_before"] == NOW + timedelta(seconds=4)
+    assert move.why.detail == {"outcome": "lost", "backoff_s": 4.0}
+    assert move.why.reason == "heartbeat_timeout"
+    assert move.then == (UpdateAttempt("j1", 2, {"outcome": "lost", "finished_at": NOW,
+                                                 "exit_code": None,
+                                                 "error": "no heartbeat for 120s"}),)  # fmt: skip
+    last = decide.end_attempt(job(attempt=4), AttemptOutcome.LOST, now=NOW, policy=POLICY)
+    assert last.to is JobState.FAILED and last.fields["finished_at"] == NOW
+
+
+def test_a_history_message_is_the_first_line_of_the_error():
+    move = decide.end_attempt(job(), AttemptOutcome.FAILED, now=NOW, policy=POLICY, exit_code=2,
+                              error="exited with code 2; last output:\nTraceback …")  # fmt: skip
+    assert move.why.message == "exited with code 2; last output:"
+    assert move.why.detail == {"outcome": "failed", "exit_code": 2}
+
+
+def test_a_report_from_an_attempt_that_is_not_current_is_stale():
+    att = AttemptSnap("j1", 1, "w1", None, NOW)
+    with pytest.raises(StaleAttempt):
+        decide.report(job(), att, "w2", status="succeeded", now=NOW, policy=POLICY)
+    lost = AttemptSnap("j1", 1, "w1", "lost", NOW)
+    with pytest.raises(StaleAttempt):
+        decide.report(job(), lost, "w1", status="succeeded", now=NOW, policy=POLICY)
+    changes, state = decide.report(job(state=JobState.ASSIGNED), att, "w1", status="running",
+                                   now=NOW, policy=POLICY)  # fmt: skip
+    assert state is JobState.RUNNING and isinstance(changes[0], MoveJob)
+    ended = AttemptSnap("j1", 1, "w1", "succeeded", NOW)
+    done = job(state=JobState.SUCCEEDED)
+    assert decide.report(done, ended, "w1", status="succeeded", now=NOW, policy=POLICY) == (
+        [], JobState.SUCCEEDED,
+    )  # fmt: skip
+
+
+def test_register_keeps_resends_and_loses():
+    w = worker()
+    active = [
+        job("kept"),
+        job("cancelling", state=JobState.CANCELLING),
+        job("unsent", state=JobState.ASSIGNED),
+        job("forgotten"),
+        job("newer", attempt=2),
+    ]
+    running = [("kept", 1), ("cancelling", 1), ("newer", 1), ("ghost", 1)]
+    changes, keep, stop = decide.register(w, active, running, fields={}, capabilities={"a": 1},
+                                          now=NOW, policy=POLICY)  # fmt: skip
+    assert keep == [("kept", 1), ("cancelling", 1)]
+    assert stop == [("newer", 1), ("ghost", 1)]
+    assert isinstance(changes[0], MoveWorker) and changes[0].to is WorkerStatus.CONNECTING
+    assert isinstance(changes[1], Record) and changes[1].kind is Kind.WORKER_REGISTERED
+    assert changes[1].why.detail == {"a": 1}
+    assert changes.index(ClearOutbox("w1")) < changes.index(
+        Notify("w1", "t", Cancel("cancelling", 1))
+    )
+    assert Notify("w1", "t", Assign("unsent", 1)) in changes
+    lost = {c.job_id: c.why.reason for c in changes if isinstance(c, MoveJob)}
+    assert lost == {"forgotten": "came_back_without", "newer": "came_back_without"}
+
+
+def test_a_draining_worker_stays_draining_across_a_register():
+    changes, _, _ = decide.register(worker(WorkerStatus.DRAINING), [], [], fields={},
+                                    capabilities={}, now=NOW, policy=POLICY)  # fmt: skip
+    assert isinstance(changes[0], UpdateWorker)
+    assert changes[-1] == Notify("w1", "t", Drain())
+
+
+def test_a_stream_needs_a_registration():
+    with pytest.raises(NotRegistered):
+        decide.stream_opened(worker(WorkerStatus.OFFLINE), "c:1")
+    changes = decide.stream_opened(worker(WorkerStatus.CONNECTING), "c:1")
+    assert changes[-1] == MoveWorker("w1", "t", WorkerStatus.CONNECTING, WorkerStatus.IDLE)
+
+
+def test_a_heartbeat_loses_only_what_it_no_longer_lists_after_the_grace():
+    active = [job("old", state=JobState.ASSIGNED), job("fresh", state=JobState.ASSIGNED),
+              job("listed")]  # fmt: skip
+    atts = {
+        ("old", 1): AttemptSnap("old", 1, "w1", None, NOW - timedelta(seconds=31)),
+        ("fresh", 1): AttemptSnap("fresh", 1, "w1", None, NOW - timedelta(seconds=5)),
+        ("listed", 1): AttemptSnap("listed", 1, "w1", None, NOW - timedelta(seconds=99)),
+    }
+    changes, stop = decide.heartbeat(worker(), active, atts, {("listed", 1): None, ("x", 1): None},
+                                     now=NOW, policy=POLICY)  # fmt: skip
+    assert stop == [("x", 1)]
+    assert [c.job_id for c in changes if isinstance(c, MoveJob)] == ["old"]
+
+
+def test_going_offline_loses_its_attempts_and_ends_its_stream():
+    [move] = decide.go_offline(worker(), [job()], Reason.DISCONNECTED, "the worker disconnected",
+                               now=NOW, policy=POLICY)  # fmt: skip
+    assert move.to is WorkerStatus.OFFLINE and move.why.reason == "disconnected"
+    assert isinstance(move.then[0], MoveJob) and move.then[-1] == EndStream("w1")
+    assert decide.go_offline(worker(WorkerStatus.OFFLINE), [job()], Reason.DISCONNECTED, "",
+                             now=NOW, policy=POLICY) == []  # fmt: skip
+
+
+def test_cancel_a_queued_job_ends_it_and_a_running_one_tells_its_worker():
+    [queued] = decide.cancel(job(state=JobState.QUEUED, worker=None), actor="key_1", now=NOW)
+    assert queued.to is JobState.CANCELLED and queued.why.actor == "key_1"
+    [running] = decide.cancel(job(), actor="key_1", now=NOW)
+    assert running.to is JobState.CANCELLING
+    assert running.then == (Notify("w1", "t", Cancel("j1", 1)),)
+    assert decide.cancel(job(state=JobState.CANCELLING), actor=None, now=NOW) == []
+
+
+def test_kinds_follow_from_the_move():
+    assert job_kind(None, JobState.QUEUED) is Kind.JOB_SUBMITTED
+    assert job_kind(JobState.RUNNING, JobState.QUEUED) is Kind.JOB_REQUEUED
+    assert job_kind(JobState.RUNNING, JobState.CANCELLING) is Kind.JOB_CANCEL_REQUESTED
+    assert job_kind(JobState.RUNNING, JobState.FAILED) is Kind.JOB_FAILED
+    assert worker_kind(WorkerStatus.OFFLINE, WorkerStatus.CONNECTING) is None
+    assert worker_kind(WorkerStatus.CONNECTING, WorkerStatus.IDLE) is Kind.WORKER_CONNECTED
+
+
+def test_busy_is_shown_not_stored_and_an_ephemeral_worker_takes_one_job():
+    assert shown_status(WorkerStatus.IDLE, 2) is WorkerStatus.BUSY
+    assert shown_status(WorkerStatus.DRAINING, 2) is WorkerStatus.DRAINING
+    assert offer(worker(slots=2), 1, 0).free_slots == 1  # type: ignore[union-attr]
+    assert offer(worker(kind=WorkerType.EPHEMERAL, slots=4, taken=1), 0, 0) is None
+    assert offer(worker(WorkerStatus.DRAINING), 0, 0) is None
+    assert decide.taken(worker(kind=WorkerType.EPHEMERAL), 1) == [
+        UpdateWorker("w1", {"taken_since_register": 1})
+    ]
+    assert decide.taken(worker(), 3) == []
