@@ -23,12 +23,6 @@ class Store:
         self.engine: AsyncEngine = open_engine(url)
         self.dialect = self.engine.dialect.name
 
-    @classmethod
-    def open(cls, url: str) -> Store:
-        """Migrate the schema to head, then open the pool."""
-        migrate(url)
-        return cls(url)
-
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as conn:

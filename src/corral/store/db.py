@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
@@ -47,8 +47,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# pg_advisory_xact_lock key for migrations: any constant that no other program on the same
+# database uses ("corral" in ASCII).
+_MIGRATION_LOCK = 0x636F7272616C
+
+
 def migrate(url: str) -> None:
-    """Bring the schema to the newest revision (idempotent; safe at every start)."""
+    """Bring the schema to the newest revision (idempotent; safe at every start).
+
+    On PostgreSQL, under an advisory lock held until the migration commits, so that several
+    coordinators starting at once on one database migrate it one after the other (the
+    others then find it at head) instead of racing to create the same tables."""
     engine = create_engine(sync_url(url))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -56,6 +65,8 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:

@@ -112,11 +112,6 @@ async def by_ids(conn: AsyncConnection, ids: Sequence[str]) -> Sequence[RowMappi
     return (await conn.execute(select(jobs).where(jobs.c.id.in_(list(ids))))).mappings().all()
 
 
-async def count_active_on(conn: AsyncConnection, worker_id: str) -> int:
-    q = select(func.count()).where(jobs.c.worker_id == worker_id, jobs.c.state.in_(_ACTIVE))
-    return int((await conn.execute(q)).scalar_one())
-
-
 async def load_by_worker(conn: AsyncConnection) -> dict[str, tuple[int, int]]:
     """worker_id -> (active attempts, GPUs they hold)."""
     q = (
@@ -133,9 +128,10 @@ async def active_on(conn: AsyncConnection, worker_id: str) -> Sequence[RowMappin
 
 
 async def orphaned(conn: AsyncConnection) -> Sequence[RowMapping]:
-    """Active jobs whose worker is gone or offline: their attempt is lost."""
+    """Active jobs whose worker is gone or offline: their attempt is lost. Each row also
+    says whether its worker still exists (``worker_exists``)."""
     q = (
-        select(jobs)
+        select(jobs, workers.c.id.is_not(None).label("worker_exists"))
         .select_from(jobs.outerjoin(workers, jobs.c.worker_id == workers.c.id))
         .where(
             jobs.c.state.in_(_ACTIVE),
@@ -160,6 +156,16 @@ async def get_attempt(conn: AsyncConnection, job_id: str, number: int) -> RowMap
 async def update_attempt(conn: AsyncConnection, job_id: str, number: int, **values: Any) -> None:
     q = update(attempts).where(attempts.c.job_id == job_id, attempts.c.number == number)
     await conn.execute(q.values(**values))
+
+
+async def attempts_for(
+    conn: AsyncConnection, refs: Collection[tuple[str, int]]
+) -> Sequence[RowMapping]:
+    """The attempts named by (job id, number)."""
+    if not refs:
+        return []
+    wanted = [and_(attempts.c.job_id == j, attempts.c.number == n) for j, n in refs]
+    return (await conn.execute(select(attempts).where(or_(*wanted)))).mappings().all()
 
 
 async def attempts_of(conn: AsyncConnection, job_id: str) -> Sequence[RowMapping]:

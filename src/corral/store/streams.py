@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.store import workers as workers_q
 from corral.store._dialect import insert_ignore
-from corral.store.tables import log_chunks, worker_events
+from corral.store.tables import log_chunks, outbox
 
 
 async def push_event(
@@ -23,7 +23,7 @@ async def push_event(
     smaller id committed behind it (ids come from a sequence at insert, not at commit)."""
     await workers_q.lock(conn, worker_id)
     await conn.execute(
-        worker_events.insert().values(
+        outbox.insert().values(
             worker_id=worker_id, tenant_id=tenant_id, type=data["type"], data=data, created_at=now
         )
     )
@@ -33,20 +33,20 @@ async def events_after(
     conn: AsyncConnection, worker_id: str, after_id: int, limit: int = 500
 ) -> Sequence[RowMapping]:
     q = (
-        select(worker_events.c.id, worker_events.c.type, worker_events.c.data)
-        .where(worker_events.c.worker_id == worker_id, worker_events.c.id > after_id)
-        .order_by(worker_events.c.id)
+        select(outbox.c.id, outbox.c.type, outbox.c.data)
+        .where(outbox.c.worker_id == worker_id, outbox.c.id > after_id)
+        .order_by(outbox.c.id)
         .limit(limit)
     )
     return (await conn.execute(q)).mappings().all()
 
 
 async def clear_events(conn: AsyncConnection, worker_id: str) -> None:
-    await conn.execute(delete(worker_events).where(worker_events.c.worker_id == worker_id))
+    await conn.execute(delete(outbox).where(outbox.c.worker_id == worker_id))
 
 
 async def prune_events(conn: AsyncConnection, cutoff: datetime) -> None:
-    await conn.execute(delete(worker_events).where(worker_events.c.created_at < cutoff))
+    await conn.execute(delete(outbox).where(outbox.c.created_at < cutoff))
 
 
 async def append_log(

@@ -94,6 +94,8 @@ jobs = Table(
     Column("worker_id", Id, ForeignKey("workers.id", ondelete="SET NULL")),
     Column("not_before", TS),
     Column("idempotency_key", String(200)),
+    # SHA-256 of the submitted request: a key reused with another request is refused.
+    Column("request_hash", String(64)),
     Column("created_at", TS, nullable=False),
     Column("started_at", TS),
     Column("finished_at", TS),
@@ -138,8 +140,8 @@ log_chunks = Table(
 
 # The durable outbox of what each worker must hear on its stream; SSE ids are these ids,
 # so a reconnect with Last-Event-ID resumes exactly where it stopped.
-worker_events = Table(
-    "worker_events",
+outbox = Table(
+    "outbox",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("worker_id", Id, ForeignKey("workers.id", ondelete="CASCADE"), nullable=False),
@@ -147,6 +149,32 @@ worker_events = Table(
     Column("type", String(50), nullable=False),
     Column("data", JSON, nullable=False),
     Column("created_at", TS, nullable=False),
-    Index("ix_worker_events_worker_id", "worker_id", "id"),
+    Index("ix_outbox_worker_id", "worker_id", "id"),
     sqlite_autoincrement=True,  # see log_chunks
+)
+
+# Every change of a job's or a worker's state, with its cause: the one record that the
+# timelines, the log lines and (later) metrics, audit and the dashboard read. No foreign
+# keys: a job's or a worker's history outlives it, up to the retention.
+history = Table(
+    "history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", Id, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("job_id", Id),
+    Column("worker_id", Id),
+    Column("attempt", Integer),
+    Column("from_state", String(20)),
+    Column("to_state", String(20)),
+    Column("reason", String(50)),
+    Column("message", Text),
+    Column("cause", String(64), nullable=False),
+    Column("actor", String(100)),
+    Column("detail", JSON, nullable=False),
+    Index("ix_history_job", "job_id", "id"),
+    Index("ix_history_worker", "worker_id", "id"),
+    Index("ix_history_at", "at"),
+    sqlite_autoincrement=True,  # ids are SSE ids of a followed timeline
 )

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,11 +39,6 @@ async def all_of(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:
     return (await conn.execute(q)).mappings().all()
 
 
-async def with_status(conn: AsyncConnection, statuses: Collection[str]) -> Sequence[RowMapping]:
-    q = select(workers).where(workers.c.status.in_(list(statuses)))
-    return (await conn.execute(q)).mappings().all()
-
-
 async def by_ids(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMapping]:
     if not ids:
         return []
@@ -59,17 +54,16 @@ async def lock(conn: AsyncConnection, worker_id: str) -> None:
     await conn.execute(q)
 
 
-async def lock_dispatchable(conn: AsyncConnection, ids: Collection[str]) -> set[str]:
-    """Of ``ids``, those still IDLE or BUSY, locked until commit (in id order, so two
-    coordinators never wait on each other) against a drain or a loss meanwhile."""
+async def lock_dispatchable(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMapping]:
+    """Of ``ids``, those still IDLE, read again and locked until commit (in id order, so
+    two coordinators never wait on each other) against a drain or a loss meanwhile."""
     q = (
-        select(workers.c.id)
-        .where(workers.c.id.in_(list(ids)),
-               workers.c.status.in_([WorkerStatus.IDLE.value, WorkerStatus.BUSY.value]))
+        select(workers)
+        .where(workers.c.id.in_(list(ids)), workers.c.status == WorkerStatus.IDLE.value)
         .order_by(workers.c.id)
         .with_for_update(key_share=True)
-    )  # fmt: skip
-    return set((await conn.execute(q)).scalars())
+    )
+    return (await conn.execute(q)).mappings().all()
 
 
 async def set_status(
@@ -85,10 +79,10 @@ async def update_fields(conn: AsyncConnection, worker_id: str, **values: Any) ->
 
 
 async def silent_since(conn: AsyncConnection, cutoff: datetime) -> Sequence[RowMapping]:
-    """Workers not offline whose last heartbeat is older than ``cutoff``."""
-    q = select(workers).where(
-        workers.c.status != WorkerStatus.OFFLINE.value, workers.c.last_heartbeat < cutoff
-    )
+    """Workers not offline not heard from since ``cutoff`` (one never heard from at all
+    counts from its creation)."""
+    heard = func.coalesce(workers.c.last_heartbeat, workers.c.created_at)
+    q = select(workers).where(workers.c.status != WorkerStatus.OFFLINE.value, heard < cutoff)
     return (await conn.execute(q)).mappings().all()
 
 
@@ -106,8 +100,3 @@ async def expired_ephemeral(conn: AsyncConnection, cutoff: datetime) -> Sequence
         workers.c.offline_since < cutoff,
     )
     return (await conn.execute(q)).scalars().all()
-
-
-async def bump_taken(conn: AsyncConnection, worker_id: str, n: int) -> None:
-    q = update(workers).where(workers.c.id == worker_id)
-    await conn.execute(q.values(taken_since_register=workers.c.taken_since_register + n))
