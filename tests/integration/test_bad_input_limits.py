@@ -92,3 +92,21 @@ def test_nul_in_a_path_or_query_value_is_refused_naming_it(coordinator):
     ]
     for path, body in worker_calls:
         _refused(wc.post(path, json=body), "job_id")
+
+
+def test_an_idempotency_key_reused_with_another_request_is_refused(coordinator):
+    key = {"Idempotency-Key": "sweep-1-trial-7"}
+    with coordinator.client() as c:
+        first = c.post("/api/queue/submit", json={"command": ["train", "--lr", "0.1"]}, headers=key)
+        assert first.status_code == 201
+        # The same request again (defaults spelled out or not) is the same job.
+        same = {"command": ["train", "--lr", "0.1"], "gpus": 0}
+        again = c.post("/api/queue/submit", json=same, headers=key)
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        other = c.post("/api/queue/submit", json={"command": ["train", "--lr", "0.2"]}, headers=key)
+        assert other.status_code == 422, other.text
+        body = other.json()
+        assert body["code"] == "idempotency_key_reused"
+        assert body["errors"][0]["field"] == "Idempotency-Key"
+        assert first.json()["id"] in body["detail"]
+        assert len(c.get("/api/jobs").json()["jobs"]) == 1

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
-import pytest
 from harness import start_coordinator
 from harness_e2e import wait_until
+from ticks import tick
 from wire import next_event, register_worker
 
-from corral.server import reaper
 from corral.server.clock import FakeClock
-
-
-@pytest.fixture
-def clocked(tmp_path: Path, db_url: str):
-    # No reaper loop: under the fake clock a tick of its own between a test's
-    # clock.advance() and its next request would act on a moment the test never meant
-    # it to see. These tests tick it themselves.
-    clock = FakeClock()
-    coord, stop = start_coordinator(tmp_path / "server", db_url, clock=clock, reaper=False,
-                                    retry_backoff_base_s=0)  # fmt: skip
-    try:
-        yield coord, clock
-    finally:
-        stop()
-
-
-def tick(coord):
-    coord.call(reaper.tick(coord.app.state.core))
 
 
 def test_silent_worker_goes_offline_and_its_job_is_requeued(clocked):
@@ -225,3 +204,40 @@ def test_offline_ephemeral_workers_are_removed_after_the_ttl(clocked):
         clock.advance(2)
         tick(coord)
         assert [w["name"] for w in c.get("/api/admin/workers").json()["workers"]] == ["box"]
+
+
+def test_a_worker_that_never_registered_gets_no_stream_and_no_work(clocked):
+    coord, _ = clocked
+    with coord.client() as c:
+        created = c.post("/api/admin/workers", json={"name": "sneaky"}).json()
+        job = c.post("/api/queue/submit", json={"command": ["true"]}).json()
+    wc = httpx.Client(base_url=coord.url, headers={"X-Worker-Token": created["token"]})
+    r = wc.get("/api/workers/stream")
+    assert r.status_code == 409 and r.json()["code"] == "not_registered"
+    with coord.client() as c:
+        assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline"
+
+
+def test_a_connected_worker_never_heard_from_is_timed_out(clocked):
+    # A worker whose last heartbeat is empty counts as silent since it was created, so the
+    # reaper takes it and its jobs back instead of leaving them assigned for ever.
+    coord, clock = clocked
+    _, wc = register_worker(coord)
+    with coord.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["true"]}).json()
+        next_event(wc)
+
+        async def forget_heartbeat() -> None:
+            from sqlalchemy import update
+
+            from corral.store.tables import workers
+
+            async with coord.app.state.core.store.tx() as conn:
+                await conn.execute(update(workers).values(last_heartbeat=None))
+
+        coord.call(forget_heartbeat())
+        clock.advance(121)
+        tick(coord)
+        assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline"

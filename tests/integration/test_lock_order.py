@@ -1,7 +1,7 @@
-"""Transactions that meet on one worker. Each test slows one transaction down at the point
-where another one used to slip in (a real pause inside the open transaction), and checks
-that the outcome is the one a serial order gives. On PostgreSQL these are real races; on
-SQLite (one writer) they pass by construction and pin the same behaviour."""
+"""Transactions that meet on one worker. Each test pauses one transaction at a named point
+of the coordinator (``Core.hooks``) where another one used to slip in, and checks that the
+outcome is the one a serial order gives. On PostgreSQL these are real races; on SQLite (one
+writer) they pass by construction and pin the same behaviour."""
 
 from __future__ import annotations
 
@@ -14,10 +14,28 @@ import httpx
 import pytest
 from wire import next_event, register_worker
 
-from corral.server import fleet, leases
-from corral.server import jobs as server_jobs
+from corral.model import decide
+from corral.model.snapshot import JobSnap
+from corral.server import fleet
+from corral.server.auth import Identity
 from corral.store import jobs as jobs_q
-from corral.store import streams
+
+
+def _hook(coord, point, pause_when):
+    """Pause the first transaction that reaches ``point`` with facts for which
+    ``pause_when(**facts)`` holds; returns an event set once it is paused. The pause is long
+    enough for the other side to commit if nothing holds it back."""
+    core = coord.app.state.core
+    paused, armed = threading.Event(), [True]
+
+    async def hook(tx, **facts):
+        if armed and pause_when(**facts):
+            armed.clear()
+            paused.set()
+            await asyncio.sleep(2.0)
+
+    core.hooks[point] = hook
+    return paused
 
 
 def _running_jobs(coord, wc, n):
@@ -33,22 +51,13 @@ def _running_jobs(coord, wc, n):
     return jobs, last
 
 
-def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator, monkeypatch):
+def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator):
     # Cancel A writes its job.cancel (id N) and is slow to commit; cancel B writes N+1 and
     # commits. A stream that sent N+1 must still send N: one worker's events commit in order.
     _, wc = register_worker(coordinator, slots=2)
     (a, b), last = _running_jobs(coordinator, wc, 2)
-    slow, paused, opened = {a["id"]}, threading.Event(), threading.Event()
-    push = streams.push_event
-
-    async def slow_push(conn, **kw):
-        await push(conn, **kw)
-        if kw["data"].get("job_id") in slow:
-            slow.clear()
-            paused.set()
-            await asyncio.sleep(2.0)
-
-    monkeypatch.setattr(streams, "push_event", slow_push)
+    opened = threading.Event()
+    paused = _hook(coordinator, "notified", lambda notify: notify.event.job_id == a["id"])
     seen: list[str] = []
 
     def consume() -> None:
@@ -81,23 +90,12 @@ def test_a_slow_cancel_does_not_hide_its_event_from_a_live_stream(coordinator, m
     assert sorted(seen) == sorted([a["id"], b["id"]])
 
 
-def test_a_result_reported_during_a_cancel_is_kept(coordinator, monkeypatch):
+def test_a_result_reported_during_a_cancel_is_kept(coordinator):
     # The report has read the job as running when a cancel commits: the result must still
     # be taken (running → succeeded, or cancelling → succeeded), never refused as stale.
     _, wc = register_worker(coordinator)
     (a,), _ = _running_jobs(coordinator, wc, 1)
-    current = server_jobs._current_attempt
-    slow, paused = {a["id"]}, threading.Event()
-
-    async def slow_read(t, w, job_id, attempt, **kw):
-        row = await current(t, w, job_id, attempt, **kw)
-        if job_id in slow:
-            slow.clear()
-            paused.set()
-            await asyncio.sleep(2.0)
-        return row
-
-    monkeypatch.setattr(server_jobs, "_current_attempt", slow_read)
+    paused = _hook(coordinator, "report.read", lambda job_id: job_id == a["id"])
     got: dict[str, httpx.Response] = {}
     report = {"attempt": 1, "status": "succeeded", "exit_code": 0, "result": {"acc": 0.99}}
 
@@ -116,22 +114,12 @@ def test_a_result_reported_during_a_cancel_is_kept(coordinator, monkeypatch):
     assert cancelled.status_code == 409  # it had already ended
 
 
-def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator, monkeypatch):
-    # The report locks the job, then settles its worker; the disconnect locks the worker,
-    # then loses its jobs. In opposite orders these deadlock and one side gets a 500.
+def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator):
+    # The report has moved the job and holds it; the disconnect locks the worker, then loses
+    # its jobs. Locked in opposite orders these deadlock and one side gets a 500.
     created, wc = register_worker(coordinator)
     (a,), _ = _running_jobs(coordinator, wc, 1)
-    settle = leases.settle_worker
-    armed, paused = [True], threading.Event()
-
-    async def slow_settle(t, worker_id):
-        if armed:
-            armed.clear()
-            paused.set()
-            await asyncio.sleep(2.0)
-        return await settle(t, worker_id)
-
-    monkeypatch.setattr(leases, "settle_worker", slow_settle)
+    paused = _hook(coordinator, "moved", lambda move: move.job_id == a["id"])
     got: dict[str, httpx.Response] = {}
     report = {"attempt": 1, "status": "succeeded", "exit_code": 0}
 
@@ -150,30 +138,23 @@ def test_a_report_and_a_disconnect_at_once_do_not_deadlock(coordinator, monkeypa
         assert c.get(f"/api/jobs/{a['id']}").json()["state"] == "succeeded"
 
 
-def _meanwhile_in_a_round(monkeypatch, meanwhile) -> threading.Event:
-    """Run ``await meanwhile(dispatcher, offers, now)`` in the first dispatch round that has
-    chosen something, after it planned and before it assigns; the event is set once that
+def _meanwhile_in_a_round(coord, meanwhile) -> threading.Event:
+    """Run ``await meanwhile(core, offers, now)`` in the first dispatch round that has chosen
+    something, after it planned and before it locks and assigns; the event is set once that
     round has ended. ``meanwhile`` commits in a transaction of its own."""
-    from corral.server import dispatch
-
-    plan, round_ = dispatch.Dispatcher._plan, dispatch.Dispatcher.round
+    core = coord.app.state.core
     armed, round_over = [True], threading.Event()
 
-    async def plan_then_meanwhile(self, t, offers, now):
-        chosen = await plan(self, t, offers, now)
-        if chosen and armed:
+    async def planned(tx, offers, chosen):
+        if armed:
             armed.clear()
-            await meanwhile(self, offers, now)
-        return chosen
+            await meanwhile(core, offers, tx.now)
 
-    async def round_and_tell(self):
-        placed = await round_(self)
+    async def done(placed):
         if not armed:
             round_over.set()
-        return placed
 
-    monkeypatch.setattr(dispatch.Dispatcher, "_plan", plan_then_meanwhile)
-    monkeypatch.setattr(dispatch.Dispatcher, "round", round_and_tell)
+    core.hooks.update({"round.planned": planned, "round.done": done})
     return round_over
 
 
@@ -182,7 +163,7 @@ def _needs_two_writers(db_url: str) -> None:
         pytest.skip("SQLite has one writer: nothing can commit inside a dispatch round")
 
 
-def test_a_drain_during_a_dispatch_round_wins(coordinator, db_url, monkeypatch):
+def test_a_drain_during_a_dispatch_round_wins(coordinator, db_url):
     # The round has read the worker as IDLE when the drain commits. It must see the drain
     # before it assigns, or the worker declines a job it was never meant to get and the job
     # pays a retry for it.
@@ -191,10 +172,11 @@ def test_a_drain_during_a_dispatch_round_wins(coordinator, db_url, monkeypatch):
     with coordinator.client() as c:
         job = c.post("/api/queue/submit", json={"command": ["x"], "max_retries": 0}).json()
 
-    async def drain(dispatcher, offers, now):
-        await fleet.drain(dispatcher.core, offers[0].tenant_id, created["id"])
+    async def drain(core, offers, now):
+        admin = Identity(tenant_id=offers[0].tenant_id, role="admin", key_id="test")
+        await fleet.drain(core, admin, created["id"])
 
-    round_over = _meanwhile_in_a_round(monkeypatch, drain)
+    round_over = _meanwhile_in_a_round(coordinator, drain)
     assert next_event(wc)["data"]["type"] == "worker.drain"  # opening the stream runs a round
     assert round_over.wait(10)
     with coordinator.client() as c:
@@ -203,7 +185,7 @@ def test_a_drain_during_a_dispatch_round_wins(coordinator, db_url, monkeypatch):
         assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "draining"
 
 
-def test_a_slot_taken_during_a_round_is_not_given_twice(coordinator, db_url, monkeypatch):
+def test_a_slot_taken_during_a_round_is_not_given_twice(coordinator, db_url):
     # Another coordinator's round (here: an assignment in a second transaction) takes the
     # worker's only slot while this round is planning. This round must see that and leave
     # its job queued, not hand the worker two jobs for one slot.
@@ -213,12 +195,12 @@ def test_a_slot_taken_during_a_round_is_not_given_twice(coordinator, db_url, mon
         mine = c.post("/api/queue/submit", json={"command": ["a"], "priority": 9}).json()
         theirs = c.post("/api/queue/submit", json={"command": ["b"]}).json()
 
-    async def assign_theirs(dispatcher, offers, now):
-        async with dispatcher.core.tx() as other:
+    async def assign_theirs(core, offers, now):
+        async with core.tx() as other:
             job = await jobs_q.get(other.conn, offers[0].tenant_id, theirs["id"])
-            assert await dispatcher._assign(other, job, created["id"], now)
+            assert not await other.apply([decide.assign(JobSnap.of(job), created["id"], now)])
 
-    round_over = _meanwhile_in_a_round(monkeypatch, assign_theirs)
+    round_over = _meanwhile_in_a_round(coordinator, assign_theirs)
     assert next_event(wc)["data"]["job_id"] == theirs["id"]  # opening the stream runs a round
     assert round_over.wait(10)
     with coordinator.client() as c:

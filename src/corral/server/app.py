@@ -17,6 +17,7 @@ from corral import __version__
 from corral.server import errors, params, reaper
 from corral.server.api import admin, jobs, workers
 from corral.server.auth import ensure_admin_key
+from corral.server.cause import CauseMiddleware
 from corral.server.clock import Clock
 from corral.server.config import ServerSettings
 from corral.server.core import Core
@@ -35,7 +36,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await asyncio.to_thread(Store.open, settings.database_url())
+        store = Store(settings.database_url())  # migrated by serve() before it starts us
         the_clock = clock or Clock()
         core = Core(store=store, hub=Hub(the_clock), clock=the_clock, settings=settings,
                     started_at=the_clock.now())  # fmt: skip
@@ -70,6 +71,7 @@ def create_app(
         dependencies=[Depends(params.storable)],
     )
     errors.install(app)
+    app.add_middleware(CauseMiddleware)
     app.include_router(workers.router)
     app.include_router(admin.router)
     app.include_router(jobs.queue)

@@ -61,6 +61,7 @@ async def api_identity(
         row = await keys_q.by_hash(conn, digest)
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         raise Unauthenticated("invalid API key")
+    request.state.caller = row["id"]
     return Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"])
 
 
@@ -83,6 +84,7 @@ async def worker_identity(
         row = await workers_q.by_token_hash(conn, digest)
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         raise Unauthenticated("invalid worker token")
+    request.state.caller = row["id"]
     return WorkerIdentity(worker_id=row["id"], tenant_id=row["tenant_id"], row=row)
 
 

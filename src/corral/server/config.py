@@ -31,6 +31,10 @@ class ServerSettings(BaseSettings):
     retry_backoff_base_s: float = Field(default=1, ge=0)
     retry_backoff_cap_s: float = Field(default=60, ge=0)
     ephemeral_ttl_s: float = Field(default=3600, ge=0, description="offline ephemeral workers")
+    events_retention_days: float = Field(
+        default=30, ge=0, description="how long a job's and a worker's history is kept"
+    )
+    access_log: bool = Field(default=False, description="uvicorn's access log")
     bootstrap_admin_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CORRAL_BOOTSTRAP_ADMIN_KEY", "bootstrap_admin_key"),

@@ -1,27 +1,71 @@
-"""What every part of the coordinator shares, and the one transaction helper that
-turns committed changes into wake-ups (streams, followers, the dispatcher)."""
+"""What every part of the coordinator shares, and the one transaction helper: a stimulus's
+changes are applied inside it (``Tx.apply``), and what must follow a commit — wake-ups,
+ended streams, one log line per change — runs only once it has committed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from corral.model.changes import Change
+from corral.model.snapshot import Policy
+from corral.server import cause
+from corral.server.apply import apply
 from corral.server.clock import Clock
 from corral.server.config import ServerSettings
 from corral.server.hub import Hub
 from corral.store import Store
+from corral.store import history as history_q
+
+log = structlog.get_logger("corral.server")
+
+# Named points inside a transaction where a test (a race, paused on purpose) or, later, a
+# plugin may run code: "moved" (a job's move landed), "notified" (an outbox event was
+# written), "report.read" (a report has read its job), "round.planned" (a dispatch round has
+# chosen, before it locks and assigns; inside its transaction, with ``tx``), "round.done"
+# (after a round's transaction ended). Each is called with keyword facts.
+Hook = Callable[..., Awaitable[None]]
 
 
 @dataclass
 class Tx:
     conn: AsyncConnection
-    jobs: set[str] = field(default_factory=set)  # their state or logs changed
+    now: datetime
+    cause: str
+    actor: str | None
+    policy: Policy
+    jobs: set[str] = field(default_factory=set)  # their state, logs or history changed
     workers: set[str] = field(default_factory=set)  # their event outbox grew
     kick: bool = False  # the dispatcher may have work
+    end_streams: set[str] = field(default_factory=set)
+    forget_drops: set[str] = field(default_factory=set)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # history rows to write
+    hooks: dict[str, Hook] = field(default_factory=dict)
+
+    async def at(self, point: str, **facts: Any) -> None:
+        hook = self.hooks.get(point)
+        if hook is not None:
+            await hook(tx=self, **facts)
+
+    async def apply(self, changes: Iterable[Change]) -> list[Change]:
+        """Carry out a decision; returns the guarded changes that did not land (someone
+        else moved the job or worker first)."""
+        return await apply(self, changes)
+
+
+def policy_of(settings: ServerSettings) -> Policy:
+    return Policy(
+        retry_backoff_base_s=settings.retry_backoff_base_s,
+        retry_backoff_cap_s=settings.retry_backoff_cap_s,
+        unclaimed_grace_s=settings.unclaimed_grace_s,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+    )
 
 
 @dataclass
@@ -32,16 +76,34 @@ class Core:
     settings: ServerSettings
     kick_dispatcher: Callable[[], None] = lambda: None
     started_at: datetime | None = None  # when this coordinator began serving
+    hooks: dict[str, Hook] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.policy = policy_of(self.settings)
 
     @asynccontextmanager
-    async def tx(self) -> AsyncIterator[Tx]:
-        """One transaction; its wake-ups go out only once it has committed."""
+    async def tx(self, actor: str | None = None) -> AsyncIterator[Tx]:
+        """One transaction; what follows from it goes out only once it has committed."""
         async with self.store.tx() as conn:
-            t = Tx(conn)
+            t = Tx(conn, self.clock.now(), cause.current(), actor, self.policy, hooks=self.hooks)
             yield t
+            await history_q.append(conn, t.entries)
+        self._after_commit(t)
+
+    def _after_commit(self, t: Tx) -> None:
+        for entry in t.entries:
+            log.info(entry["kind"], **{k: v for k, v in entry.items() if k in _LOGGED and v})
+        for worker_id in t.forget_drops:
+            self.hub.forget(worker_id)
+        for worker_id in t.end_streams:
+            self.hub.end_stream(worker_id)
         for job_id in t.jobs:
             self.hub.jobs.notify(job_id)
         for worker_id in t.workers:
             self.hub.workers.notify(worker_id)
         if t.kick:
             self.kick_dispatcher()
+
+
+# The fields of a history entry that its log line carries.
+_LOGGED = ("job_id", "worker_id", "attempt", "to_state", "reason", "message", "actor", "cause")

@@ -38,26 +38,45 @@ def _unparsable_body(exc: HTTPException) -> str | None:
     return None
 
 
+def refused(request: Request, status: int, code: str, detail: str) -> None:
+    """A refused request leaves a trace on the coordinator: route, caller, reason."""
+    route = request.scope.get("route")
+    log.info(
+        "request.refused",
+        method=request.method,
+        route=getattr(route, "path", request.url.path),
+        status=status,
+        code=code,
+        detail=detail[:500],
+        caller=getattr(request.state, "caller", None),
+        client=request.client.host if request.client else None,
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
-    async def _corral(_: Request, exc: CorralError) -> JSONResponse:
+    async def _corral(request: Request, exc: CorralError) -> JSONResponse:
         errors = [ProblemField(field=exc.field, message=exc.detail)] if exc.field else []
+        refused(request, exc.status, exc.code, exc.detail)
         return problem(exc.status, exc.code, exc.detail, errors)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             ProblemField(field=_field(tuple(e["loc"])), message=e["msg"]) for e in exc.errors()
         ]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
+        refused(request, 422, "invalid_input", detail)
         return problem(422, "invalid_input", detail, errors)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         if why := _unparsable_body(exc):
+            refused(request, 422, "invalid_input", f"body: {why}")
             return problem(
                 422, "invalid_input", f"body: {why}", [ProblemField(field="body", message=why)]
             )
+        refused(request, exc.status_code, f"http_{exc.status_code}", str(exc.detail))
         return problem(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -1,29 +1,31 @@
-"""Job service: submit, cancel, attempt reports and logs. Every job state change after
-submit goes through ``end_attempt`` or a guarded transition here."""
+"""Job service: submit, cancel, attempt reports and logs. Each reads what its decision
+(``corral.model.decide``) needs and applies the answer in the same transaction."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from corral.model import (
-    ACTIVE_JOB_STATES,
     AttemptOutcome,
+    IdempotencyKeyReused,
     IllegalTransition,
     InvalidInput,
     JobState,
     NotFound,
     StaleAttempt,
+    decide,
 )
+from corral.model.snapshot import AttemptSnap, JobSnap
 from corral.protocol import (
     AttemptReport,
     AttemptView,
-    JobCancel,
     JobList,
     JobSubmit,
     JobView,
@@ -31,17 +33,9 @@ from corral.protocol import (
 )
 from corral.server.auth import Identity, WorkerIdentity, new_id
 from corral.server.core import Core, Tx
-from corral.server.leases import end_attempt
 from corral.store import as_utc, streams
 from corral.store import jobs as jobs_q
 from corral.store import workers as workers_q
-
-_OUTCOME = {
-    "succeeded": AttemptOutcome.SUCCEEDED,
-    "failed": AttemptOutcome.FAILED,
-    "timed_out": AttemptOutcome.TIMED_OUT,
-    "cancelled": AttemptOutcome.CANCELLED,
-}
 
 
 def view(row: RowMapping) -> JobView:
@@ -74,40 +68,46 @@ async def _get(t: Tx, tenant_id: str, job_id: str, *, lock: bool = False) -> Row
     return row
 
 
+def request_hash(body: JobSubmit) -> str:
+    """The submitted request, canonical (defaults filled in), as SHA-256."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(old: RowMapping, digest: str) -> tuple[JobView, bool]:
+    # As Stripe's API does: a key names one request; another request under it is a mistake.
+    if old["request_hash"] not in (None, digest):
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key was used for job {old['id']} with a different request",
+            field="Idempotency-Key",
+        )
+    return view(old), False
+
+
 async def submit(
     core: Core, who: Identity, body: JobSubmit, idempotency_key: str | None
 ) -> tuple[JobView, bool]:
     """Queue a job. With an Idempotency-Key, a repeat returns the first job (created=False)."""
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
-    now = core.clock.now()
-    values: dict[str, Any] = {
-        "id": new_id("job"),
-        "tenant_id": who.tenant_id,
-        "name": body.name or os.path.basename(body.command[0])[:200] or "job",
-        "kind": body.kind,
-        "command": body.command,
-        "env": body.env,
-        "worker_labels": body.worker_labels,
-        "gpus": body.gpus,
-        "priority": body.priority,
-        "max_retries": body.max_retries,
-        "timeout_s": body.timeout_s,
-        "state": JobState.QUEUED.value,
-        "attempt": 0,
-        "idempotency_key": idempotency_key,
-        "created_at": now,
-    }
+    digest = request_hash(body)
+    job_id = new_id("job")
     try:
-        async with core.tx() as t:
+        async with core.tx(who.key_id) as t:
             if idempotency_key:
                 old = await jobs_q.by_idempotency_key(t.conn, who.tenant_id, idempotency_key)
                 if old is not None:
-                    return view(old), False
-            await jobs_q.insert(t.conn, values)
-            t.kick = True
-            row = await _get(t, who.tenant_id, values["id"])
-            return view(row), True
+                    return _replay(old, digest)
+            await t.apply(decide.submit({
+                "id": job_id, "tenant_id": who.tenant_id,
+                "name": body.name or os.path.basename(body.command[0])[:200] or "job",
+                "kind": body.kind, "command": body.command, "env": body.env,
+                "worker_labels": body.worker_labels, "gpus": body.gpus,
+                "priority": body.priority, "max_retries": body.max_retries,
+                "timeout_s": body.timeout_s, "idempotency_key": idempotency_key,
+                "request_hash": digest, "created_at": t.now,
+            }, actor=who.key_id))  # fmt: skip
+            return view(await _get(t, who.tenant_id, job_id)), True
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -116,7 +116,7 @@ async def submit(
             old = await jobs_q.by_idempotency_key(t.conn, who.tenant_id, idempotency_key)
         if old is None:
             raise
-        return view(old), False
+        return _replay(old, digest)
 
 
 async def get(core: Core, tenant_id: str, job_id: str, *, attempts: bool = False) -> JobView:
@@ -162,84 +162,50 @@ async def page(
     return JobList(jobs=items, next_cursor=_cursor(items[-1]) if len(items) == limit else None)
 
 
-async def cancel(core: Core, tenant_id: str, job_id: str) -> JobView:
+async def cancel(core: Core, who: Identity, job_id: str) -> JobView:
     for _ in range(5):  # a guarded move can lose a race; read again and retry
-        async with core.tx() as t:
+        async with core.tx(who.key_id) as t:
             # Worker before job, as everywhere: lock the worker it runs on (if any), then
             # the job; if it moved to another worker meanwhile, start again.
-            worker_id = (await _get(t, tenant_id, job_id))["worker_id"]
+            worker_id = (await _get(t, who.tenant_id, job_id))["worker_id"]
             if worker_id:
                 await workers_q.lock(t.conn, worker_id)
-            row = await _get(t, tenant_id, job_id, lock=True)
+            row = await _get(t, who.tenant_id, job_id, lock=True)
             if row["worker_id"] not in (worker_id, None):
                 continue
-            state = JobState(row["state"])
-            if state is JobState.CANCELLING:
-                return view(row)
-            if state is JobState.QUEUED:
-                moved = await jobs_q.transition(t.conn, job_id, state, JobState.CANCELLED,
-                                                finished_at=core.clock.now(),
-                                                error="cancelled before it ran")  # fmt: skip
-            elif state in ACTIVE_JOB_STATES:
-                moved = await jobs_q.transition(t.conn, job_id, state, JobState.CANCELLING,
-                                                expected_attempt=row["attempt"])  # fmt: skip
-                if moved:
-                    event = JobCancel(job_id=job_id, attempt=row["attempt"])
-                    await streams.push_event(t.conn, worker_id=row["worker_id"],
-                                             tenant_id=tenant_id, data=event.model_dump(),
-                                             now=core.clock.now())  # fmt: skip
-                    t.workers.add(row["worker_id"])
-            else:
-                raise IllegalTransition(f"job {job_id} already {state}")
-            if moved:
-                t.jobs.add(job_id)
-                return view(await _get(t, tenant_id, job_id))
+            if not await t.apply(decide.cancel(JobSnap.of(row), actor=who.key_id, now=t.now)):
+                return view(await _get(t, who.tenant_id, job_id))
     raise IllegalTransition(f"job {job_id} keeps changing; try again")
 
 
 async def _current_attempt(
     t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
-) -> RowMapping:
-    """The job, if ``attempt`` is one this worker was given; else the report is stale.
-    ``lock``: the worker's row, then the job's, stay locked until commit."""
+) -> tuple[RowMapping, RowMapping]:
+    """The job and the attempt, if ``attempt`` is one this worker was given; else the report
+    is stale. ``lock``: the worker's row, then the job's, stay locked until commit."""
     if lock:
         await workers_q.lock(t.conn, w.worker_id)
     row = await _get(t, w.tenant_id, job_id, lock=lock)
     att = await jobs_q.get_attempt(t.conn, job_id, attempt)
     if att is None or att["worker_id"] != w.worker_id or att["outcome"] == AttemptOutcome.LOST:
         raise StaleAttempt(f"attempt {attempt} of {job_id} is not current on this worker")
-    return row
+    return row, att
 
 
 async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
-    async with core.tx() as t:
+    async with core.tx(w.worker_id) as t:
         # Locked: a cancel or a reap committing meanwhile would otherwise make the guarded
-        # move below miss, and the worker would drop a result it was right to report.
-        row = await _current_attempt(t, w, job_id, r.attempt, lock=True)
-        state = JobState(row["state"])
-        current = row["attempt"] == r.attempt and row["worker_id"] == w.worker_id
-        if r.status == "running":
-            if not current or state not in ACTIVE_JOB_STATES:
-                raise StaleAttempt(f"attempt {r.attempt} of {job_id} has ended")
-            if state is JobState.ASSIGNED:
-                now = core.clock.now()
-                await jobs_q.transition(t.conn, job_id, state, JobState.RUNNING,
-                                        expected_attempt=r.attempt, started_at=now)  # fmt: skip
-                await jobs_q.update_attempt(t.conn, job_id, r.attempt, started_at=now)
-                t.jobs.add(job_id)
-                return JobState.RUNNING
-            return state
-        outcome = _OUTCOME[r.status]
-        if current and state in ACTIVE_JOB_STATES:
-            new = await end_attempt(core, t, row, outcome, exit_code=r.exit_code,
-                                    error=r.error, result=r.result)  # fmt: skip
-            if new is None:
-                raise StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")
-            return new
-        att = await jobs_q.get_attempt(t.conn, job_id, r.attempt)
-        if att is not None and att["outcome"] == outcome.value:
-            return state  # the same report again (a retry): accepted once, acknowledged again
-        raise StaleAttempt(f"attempt {r.attempt} of {job_id} has ended")
+        # move miss, and the worker would drop a result it was right to report.
+        row, att = await _current_attempt(t, w, job_id, r.attempt, lock=True)
+        await t.at("report.read", job_id=job_id)
+        changes, state = decide.report(
+            JobSnap.of(row), AttemptSnap.of(att), w.worker_id,
+            status=str(r.status), now=t.now, policy=t.policy, exit_code=r.exit_code,
+            error=r.error, result=r.result,
+        )  # fmt: skip
+        if await t.apply(changes):
+            raise StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")
+        return state
 
 
 async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatch) -> None:

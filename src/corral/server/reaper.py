@@ -4,14 +4,19 @@ Idempotent: every move it makes is a guarded UPDATE, so two ticks never double-c
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy.engine import RowMapping
 
-from corral.model import AttemptOutcome
-from corral.server.core import Core
-from corral.server.leases import end_attempt, go_offline
+from corral.model import decide
+from corral.model.changes import Change
+from corral.model.history import Reason
+from corral.model.snapshot import JobSnap, WorkerSnap
+from corral.server import cause
+from corral.server.core import Core, Tx
 from corral.store import as_utc, streams
+from corral.store import history as history_q
 from corral.store import jobs as jobs_q
 from corral.store import workers as workers_q
 
@@ -20,36 +25,62 @@ log = structlog.get_logger("corral.reaper")
 
 async def tick(core: Core) -> None:
     s = core.settings
-    now = core.clock.now()
-    timeout = timedelta(seconds=s.heartbeat_timeout_s)
+    dropped = core.hub.dropped_longer_than(s.stream_grace_s)
+    with cause.bound(cause.new("tick")):
+        async with core.tx("reaper") as t:
+            await _silent(core, t)
+            await _dropped(t, dropped)
+            # Anything still holding a slot on a worker that is gone has lost its attempt.
+            lost: list[Change] = []
+            for row in await jobs_q.orphaned(t.conn):
+                removed = not row["worker_exists"]
+                lost += decide.lose(
+                    [JobSnap.of(row)],
+                    Reason.WORKER_REMOVED if removed else Reason.WORKER_OFFLINE,
+                    "its worker was removed" if removed else "its worker is offline",
+                    now=t.now, policy=t.policy,
+                )  # fmt: skip
+            await t.apply(lost)
+            cutoff = t.now - timedelta(seconds=s.ephemeral_ttl_s)
+            expired = await workers_q.expired_ephemeral(t.conn, cutoff)
+            for w in await workers_q.by_ids(t.conn, expired):
+                await t.apply(decide.remove_worker(WorkerSnap.of(w), actor=None,
+                                                   reason=Reason.EXPIRED))  # fmt: skip
+            await streams.prune_events(
+                t.conn, t.now - timedelta(seconds=max(s.ephemeral_ttl_s, 3600))
+            )
+            await history_q.prune(t.conn, t.now - timedelta(days=s.events_retention_days))
+    for wid in dropped:
+        core.hub.forget(wid)
+
+
+async def _silent(core: Core, t: Tx) -> None:
+    timeout = timedelta(seconds=t.policy.heartbeat_timeout_s)
     # Silence while this coordinator was down is not the worker's: after a restart, every
     # worker gets a whole timeout to come back before it is reaped.
-    up_long_enough = core.started_at is None or now - core.started_at >= timeout
-    async with core.tx() as t:
-        silent = await workers_q.silent_since(t.conn, now - timeout) if up_long_enough else []
-        for row in silent:
-            if await go_offline(core, t, row, f"no heartbeat for {s.heartbeat_timeout_s:g}s"):
-                log.info("worker offline", worker_id=row["id"], reason="heartbeat timeout")
-        dropped = core.hub.dropped_longer_than(s.stream_grace_s)
-        for row in await workers_q.by_ids(t.conn, dropped):
-            dropped_at, owner = dropped[row["id"]]
-            # Its stream is now someone else's (it reconnected, here or at another
-            # coordinator), or it was heard from since (a heartbeat): then it lives.
-            heard = as_utc(row["last_heartbeat"])
-            if row["stream_owner"] != owner or (heard is not None and heard > dropped_at):
-                continue
-            if await go_offline(core, t, row, "its event stream dropped"):
-                log.info("worker offline", worker_id=row["id"], reason="stream dropped")
-        for wid in dropped:
-            core.hub.forget(wid)
-        # Anything still holding a slot on a worker that is gone has lost its attempt.
-        for job in await jobs_q.orphaned(t.conn):
-            await end_attempt(core, t, job, AttemptOutcome.LOST, error="its worker is offline")
-        for wid in await workers_q.expired_ephemeral(
-            t.conn, now - timedelta(seconds=s.ephemeral_ttl_s)
-        ):
-            await workers_q.delete_offline(t.conn, wid)
-        await streams.prune_events(t.conn, now - timedelta(seconds=max(s.ephemeral_ttl_s, 3600)))
+    if core.started_at is not None and t.now - core.started_at < timeout:
+        return
+    message = f"no heartbeat for {t.policy.heartbeat_timeout_s:g}s"
+    for row in await workers_q.silent_since(t.conn, t.now - timeout):
+        await _offline(t, row, Reason.HEARTBEAT_TIMEOUT, message)
+
+
+async def _dropped(t: Tx, dropped: dict[str, tuple[datetime, str]]) -> None:
+    for row in await workers_q.by_ids(t.conn, dropped):
+        dropped_at, owner = dropped[row["id"]]
+        # Its stream is now someone else's (it reconnected, here or at another coordinator),
+        # or it was heard from since (a heartbeat): then it lives.
+        heard = as_utc(row["last_heartbeat"])
+        if row["stream_owner"] != owner or (heard is not None and heard > dropped_at):
+            continue
+        await _offline(t, row, Reason.STREAM_DROPPED, "its event stream dropped")
+
+
+async def _offline(t: Tx, row: RowMapping, reason: Reason, message: str) -> None:
+    worker = WorkerSnap.of(row)
+    await workers_q.lock(t.conn, worker.id)
+    active = [JobSnap.of(r) for r in await jobs_q.active_on(t.conn, worker.id)]
+    await t.apply(decide.go_offline(worker, active, reason, message, now=t.now, policy=t.policy))
 
 
 async def run(core: Core) -> None:

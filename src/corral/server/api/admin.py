@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
 
-from corral.protocol import WorkerCreate, WorkerCreated, WorkerList, WorkerView
-from corral.server import fleet
+from fastapi import APIRouter, Query, Request, Response
+
+from corral.protocol import EventList, WorkerCreate, WorkerCreated, WorkerList, WorkerView
+from corral.server import fleet, history
 from corral.server.auth import Admin
 
 router = APIRouter(prefix="/api/admin/workers", tags=["admin"])
@@ -23,15 +25,34 @@ async def create_worker(request: Request, who: Admin, body: WorkerCreate) -> Wor
 
 @router.delete("/{worker_id}", status_code=204, responses={409: {"description": "not offline"}})
 async def delete_worker(request: Request, who: Admin, worker_id: str) -> Response:
-    await fleet.remove(request.app.state.core, who.tenant_id, worker_id)
+    await fleet.remove(request.app.state.core, who, worker_id)
     return Response(status_code=204)
 
 
 @router.post("/{worker_id}/drain", response_model=WorkerView)
 async def drain_worker(request: Request, who: Admin, worker_id: str) -> WorkerView:
-    return await fleet.drain(request.app.state.core, who.tenant_id, worker_id)
+    return await fleet.drain(request.app.state.core, who, worker_id)
 
 
 @router.post("/{worker_id}/token", response_model=WorkerCreated)
 async def rotate_token(request: Request, who: Admin, worker_id: str) -> WorkerCreated:
-    return await fleet.rotate(request.app.state.core, who.tenant_id, worker_id)
+    return await fleet.rotate(request.app.state.core, who, worker_id)
+
+
+@router.get("/{worker_id}", response_model=WorkerView)
+async def get_worker(request: Request, who: Admin, worker_id: str) -> WorkerView:
+    return await fleet.get(request.app.state.core, who.tenant_id, worker_id)
+
+
+@router.get("/{worker_id}/events", response_model=EventList)
+async def worker_events(
+    request: Request,
+    who: Admin,
+    worker_id: str,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventList:
+    """The worker's history: created, registered, connected, draining, offline and why,
+    token rotated, removed. Oldest first."""
+    return await history.of_worker(request.app.state.core, who.tenant_id, worker_id,
+                                   cursor=cursor, limit=limit)  # fmt: skip

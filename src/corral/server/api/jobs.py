@@ -11,8 +11,8 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 
 from corral.model import TERMINAL_JOB_STATES
-from corral.protocol import JobList, JobSubmit, JobView
-from corral.server import jobs
+from corral.protocol import EventList, JobList, JobSubmit, JobView
+from corral.server import history, jobs
 from corral.server.auth import Member, Viewer
 from corral.server.hub import wait
 
@@ -59,7 +59,7 @@ async def get_job(request: Request, who: Viewer, job_id: str) -> JobView:
 
 @router.post("/{job_id}/cancel", response_model=JobView)
 async def cancel_job(request: Request, who: Member, job_id: str) -> JobView:
-    return await jobs.cancel(request.app.state.core, who.tenant_id, job_id)
+    return await jobs.cancel(request.app.state.core, who, job_id)
 
 
 @router.get("/{job_id}/result")
@@ -116,6 +116,50 @@ async def _follow(core: Any, tenant_id: str, job_id: str, after: int) -> AsyncIt
         if not chunks:
             if state in TERMINAL_JOB_STATES:
                 yield format_sse_event(data_str=json.dumps({"state": state}), event="end")
+                return
+            await wait(signal, 15.0)
+            yield b": ping\n\n"
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=EventList,
+    responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}},
+    description="The job's history, oldest first: submitted, assigned, running, lost and why, "
+    "requeued, cancelled by whom, succeeded or failed. With follow=true: SSE events `history` "
+    '(an EventView; resume with Last-Event-ID) until an `end` event (`{"state"}`) once the '
+    "job has ended.",
+)
+async def job_events(
+    request: Request,
+    who: Viewer,
+    job_id: str,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    follow: bool = False,
+    last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0, lt=2**63)] = 0,
+) -> Any:
+    core = request.app.state.core
+    page = await history.of_job(core, who.tenant_id, job_id, cursor=cursor, limit=limit)
+    if not follow:
+        return page
+    return EventSourceResponse(_follow_events(core, who.tenant_id, job_id, last_event_id))
+
+
+async def _follow_events(
+    core: Any, tenant_id: str, job_id: str, after: int
+) -> AsyncIterator[bytes]:
+    """From ``after`` on, each entry once, then ``end`` when the job has ended."""
+    while True:
+        signal = core.hub.jobs.watch(job_id)
+        events, state = await history.job_after(core, tenant_id, job_id, after)
+        for e in events:
+            after = e.id
+            yield format_sse_event(data_str=e.model_dump_json(), event="history", id=str(e.id))
+        if not events:
+            if state is None or state in TERMINAL_JOB_STATES:
+                end = json.dumps({"state": state})
+                yield format_sse_event(data_str=end, event="end")
                 return
             await wait(signal, 15.0)
             yield b": ping\n\n"

@@ -19,7 +19,7 @@ from corral.protocol import (
     ReportAck,
 )
 from corral.server import fleet, jobs
-from corral.server.auth import Worker
+from corral.server.auth import Worker, WorkerIdentity
 from corral.server.hub import wait
 from corral.store import streams
 
@@ -29,7 +29,8 @@ KEEPALIVE_S = 15.0
 
 @router.post("/register", response_model=RegisterResponse)
 async def register(request: Request, worker: Worker, body: RegisterRequest) -> RegisterResponse:
-    return await fleet.register(request.app.state.core, worker, body)
+    address = request.client.host if request.client else None
+    return await fleet.register(request.app.state.core, worker, body, address)
 
 
 def _last_event_id(
@@ -45,19 +46,29 @@ def _last_event_id(
     return after
 
 
+async def _registered(request: Request, worker: Worker) -> WorkerIdentity:
+    # A dependency, so a worker that never registered gets its 409 before the stream starts.
+    await fleet.check_registered(request.app.state.core, worker)
+    return worker
+
+
 @router.get(
     "/stream",
     response_class=EventSourceResponse,
     description="SSE: `job.assign`, `job.cancel`, `worker.drain`; ids resume with Last-Event-ID.",
+    responses={409: {"description": "not_registered: register first"}},
 )
 async def stream(
-    request: Request, worker: Worker, after: Annotated[int, Depends(_last_event_id)]
+    request: Request,
+    worker: Annotated[WorkerIdentity, Depends(_registered)],
+    after: Annotated[int, Depends(_last_event_id)],
 ) -> AsyncIterator[ServerSentEvent]:
     core = request.app.state.core
     wid = worker.worker_id
     session = core.hub.open_stream(wid)
     try:
-        await fleet.stream_opened(core, worker, session)
+        if not await fleet.stream_opened(core, worker, session):
+            return  # reaped since the check: it registers again
         while not core.hub.is_closed(session):
             signal = core.hub.workers.watch(wid)
             async with core.store.tx() as conn:
