@@ -39,7 +39,7 @@ def create_app(
         store = Store(settings.database_url())  # migrated by serve() before it starts us
         the_clock = clock or Clock()
         core = Core(store=store, hub=Hub(the_clock), clock=the_clock, settings=settings,
-                    started_at=the_clock.now())  # fmt: skip
+                    listening_since=the_clock.now())  # fmt: skip
         dispatcher = Dispatcher(core)
         core.kick_dispatcher = dispatcher.kick
         app.state.core = core

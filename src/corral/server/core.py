@@ -4,6 +4,7 @@ ended streams, one log line per change — runs only once it has committed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -75,11 +76,17 @@ class Core:
     clock: Clock
     settings: ServerSettings
     kick_dispatcher: Callable[[], None] = lambda: None
-    started_at: datetime | None = None  # when this coordinator began serving
+    # Since when this coordinator has been able to listen: its start, or the end of the
+    # last stretch it could not act (frozen, or its database unreachable). A worker's
+    # silence counts only from here (see reaper.listening).
+    listening_since: datetime | None = None
+    monotonic: Callable[[], float] = time.monotonic  # real time the process could act
+    acted_at: float | None = None  # monotonic time the reaper last completed a tick
     hooks: dict[str, Hook] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.policy = policy_of(self.settings)
+        self.acted_at = self.monotonic()  # a gap from the start counts too
 
     @asynccontextmanager
     async def tx(self, actor: str | None = None) -> AsyncIterator[Tx]:

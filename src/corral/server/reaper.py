@@ -23,10 +23,28 @@ from corral.store import workers as workers_q
 log = structlog.get_logger("corral.reaper")
 
 
+def resumed_after(core: Core) -> float | None:
+    """How long this coordinator could not act, if that was long enough to matter.
+
+    Ticks come every ``reaper_interval_s``; a much longer gap since the last one that
+    completed means the process was frozen (SIGSTOP, a stalled VM) or its database was out
+    of reach. Workers were not heard meanwhile through no fault of theirs, so their silence
+    counts again from now, as after a restart."""
+    now, last = core.monotonic(), core.acted_at
+    if last is None:
+        return None
+    gap = now - last
+    return gap if gap > 2 * core.settings.reaper_interval_s + 5.0 else None
+
+
 async def tick(core: Core) -> None:
     s = core.settings
     dropped = core.hub.dropped_longer_than(s.stream_grace_s)
     with cause.bound(cause.new("tick")):
+        if (gap := resumed_after(core)) is not None:
+            core.listening_since = core.clock.now()
+            log.warning("coordinator.resumed", could_not_act_s=round(gap, 1),
+                        hint="workers get a whole timeout before they are reaped")  # fmt: skip
         async with core.tx("reaper") as t:
             await _silent(core, t)
             await _dropped(t, dropped)
@@ -50,15 +68,16 @@ async def tick(core: Core) -> None:
                 t.conn, t.now - timedelta(seconds=max(s.ephemeral_ttl_s, 3600))
             )
             await history_q.prune(t.conn, t.now - timedelta(days=s.events_retention_days))
+    core.acted_at = core.monotonic()
     for wid in dropped:
         core.hub.forget(wid)
 
 
 async def _silent(core: Core, t: Tx) -> None:
     timeout = timedelta(seconds=t.policy.heartbeat_timeout_s)
-    # Silence while this coordinator was down is not the worker's: after a restart, every
-    # worker gets a whole timeout to come back before it is reaped.
-    if core.started_at is not None and t.now - core.started_at < timeout:
+    # Silence while this coordinator could not listen (down, frozen, its database out of
+    # reach) is not the worker's: after such a stretch every worker gets a whole timeout.
+    if core.listening_since is not None and t.now - core.listening_since < timeout:
         return
     message = f"no heartbeat for {t.policy.heartbeat_timeout_s:g}s"
     for row in await workers_q.silent_since(t.conn, t.now - timeout):
