@@ -16,6 +16,7 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self._cut = False
+        self._hole = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._server: Any = None
@@ -35,8 +36,16 @@ class FaultProxy:
     def cut(self) -> None:
         self._loop.call_soon_threadsafe(self._do_cut)
 
+    def blackhole(self) -> None:
+        """Keep every connection open but pass nothing either way, as a link whose packets
+        are dropped does: no error, just silence."""
+        self._loop.call_soon_threadsafe(setattr, self, "_hole", True)
+
     def restore(self) -> None:
-        self._loop.call_soon_threadsafe(setattr, self, "_cut", False)
+        self._loop.call_soon_threadsafe(self._heal)
+
+    def _heal(self) -> None:
+        self._cut = self._hole = False
 
     def retarget(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -78,6 +87,9 @@ class FaultProxy:
         if self._cut:
             writer.transport.abort()
             return
+        while self._hole:  # accepted, then silence: what reaches us is dropped
+            if not await reader.read(65536):
+                return
         try:
             up_r, up_w = await asyncio.open_connection(*self.target)
         except OSError:
@@ -90,6 +102,8 @@ class FaultProxy:
                 while data := await src.read(65536):
                     if self._cut:
                         break
+                    if self._hole:
+                        continue  # dropped on the floor
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort() if self._cut else dst.close()

@@ -13,6 +13,7 @@ from corral.model.errors import (
     ServerError,
     StaleAttempt,
     Unauthenticated,
+    Unavailable,
     Unreachable,
     WorkerBusy,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ServerError",
     "StaleAttempt",
     "Unauthenticated",
+    "Unavailable",
     "Unreachable",
     "WorkerBusy",
     "WorkerStatus",

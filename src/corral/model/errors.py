@@ -102,6 +102,13 @@ class ServerError(CorralError):
     code = "internal"
 
 
+class Unavailable(ServerError):
+    """The coordinator cannot serve this now (its database is out of reach or full); retry."""
+
+    status = 503
+    code = "unavailable"
+
+
 class Unreachable(CorralError):
     """No coordinator answered."""
 

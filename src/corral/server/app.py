@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import text
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from corral import __version__
+from corral.model import CorralError
 from corral.server import errors, params, reaper
 from corral.server.api import admin, jobs, workers
 from corral.server.auth import ensure_admin_key
@@ -36,7 +40,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.database_url())  # migrated by serve() before it starts us
+        # Migrated by serve() before it starts us.
+        store = Store(settings.database_url(), settings.db_timeouts())
         the_clock = clock or Clock()
         core = Core(store=store, hub=Hub(the_clock), clock=the_clock, settings=settings,
                     listening_since=the_clock.now())  # fmt: skip
@@ -81,13 +86,51 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz", tags=["health"])
-    async def readyz(request: Request) -> dict[str, str]:
-        async with request.app.state.core.store.tx() as conn:
-            await conn.execute(text("SELECT 1"))
-        return {"status": "ready"}
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when what a request needs works: a write to the database commits and the
+        data directory takes a file. 503 with the failing check otherwise."""
+        checks = await readiness(request.app.state.core)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "unready", "checks": checks},
+                            status_code=200 if ok else 503,
+                            headers={} if ok else {"Retry-After": "5"})  # fmt: skip
 
     return app
+
+
+async def readiness(core: Core) -> dict[str, str]:
+    out: dict[str, str] = {}
+    s = core.settings
+    try:
+        async with asyncio.timeout(s.db_connect_timeout_s + s.db_pool_timeout_s):
+            await core.store.probe(core.clock.now())
+        out["database"] = "ok"
+    except (SQLAlchemyError, CorralError, OSError, TimeoutError) as exc:
+        out["database"] = _first_line(exc) or "timed out"
+    try:
+        async with asyncio.timeout(s.db_connect_timeout_s):
+            await asyncio.to_thread(_write_probe, s.data_dir)
+        out["data_dir"] = "ok"
+    except (OSError, TimeoutError) as exc:
+        out["data_dir"] = _first_line(exc) or "timed out"
+    return out
+
+
+def _write_probe(data_dir: Path) -> None:
+    """A byte written and synced to the data directory, then removed."""
+    fd, name = tempfile.mkstemp(prefix=".readyz-", dir=data_dir)
+    try:
+        os.write(fd, b"1")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class StartupFailed(Exception):
@@ -107,8 +150,7 @@ def _prepare(settings: ServerSettings) -> None:
         raise StartupFailed(f"no driver for {url!r} ({exc}); for PostgreSQL install "
                             "corral[postgres]") from exc  # fmt: skip
     except SQLAlchemyError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StartupFailed(f"cannot open the database: {first}") from exc
+        raise StartupFailed(f"cannot open the database: {_first_line(exc)}") from exc
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.store import default_url
+from corral.store import Timeouts, default_url
 
 
 class ServerSettings(BaseSettings):
@@ -35,6 +35,11 @@ class ServerSettings(BaseSettings):
         default=30, ge=0, description="how long a job's and a worker's history is kept"
     )
     access_log: bool = Field(default=False, description="uvicorn's access log")
+    db_connect_timeout_s: float = Field(default=5, gt=0, le=300)
+    db_statement_timeout_s: float = Field(
+        default=30, gt=0, le=3600, description="past it a statement fails: 503, retry"
+    )
+    db_pool_timeout_s: float = Field(default=10, gt=0, le=300)
     bootstrap_admin_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CORRAL_BOOTSTRAP_ADMIN_KEY", "bootstrap_admin_key"),
@@ -42,3 +47,11 @@ class ServerSettings(BaseSettings):
 
     def database_url(self) -> str:
         return self.db_url or default_url(self.data_dir)
+
+    def db_timeouts(self) -> Timeouts:
+        return Timeouts(
+            connect_s=self.db_connect_timeout_s,
+            statement_s=self.db_statement_timeout_s,
+            pool_s=self.db_pool_timeout_s,
+            idle_in_transaction_s=2 * self.db_statement_timeout_s,
+        )

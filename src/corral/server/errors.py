@@ -6,6 +6,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from corral.model import CorralError
@@ -13,6 +15,11 @@ from corral.protocol import Problem, ProblemField
 
 log = structlog.get_logger("corral.server")
 PROBLEM = "application/problem+json"
+RETRY_AFTER_S = "2"
+# What a database out of reach, timed out or full raises (a pool wait past its timeout is
+# sqlalchemy.exc.TimeoutError).
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                sa_exc.DisconnectionError)  # fmt: skip
 
 
 def problem(
@@ -57,6 +64,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def _corral(request: Request, exc: CorralError) -> JSONResponse:
         errors = [ProblemField(field=exc.field, message=exc.detail)] if exc.field else []
+        if exc.status >= 500:
+            log.warning("request.failed", route=request.url.path, code=exc.code, detail=exc.detail)
+            resp = problem(exc.status, exc.code, exc.detail, errors)
+            resp.headers["Retry-After"] = RETRY_AFTER_S
+            return resp
         refused(request, exc.status, exc.code, exc.detail)
         return problem(exc.status, exc.code, exc.detail, errors)
 
@@ -78,6 +90,19 @@ def install(app: FastAPI) -> None:
             )
         refused(request, exc.status_code, f"http_{exc.status_code}", str(exc.detail))
         return problem(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # Out of reach, timed out, full: the client's retry of an idempotent call (it retries
+        # 503) engages, and it knows when to come back. A bug in a query stays a 500.
+        if not isinstance(exc, _UNAVAILABLE) and not getattr(exc, "connection_invalidated", False):
+            log.exception("database error", error=repr(exc))
+            return problem(500, "internal", "internal error; see the coordinator's log")
+        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:300]
+        log.warning("database.unavailable", route=request.url.path, error=first)
+        resp = problem(503, "unavailable", f"the coordinator's database is unavailable: {first}")
+        resp.headers["Retry-After"] = RETRY_AFTER_S
+        return resp
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -6,27 +6,47 @@ query functions in ``store.jobs``, ``store.workers``, ``store.keys`` and ``store
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import overload
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from corral.model import Unavailable
 from corral.store._dialect import one_writer
-from corral.store.db import default_url, migrate, open_engine
+from corral.store.db import Timeouts, default_url, migrate, open_engine
+from corral.store.tables import probes
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: Timeouts | None = None) -> None:
         self.url = url
-        self.engine: AsyncEngine = open_engine(url)
+        self.timeouts = timeouts or Timeouts()
+        self.engine: AsyncEngine = open_engine(url, self.timeouts)
         self.dialect = self.engine.dialect.name
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            yield conn
+        """One transaction, given the statement timeout as a whole: a link that swallows
+        packets (no error, just silence) fails the transaction instead of hanging it."""
+        deadline = asyncio.timeout(self.timeouts.statement_s)
+        try:
+            async with deadline, self.engine.begin() as conn:
+                yield conn
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise Unavailable(
+                f"the database did not answer within {self.timeouts.statement_s:g}s"
+            ) from exc
+
+    async def probe(self, now: datetime) -> None:
+        """A real write, committed: reachable is not enough when the disk is full."""
+        async with self.tx() as conn:
+            await conn.execute(update(probes).where(probes.c.id == "readyz").values(at=now))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -43,4 +63,4 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-__all__ = ["Store", "as_utc", "default_url", "migrate", "one_writer"]
+__all__ = ["Store", "Timeouts", "as_utc", "default_url", "migrate", "one_writer"]

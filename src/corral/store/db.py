@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,11 @@ def migrate(url: str) -> None:
     On PostgreSQL, under an advisory lock held until the migration commits, so that several
     coordinators starting at once on one database migrate it one after the other (the
     others then find it at head) instead of racing to create the same tables."""
-    engine = create_engine(sync_url(url))
+    u = make_url(sync_url(url))
+    args = (
+        _pg_connect_args(Timeouts(statement_s=600)) if u.get_backend_name() == "postgresql" else {}
+    )
+    engine = create_engine(u, connect_args=args)  # a migration may take long; a dead link not
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     cfg = Config()
@@ -73,14 +78,47 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
-def open_engine(url: str) -> AsyncEngine:
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the coordinator waits on its database before it answers 503 instead.
+
+    Without them a black-holed PostgreSQL link hangs every request for as long as TCP
+    takes to give up (minutes)."""
+
+    connect_s: float = 5.0  # to open a connection
+    statement_s: float = 30.0  # one statement, enforced by PostgreSQL itself
+    idle_in_transaction_s: float = 60.0  # a transaction left open by a stuck client
+    pool_s: float = 10.0  # waiting for a pooled connection
+    # A link that stops acknowledging: keepalives find an idle one dead, tcp_user_timeout
+    # one with data in flight.
+    keepalive_idle_s: int = 10
+    tcp_user_timeout_s: float = 15.0
+
+
+def _pg_connect_args(t: Timeouts) -> dict[str, Any]:
+    return {
+        "connect_timeout": max(1, round(t.connect_s)),
+        "keepalives": 1,
+        "keepalives_idle": t.keepalive_idle_s,
+        "keepalives_interval": max(1, t.keepalive_idle_s // 2),
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(t.tcp_user_timeout_s * 1000),
+        "options": f"-c statement_timeout={int(t.statement_s * 1000)}"
+        f" -c idle_in_transaction_session_timeout={int(t.idle_in_transaction_s * 1000)}",
+    }
+
+
+def open_engine(url: str, timeouts: Timeouts | None = None) -> AsyncEngine:
+    t = timeouts or Timeouts()
     aurl = async_url(url)
     if make_url(aurl).get_backend_name() == "sqlite":
         # SQLite has one writer: a single pooled connection serialises the coordinator's
         # transactions in-process instead of failing them with "database is locked".
         engine = create_async_engine(
-            aurl, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=60
-        )
+            aurl, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0,
+            pool_timeout=max(t.pool_s, t.statement_s),
+        )  # fmt: skip
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(aurl, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(aurl, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                               pool_timeout=t.pool_s, connect_args=_pg_connect_args(t))  # fmt: skip

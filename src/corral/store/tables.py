@@ -178,3 +178,11 @@ history = Table(
     Index("ix_history_at", "at"),
     sqlite_autoincrement=True,  # ids are SSE ids of a followed timeline
 )
+
+# One row that /readyz writes: a store that can no longer take a write is not ready.
+probes = Table(
+    "probes",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("at", TS),
+)

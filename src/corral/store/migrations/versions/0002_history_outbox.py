@@ -1,4 +1,5 @@
-"""history of every state change; the worker outbox under its own name; request hashes
+"""history of every state change; the worker outbox under its own name; request hashes;
+a row that readiness probes write
 
 Revision ID: 0002
 Revises: 0001
@@ -45,11 +46,19 @@ def upgrade() -> None:
     op.create_index("ix_outbox_worker_id", "outbox", ["worker_id", "id"])
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("request_hash", sa.String(length=64), nullable=True))
+    probes = op.create_table(
+        "probes",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_probes")),
+    )
+    op.bulk_insert(probes, [{"id": "readyz", "at": None}])
     # BUSY is shown, no longer stored: an idle worker holding attempts is busy.
     op.execute("UPDATE workers SET status = 'idle' WHERE status = 'busy'")
 
 
 def downgrade() -> None:
+    op.drop_table("probes")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("request_hash")
     op.drop_index("ix_outbox_worker_id", table_name="outbox")
