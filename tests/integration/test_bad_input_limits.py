@@ -110,3 +110,33 @@ def test_an_idempotency_key_reused_with_another_request_is_refused(coordinator):
         assert body["errors"][0]["field"] == "Idempotency-Key"
         assert first.json()["id"] in body["detail"]
         assert len(c.get("/api/jobs").json()["jobs"]) == 1
+
+
+def test_a_jobs_stored_log_is_capped_keeping_its_head_and_tail(tmp_path, db_url):
+    from harness import start_coordinator
+
+    coord, stop = start_coordinator(tmp_path / "s", db_url, job_log_max_bytes=1024 * 1024)
+    try:
+        _, wc = register_worker(coord)
+        with coord.client() as c:
+            job = c.post("/api/queue/submit", json={"command": ["x"]}).json()
+            next_event(wc)
+            for seq in range(40):  # 40 batches of 64 KiB: 2.5 MiB against a 1 MiB cap
+                line = f"batch-{seq:03d} ".ljust(1023, ".") + "\n"
+                body = {"attempt": 1, "seq": seq, "data": line * 64}
+                r = wc.post(f"/api/workers/job/{job['id']}/logs", json=body)
+                assert r.status_code == 204, r.text
+                if seq == 39:  # a retried batch is stored once
+                    assert (
+                        wc.post(f"/api/workers/job/{job['id']}/logs", json=body).status_code == 204
+                    )
+            text = c.get(f"/api/jobs/{job['id']}/logs").text
+    finally:
+        stop()
+    assert text.startswith("batch-000 ")
+    assert text.rstrip().splitlines()[-1].startswith("batch-039 ")
+    assert "bytes of output were cut here" in text
+    assert 900 * 1024 < len(text.encode()) <= 1024 * 1024 + 500
+    kept = [int(ln[6:9]) for ln in text.splitlines() if ln.startswith("batch-")]
+    assert kept == sorted(kept) and kept.count(39) == 64  # the tail whole, in order, once
+    assert 0 in kept and 20 not in kept  # the head kept, the middle gone

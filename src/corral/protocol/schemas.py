@@ -188,7 +188,7 @@ class LogBatch(_Wire):
 
     attempt: AttemptNo
     seq: Count = Field(description="batch number within the attempt; repeats are ignored")
-    data: str = Field(max_length=4_000_000)
+    data: str = Field(max_length=1024 * 1024, description="a worker sends up to 64 KiB")
 
     @model_validator(mode="before")
     @classmethod

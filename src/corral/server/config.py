@@ -35,6 +35,10 @@ class ServerSettings(BaseSettings):
         default=30, ge=0, description="how long a job's and a worker's history is kept"
     )
     access_log: bool = Field(default=False, description="uvicorn's access log")
+    job_log_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024 * 1024,
+        description="a job's stored output; past it the first and last halves are kept",
+    )  # fmt: skip
     db_connect_timeout_s: float = Field(default=5, gt=0, le=300)
     db_statement_timeout_s: float = Field(
         default=30, gt=0, le=3600, description="past it a statement fails: 503, retry"

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import RowMapping
@@ -212,14 +213,26 @@ async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatc
     async with core.tx() as t:
         await _current_attempt(t, w, job_id, batch.attempt)
         await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
-                                 tenant_id=w.tenant_id, data=batch.data)  # fmt: skip
+                                 tenant_id=w.tenant_id, data=batch.data,
+                                 max_bytes=core.settings.job_log_max_bytes)  # fmt: skip
         t.jobs.add(job_id)
 
 
-async def logs_after(
-    core: Core, tenant_id: str, job_id: str, after_id: int
-) -> tuple[list[RowMapping], JobState]:
+@dataclass(frozen=True)
+class LogPage:
+    chunks: list[RowMapping]
+    state: JobState
+    cut_after: int | None  # the chunk after which output was cut (0: before the first)
+    cut_bytes: int
+
+    def cut_marker(self, max_bytes: int) -> str:
+        keep = max_bytes // 2 // (1024 * 1024)
+        return (f"\n[corral: {self.cut_bytes} bytes of output were cut here; a job's log keeps"
+                f" its first and its last {keep} MiB]\n")  # fmt: skip
+
+
+async def logs_after(core: Core, tenant_id: str, job_id: str, after_id: int) -> LogPage:
     async with core.tx() as t:
         row = await _get(t, tenant_id, job_id)
         chunks = await streams.logs_after(t.conn, tenant_id, job_id, after_id)
-    return list(chunks), JobState(row["state"])
+    return LogPage(list(chunks), JobState(row["state"]), row["log_cut_after"], row["log_cut_bytes"])

@@ -96,6 +96,11 @@ jobs = Table(
     Column("idempotency_key", String(200)),
     # SHA-256 of the submitted request: a key reused with another request is refused.
     Column("request_hash", String(64)),
+    # Its stored output, capped: the first half of the cap is kept whole, then the newest
+    # output; log_cut_after is the last chunk before the gap, log_cut_bytes what it holds.
+    Column("log_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("log_cut_after", Integer),
+    Column("log_cut_bytes", BigInteger, nullable=False, server_default="0"),
     Column("created_at", TS, nullable=False),
     Column("started_at", TS),
     Column("finished_at", TS),
@@ -133,6 +138,7 @@ log_chunks = Table(
     Column("seq", Integer, nullable=False),
     Column("tenant_id", Id, nullable=False),
     Column("data", Text, nullable=False),
+    Column("size", Integer, nullable=False, server_default="0"),  # bytes of data as UTF-8
     UniqueConstraint("job_id", "attempt", "seq", name="uq_log_chunks_job_attempt_seq"),
     # Ids are SSE ids that clients resume from: SQLite must never hand one out twice.
     sqlite_autoincrement=True,

@@ -90,13 +90,23 @@ async def job_logs(
     return EventSourceResponse(_follow(core, who.tenant_id, job_id, last_event_id))
 
 
+def _cut_before(page: jobs.LogPage, after: int, chunk_id: int) -> bool:
+    """Was output cut between chunk ``after`` and chunk ``chunk_id``?"""
+    return (
+        bool(page.cut_bytes) and page.cut_after is not None and after <= page.cut_after < chunk_id
+    )
+
+
 async def _text(core: Any, tenant_id: str, job_id: str) -> AsyncIterator[str]:
     after, last_attempt = 0, None
+    cap = core.settings.job_log_max_bytes
     while True:
-        chunks, _ = await jobs.logs_after(core, tenant_id, job_id, after)
-        if not chunks:
+        page = await jobs.logs_after(core, tenant_id, job_id, after)
+        if not page.chunks:
             return
-        for c in chunks:
+        for c in page.chunks:
+            if _cut_before(page, after, c["id"]):
+                yield page.cut_marker(cap)
             if last_attempt is not None and c["attempt"] != last_attempt:
                 yield f"\n--- attempt {c['attempt']} ---\n"
             last_attempt = c["attempt"]
@@ -106,16 +116,21 @@ async def _text(core: Any, tenant_id: str, job_id: str) -> AsyncIterator[str]:
 
 async def _follow(core: Any, tenant_id: str, job_id: str, after: int) -> AsyncIterator[bytes]:
     """From ``after`` (a reconnect's Last-Event-ID) on, exactly once."""
+    cap = core.settings.job_log_max_bytes
     while True:
         signal = core.hub.jobs.watch(job_id)
-        chunks, state = await jobs.logs_after(core, tenant_id, job_id, after)
-        for c in chunks:
+        page = await jobs.logs_after(core, tenant_id, job_id, after)
+        for c in page.chunks:
+            if _cut_before(page, after, c["id"]):
+                cut = json.dumps({"attempt": c["attempt"], "data": page.cut_marker(cap)})
+                yield format_sse_event(data_str=cut, event="log")
             after = c["id"]
             data = json.dumps({"attempt": c["attempt"], "data": c["data"]})
             yield format_sse_event(data_str=data, event="log", id=str(c["id"]))
-        if not chunks:
-            if state in TERMINAL_JOB_STATES:
-                yield format_sse_event(data_str=json.dumps({"state": state}), event="end")
+        if not page.chunks:
+            if page.state in TERMINAL_JOB_STATES:
+                end = json.dumps({"state": page.state})
+                yield format_sse_event(data_str=end, event="end")
                 return
             await wait(signal, 15.0)
             yield b": ping\n\n"

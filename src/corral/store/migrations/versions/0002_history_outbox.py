@@ -1,5 +1,5 @@
 """history of every state change; the worker outbox under its own name; request hashes;
-a row that readiness probes write
+a row that readiness probes write; what a job's capped log holds
 
 Revision ID: 0002
 Revises: 0001
@@ -46,6 +46,13 @@ def upgrade() -> None:
     op.create_index("ix_outbox_worker_id", "outbox", ["worker_id", "id"])
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("request_hash", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("log_bytes", sa.BigInteger(), server_default="0",
+                                   nullable=False))  # fmt: skip
+        batch.add_column(sa.Column("log_cut_after", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("log_cut_bytes", sa.BigInteger(), server_default="0",
+                                   nullable=False))  # fmt: skip
+    with op.batch_alter_table("log_chunks") as batch:
+        batch.add_column(sa.Column("size", sa.Integer(), server_default="0", nullable=False))
     probes = op.create_table(
         "probes",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -59,7 +66,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("probes")
+    with op.batch_alter_table("log_chunks") as batch:
+        batch.drop_column("size")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("log_cut_bytes")
+        batch.drop_column("log_cut_after")
+        batch.drop_column("log_bytes")
         batch.drop_column("request_hash")
     op.drop_index("ix_outbox_worker_id", table_name="outbox")
     op.rename_table("outbox", "worker_events")
