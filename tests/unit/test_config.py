@@ -63,7 +63,7 @@ def test_the_package_imports_nothing_of_corral() -> None:
 
 
 def test_the_file_knows_every_top_level_key() -> None:
-    assert tuple(CliSettings.setting_keys().values()) == ROOT_KEYS
+    assert tuple(k.key for k in CliSettings.setting_keys()) == ROOT_KEYS
 
 
 def test_server_reads_its_section_and_the_old_name(

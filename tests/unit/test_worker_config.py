@@ -136,3 +136,11 @@ def test_token_never_shown() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         WorkerSettings(**kwargs)
+
+
+def test_only_corral_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TOKEN", "WORKER_TOKEN", "CORRAL_TOKEN", "ORCHESTRATOR_URL"):
+        monkeypatch.setenv(name, "not-this")
+    with pytest.raises(ValidationError) as info:
+        WorkerSettings()
+    assert {e["type"] for e in info.value.errors()} == {"missing"}

@@ -20,7 +20,7 @@ from corral.config._file import (
 from corral.config._redact import REDACTED, redact
 from corral.config._sources import Origin
 from corral.config.client import DEFAULT_URL, ClientSettings, CliSettings
-from corral.config.section import Section, Setting, section_config
+from corral.config.section import Key, Section, Setting, section_config
 
 __all__ = [
     "CONFIG_ENV",
@@ -31,6 +31,7 @@ __all__ = [
     "CliSettings",
     "ClientSettings",
     "ConfigError",
+    "Key",
     "Origin",
     "Section",
     "Setting",

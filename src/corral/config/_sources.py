@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +69,8 @@ class FileSource(InitSettingsSource):
     sections must be refused with its name and the key at fault, and may lack any table.
     """
 
-    def __init__(self, settings_cls: type[BaseSettings], section: str, keys: Collection[str]):
+    def __init__(self, settings_cls: type[BaseSettings], section: str, keys: Mapping[str, str]):
+        # keys: TOML key -> the name the settings take it by
         self.path: Path | None = config_file()
         data = read(self.path) if self.path is not None else {}
         if section:
@@ -82,7 +83,7 @@ class FileSource(InitSettingsSource):
                 )
         else:  # the top level: the file's reader checked it; take the keys that are ours
             table = {k: v for k, v in data.items() if k in keys and k not in SECTIONS}
-        super().__init__(settings_cls, table)
+        super().__init__(settings_cls, {keys[k]: v for k, v in table.items()})
 
     def origin(self, key: str) -> Origin:
         return Origin("file", str(self.path))
@@ -92,31 +93,25 @@ class DeprecatedEnvSource(PydanticBaseSettingsSource):
     """The environment variables of earlier releases (``old name -> key``), below the
     current names. Each one found is reported on stderr, once per settings built."""
 
-    def __init__(
-        self,
-        settings_cls: type[BaseSettings],
-        names: Mapping[str, str],
-        env_name: Callable[[str], str],
-    ):
+    def __init__(self, settings_cls: type[BaseSettings], names: Mapping[str, tuple[str, str]]):
+        # names: old variable -> (the name the settings take it by, the current variable)
         super().__init__(settings_cls)
         self.names = names
-        self.env_name = env_name
-        self.found: dict[str, str] = {}  # key -> the old name it was read from
+        self.found: dict[str, str] = {}  # the name it is taken by -> the old variable
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, "", False  # __call__ reads the variables itself
 
     def __call__(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for old, key in self.names.items():
+        for old, (given_as, new) in self.names.items():
             if old not in os.environ:
                 continue
-            new = self.env_name(key)
             note = f" ({new} is set and wins)" if new in os.environ else ""
             print(f"corral: warning: {old} is deprecated, use {new}{note}", file=sys.stderr)
-            values[key] = os.environ[old]
-            self.found[key] = old
+            values[given_as] = os.environ[old]
+            self.found[given_as] = old
         return values
 
-    def origin(self, key: str) -> Origin:
-        return Origin("env", self.found[key], deprecated=True)
+    def origin(self, given_as: str) -> Origin:
+        return Origin("env", self.found[given_as], deprecated=True)

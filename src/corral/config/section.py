@@ -29,14 +29,23 @@ from corral.config._sources import (
     recording,
 )
 
-__all__ = ["Section", "Setting", "section_config"]
+__all__ = ["Key", "Section", "Setting", "section_config"]
 
 
 def section_config(section: str) -> SettingsConfigDict:
-    """The model_config of a section: its env prefix (applied to aliases too, so that a
-    field may be named apart from its key), and unknown keys refused."""
+    """The model_config of a section: its env prefix, and unknown keys refused."""
     prefix = f"CORRAL_{section.upper()}__" if section else "CORRAL_"
-    return SettingsConfigDict(env_prefix=prefix, env_prefix_target="all", extra="forbid")
+    return SettingsConfigDict(env_prefix=prefix, extra="forbid")
+
+
+@dataclass(frozen=True)
+class Key:
+    """The names of one setting."""
+
+    field: str  # the Python attribute
+    key: str  # the TOML key, and the variable's suffix
+    env: str  # the environment variable
+    given_as: str  # the name pydantic validates it by: the alias, else the field
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,11 @@ class Setting:
 
 
 class Section(BaseSettings):
-    """Subclasses set ``model_config = section_config(name)``; a field whose key (env var
-    suffix, TOML key) differs from its Python name gives the key as ``validation_alias``."""
+    """Subclasses set ``model_config = section_config(name)``. A field whose key differs
+    from its Python name names its whole variable as ``validation_alias``, e.g.
+    ``worker_token`` as ``CORRAL_WORKER__TOKEN``: its key is then ``token``. (Whole, as
+    pydantic-settings reads an alias without the prefix unless ``env_prefix_target``,
+    which older releases lack, says otherwise.)"""
 
     model_config = section_config("")
 
@@ -66,9 +78,10 @@ class Section(BaseSettings):
 
     def __init__(self, **values: Any) -> None:
         # A flag the CLI leaves unset arrives as None and must not hide the env var; a field
-        # may be given by its Python name as well as by its key.
+        # is given by its Python name.
         keys = type(self).setting_keys()
-        given = {keys.get(k, k): v for k, v in values.items() if v is not None}
+        given_as = {k.field: k.given_as for k in keys}
+        given = {given_as.get(k, k): v for k, v in values.items() if v is not None}
         notes = recording.get()
         if notes is None:
             notes = {}
@@ -77,24 +90,34 @@ class Section(BaseSettings):
             super().__init__(**given)
         finally:
             recording.reset(token)
-        self._origins = {field: notes.get(key, DEFAULT) for field, key in keys.items()}
+        self._origins = {k.field: notes.get(k.given_as, DEFAULT) for k in keys}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        prefix = cls.env_prefix()
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            whole = isinstance(alias, str) and alias.isupper() and alias.startswith(prefix)
+            if alias is not None and not whole:
+                raise TypeError(f"{cls.__name__}.{name}: its alias must be {prefix}<KEY>")
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        return cls.model_config.get("env_prefix") or "CORRAL_"
 
     @classmethod
     def section_name(cls) -> str:
-        prefix = cls.model_config.get("env_prefix") or "CORRAL_"
-        return prefix.removeprefix("CORRAL_").removesuffix("__").lower()
+        return cls.env_prefix().removeprefix("CORRAL_").removesuffix("__").lower()
 
     @classmethod
-    def setting_keys(cls) -> dict[str, str]:
-        """Python field name -> key."""
-        return {
-            name: field.validation_alias if isinstance(field.validation_alias, str) else name
-            for name, field in cls.model_fields.items()
-        }
-
-    @classmethod
-    def env_name(cls, key: str) -> str:
-        return f"{cls.model_config.get('env_prefix') or 'CORRAL_'}{key.upper()}"
+    def setting_keys(cls) -> list[Key]:
+        prefix, out = cls.env_prefix(), []
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias if isinstance(field.validation_alias, str) else None
+            key = alias.removeprefix(prefix).lower() if alias else name
+            out.append(Key(name, key, f"{prefix}{key.upper()}", alias or name))
+        return out
 
     @classmethod
     def settings_customise_sources(
@@ -105,12 +128,20 @@ class Section(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        keys = list(cls.setting_keys().values())
-        old = DeprecatedEnvSource(settings_cls, cls.deprecated_env, cls.env_name)
-        file = FileSource(settings_cls, cls.section_name(), keys)
+        keys = cls.setting_keys()
+        env = {k.given_as: k.env for k in keys}
+        by_key = {k.key: k for k in keys}
+        old = DeprecatedEnvSource(
+            settings_cls,
+            {
+                name: (by_key[key].given_as, by_key[key].env)
+                for name, key in cls.deprecated_env.items()
+            },
+        )
+        file = FileSource(settings_cls, cls.section_name(), {k.key: k.given_as for k in keys})
         return (
-            Recorded(init_settings, lambda key: FLAG),
-            Recorded(env_settings, lambda key: Origin("env", cls.env_name(key))),
+            Recorded(init_settings, lambda given_as: FLAG),
+            Recorded(env_settings, lambda given_as: Origin("env", env[given_as])),
             Recorded(old, old.origin),
             Recorded(file, file.origin),
         )
@@ -161,25 +192,22 @@ class Section(BaseSettings):
         section = cls.section_name()
         if not error["loc"]:  # a check of the whole section
             return f"{section or 'settings'}: {error['msg']}"
-        key = str(error["loc"][0])
-        dotted = f"{section}.{key}" if section else key
-        field = {k: name for name, k in cls.setting_keys().items()}.get(key, key)
-        flag = flag_names.get(field)
+        given_as = str(error["loc"][0])
+        k = next((k for k in cls.setting_keys() if k.given_as == given_as), None)
+        if k is None:  # not a setting of this section
+            return f"{section or 'settings'}: {given_as}: {error['msg']}"
+        dotted = f"{section}.{k.key}" if section else k.key
+        flag = flag_names.get(k.field)
         msg = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             table = f"under [{section}]" if section else "at the top"
             given = f"{flag}, " if flag else ""
-            return (
-                f"{dotted} is not set: give {given}{cls.env_name(key)}, or {key} {table} in"
-                " a config file"
-            )
-        if error["type"] == "extra_forbidden":
-            return f"{dotted}: no such setting"
-        origin = notes.get(key, DEFAULT)
+            return f"{dotted} is not set: give {given}{k.env}, or {k.key} {table} in a config file"
+        origin = notes.get(given_as, DEFAULT)
         if origin.kind == "env":
             return f"{origin.name}: {msg}"
         if origin.kind == "file":
-            return f"{origin.name}: {f'[{section}] ' if section else ''}{key}: {msg}"
+            return f"{origin.name}: {f'[{section}] ' if section else ''}{k.key}: {msg}"
         return f"{flag or dotted}: {msg}"
 
     @property
@@ -192,11 +220,11 @@ class Section(BaseSettings):
         cls = type(self)
         return [
             Setting(
-                key=key,
-                env=cls.env_name(key),
-                value=redact(getattr(self, name)),
-                origin=self._origins[name],
-                required=name in cls.relaxed or cls.model_fields[name].is_required(),
+                key=k.key,
+                env=k.env,
+                value=redact(getattr(self, k.field)),
+                origin=self._origins[k.field],
+                required=k.field in cls.relaxed or cls.model_fields[k.field].is_required(),
             )
-            for name, key in cls.setting_keys().items()
+            for k in cls.setting_keys()
         ]

@@ -61,8 +61,8 @@ class WorkerSettings(Section):
     orchestrator_url: str = Field(
         description="coordinator URL; several, comma-separated, fail over in order",
     )
-    # Key "token": CORRAL_WORKER__TOKEN, `token` under [worker].
-    worker_token: SecretStr = Field(validation_alias="token")
+    # Its key is "token": CORRAL_WORKER__TOKEN, `token` under [worker].
+    worker_token: SecretStr = Field(validation_alias="CORRAL_WORKER__TOKEN")
     name: str | None = Field(default=None, description="default: hostname")
     labels: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="k=v,k2=v2"
