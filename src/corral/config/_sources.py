@@ -36,7 +36,7 @@ class Origin:
 FLAG = Origin("flag")
 DEFAULT = Origin("default")
 
-# key -> Origin for the settings being built in this context (see Section.__init__).
+# The name a value is taken by -> its Origin, for the settings being built in this context.
 recording: ContextVar[dict[str, Origin] | None] = ContextVar("corral_origins", default=None)
 
 
@@ -90,8 +90,8 @@ class FileSource(InitSettingsSource):
 
 
 class DeprecatedEnvSource(PydanticBaseSettingsSource):
-    """The environment variables of earlier releases (``old name -> key``), below the
-    current names. Each one found is reported on stderr, once per settings built."""
+    """The environment variables of earlier releases, below the current names. Each one
+    found is reported on stderr, naming its replacement, once per settings built."""
 
     def __init__(self, settings_cls: type[BaseSettings], names: Mapping[str, tuple[str, str]]):
         # names: old variable -> (the name the settings take it by, the current variable)
