@@ -25,13 +25,17 @@ _harden.hide_token_from_jobs()
 libc = ctypes.CDLL(None)
 with open('/proc/self/environ', 'rb') as fh:
     environ = fh.read()
-print(libc.prctl(3, 0, 0, 0, 0), 'CORRAL_WORKER_TOKEN' in os.environ, %r in environ)
+print(libc.prctl(3, 0, 0, 0, 0), any(n in os.environ for n in _harden.TOKEN_ENVS),
+      %r in environ)
 """
 
 
 @linux_only
-def test_start_up_makes_the_process_undumpable_and_drops_the_token() -> None:
-    env = {**os.environ, "CORRAL_WORKER_TOKEN": TOKEN}
+@pytest.mark.parametrize("names", [["CORRAL_WORKER__TOKEN"], ["CORRAL_WORKER_TOKEN"],
+                                   ["CORRAL_WORKER__TOKEN", "CORRAL_WORKER_TOKEN"]])  # fmt: skip
+def test_start_up_makes_the_process_undumpable_and_drops_the_token(names: list[str]) -> None:
+    # The token's name, and its deprecated name that is still read.
+    env = {**os.environ, **dict.fromkeys(names, TOKEN)}
     out = subprocess.run([sys.executable, "-c", _PROBE % TOKEN.encode()], env=env,
                          capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
     assert out.stdout.split() == ["0", "False", "False"], out.stderr
@@ -44,7 +48,7 @@ def test_a_running_worker_does_not_show_its_token_in_proc(tmp_path: Path) -> Non
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nobody answers: it retries for ever
-    env = {**os.environ, "CORRAL_WORKER_TOKEN": TOKEN}
+    env = {**os.environ, "CORRAL_WORKER__TOKEN": TOKEN}
     worker = subprocess.Popen(
         [sys.executable, "-m", "corral.cli", "worker", "--orchestrator-url", url,
          "--data-dir", str(tmp_path / "w")],

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from corral.cli import _output, jobs, serve, up, workers
+from corral.cli import _output, config, jobs, serve, up, workers
 from corral.cli._exit import ClickException, ExitCode, NoArgsIsHelpError, UsageError
+from corral.config import CONFIG_ENV, CliSettings, ConfigError, use_file
 
 
 def _one_line(text: str) -> str:
@@ -45,6 +47,9 @@ class _Group(TyperGroup):
         except ClickException as exc:
             _error(exc.format_message())
             code = exc.exit_code
+        except ConfigError as exc:  # a setting's value, or the config file, is not usable
+            _error(str(exc))
+            code = ExitCode.USAGE
         except ValidationError as exc:
             # Settings or request built from flags and env vars: say which value is wrong.
             first = exc.errors()[0]
@@ -74,6 +79,42 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar=CONFIG_ENV,
+            show_envvar=True,
+            show_default=False,
+            metavar="FILE",
+            help="TOML file of settings: below flags and env vars, above defaults.",
+        ),
+    ] = None,
+) -> None:
+    ctx.with_resource(use_file(config_file))
+    # The top-level settings reach every command's --url, --api-key and --log-level as
+    # their defaults (click still lets a flag or the option's env var win).
+    cli = CliSettings.load()
+    given = {
+        name: getattr(cli, name) for name, origin in cli.origins.items() if origin.kind != "default"
+    }
+    if cli.api_key is not None and "api_key" in given:
+        given["api_key"] = cli.api_key.get_secret_value()
+    ctx.default_map = _defaults(ctx.command, given)
+
+
+def _defaults(command: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A default_map: for each command, the values of the parameters it has."""
+    if isinstance(command, TyperGroup):
+        return {name: _defaults(sub, values) for name, sub in command.commands.items()}
+    return {p.name: values[p.name] for p in command.params if p.name in values}
+
+
 app.command(
     "submit",
     # Everything after the command's first word belongs to the command: `corral submit
@@ -82,6 +123,7 @@ app.command(
 )(jobs.submit)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(workers.app, name="workers")
+app.add_typer(config.app, name="config")
 app.command("server")(serve.server)
 app.command("worker")(serve.worker)
 app.command("up")(up.up)

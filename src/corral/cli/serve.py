@@ -13,47 +13,87 @@ from corral.cli._exit import ExitCode, Failure
 from corral.cli._net import ensure_free
 
 
-def _given(**values: Any) -> dict[str, Any]:
-    """Only the flags the user gave, so env vars and defaults fill the rest."""
-    return {k: v for k, v in values.items() if v is not None}
+def _flags(ctx: typer.Context) -> dict[str, Any]:
+    """The settings given on the command line (each parameter is named after its field).
+    A value click read from the environment is left to the settings, which read the same
+    variable themselves and can say so in errors and in `corral config show`."""
+    return {
+        name: value
+        for name, value in ctx.params.items()
+        if name != "log_level" and _source(ctx, name) == "COMMANDLINE"
+    }
 
 
-def _env(name: str, help: str) -> Any:
-    """A server flag that also reads ServerSettings' own env var, and says so."""
-    return typer.Option(envvar=name, show_envvar=True, show_default=False, help=help)
+def _flag_names(ctx: typer.Context) -> dict[str, str]:
+    """Field name -> its flag, for error messages."""
+    return {p.name: p.opts[0] for p in ctx.command.params if p.name and p.opts}
+
+
+def _source(ctx: typer.Context, name: str) -> str | None:
+    # By name: Typer carries its own copy of Click, whose ParameterSource is another enum.
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else None
+
+
+def _opt(flag: str, env: str, help: str, **kw: Any) -> Any:
+    """A flag that names its environment variable in --help."""
+    return typer.Option(flag, envvar=env, show_envvar=True, show_default=False, help=help, **kw)
+
+
+def _labels(value: str | None) -> dict[str, str] | None:
+    """Checked here, to name --labels (or its env var) in the error."""
+    return _parse.labels(value) if value is not None else None
 
 
 def server(
+    ctx: typer.Context,
     host: Annotated[
-        str | None, _env("CORRAL_SERVER__HOST", "Address to listen on (default: 127.0.0.1).")
+        str | None,
+        _opt("--host", "CORRAL_SERVER__HOST", "Address to listen on (default: 127.0.0.1)."),
     ] = None,
     port: Annotated[
-        int | None, _env("CORRAL_SERVER__PORT", "Port; 0 picks a free one (default: 8001).")
+        int | None,
+        _opt("--port", "CORRAL_SERVER__PORT", "Port; 0 picks a free one (default: 8001)."),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        _env("CORRAL_SERVER__DATA_DIR", "Where the SQLite store lives (default: .corral)."),
+        _opt(
+            "--data-dir",
+            "CORRAL_SERVER__DATA_DIR",
+            "Where the SQLite store lives (default: .corral).",
+        ),
     ] = None,
-    db: Annotated[
+    db_url: Annotated[
         str | None,
-        _env(
+        _opt(
+            "--db",
             "CORRAL_SERVER__DB_URL",
             "SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db (default: SQLite in"
             " --data-dir).",
         ),
     ] = None,
-    heartbeat_timeout: Annotated[
+    heartbeat_timeout_s: Annotated[
         float | None,
-        _env(
+        _opt(
+            "--heartbeat-timeout",
             "CORRAL_SERVER__HEARTBEAT_TIMEOUT_S",
             "Seconds of silence before a worker is offline (default: 120).",
         ),
     ] = None,
-    heartbeat_interval: Annotated[
+    heartbeat_interval_s: Annotated[
         float | None,
-        _env(
+        _opt(
+            "--heartbeat-interval",
             "CORRAL_SERVER__HEARTBEAT_INTERVAL_S",
             "Seconds between worker heartbeats (default: 30).",
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        _opt(
+            "--access-log/--no-access-log",
+            "CORRAL_SERVER__ACCESS_LOG",
+            "Log each HTTP request, at info (default: off).",
         ),
     ] = None,
     log_level: _logging.LogLevel = _logging.Level.INFO,
@@ -62,17 +102,8 @@ def server(
     from corral.server.app import StartupFailed, serve
     from corral.server.config import ServerSettings
 
+    settings = ServerSettings.load(_flags(ctx), flag_names=_flag_names(ctx))
     _logging.configure(log_level)
-    settings = ServerSettings(
-        **_given(
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            db_url=db,
-            heartbeat_timeout_s=heartbeat_timeout,
-            heartbeat_interval_s=heartbeat_interval,
-        )
-    )
 
     def on_ready(url: str, new_admin_key: str | None) -> None:
         _output.err.print(f"coordinator listening on [bold]{url}[/]", soft_wrap=True)
@@ -97,63 +128,66 @@ def server(
 
 
 def worker(
+    ctx: typer.Context,
     orchestrator_url: Annotated[
-        str,
-        typer.Option(
-            envvar="CORRAL_ORCHESTRATOR_URL", show_envvar=True, help="Coordinator URL(s)."
+        str | None,
+        _opt(
+            "--orchestrator-url",
+            "CORRAL_WORKER__ORCHESTRATOR_URL",
+            "Coordinator URL(s); several, comma-separated, fail over in order.",
         ),
-    ],
+    ] = None,
     worker_token: Annotated[
-        str,
-        typer.Option(
-            envvar="CORRAL_WORKER_TOKEN",
-            show_envvar=True,
-            help="Token from 'corral workers create' (prefer the env var: argv is visible).",
+        str | None,
+        _opt(
+            "--worker-token",
+            "CORRAL_WORKER__TOKEN",
+            "Token from 'corral workers create' (prefer the env var: argv is visible).",
         ),
-    ],
+    ] = None,
     name: Annotated[
-        str | None, typer.Option(envvar="CORRAL_WORKER_NAME", show_envvar=True, help="Name.")
+        str | None, _opt("--name", "CORRAL_WORKER__NAME", "Name (default: the host name).")
     ] = None,
     labels: Annotated[
         str | None,
-        typer.Option(envvar="CORRAL_WORKER_LABELS", show_envvar=True, help="k=v,… labels."),
+        _opt(
+            "--labels",
+            "CORRAL_WORKER__LABELS",
+            "k=v,… labels.",
+            callback=_labels,
+        ),
     ] = None,
     max_concurrent_tasks: Annotated[
         int | None,
-        typer.Option(
-            envvar="CORRAL_MAX_CONCURRENT_TASKS",
-            show_envvar=True,
+        _opt(
+            "--max-concurrent-tasks",
+            "CORRAL_WORKER__MAX_CONCURRENT_TASKS",
+            "Jobs run at once (default: 1).",
             min=1,
-            help="Jobs run at once (default: 1).",
-            show_default=False,
         ),
     ] = None,
     persistent: Annotated[
         bool | None,
-        typer.Option(
+        _opt(
             "--persistent/--ephemeral",
-            envvar="CORRAL_WORKER_PERSISTENT",
-            show_envvar=True,
-            help="Stay for more jobs, or exit after one (default: ephemeral).",
-            show_default=False,
+            "CORRAL_WORKER__PERSISTENT",
+            "Stay for more jobs, or exit after one (default: ephemeral).",
         ),
     ] = None,
-    heartbeat_interval: Annotated[
+    heartbeat_interval_s: Annotated[
         float | None,
-        typer.Option(
-            envvar="CORRAL_HEARTBEAT_INTERVAL",
-            show_envvar=True,
-            help="Seconds between heartbeats (default: 30).",
-            show_default=False,
+        _opt(
+            "--heartbeat-interval",
+            "CORRAL_WORKER__HEARTBEAT_INTERVAL_S",
+            "Seconds between heartbeats (default: 30).",
         ),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(
-            envvar="CORRAL_WORKER_DATA_DIR",
-            show_envvar=True,
-            help="Where the worker keeps its local state and job directories.",
-            show_default=False,
+        _opt(
+            "--data-dir",
+            "CORRAL_WORKER__DATA_DIR",
+            "Where the worker keeps its local state and job directories.",
         ),
     ] = None,
     log_level: _logging.LogLevel = _logging.Level.INFO,
@@ -161,18 +195,7 @@ def worker(
     """Run a worker: register, take jobs over SSE, run each as a child process."""
     from corral.worker.config import WorkerSettings
 
-    settings = WorkerSettings(
-        **_given(
-            orchestrator_url=orchestrator_url,
-            worker_token=worker_token,
-            name=name,
-            labels=_parse.labels(labels) if labels is not None else None,
-            max_concurrent_tasks=max_concurrent_tasks,
-            persistent=persistent,
-            heartbeat_interval_s=heartbeat_interval,
-            data_dir=data_dir,
-        )
-    )
+    settings = WorkerSettings.load(_flags(ctx), flag_names=_flag_names(ctx))
     from corral.worker.agent import run_worker
 
     _logging.configure(log_level)

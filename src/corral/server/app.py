@@ -175,7 +175,14 @@ async def serve(
     # Bound here rather than by uvicorn, which exits the process when it cannot bind.
     sock = _bind(settings.host, settings.port)
     app = app or create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=None,
+        access_log=settings.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
     server = uvicorn.Server(config)
     # Shielded: cancelling serve() asks uvicorn to shut down gracefully (lifespan included)
     # instead of tearing its task down mid-flight.

@@ -1,17 +1,19 @@
-"""The coordinator's configuration: CLI flag > env var (CORRAL_SERVER__<FIELD>) > default."""
+"""The coordinator's configuration: ``CORRAL_SERVER__<KEY>`` or ``[server]`` in the config
+file (see corral.config for the order)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
 
+from corral.config import Section, section_config
 from corral.store import Timeouts, default_url
 
 
-class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_SERVER__", extra="ignore")
+class ServerSettings(Section):
+    model_config = section_config("server")
+    deprecated_env = {"CORRAL_BOOTSTRAP_ADMIN_KEY": "bootstrap_admin_key"}
 
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=0, le=65535)
@@ -34,7 +36,7 @@ class ServerSettings(BaseSettings):
     events_retention_days: float = Field(
         default=30, ge=0, description="how long a job's and a worker's history is kept"
     )
-    access_log: bool = Field(default=False, description="uvicorn's access log")
+    access_log: bool = Field(default=False, description="uvicorn's access log, one line a request")
     job_log_max_bytes: int = Field(
         default=100 * 1024 * 1024, ge=1024 * 1024,
         description="a job's stored output; past it the first and last halves are kept",
@@ -45,8 +47,7 @@ class ServerSettings(BaseSettings):
     )
     db_pool_timeout_s: float = Field(default=10, gt=0, le=300)
     bootstrap_admin_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("CORRAL_BOOTSTRAP_ADMIN_KEY", "bootstrap_admin_key"),
+        default=None, description="made a valid admin key on every start"
     )
 
     def database_url(self) -> str:

@@ -13,9 +13,10 @@ import ctypes
 import os
 import sys
 
-__all__ = ["TOKEN_ENV", "forget_env", "hide_token_from_jobs", "make_undumpable"]
+__all__ = ["TOKEN_ENVS", "forget_env", "hide_token_from_jobs", "make_undumpable"]
 
-TOKEN_ENV = "CORRAL_WORKER_TOKEN"
+# The token's variable, and its name before CORRAL_<SECTION>__<KEY> (still read, deprecated).
+TOKEN_ENVS = ("CORRAL_WORKER__TOKEN", "CORRAL_WORKER_TOKEN")
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 
@@ -23,7 +24,8 @@ PR_SET_DUMPABLE = 4
 def hide_token_from_jobs() -> None:
     """Call once the settings hold the token, before any job starts."""
     make_undumpable()
-    forget_env(TOKEN_ENV)
+    for name in TOKEN_ENVS:
+        forget_env(name)
 
 
 def _libc() -> ctypes.CDLL | None:

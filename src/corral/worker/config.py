@@ -1,4 +1,4 @@
-"""The worker's settings: flags given by the CLI, else ``CORRAL_*`` env vars, else defaults."""
+"""The worker's settings, and the labels syntax its flags and env vars share."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from corral.config import Section, section_config
 
 __all__ = ["WorkerSettings", "parse_labels"]
 
@@ -38,65 +40,44 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def _env(*names: str) -> Any:
-    # Only the CORRAL_* names are looked up in the environment. Field names are mapped onto
-    # them in __init__ rather than through populate_by_name, which would also read an env var
-    # called plain NAME or LABELS.
-    return AliasChoices(*names)
+class WorkerSettings(Section):
+    """Everything ``corral worker`` needs: ``CORRAL_WORKER__<KEY>`` or ``[worker]`` in the
+    config file (see corral.config). The token is a SecretStr: hidden in repr and logs."""
 
-
-class WorkerSettings(BaseSettings):
-    """Everything ``corral worker`` needs. The token is a SecretStr: hidden in repr and logs."""
-
-    model_config = SettingsConfigDict(extra="forbid")
+    model_config = section_config("worker")
+    deprecated_env = {
+        "CORRAL_ORCHESTRATOR_URL": "orchestrator_url",
+        "CORRAL_WORKER_TOKEN": "token",
+        "CORRAL_WORKER_NAME": "name",
+        "CORRAL_WORKER_LABELS": "labels",
+        "CORRAL_MAX_CONCURRENT_TASKS": "max_concurrent_tasks",
+        "CORRAL_WORKER_PERSISTENT": "persistent",
+        "CORRAL_HEARTBEAT_INTERVAL": "heartbeat_interval_s",
+        "CORRAL_WORKER_DATA_DIR": "data_dir",
+        "CORRAL_WORKER_KILL_GRACE": "kill_grace_s",
+        "CORRAL_WORKER_PASS_ENV": "pass_env",
+    }
 
     orchestrator_url: str = Field(
-        validation_alias=_env("CORRAL_ORCHESTRATOR_URL"),
         description="coordinator URL; several, comma-separated, fail over in order",
     )
-    worker_token: SecretStr = Field(validation_alias=_env("CORRAL_WORKER_TOKEN"))
-    name: str | None = Field(
-        default=None, validation_alias=_env("CORRAL_WORKER_NAME"), description="default: hostname"
-    )
+    # Its key is "token": CORRAL_WORKER__TOKEN, `token` under [worker].
+    worker_token: SecretStr = Field(validation_alias="CORRAL_WORKER__TOKEN")
+    name: str | None = Field(default=None, description="default: hostname")
     labels: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict,
-        validation_alias=_env("CORRAL_WORKER_LABELS"),
-        description="k=v,k2=v2",
+        default_factory=dict, description="k=v,k2=v2"
     )
-    max_concurrent_tasks: int = Field(
-        default=1, ge=1, le=1024, validation_alias=_env("CORRAL_MAX_CONCURRENT_TASKS")
-    )
-    persistent: bool = Field(default=False, validation_alias=_env("CORRAL_WORKER_PERSISTENT"))
-    heartbeat_interval_s: float = Field(
-        default=30.0, gt=0, le=3600, validation_alias=_env("CORRAL_HEARTBEAT_INTERVAL")
-    )
-    data_dir: Path | None = Field(
-        default=None,
-        validation_alias=_env("CORRAL_WORKER_DATA_DIR"),
-        description="default: ~/.corral/worker/<name>",
-    )
+    max_concurrent_tasks: int = Field(default=1, ge=1, le=1024)
+    persistent: bool = False
+    heartbeat_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    data_dir: Path | None = Field(default=None, description="default: ~/.corral/worker/<name>")
     kill_grace_s: float = Field(
-        default=10.0, ge=0, le=3600, validation_alias=_env("CORRAL_WORKER_KILL_GRACE")
+        default=10.0, ge=0, le=3600, description="between SIGTERM and SIGKILL of a job"
     )
     pass_env: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        validation_alias=_env("CORRAL_WORKER_PASS_ENV"),
         description="extra env var names passed from the worker to its jobs",
     )
-
-    def __init__(self, **values: Any) -> None:
-        # A flag the CLI leaves unset arrives as None and must not hide the env var.
-        fields = type(self).model_fields
-        aliased: dict[str, Any] = {}
-        for key, value in values.items():
-            if value is None:
-                continue
-            field = fields.get(key)
-            alias = field.validation_alias if field is not None else None
-            if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-                key = alias.choices[0]
-            aliased[key] = value
-        super().__init__(**aliased)
 
     @field_validator("orchestrator_url")
     @classmethod
