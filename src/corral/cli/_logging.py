@@ -79,3 +79,9 @@ def configure(level: Level | str = Level.INFO, *, stream: TextIO | None = None) 
     # access log (uvicorn.access, at info) follows the level asked for.
     quiet = number if number <= logging.DEBUG else max(number, logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(quiet)
+    # Whatever an earlier uvicorn.Config(log_level=…) in this process set, the access log
+    # follows the root's level and handler.
+    for name in ("uvicorn", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.NOTSET)
+        lg.propagate, lg.disabled = True, False
