@@ -18,7 +18,7 @@ from corral.worker.config import WorkerSettings
 from corral.worker.hardware import Hardware
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.outbox import Outbox
-from corral.worker.runner import read_exit_code
+from corral.worker.workdir import read_exit_code
 
 __all__ = ["RegistrationRefused", "recover", "register"]
 

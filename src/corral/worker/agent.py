@@ -34,7 +34,8 @@ from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
-from corral.worker.runner import StopReason, attempt_dir, prune_workdirs
+from corral.worker.process import StopReason
+from corral.worker.workdir import attempt_dir, prune_workdirs
 
 __all__ = ["Agent", "run_worker"]
 

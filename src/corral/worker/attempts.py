@@ -18,21 +18,13 @@ from corral.protocol import AttemptReport, JobAssign
 from corral.protocol.transport import ApiError, Unreachable
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
+from corral.worker.environ import build_env
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
-from corral.worker.runner import (
-    AttemptProcess,
-    Outcome,
-    StartFailed,
-    StopReason,
-    attempt_dir,
-    build_env,
-    output_path,
-    prepare_workdir,
-    result_path,
-)
+from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
+from corral.worker.workdir import attempt_dir, output_path, prepare_workdir, result_path
 
 __all__ = ["AttemptContext", "RunningAttempt", "bug"]
 
@@ -177,9 +169,9 @@ class RunningAttempt:
             prepare_workdir(workdir)
             spec = kind.prepare(self.assign, workdir)
         except UnknownKind as exc:
-            return Outcome("failed", None, str(exc))
+            return Outcome(AttemptOutcome.FAILED, None, str(exc))
         except Exception as exc:  # a plugin's own error, or the disk
-            return Outcome("failed", None, f"cannot prepare the job: {exc}")
+            return Outcome(AttemptOutcome.FAILED, None, f"cannot prepare the job: {exc}")
         env = build_env(
             spec.env,
             job_id=self.job_id,
@@ -198,7 +190,7 @@ class RunningAttempt:
                 kill_grace_s=settings.kill_grace_s,
             )
         except StartFailed as exc:
-            return Outcome("failed", None, str(exc))
+            return Outcome(AttemptOutcome.FAILED, None, str(exc))
         self.ctx.journal.record_started(
             AttemptRecord(
                 job_id=self.job_id,
@@ -253,7 +245,7 @@ class RunningAttempt:
             self.ctx.journal.forget(self.job_id, self.attempt)
             self.log.info("attempt.dropped", reason=str(outcome.stopped))
             return
-        if outcome.status == "unknown":
+        if outcome.outcome is None:
             # Reporting "failed" would end the job for good, though it may have succeeded.
             # Said nothing of, and listed in no heartbeat, it is lost and runs again.
             self.ctx.journal.forget(self.job_id, self.attempt)
@@ -261,7 +253,7 @@ class RunningAttempt:
             return
         report = AttemptReport(
             attempt=self.attempt,
-            status=AttemptOutcome(outcome.status),
+            status=outcome.outcome,
             exit_code=outcome.exit_code,
             error=outcome.error,
             result=outcome.result,
@@ -270,7 +262,7 @@ class RunningAttempt:
         self.ctx.outbox.wake()
         self.log.info(
             "attempt.ended",
-            status=AttemptOutcome(outcome.status),
+            status=outcome.outcome,
             exit_code=outcome.exit_code,
             duration_s=round(time.time() - self.process.started_at, 3) if self.process else 0,
         )
