@@ -14,8 +14,9 @@ from typing import Any
 import structlog
 
 from corral.model import AttemptOutcome
+from corral.model.errors import CorralError
 from corral.protocol import AttemptReport, JobAssign
-from corral.protocol.transport import ApiError, Unreachable
+from corral.worker._retry import Verdict, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.environ import build_env
@@ -51,10 +52,6 @@ def bug(exc: BaseException) -> str:
     """A traceback as plain text for a log line. Not ``log.exception``: a rich renderer
     prints every frame's locals, and a frame may hold the worker token."""
     return "".join(traceback.format_exception(exc)).rstrip()
-
-
-def _is_stale(exc: ApiError) -> bool:
-    return exc.code == "stale_attempt" or exc.status == 404
 
 
 class RunningAttempt:
@@ -211,12 +208,13 @@ class RunningAttempt:
             await self.ctx.client.report(
                 self.job_id, AttemptReport(attempt=self.attempt, status="running")
             )
-        except ApiError as exc:
-            self._refused(exc, "report.running_refused")
-        except (Unreachable, BadAnswer) as exc:
-            # Not kept: the final report is, and the coordinator accepts it straight after
-            # the assignment too.
-            self.log.warning("report.running_failed", error=str(exc))
+        except (CorralError, BadAnswer) as exc:
+            if isinstance(exc, CorralError) and verdict(exc) is not Verdict.RETRY:
+                self._refused(exc, "report.running_refused")
+            else:
+                # Not retried: the final report is, and the coordinator accepts it straight
+                # after the assignment too.
+                self.log.warning("report.running_failed", error=str(exc))
 
     async def _ship(self, shipper: LogShipper, running: asyncio.Task[None] | None) -> None:
         if running is not None:
@@ -226,17 +224,16 @@ class RunningAttempt:
             await shipper.run()
         except LogsRefused as exc:
             self._refused(exc.error, "logs.refused")
-        except ApiError as exc:
-            self._refused(exc, "logs.refused")
 
-    def _refused(self, exc: ApiError, event: str) -> None:
-        if exc.status in (401, 403):
-            self.ctx.on_fatal(TokenRefused(str(exc)))
-        elif _is_stale(exc):
-            self.log.warning(event, error=str(exc), action="stopping the stale attempt")
-            self.stop(StopReason.STALE)
-        else:
-            self.log.warning(event, error=str(exc))
+    def _refused(self, exc: CorralError, event: str) -> None:
+        match verdict(exc):
+            case Verdict.FATAL:
+                self.ctx.on_fatal(TokenRefused(str(exc)))
+            case Verdict.DROP:  # stale_attempt, or the job is gone
+                self.log.warning(event, error=str(exc), action="stopping the stale attempt")
+                self.stop(StopReason.STALE)
+            case _:
+                self.log.warning(event, error=str(exc))
 
     def _finish(self, outcome: Outcome) -> None:
         if outcome.stopped in (StopReason.STALE, StopReason.SHUTDOWN):
