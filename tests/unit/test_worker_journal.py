@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from corral.model import JobState
+from corral.model.errors import CorralError, Unreachable
 from corral.protocol import AttemptReport, ReportAck
 from corral.protocol.errors import from_problem
-from corral.protocol.transport import ApiError, Unreachable
 from corral.worker.client import TokenRefused
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
@@ -78,7 +78,7 @@ class FakeClient:
         return ReportAck(job_id=job_id, state=JobState.SUCCEEDED)
 
 
-def _stale() -> ApiError:
+def _stale() -> CorralError:
     return from_problem(409, {"code": "stale_attempt", "detail": "attempt 1 of j has ended"})
 
 
@@ -105,7 +105,7 @@ async def test_outbox_keeps_a_report_until_acked_even_across_restart(tmp_path: P
 @pytest.mark.parametrize(
     "answer", [_stale(), from_problem(404, {"code": "not_found"}), from_problem(422, {"code": "x"})]
 )
-async def test_outbox_drops_a_report_refused_for_good(tmp_path: Path, answer: ApiError) -> None:
+async def test_outbox_drops_a_report_refused_for_good(tmp_path: Path, answer: CorralError) -> None:
     journal = Journal(tmp_path)
     journal.finish("j_1", 1, AttemptReport(attempt=1, status="failed", exit_code=3))
     outbox = Outbox(journal, FakeClient(answer))  # type: ignore[arg-type]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.model.errors import Unreachable
 from corral.protocol import LogBatch
 from corral.protocol.errors import from_problem
-from corral.protocol.transport import Unreachable
 from corral.worker.logship import LogShipper, LogsRefused, _complete_utf8
 
 
@@ -65,10 +65,7 @@ async def test_big_output_is_cut_into_bounded_batches(tmp_path: Path) -> None:
     assert "\ufffd" not in "".join(b.data for b in sink.batches)
 
 
-async def test_coordinator_away_same_batch_same_number(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("corral.worker.logship.random.random", lambda: 0.0)
+async def test_coordinator_away_same_batch_same_number(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
     path.write_bytes(b"hello\n")
     sink = Sink(Unreachable("down"), from_problem(503, {}))
@@ -97,6 +94,15 @@ async def test_stale_attempt_stops_shipping(tmp_path: Path) -> None:
     with pytest.raises(LogsRefused) as info:
         await asyncio.wait_for(shipper.run(), 5)
     assert info.value.error.code == "stale_attempt"
+
+
+async def test_refused_token_stops_shipping(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    path.write_bytes(b"x\n")
+    sink = Sink(from_problem(401, {"code": "unauthenticated"}))
+    with pytest.raises(LogsRefused) as info:
+        await asyncio.wait_for(_shipper(path, sink).run(), 5)
+    assert info.value.error.status == 401 and sink.tries == 1  # not retried
 
 
 async def test_unusable_batch_is_skipped(tmp_path: Path) -> None:

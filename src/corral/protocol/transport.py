@@ -6,6 +6,7 @@ Only idempotent requests are retried blindly; the caller says which are.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from corral.protocol.errors import from_problem
 __all__ = ["RETRYABLE_STATUS", "ApiError", "CircuitBreaker", "Transport", "Unreachable"]
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+_ALL_OPEN = "not tried: it failed too often in a row (circuit open)"
 
 
 # The coordinator's error answers arrive as the CorralError subclass they stand for
@@ -29,8 +31,20 @@ ApiError = CorralError
 
 
 @dataclass
+class _Trial:
+    """The one call let through to a coordinator whose breaker is open."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[Any] | None = field(default_factory=asyncio.current_task)
+    answered: bool | None = None  # None: it ended saying nothing of the coordinator
+
+
+@dataclass
 class CircuitBreaker:
-    """Open after ``threshold`` failures in a row; let one call through after ``cooldown_s``.
+    """Open after ``threshold`` failures in a row: for ``cooldown_s`` calls go to another
+    coordinator instead. Then, or at once where there is no other to go to, exactly one trial
+    call goes through and the others wait for how it ends: an answer closes the breaker and
+    they go on; a failure opens it again and they are refused.
 
     Written here rather than taken from a library because fail-over needs to ask each
     coordinator's breaker whether it is open, and the breakers we looked at hide that.
@@ -41,20 +55,54 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float | None = None
     clock: Any = field(default=time.monotonic, repr=False)
+    _trial: _Trial | None = field(default=None, init=False, repr=False)
 
-    def allows(self) -> bool:
+    def is_open(self) -> bool:
+        """Open and still cooling down: calls should go to another coordinator."""
         if self.opened_at is None:
-            return True
+            return False
         elapsed: float = self.clock() - self.opened_at
-        return elapsed >= self.cooldown_s  # half-open: one try
+        return elapsed < self.cooldown_s
+
+    async def admit(self, *, last_resort: bool = False) -> bool:
+        """Whether a call may go to this coordinator now; waits while a trial is out.
+        ``last_resort``: there is no other coordinator to try, so a breaker still cooling
+        down lets a trial through too (a coordinator that is back is found at the next call,
+        not after the cooldown). A call let through ends in ``success``, ``failure`` or
+        ``release``."""
+        while self.opened_at is not None:
+            if (trial := self._trial) is not None:
+                await trial.done.wait()
+                if trial.answered is None:
+                    continue  # it said nothing: the next caller makes the trial
+                return trial.answered
+            if self.is_open() and not last_resort:
+                return False
+            self._trial = _Trial()
+            return True
+        return True
 
     def success(self) -> None:
         self.failures, self.opened_at = 0, None
+        self._end_trial(True)
 
     def failure(self) -> None:
         self.failures += 1
-        if self.failures >= self.threshold:
+        if self._trial is not None or self.failures >= self.threshold:
             self.opened_at = self.clock()
+        self._end_trial(False)
+
+    def release(self) -> None:
+        """A call let through ended saying nothing of the coordinator (cancelled, or an error
+        of its own): if it was the trial, the next caller makes one."""
+        if self._trial is not None and self._trial.task is asyncio.current_task():
+            self._end_trial(None)
+
+    def _end_trial(self, answered: bool | None) -> None:
+        if (trial := self._trial) is not None:
+            self._trial = None
+            trial.answered = answered
+            trial.done.set()
 
 
 class _Retryable(Exception):
@@ -107,19 +155,28 @@ class Transport:
     def _order(self) -> list[str]:
         """Current coordinator first, then the others; open breakers last."""
         rest = [u for u in self.urls if u != self.current]
-        ordered = [self.current, *rest]
-        return [u for u in ordered if self.breakers[u].allows()] or ordered
+        return sorted([self.current, *rest], key=lambda u: self.breakers[u].is_open())
+
+    def _last_resort(self) -> bool:
+        """Every coordinator's breaker is open: there is no better one to go to."""
+        return all(b.is_open() for b in self.breakers.values())
 
     async def _once(self, method: str, path: str, **kw: Any) -> httpx.Response:
         last: Exception | None = None
+        last_resort = self._last_resort()
         for base in self._order():
             breaker = self.breakers[base]
+            if not await breaker.admit(last_resort=last_resort):
+                continue
             try:
                 resp = await self._client.request(method, base + path, **kw)
             except httpx.TransportError as exc:
                 breaker.failure()
                 last = exc
                 continue
+            except BaseException:
+                breaker.release()
+                raise
             if resp.status_code in RETRYABLE_STATUS:
                 breaker.failure()
                 last = from_problem(resp.status_code, _body(resp))
@@ -127,7 +184,7 @@ class Transport:
             breaker.success()
             self.current = base
             return resp
-        raise _Retryable(str(last)) from last
+        raise _Retryable(str(last or _ALL_OPEN)) from last
 
     async def request(
         self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any
@@ -161,24 +218,30 @@ class Transport:
     async def stream(self, method: str, path: str, **kw: Any) -> AsyncIterator[httpx.Response]:
         """Open a long-lived response (SSE) on the first coordinator that answers."""
         last: Exception | None = None
+        last_resort = self._last_resort()
         for base in self._order():
+            breaker = self.breakers[base]
+            if not await breaker.admit(last_resort=last_resort):
+                continue
             try:
                 async with self._client.stream(method, base + path, **kw) as resp:
                     if resp.status_code >= 400:
                         await resp.aread()
                         raise from_problem(resp.status_code, _body(resp))
-                    self.breakers[base].success()
+                    breaker.success()
                     self.current = base
                     yield resp
                     return
             except httpx.TransportError as exc:
                 # Only a failure to connect moves on; a stream that dies mid-way ends here.
                 if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                    self.breakers[base].failure()
+                    breaker.failure()
                     last = exc
                     continue
                 raise
-        raise Unreachable(f"no coordinator answered ({', '.join(self.urls)}): {last}")
+            finally:
+                breaker.release()  # after success or failure: nothing left to release
+        raise Unreachable(f"no coordinator answered ({', '.join(self.urls)}): {last or _ALL_OPEN}")
 
 
 def _body(resp: httpx.Response) -> dict[str, Any]:

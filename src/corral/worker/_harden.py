@@ -3,7 +3,7 @@
 A job runs as the same user as its worker, and Linux lets a process read the environment
 and memory of any other process of its user: ``cat /proc/$PPID/environ`` (the worker is a
 job's grandparent, behind the shell that records its exit status) would print the token.
-The jobs' own environment is already scrubbed (``runner.build_env``); this closes the way
+The jobs' own environment is already scrubbed (``environ.build_env``); this closes the way
 round it.
 """
 

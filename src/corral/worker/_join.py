@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from corral.model.errors import CorralError
 from corral.protocol import AttemptRef, RegisterRequest, RegisterResponse
-from corral.protocol.transport import ApiError, Unreachable
 from corral.worker import _procs
+from corral.worker._retry import Verdict, retrying, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.hardware import Hardware
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.outbox import Outbox
-from corral.worker.runner import read_exit_code
+from corral.worker.workdir import read_exit_code
 
 __all__ = ["RegistrationRefused", "recover", "register"]
 
@@ -26,7 +26,7 @@ _SETTLE_S = 5.0  # before register: how long to try delivering owed final report
 
 
 class RegistrationRefused(Exception):
-    """The coordinator refused to register this worker (a 4xx other than 401/403)."""
+    """The coordinator refused to register this worker (a 4xx other than 401/403, 408, 429)."""
 
 
 def recover(journal: Journal, log: Any) -> dict[tuple[str, int], AttemptRecord]:
@@ -72,37 +72,42 @@ async def register(
 
     Raises TokenRefused (401/403) or RegistrationRefused (another 4xx: retrying cannot help).
     """
-    delay = 1.0
-    while True:
-        # Deliver what is owed before saying what runs: a coordinator that hears of an
-        # attempt in neither counts it lost, and then refuses its result.
-        await _settle(outbox)
-        req = RegisterRequest(
-            name=settings.worker_name,
-            hostname=machine.hostname,
-            cpu_count=machine.cpu_count,
-            memory_bytes=machine.memory_bytes,
-            gpus=machine.gpus,
-            labels=settings.labels,
-            slots=settings.max_concurrent_tasks,
-            persistent=settings.persistent,
-            # Ended attempts whose report is not through yet are offered too, so that a keep
-            # holds them current until the report lands.
-            running=journal.claimed((r.job_id, r.attempt) for r in running),
-            version=_version(),
-        )
-        try:
-            return await client.register(req)
-        except ApiError as exc:
-            if exc.status in (401, 403):
-                raise TokenRefused(str(exc)) from exc
-            if exc.status < 500 and exc.status not in (408, 429):
-                raise RegistrationRefused(str(exc)) from exc
-            log.warning("register.failed", error=str(exc), retry_in_s=delay)
-        except (Unreachable, BadAnswer) as exc:
-            log.warning("register.failed", error=str(exc), retry_in_s=delay)
-        await asyncio.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 30.0)
+    try:
+        async for attempt in retrying(
+            initial_s=1.0,
+            max_s=30.0,
+            also=(BadAnswer,),
+            on_retry=lambda exc: log.warning("register.failed", error=str(exc)),
+        ):
+            with attempt:
+                # Deliver what is owed before saying what runs: a coordinator that hears of an
+                # attempt in neither counts it lost, and then refuses its result.
+                await _settle(outbox)
+                resp = await client.register(_request(settings, machine, journal, running))
+    except CorralError as exc:
+        if verdict(exc) is Verdict.FATAL:
+            raise TokenRefused(str(exc)) from exc
+        raise RegistrationRefused(str(exc)) from exc
+    return resp
+
+
+def _request(
+    settings: WorkerSettings, machine: Hardware, journal: Journal, running: list[AttemptRef]
+) -> RegisterRequest:
+    return RegisterRequest(
+        name=settings.worker_name,
+        hostname=machine.hostname,
+        cpu_count=machine.cpu_count,
+        memory_bytes=machine.memory_bytes,
+        gpus=machine.gpus,
+        labels=settings.labels,
+        slots=settings.max_concurrent_tasks,
+        persistent=settings.persistent,
+        # Ended attempts whose report is not through yet are offered too, so that a keep
+        # holds them current until the report lands.
+        running=journal.claimed((r.job_id, r.attempt) for r in running),
+        version=_version(),
+    )
 
 
 async def _settle(outbox: Outbox) -> None:

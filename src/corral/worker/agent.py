@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ import structlog
 from httpx_sse import SSEError
 
 from corral.model import WorkerStatus
+from corral.model.errors import CorralError
 from corral.protocol import (
     AttemptRef,
     HeartbeatRequest,
@@ -27,14 +27,15 @@ from corral.protocol import (
     RegisterResponse,
     WorkerDrain,
 )
-from corral.protocol.transport import ApiError, Unreachable
 from corral.worker import _harden, _join, hardware
+from corral.worker._retry import Backoff, Verdict, verdict
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
-from corral.worker.runner import StopReason, attempt_dir, prune_workdirs
+from corral.worker.process import StopReason
+from corral.worker.workdir import attempt_dir, prune_workdirs
 
 __all__ = ["Agent", "run_worker"]
 
@@ -197,7 +198,7 @@ class Agent:
         try:
             async with asyncio.timeout(_DISCONNECT_S):
                 await self.client.disconnect()
-        except (TimeoutError, ApiError, Unreachable) as exc:
+        except (TimeoutError, CorralError) as exc:
             self.log.warning("worker.disconnect_failed", error=str(exc))
 
     def _check_exit(self) -> None:
@@ -262,7 +263,9 @@ class Agent:
         self._registered.set()
 
     async def _stream_loop(self, adoptable: dict[tuple[str, int], AttemptRecord]) -> None:
-        delay = 0.5
+        # Not stamina: this loop never ends, and a stream that lived a while starts the
+        # backoff again (a coordinator restarted once a day must not cost 30 s each time).
+        backoff = Backoff(0.5, 30.0)
         while True:
             offered = [AttemptRef(job_id=j, attempt=a) for j, a in [*adoptable, *self.running]]
             resp = await _join.register(
@@ -281,16 +284,16 @@ class Agent:
             try:
                 await self._stream_until_dropped()
                 self.log.info("stream.ended")
-            except ApiError as exc:
-                if exc.status in (401, 403):
+            except CorralError as exc:
+                if (why := verdict(exc)) is Verdict.FATAL:
                     raise TokenRefused(str(exc)) from exc
-                self.log.warning("stream.refused", error=str(exc))
-            except (Unreachable, httpx.HTTPError, SSEError) as exc:
+                event = "stream.dropped" if why is Verdict.RETRY else "stream.refused"
+                self.log.warning(event, error=str(exc))
+            except (httpx.HTTPError, SSEError) as exc:
                 self.log.warning("stream.dropped", error=str(exc) or type(exc).__name__)
             if time.monotonic() - opened >= _STABLE_STREAM_S:
-                delay = 0.5
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
+                backoff.reset()
+            await asyncio.sleep(backoff.next())
 
     async def _stream_until_dropped(self) -> None:
         """Read events until the stream ends, or a heartbeat finds us unknown (register again)."""
@@ -404,15 +407,15 @@ class Agent:
             )
             try:
                 resp = await self.client.heartbeat(req)
-            except ApiError as exc:
-                if exc.status in (401, 403):
+            except (CorralError, BadAnswer) as exc:
+                why = verdict(exc) if isinstance(exc, CorralError) else Verdict.RETRY
+                if why is Verdict.FATAL:
                     raise TokenRefused(str(exc)) from exc
-                if exc.status == 404:  # the coordinator no longer knows this worker
+                if why is Verdict.DROP:  # the coordinator no longer knows this worker
                     self._reregister.set()
-                self.log.warning("heartbeat.refused", error=str(exc))
-                continue
-            except (Unreachable, BadAnswer) as exc:
-                self.log.warning("heartbeat.failed", error=str(exc))
+                # Not retried: the next beat is only an interval away.
+                event = "heartbeat.failed" if why is Verdict.RETRY else "heartbeat.refused"
+                self.log.warning(event, error=str(exc))
                 continue
             for ref in resp.stop:
                 ra = self.running.get((ref.job_id, ref.attempt))

@@ -14,25 +14,18 @@ from typing import Any
 import structlog
 
 from corral.model import AttemptOutcome
+from corral.model.errors import CorralError
 from corral.protocol import AttemptReport, JobAssign
-from corral.protocol.transport import ApiError, Unreachable
+from corral.worker._retry import Verdict, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
+from corral.worker.environ import build_env
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
-from corral.worker.runner import (
-    AttemptProcess,
-    Outcome,
-    StartFailed,
-    StopReason,
-    attempt_dir,
-    build_env,
-    output_path,
-    prepare_workdir,
-    result_path,
-)
+from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
+from corral.worker.workdir import attempt_dir, output_path, prepare_workdir, result_path
 
 __all__ = ["AttemptContext", "RunningAttempt", "bug"]
 
@@ -59,10 +52,6 @@ def bug(exc: BaseException) -> str:
     """A traceback as plain text for a log line. Not ``log.exception``: a rich renderer
     prints every frame's locals, and a frame may hold the worker token."""
     return "".join(traceback.format_exception(exc)).rstrip()
-
-
-def _is_stale(exc: ApiError) -> bool:
-    return exc.code == "stale_attempt" or exc.status == 404
 
 
 class RunningAttempt:
@@ -177,9 +166,9 @@ class RunningAttempt:
             prepare_workdir(workdir)
             spec = kind.prepare(self.assign, workdir)
         except UnknownKind as exc:
-            return Outcome("failed", None, str(exc))
+            return Outcome(AttemptOutcome.FAILED, None, str(exc))
         except Exception as exc:  # a plugin's own error, or the disk
-            return Outcome("failed", None, f"cannot prepare the job: {exc}")
+            return Outcome(AttemptOutcome.FAILED, None, f"cannot prepare the job: {exc}")
         env = build_env(
             spec.env,
             job_id=self.job_id,
@@ -198,7 +187,7 @@ class RunningAttempt:
                 kill_grace_s=settings.kill_grace_s,
             )
         except StartFailed as exc:
-            return Outcome("failed", None, str(exc))
+            return Outcome(AttemptOutcome.FAILED, None, str(exc))
         self.ctx.journal.record_started(
             AttemptRecord(
                 job_id=self.job_id,
@@ -219,12 +208,13 @@ class RunningAttempt:
             await self.ctx.client.report(
                 self.job_id, AttemptReport(attempt=self.attempt, status="running")
             )
-        except ApiError as exc:
-            self._refused(exc, "report.running_refused")
-        except (Unreachable, BadAnswer) as exc:
-            # Not kept: the final report is, and the coordinator accepts it straight after
-            # the assignment too.
-            self.log.warning("report.running_failed", error=str(exc))
+        except (CorralError, BadAnswer) as exc:
+            if isinstance(exc, CorralError) and verdict(exc) is not Verdict.RETRY:
+                self._refused(exc, "report.running_refused")
+            else:
+                # Not retried: the final report is, and the coordinator accepts it straight
+                # after the assignment too.
+                self.log.warning("report.running_failed", error=str(exc))
 
     async def _ship(self, shipper: LogShipper, running: asyncio.Task[None] | None) -> None:
         if running is not None:
@@ -234,17 +224,16 @@ class RunningAttempt:
             await shipper.run()
         except LogsRefused as exc:
             self._refused(exc.error, "logs.refused")
-        except ApiError as exc:
-            self._refused(exc, "logs.refused")
 
-    def _refused(self, exc: ApiError, event: str) -> None:
-        if exc.status in (401, 403):
-            self.ctx.on_fatal(TokenRefused(str(exc)))
-        elif _is_stale(exc):
-            self.log.warning(event, error=str(exc), action="stopping the stale attempt")
-            self.stop(StopReason.STALE)
-        else:
-            self.log.warning(event, error=str(exc))
+    def _refused(self, exc: CorralError, event: str) -> None:
+        match verdict(exc):
+            case Verdict.FATAL:
+                self.ctx.on_fatal(TokenRefused(str(exc)))
+            case Verdict.DROP:  # stale_attempt, or the job is gone
+                self.log.warning(event, error=str(exc), action="stopping the stale attempt")
+                self.stop(StopReason.STALE)
+            case _:
+                self.log.warning(event, error=str(exc))
 
     def _finish(self, outcome: Outcome) -> None:
         if outcome.stopped in (StopReason.STALE, StopReason.SHUTDOWN):
@@ -253,7 +242,7 @@ class RunningAttempt:
             self.ctx.journal.forget(self.job_id, self.attempt)
             self.log.info("attempt.dropped", reason=str(outcome.stopped))
             return
-        if outcome.status == "unknown":
+        if outcome.outcome is None:
             # Reporting "failed" would end the job for good, though it may have succeeded.
             # Said nothing of, and listed in no heartbeat, it is lost and runs again.
             self.ctx.journal.forget(self.job_id, self.attempt)
@@ -261,7 +250,7 @@ class RunningAttempt:
             return
         report = AttemptReport(
             attempt=self.attempt,
-            status=AttemptOutcome(outcome.status),
+            status=outcome.outcome,
             exit_code=outcome.exit_code,
             error=outcome.error,
             result=outcome.result,
@@ -270,7 +259,7 @@ class RunningAttempt:
         self.ctx.outbox.wake()
         self.log.info(
             "attempt.ended",
-            status=AttemptOutcome(outcome.status),
+            status=outcome.outcome,
             exit_code=outcome.exit_code,
             duration_s=round(time.time() - self.process.started_at, 3) if self.process else 0,
         )

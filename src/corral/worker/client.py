@@ -117,8 +117,9 @@ class WorkerClient:
     async def events(self, last_event_id: str | None) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         """Open ``/api/workers/stream``; yields its events, resuming after ``last_event_id``.
 
-        Raises ApiError (401: the token is refused) or Unreachable on open; a stream that
-        breaks later raises httpx.TransportError or SSEError from the iteration.
+        Raises the CorralError the coordinator answered (Unauthenticated: the token is
+        refused) or Unreachable on open; a stream that breaks later raises
+        httpx.TransportError or SSEError from the iteration.
         """
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         if last_event_id:

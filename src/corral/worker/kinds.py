@@ -1,7 +1,7 @@
 """Task kinds: how a job.assign becomes a process to start.
 
 A kind is found by name through the ``corral.task_kinds`` entry points, so a new kind is a
-new module (in any installed package), not an edit of the runner.
+new module (in any installed package), not an edit of the worker.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ENTRY_POINT_GROUP = "corral.task_kinds"
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """What to start: the runner adds the worker's env allow-list, Corral's vars and GPUs."""
+    """What to start; ``environ.build_env`` adds the worker's allow-list, Corral's vars and GPUs."""
 
     argv: list[str]
     cwd: Path

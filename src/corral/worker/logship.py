@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
 
+from corral.model.errors import CorralError
 from corral.protocol import LogBatch
-from corral.protocol.transport import ApiError, Unreachable
+from corral.worker._retry import Verdict, retrying, verdict
 
 __all__ = ["LogShipper", "LogsRefused"]
 
@@ -25,9 +25,10 @@ log = structlog.get_logger("corral.worker.logs")
 
 
 class LogsRefused(Exception):
-    """The coordinator refused this attempt's logs for good (409 or 404)."""
+    """The coordinator refused this attempt's logs for good: the attempt is no longer current
+    (404, 409), or the worker token is refused (401, 403)."""
 
-    def __init__(self, error: ApiError) -> None:
+    def __init__(self, error: CorralError) -> None:
         self.error = error
         super().__init__(str(error))
 
@@ -97,25 +98,19 @@ class LogShipper:
         if self._on_batch is not None:
             self._on_batch(self.seq, self.offset, end)
         batch = LogBatch(attempt=self.attempt, seq=self.seq, data=data.decode("utf-8", "replace"))
-        delay = 0.5
-        while True:
-            try:
-                await self._send(batch)
-                break
-            except Unreachable as exc:
-                log.warning("logs.unreachable", seq=self.seq, retry_in_s=delay, error=str(exc))
-            except ApiError as exc:
-                if exc.status in (404, 409):
-                    raise LogsRefused(exc) from exc
-                if exc.status in (401, 403):
-                    raise
-                if exc.status < 500 and exc.status not in (408, 429):
-                    # Retrying the same bytes cannot help; skip them rather than stall the log.
-                    log.error("logs.batch_refused", seq=self.seq, error=str(exc))
-                    break
-                log.warning("logs.server_error", seq=self.seq, retry_in_s=delay, error=str(exc))
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.backoff_max_s)
+        try:
+            async for attempt in retrying(
+                initial_s=0.5,
+                max_s=self.backoff_max_s,
+                on_retry=lambda exc: log.warning("logs.retry", seq=batch.seq, error=str(exc)),
+            ):
+                with attempt:
+                    await self._send(batch)
+        except CorralError as exc:
+            if verdict(exc) is not Verdict.GIVE_UP:
+                raise LogsRefused(exc) from exc
+            # Retrying the same bytes cannot help; skip them rather than stall the log.
+            log.error("logs.batch_refused", seq=self.seq, error=str(exc))
         self.seq += 1
         self.offset = end
         self._resend_end = 0

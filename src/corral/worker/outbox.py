@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Callable
 
 import structlog
 
-from corral.protocol.transport import ApiError, Unreachable
+from corral.model.errors import CorralError
+from corral.worker._retry import Backoff, Verdict, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.journal import Journal
 
@@ -50,16 +50,15 @@ class Outbox:
 
     async def run(self) -> None:
         """Deliver for ever; raises TokenRefused."""
-        delay = self.backoff_initial_s
+        backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
         while True:
             self._wake.clear()
             if await self.deliver_pending():
-                delay = self.backoff_initial_s
+                backoff.reset()
                 await self._wake.wait()
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.backoff_max_s)
+                await asyncio.wait_for(self._wake.wait(), backoff.next())
 
     async def deliver_pending(self) -> bool:
         """One pass over the journal; True when nothing is left to deliver."""
@@ -67,21 +66,20 @@ class Outbox:
             bound = log.bind(job_id=pending.job_id, attempt=pending.attempt)
             try:
                 ack = await self.client.report(pending.job_id, pending.report)
-            except Unreachable as exc:
-                bound.warning("report.unreachable", status=pending.report.status, error=str(exc))
-                return False
             except BadAnswer as exc:
                 bound.warning("report.ack_unreadable", error=str(exc))  # 2xx: it was taken
-            except ApiError as exc:
-                if exc.status in (401, 403):
-                    raise TokenRefused(str(exc)) from exc
-                if exc.status >= 500 or exc.status in (408, 429):
-                    bound.warning("report.retry", error=str(exc))
-                    return False
-                # 404/409: the coordinator has moved on. Any other 4xx: the same bytes will
-                # never be taken, and keeping them would block every later report.
-                level = bound.info if exc.status in (404, 409) else bound.error
-                level("report.refused", status=pending.report.status, error=str(exc))
+            except CorralError as exc:
+                match verdict(exc):
+                    case Verdict.FATAL:
+                        raise TokenRefused(str(exc)) from exc
+                    case Verdict.RETRY:
+                        bound.warning("report.retry", status=pending.report.status, error=str(exc))
+                        return False
+                    case Verdict.DROP:  # the coordinator has moved on
+                        bound.info("report.refused", status=pending.report.status, error=str(exc))
+                    case Verdict.GIVE_UP:
+                        # Keeping bytes that will never be taken would block every later report.
+                        bound.error("report.refused", status=pending.report.status, error=str(exc))
             else:
                 bound.info("report.delivered", status=pending.report.status, job_state=ack.state)
             self.journal.report_done(pending.job_id, pending.attempt)

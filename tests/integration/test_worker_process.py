@@ -1,4 +1,5 @@
-"""The runner: real child processes, their groups, environment, timeouts and results."""
+"""Attempts as real child processes: their groups, environment, timeouts, stops and results,
+and those adopted after a worker restart."""
 
 from __future__ import annotations
 
@@ -14,18 +15,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from corral.protocol import JobAssign
+from corral.model import AttemptOutcome
 from corral.worker import _procs
+from corral.worker.environ import build_env
 from corral.worker.journal import AttemptRecord
-from corral.worker.kinds import CommandKind, LaunchSpec, UnknownKind, load_kind
-from corral.worker.runner import (
-    AttemptProcess,
-    Outcome,
-    StartFailed,
-    StopReason,
+from corral.worker.kinds import LaunchSpec
+from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason, launch_argv
+from corral.worker.workdir import (
     attempt_dir,
-    build_env,
-    launch_argv,
     output_path,
     prepare_workdir,
     read_exit_code,
@@ -77,44 +74,6 @@ async def _spawn(
     )
 
 
-def test_env_is_scrubbed_and_carries_corral_vars(tmp_path: Path) -> None:
-    worker_env = {
-        "PATH": "/usr/bin",
-        "HOME": "/home/w",
-        "LC_ALL": "C.UTF-8",
-        "CORRAL_WORKER_TOKEN": TOKEN,
-        "AWS_SECRET_ACCESS_KEY": "aws",
-        "SOME_OTHER": "x",
-        "MY_LIB": "lib",
-        "SNEAKY": TOKEN,  # named in pass_env, but holds the token
-    }
-    env = build_env(
-        {"LR": "0.1", "PATH": "/job/bin"},
-        job_id="j_9",
-        attempt=3,
-        result_file=tmp_path / "r.json",
-        gpus=[2, 3],
-        worker_env=worker_env,
-        pass_env=["MY_LIB", "SNEAKY"],
-        secrets=[TOKEN],
-    )
-    assert env == {
-        "PATH": "/job/bin",
-        "HOME": "/home/w",
-        "LC_ALL": "C.UTF-8",
-        "MY_LIB": "lib",
-        "PYTHONUNBUFFERED": "1",
-        "LR": "0.1",
-        "CORRAL_JOB_ID": "j_9",
-        "CORRAL_ATTEMPT": "3",
-        "CORRAL_RESULT_FILE": str(tmp_path / "r.json"),
-        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "CUDA_VISIBLE_DEVICES": "2,3",
-    }
-    no_gpu = build_env({}, job_id="j", attempt=1, result_file=tmp_path, gpus=[], worker_env={})
-    assert no_gpu["CUDA_VISIBLE_DEVICES"] == ""  # a CPU job on a GPU machine sees no GPU
-
-
 async def test_token_never_reaches_the_job(tmp_path: Path) -> None:
     worker_env = {**os.environ, "CORRAL_WORKER_TOKEN": TOKEN, "PYTHONPATH": TOKEN}
     proc = await _spawn(
@@ -124,7 +83,7 @@ async def test_token_never_reaches_the_job(tmp_path: Path) -> None:
         job_env={"INNOCENT": f"prefix-{TOKEN}"},
     )
     outcome = await proc.wait()
-    assert outcome.status == "succeeded"
+    assert outcome.outcome is AttemptOutcome.SUCCEEDED
     text = output_path(proc.workdir).read_text()
     assert TOKEN not in text
     seen = json.loads(text)
@@ -140,7 +99,7 @@ async def test_success_reads_the_result_file_and_keeps_output(tmp_path: Path) ->
     )
     proc = await _spawn(tmp_path, code)
     outcome = await proc.wait()
-    assert (outcome.status, outcome.exit_code, outcome.error) == ("succeeded", 0, None)
+    assert (outcome.outcome, outcome.exit_code, outcome.error) == ("succeeded", 0, None)
     assert outcome.result == {"accuracy": 0.97, "job": "j_1", "attempt": 1}
     out = output_path(proc.workdir).read_text()
     assert "to stdout" in out and "to stderr" in out
@@ -151,14 +110,14 @@ async def test_success_reads_the_result_file_and_keeps_output(tmp_path: Path) ->
 async def test_broken_result_file_does_not_fail_a_job(tmp_path: Path) -> None:
     code = "import os; open(os.environ['CORRAL_RESULT_FILE'], 'w').write('[1, 2')"
     outcome = await (await _spawn(tmp_path, code)).wait()
-    assert outcome.status == "succeeded" and outcome.result is None
+    assert outcome.outcome is AttemptOutcome.SUCCEEDED and outcome.result is None
     assert outcome.error and "result file" in outcome.error
 
 
 async def test_failure_carries_exit_code_and_last_output(tmp_path: Path) -> None:
     code = "import sys\nfor i in range(100): print('line', i)\nsys.exit('boom: bad config')"
     outcome = await (await _spawn(tmp_path, code)).wait()
-    assert (outcome.status, outcome.exit_code) == ("failed", 1)
+    assert (outcome.outcome, outcome.exit_code) == (AttemptOutcome.FAILED, 1)
     assert outcome.error is not None
     assert outcome.error.startswith("exited with code 1")
     assert "boom: bad config" in outcome.error and "line 99" in outcome.error
@@ -168,7 +127,7 @@ async def test_failure_carries_exit_code_and_last_output(tmp_path: Path) -> None
 async def test_killed_by_a_signal_says_which(tmp_path: Path) -> None:
     code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
     outcome = await (await _spawn(tmp_path, code)).wait()
-    assert (outcome.status, outcome.exit_code) == ("failed", -signal.SIGKILL)
+    assert (outcome.outcome, outcome.exit_code) == (AttemptOutcome.FAILED, -signal.SIGKILL)
     assert outcome.error and "SIGKILL" in outcome.error
 
 
@@ -205,7 +164,7 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     watching = time.monotonic()
     outcome = await proc.wait()
     assert time.monotonic() - watching < 5  # at its deadline, not when the job would end
-    assert outcome.status == "timed_out"
+    assert outcome.outcome is AttemptOutcome.TIMED_OUT
     assert outcome.error and "timeout of 1s" in outcome.error and "started" in outcome.error
     grandchild = int((proc.workdir / "grandchild.pid").read_text())
     await _until(lambda: _gone(grandchild))  # it ignored SIGTERM: SIGKILL got it
@@ -217,7 +176,7 @@ async def test_cancel_stops_the_group(tmp_path: Path) -> None:
     await _until(lambda: (proc.workdir / "grandchild.pid").exists())
     proc.stop(StopReason.CANCELLED)
     outcome = await proc.wait()
-    assert outcome.status == "cancelled" and outcome.stopped is StopReason.CANCELLED
+    assert outcome.outcome is AttemptOutcome.CANCELLED and outcome.stopped is StopReason.CANCELLED
     grandchild = int((proc.workdir / "grandchild.pid").read_text())
     await _until(lambda: _gone(grandchild))
 
@@ -234,7 +193,7 @@ async def test_sigterm_first_and_a_clean_exit_is_kept(tmp_path: Path) -> None:
     proc.stop(StopReason.CANCELLED)
     outcome = await proc.wait()
     assert time.monotonic() - started < 5  # no need to wait out the grace period
-    assert outcome.status == "cancelled" and outcome.exit_code == 0
+    assert outcome.outcome is AttemptOutcome.CANCELLED and outcome.exit_code == 0
     assert "saving" in output_path(proc.workdir).read_text()
 
 
@@ -299,14 +258,14 @@ async def _adopt_and_wait(child: subprocess.Popen[bytes], rec: AttemptRecord) ->
 async def test_adopted_attempt_that_succeeds_reports_its_result(tmp_path: Path) -> None:
     code = _AWAIT_GO + "from corral import sdk; sdk.set_result({'acc': 0.9})"
     outcome = await _adopt_and_wait(*_start_detached(tmp_path, code))
-    assert (outcome.status, outcome.exit_code, outcome.error) == ("succeeded", 0, None)
+    assert (outcome.outcome, outcome.exit_code, outcome.error) == ("succeeded", 0, None)
     assert outcome.result == {"acc": 0.9}
 
 
 async def test_adopted_attempt_that_fails_reports_its_exit_code(tmp_path: Path) -> None:
     code = _AWAIT_GO + "import sys; print('bad config'); sys.exit(3)"
     outcome = await _adopt_and_wait(*_start_detached(tmp_path, code))
-    assert (outcome.status, outcome.exit_code) == ("failed", 3)
+    assert (outcome.outcome, outcome.exit_code) == (AttemptOutcome.FAILED, 3)
     assert outcome.error and outcome.error.startswith("exited with code 3")
 
 
@@ -315,13 +274,13 @@ async def test_adopted_attempt_that_ended_while_away_is_not_timed_out(tmp_path: 
     child.wait()
     rec.started_at, rec.timeout_s = time.time() - 60, 10  # the worker came back too late
     outcome = await asyncio.wait_for(AttemptProcess.adopt(rec, kill_grace_s=1).wait(), 5)
-    assert (outcome.status, outcome.exit_code) == ("succeeded", 0)
+    assert (outcome.outcome, outcome.exit_code) == (AttemptOutcome.SUCCEEDED, 0)
 
 
 async def test_adopted_attempt_without_a_recorded_exit_is_unknown(tmp_path: Path) -> None:
     child, rec = _start_detached(tmp_path, _AWAIT_GO, shim=False)
     outcome = await _adopt_and_wait(child, rec)
-    assert outcome.status == "unknown" and outcome.exit_code is None
+    assert outcome.outcome is None and outcome.exit_code is None
 
 
 async def test_the_exit_status_is_recorded_beside_the_output(tmp_path: Path) -> None:
@@ -337,7 +296,7 @@ async def test_argv_reaches_the_program_exactly(tmp_path: Path) -> None:
     args = ["a b", "$HOME", "'q'", '"d"', "*", "-c", "", "x;y", "`id`"]
     code = "import json, sys; print(json.dumps(sys.argv[1:]))"
     proc = await _spawn(tmp_path, code, extra_args=args)
-    assert (await proc.wait()).status == "succeeded"
+    assert (await proc.wait()).outcome is AttemptOutcome.SUCCEEDED
     assert json.loads(output_path(proc.workdir).read_text()) == args
 
 
@@ -348,7 +307,7 @@ async def test_a_program_named_like_a_shell_builtin_is_the_program(tmp_path: Pat
     proc = await AttemptProcess.spawn(
         spec, dict(os.environ), workdir=workdir, timeout_s=None, kill_grace_s=1
     )
-    assert (await proc.wait()).status == "succeeded"
+    assert (await proc.wait()).outcome is AttemptOutcome.SUCCEEDED
     assert output_path(workdir).read_text() == "a\n"
 
 
@@ -367,49 +326,3 @@ async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
     finally:
         child.kill()
     assert outcome.stopped is StopReason.STALE and outcome.exit_code == -signal.SIGTERM
-
-
-def test_reused_pid_is_not_ours() -> None:
-    me = os.getpid()
-    assert _procs.leader_alive(me, _procs.create_time(me))
-    assert not _procs.leader_alive(me, _procs.create_time(me) - 3600)
-    assert not _procs.group_is_ours(me, _procs.create_time(me) - 3600)
-    assert _procs.signal_group(0, signal.SIGKILL) is False  # never our own group
-    assert _procs.signal_group(os.getpgrp(), signal.SIGKILL) is False
-
-
-def test_kinds(tmp_path: Path) -> None:
-    kind = load_kind("command")
-    assert isinstance(kind, CommandKind)
-    assign = JobAssign(job_id="j", attempt=1, name="n", command=["echo", "hi"], env={"A": "1"})
-    spec = kind.prepare(assign, tmp_path)
-    assert (spec.argv, spec.cwd, spec.env) == (["echo", "hi"], tmp_path, {"A": "1"})
-    with pytest.raises(UnknownKind, match="no task kind 'nope'"):
-        load_kind("nope")
-    with pytest.raises(ValueError, match="empty command"):
-        kind.prepare(assign.model_copy(update={"command": []}), tmp_path)
-
-
-def test_attempt_dir_is_safe(tmp_path: Path) -> None:
-    assert attempt_dir(tmp_path, "../../etc", 1).parent == tmp_path / "attempts"
-
-
-def test_operator_gpu_limit_is_kept_when_nvml_is_absent(tmp_path: Path) -> None:
-    env = build_env({}, job_id="j", attempt=1, result_file=tmp_path, gpus=None,
-                    worker_env={"CUDA_VISIBLE_DEVICES": "3"})  # fmt: skip
-    assert env["CUDA_VISIBLE_DEVICES"] == "3"
-
-
-def test_old_attempt_dirs_are_pruned(tmp_path: Path) -> None:
-    from corral.worker.runner import prune_workdirs
-
-    root = tmp_path / "attempts"
-    dirs = []
-    for i in range(6):
-        d = attempt_dir(tmp_path, f"j_{i}", 1)
-        prepare_workdir(d)
-        os.utime(d, (1000 + i, 1000 + i))
-        dirs.append(d)
-    assert prune_workdirs(root, keep=2, active={dirs[0]}) == 3
-    assert sorted(p.name for p in root.iterdir()) == ["j_0-1", "j_4-1", "j_5-1"]
-    assert prune_workdirs(tmp_path / "nowhere", keep=2, active=set()) == 0

@@ -35,7 +35,8 @@ from corral.worker.client import WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.hardware import Hardware
 from corral.worker.journal import AttemptRecord, Journal
-from corral.worker.runner import attempt_dir, launch_argv, prepare_workdir
+from corral.worker.process import launch_argv
+from corral.worker.workdir import attempt_dir, prepare_workdir
 
 TOKEN = "wt_the_one_secret"
 PY = sys.executable

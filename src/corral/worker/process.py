@@ -1,70 +1,45 @@
-"""One attempt as a child process: its own process group, working directory and environment.
+"""One attempt as a child process: its own process group, led by a shell that records how
+the job ended, and how the worker starts, adopts, waits for and stops it.
 
-Output goes to ``.corral/output.log`` in the working directory rather than a pipe, so that a
-job outlives a worker restart (a pipe whose reader died kills the writer with SIGPIPE) and
-the new worker can go on shipping the log from where the old one stopped. For the same
-reason the job's exit status goes to ``.corral/exit_code``: a worker started again finds its
-predecessor's jobs still running, and they are not its children, so the kernel would never
-tell it how they ended.
+The job writes to a file in its working directory (``workdir``), not a pipe, so that it
+outlives a worker restart (a pipe whose reader died kills the writer with SIGPIPE). A worker
+started again finds its predecessor's jobs still running; they are not its children, so the
+kernel would never tell it how they ended: the leader shell writes the exit status beside
+the output for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from corral.protocol import unstorable
-from corral.sdk import ENV_ATTEMPT, ENV_JOB_ID, ENV_RESULT_FILE
+from corral.model import AttemptOutcome
 from corral.worker import _procs
 from corral.worker.journal import AttemptRecord
 from corral.worker.kinds import LaunchSpec
+from corral.worker.workdir import (
+    exit_code_path,
+    from_shell_status,
+    output_path,
+    output_tail,
+    read_exit_code,
+    read_result,
+    result_path,
+)
 
-__all__ = [
-    "ALLOWED_ENV",
-    "AttemptProcess",
-    "Outcome",
-    "StartFailed",
-    "StopReason",
-    "attempt_dir",
-    "build_env",
-    "exit_code_path",
-    "launch_argv",
-    "output_path",
-    "prepare_workdir",
-    "prune_workdirs",
-    "read_exit_code",
-    "result_path",
-]
+__all__ = ["AttemptProcess", "Outcome", "StartFailed", "StopReason", "launch_argv"]
 
-# What a job inherits from the worker. Anything else (the worker token above all, cloud
-# credentials, the operator's shell) stays behind; a job that needs more asks for it in its
-# own env, or the operator names it in ``pass_env``.
-ALLOWED_ENV = frozenset(
-    {
-        "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM",
-        "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH",
-        "HF_HOME", "TORCH_HOME", "XDG_CACHE_HOME",
-        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-    }
-)  # fmt: skip
-ALLOWED_PREFIXES = ("LC_",)
-_TAIL_BYTES = 16 * 1024
-_TAIL_LINES = 40
 _MAX_ERROR = 8_000
-_MAX_RESULT_BYTES = 1024 * 1024
 _ADOPTED_POLL_S = 0.2
 _GROUP_POLL_S = 0.1
 
@@ -94,14 +69,11 @@ class StopReason(StrEnum):
     SHUTDOWN = "shutdown"  # the worker is leaving: killed, not reported (the job is lost)
 
 
-# "unknown": an adopted attempt ended and left no exit status (it was started before this
-# version, or killed with its shell); it is not reported, so the coordinator retries it.
-Status = Literal["succeeded", "failed", "timed_out", "cancelled", "unknown"]
-
-
 @dataclass(frozen=True)
 class Outcome:
-    status: Status
+    # None: unknown. An adopted attempt ended and left no exit status (started before this
+    # version, or killed with its shell); it is not reported, so the coordinator retries it.
+    outcome: AttemptOutcome | None
     exit_code: int | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
@@ -112,45 +84,10 @@ class StartFailed(Exception):
     """The process could not be started (no such program, not executable...)."""
 
 
-def attempt_dir(data_dir: Path, job_id: str, attempt: int) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", job_id).lstrip(".") or "job"
-    return data_dir / "attempts" / f"{safe}-{attempt}"
-
-
-def output_path(workdir: Path) -> Path:
-    return workdir / ".corral" / "output.log"
-
-
-def result_path(workdir: Path) -> Path:
-    return workdir / ".corral" / "result.json"
-
-
-def exit_code_path(workdir: Path) -> Path:
-    return workdir / ".corral" / "exit_code"
-
-
 def launch_argv(argv: list[str], workdir: Path) -> list[str]:
     """``argv`` wrapped in the shell that records its exit status (see ``_SHIM``)."""
     env = "/usr/bin/env" if os.access("/usr/bin/env", os.X_OK) else shutil.which("env") or "env"
     return [_SHELL, "-c", _SHIM, "corral-attempt", str(exit_code_path(workdir)), env, "--", *argv]
-
-
-def read_exit_code(workdir: Path) -> int | None:
-    """The exit status the attempt's shell recorded, as a return code (negative: killed by
-    that signal); None when there is none to read."""
-    try:
-        text = exit_code_path(workdir).read_text(encoding="ascii").strip()
-    except (OSError, ValueError):
-        return None
-    return _from_shell(int(text)) if text.isdigit() else None
-
-
-def _from_shell(status: int) -> int:
-    # A shell says 128+N for a command killed by signal N, and cannot tell that from a
-    # command that exited 128+N itself; the signal is by far the likelier.
-    if 128 < status < 128 + signal.NSIG:
-        return -(status - 128)
-    return status
 
 
 def _check_program(argv0: str, env: Mapping[str, str], cwd: Path) -> None:
@@ -164,53 +101,6 @@ def _check_program(argv0: str, env: Mapping[str, str], cwd: Path) -> None:
             raise StartFailed(f"cannot start {argv0!r}: {os.strerror(errno.EACCES)}")
     elif shutil.which(argv0, path=env.get("PATH", os.defpath)) is None:
         raise StartFailed(f"cannot start {argv0!r}: not found on PATH")
-
-
-def prepare_workdir(workdir: Path) -> None:
-    """A fresh, empty directory: leftovers of an earlier try must not look like this one's."""
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    (workdir / ".corral").mkdir(parents=True)
-
-
-def build_env(
-    job_env: Mapping[str, str],
-    *,
-    job_id: str,
-    attempt: int,
-    result_file: Path,
-    gpus: list[int] | None,
-    worker_env: Mapping[str, str] | None = None,
-    pass_env: Iterable[str] = (),
-    secrets: Iterable[str] = (),
-) -> dict[str, str]:
-    """The job's environment: allow-listed worker vars < the job's env < Corral's own vars.
-
-    ``gpus`` None leaves CUDA_VISIBLE_DEVICES alone (a machine without NVML); a list, even an
-    empty one, pins the job to exactly those GPUs so that jobs running side by side never
-    share one. Any value holding a secret is dropped, whatever put it there.
-    """
-    source = os.environ if worker_env is None else worker_env
-    extra = set(pass_env)
-    env = {
-        k: v
-        for k, v in source.items()
-        if (k in ALLOWED_ENV or k.startswith(ALLOWED_PREFIXES) or k in extra)
-        and not k.startswith("CORRAL_")
-    }
-    env["PYTHONUNBUFFERED"] = "1"  # so output (and sdk.report lines) arrive as they happen
-    if gpus is None and "CUDA_VISIBLE_DEVICES" in source:
-        # GPUs this worker cannot see through NVML: keep whatever limit its operator set.
-        env["CUDA_VISIBLE_DEVICES"] = source["CUDA_VISIBLE_DEVICES"]
-    env.update(job_env)
-    env[ENV_JOB_ID] = job_id
-    env[ENV_ATTEMPT] = str(attempt)
-    env[ENV_RESULT_FILE] = str(result_file)
-    if gpus is not None:
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML numbers them in
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)
-    hidden = [s for s in secrets if s]
-    return {k: v for k, v in env.items() if not any(s in v or s in k for s in hidden)}
 
 
 class AttemptProcess:
@@ -344,7 +234,7 @@ class AttemptProcess:
         recorded none)."""
         if self._child is not None:
             code = await self._child.wait()  # the shell's: the job's status, or its own death
-            return _from_shell(code) if code > 0 else code
+            return from_shell_status(code) if code > 0 else code
         # Not our child, so no event tells us it exited: poll, then read what its shell wrote.
         while _procs.leader_alive(self.pid, self.create_time):  # noqa: ASYNC110
             await asyncio.sleep(_ADOPTED_POLL_S)
@@ -375,79 +265,38 @@ class AttemptProcess:
     def _outcome(self, code: int | None, timed_out: bool) -> Outcome:
         if timed_out:
             return Outcome(
-                "timed_out",
+                AttemptOutcome.TIMED_OUT,
                 code,
                 _error(f"ran past its timeout of {self.timeout_s:g}s; stopped", self.workdir),
             )
         if self._signalled and self.stop_reason is not None:
             return Outcome(
-                "cancelled",
+                AttemptOutcome.CANCELLED,
                 code,
                 f"stopped by the worker ({self.stop_reason})",
                 stopped=self.stop_reason,
             )
         if code is None:
             return Outcome(
-                "unknown",
+                None,
                 None,
                 "the worker restarted while this attempt ran, and it left no exit status",
             )
         if code == 0:
-            result, problem = _read_result(result_path(self.workdir))
-            return Outcome("succeeded", 0, problem, result)
+            result, problem = read_result(result_path(self.workdir))
+            return Outcome(AttemptOutcome.SUCCEEDED, 0, problem, result)
         if code < 0:
             try:
                 what = f"was killed by {signal.Signals(-code).name}"
             except ValueError:
                 what = f"was killed by signal {-code}"
-            return Outcome("failed", code, _error(what, self.workdir))
-        return Outcome("failed", code, _error(f"exited with code {code}", self.workdir))
+            return Outcome(AttemptOutcome.FAILED, code, _error(what, self.workdir))
+        return Outcome(
+            AttemptOutcome.FAILED, code, _error(f"exited with code {code}", self.workdir)
+        )
 
 
 def _error(what: str, workdir: Path) -> str:
     tail = output_tail(workdir)
     text = f"{what}; last output:\n{tail}" if tail else what
     return text[-_MAX_ERROR:]
-
-
-def prune_workdirs(root: Path, *, keep: int, active: set[Path]) -> int:
-    """Remove all but the ``keep`` newest attempt directories not in ``active``; returns how
-    many went. A persistent worker runs thousands of jobs; their directories must not fill
-    the disk. Blocking (rmtree): call it in a thread."""
-    try:
-        dirs = [d for d in root.iterdir() if d.is_dir() and d not in active]
-    except FileNotFoundError:
-        return 0
-    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
-    for old in dirs[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-    return max(0, len(dirs) - keep)
-
-
-def output_tail(workdir: Path, lines: int = _TAIL_LINES) -> str:
-    """The last lines the job printed, for the error of a failed attempt."""
-    try:
-        with output_path(workdir).open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
-            data = fh.read()
-    except OSError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").rstrip("\n").splitlines()[-lines:])
-
-
-def _read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(result, problem): a job that exits 0 succeeded even if its result file is broken."""
-    try:
-        if path.stat().st_size > _MAX_RESULT_BYTES:
-            return None, f"result file larger than {_MAX_RESULT_BYTES} bytes; ignored"
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as exc:
-        return None, f"result file unreadable; ignored: {exc}"
-    if not isinstance(data, dict):
-        return None, "result file does not hold a JSON object; ignored"
-    if why := unstorable(data):  # the coordinator would refuse the whole report
-        return None, f"result file ignored: {why}"
-    return data, None
