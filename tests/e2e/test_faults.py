@@ -40,3 +40,67 @@ def test_a_frozen_coordinator_does_not_kill_healthy_work(fleet, tmp_path):
     assert done["state"] == "succeeded", done
     assert [a["outcome"] for a in done["attempts"]] == ["succeeded"], done["attempts"]
     assert "coordinator.resumed" in server.output()
+
+
+def _mount_tmpfs(path, size="24m"):
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a small tmpfs, and mounting one needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    return lambda: subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(path):
+    import contextlib
+
+    filler = path / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as fh:
+        while True:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+    return filler
+
+
+def test_a_worker_whose_disk_is_full_runs_nothing_and_says_why(fleet, tmp_path):
+    # Its data directory full, a worker must not start an attempt it cannot record: it
+    # declines it (run again elsewhere, not failed) and takes no work until it has room.
+    fleet.start_server()
+    umount = _mount_tmpfs(tmp_path / "worker-full")
+    try:
+        full = fleet.start_worker("full", heartbeat=0.5)
+        wait_until(lambda: fleet.workers()["full"]["status"] == "idle", 30, "the worker")
+        filler = _fill(tmp_path / "worker-full")
+        marks = tmp_path / "ran"
+        marks.mkdir()
+        job = fleet.submit([PY, "-c", f"import os; open({str(marks)!r} + '/' + "
+                                      "os.environ['CORRAL_ATTEMPT'], 'w').close()"])  # fmt: skip
+        wait_until(lambda: fleet.workers()["full"]["status"] == "constrained", 30, "constrained")
+        assert (
+            "free" in fleet.workers()["full"]["constrained"]
+            or "written" in (fleet.workers()["full"]["constrained"])
+        )
+        fleet.start_worker("roomy", heartbeat=0.5)
+        done = fleet.wait_state(job["id"], {"succeeded", "failed"}, 60)
+        assert done["state"] == "succeeded"
+        assert done["worker_id"] == fleet.workers()["roomy"]["id"]
+        assert [a["outcome"] for a in done["attempts"]] == ["lost", "succeeded"]
+        assert sorted(p.name for p in marks.iterdir()) == ["2"]  # attempt 1 never ran
+        with fleet.api() as c:
+            events = c.get(f"/api/jobs/{job['id']}/events").json()["events"]
+        first = next(e for e in events if e["kind"] == "job.requeued")
+        assert first["reason"] == "declined"
+        filler.unlink()
+        try:
+            wait_until(lambda: fleet.workers()["full"]["status"] == "idle", 30, "room again")
+        except AssertionError:
+            print(full.output()[-3000:])
+            raise
+        assert full.alive()
+    finally:
+        fleet.close()
+        umount()

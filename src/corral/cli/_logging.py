@@ -85,3 +85,6 @@ def configure(level: Level | str = Level.INFO, *, stream: TextIO | None = None) 
         lg = logging.getLogger(name)
         lg.setLevel(logging.NOTSET)
         lg.propagate, lg.disabled = True, False
+    # httpx says every request at info: a worker's heartbeats would drown what matters.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)

@@ -122,6 +122,12 @@ def report(
     if att is None or att.worker_id != worker_id or att.outcome == AttemptOutcome.LOST:
         raise StaleAttempt(f"attempt {number} of {job.id} is not current on this worker")
     current = job.attempt == att.number and job.worker_id == worker_id
+    if status == "declined":  # not the job's doing: it runs again elsewhere, now
+        if not current or job.state not in ACTIVE_JOB_STATES:
+            raise StaleAttempt(f"attempt {number} of {job.id} has ended")
+        move = end_attempt(job, AttemptOutcome.LOST, now=now, policy=policy, reason=Reason.DECLINED,
+                           error=error or "its worker declined it")  # fmt: skip
+        return [move], move.to
     if status == "running":
         if not current or job.state not in ACTIVE_JOB_STATES:
             raise StaleAttempt(f"attempt {number} of {job.id} has ended")
@@ -167,6 +173,7 @@ def create_worker(values: Mapping[str, Any], *, actor: str | None) -> list[Chang
 def register(
     worker: WorkerSnap, active: Iterable[JobSnap], running: Iterable[Ref], *,
     fields: Mapping[str, Any], capabilities: Mapping[str, Any], now: datetime, policy: Policy,
+    said: str | None = None,
 ) -> tuple[list[Change], list[Ref], list[Ref]]:  # fmt: skip
     """The sync point: the worker says what it runs; returns (changes, keep, stop).
 
@@ -182,6 +189,7 @@ def register(
     out += [Record(Kind.WORKER_REGISTERED, worker.tenant_id, worker_id=worker.id,
                    why=Why(detail=capabilities)),
             ForgetDrop(worker.id), ClearOutbox(worker.id)]  # fmt: skip
+    out += constrained(worker, said)
     left = {j.id: j for j in active}
     keep: list[Ref] = []
     stop: list[Ref] = []
@@ -221,7 +229,7 @@ def stream_opened(worker: WorkerSnap, owner: str) -> list[Change]:
 
 def heartbeat(
     worker: WorkerSnap, active: Iterable[JobSnap], attempts: Mapping[Ref, AttemptSnap],
-    listed: Collection[Ref], *, now: datetime, policy: Policy,
+    listed: Collection[Ref], *, now: datetime, policy: Policy, said: str | None = None,
 ) -> tuple[list[Change], list[Ref]]:  # fmt: skip
     """It is alive. Returns the changes and the listed attempts it must stop.
 
@@ -230,15 +238,27 @@ def heartbeat(
     current = {j.id: j for j in active}
     stop = [r for r in listed if r[0] not in current or current[r[0]].attempt != r[1]]
     cutoff = now - timedelta(seconds=policy.unclaimed_grace_s)
+    out: list[Change] = [UpdateWorker(worker.id, {"last_heartbeat": now})]
+    out += constrained(worker, said)
     unclaimed = [
         j for j in current.values()
         if (j.id, j.attempt) not in listed
         and (att := attempts.get((j.id, j.attempt))) is not None and att.assigned_at < cutoff
     ]  # fmt: skip
-    out: list[Change] = [UpdateWorker(worker.id, {"last_heartbeat": now})]
     out += lose(unclaimed, Reason.NOT_LISTED, "its worker does not hold this attempt",
                 now=now, policy=policy)  # fmt: skip
     return out, stop
+
+
+def constrained(worker: WorkerSnap, said: str | None) -> list[Change]:
+    """It says whether it takes new work (``said``: why not; None: it does). A change is
+    recorded; the scheduler offers nothing to a constrained worker."""
+    if said == worker.constrained:
+        return []
+    kind = Kind.WORKER_CONSTRAINED if said else Kind.WORKER_UNCONSTRAINED
+    return [UpdateWorker(worker.id, {"constrained": said}),
+            Record(kind, worker.tenant_id, worker_id=worker.id,
+                   why=Why(message=said or worker.constrained))]  # fmt: skip
 
 
 def go_offline(

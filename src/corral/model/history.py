@@ -25,6 +25,8 @@ class Kind(StrEnum):
     WORKER_DRAINING = "worker.draining"
     WORKER_OFFLINE = "worker.offline"
     WORKER_TOKEN_ROTATED = "worker.token_rotated"
+    WORKER_CONSTRAINED = "worker.constrained"  # it takes no new work, and says why
+    WORKER_UNCONSTRAINED = "worker.unconstrained"
     WORKER_REMOVED = "worker.removed"
 
 
@@ -39,6 +41,7 @@ class Reason(StrEnum):
     WORKER_REMOVED = "worker_removed"
     DISCONNECTED = "disconnected"
     EXPIRED = "expired"  # an offline ephemeral worker past its time to live
+    DECLINED = "declined"  # its worker could not run it (its disk is full…) and said so
 
 
 def job_kind(frm: JobState | None, to: JobState) -> Kind:

@@ -81,6 +81,7 @@ class WorkerSnap:
     last_heartbeat: datetime | None
     created_at: datetime | None
     stream_owner: str | None = None
+    constrained: str | None = None  # why it takes no new work, as it said
 
     @classmethod
     def of(cls, row: Row) -> WorkerSnap:
@@ -96,6 +97,7 @@ class WorkerSnap:
             last_heartbeat=_utc(row["last_heartbeat"]),
             created_at=_utc(row["created_at"]),
             stream_owner=row["stream_owner"],
+            constrained=row["constrained"],
         )
 
 

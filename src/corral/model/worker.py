@@ -13,6 +13,7 @@ class WorkerStatus(StrEnum):
     BUSY = "busy"  # shown, never stored: idle and holding attempts
     DRAINING = "draining"
     OFFLINE = "offline"
+    CONSTRAINED = "constrained"  # shown, never stored: idle, but it says it takes no work
 
 
 class WorkerType(StrEnum):
@@ -54,6 +55,11 @@ def check_worker_transition(frm: WorkerStatus, to: WorkerStatus) -> None:
         raise IllegalTransition(f"worker cannot go from {frm} to {to}")
 
 
-def shown_status(stored: WorkerStatus, running: int) -> WorkerStatus:
-    """What a person sees: an idle worker holding attempts is busy."""
-    return WorkerStatus.BUSY if stored is WorkerStatus.IDLE and running else stored
+def shown_status(stored: WorkerStatus, running: int, constrained: bool = False) -> WorkerStatus:
+    """What a person sees: an idle worker that takes no work is constrained; one holding
+    attempts is busy."""
+    if stored is not WorkerStatus.IDLE:
+        return stored
+    if constrained:
+        return WorkerStatus.CONSTRAINED
+    return WorkerStatus.BUSY if running else stored

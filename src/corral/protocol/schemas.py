@@ -140,6 +140,7 @@ class RegisterRequest(_Wire):
         default=[], max_length=10_000, description="attempts it is still running"
     )
     version: str = Field(default="", max_length=100)
+    constrained: Why | None = Field(default=None, description="as in a heartbeat")
 
 
 class RegisterResponse(_Wire):
@@ -150,8 +151,14 @@ class RegisterResponse(_Wire):
     stop: list[AttemptRef] = Field(description="running attempts to kill: no longer current")
 
 
+Why = Annotated[str, Field(min_length=1, max_length=500)]
+
+
 class HeartbeatRequest(_Wire):
     running: list[AttemptRef] = Field(default=[], max_length=10_000)
+    constrained: Why | None = Field(
+        default=None, description="why it takes no new work now (its disk is full…); None: it does"
+    )
     cpu_percent: float | None = Field(default=None, ge=0)
     memory_used_bytes: Bytes | None = None
 
@@ -162,10 +169,11 @@ class HeartbeatResponse(_Wire):
 
 
 class AttemptReport(_Wire):
-    """POST /api/workers/job/{id}/status: an attempt started (``running``) or ended."""
+    """POST /api/workers/job/{id}/status: an attempt started (``running``) or ended; or the
+    worker cannot run it (``declined``, with why in ``error``): it runs again elsewhere."""
 
     attempt: AttemptNo
-    status: Literal["running"] | AttemptOutcome
+    status: Literal["running", "declined"] | AttemptOutcome
     exit_code: ExitCode | None = None
     error: str | None = Field(default=None, max_length=10_000)
     result: dict[str, Any] | None = None
@@ -346,6 +354,7 @@ class WorkerView(BaseModel):
     running: int
     last_heartbeat: datetime | None
     created_at: datetime
+    constrained: str | None = Field(default=None, description="why it takes no new work")
 
 
 class WorkerList(BaseModel):

@@ -41,9 +41,9 @@ class Assignment:
 def offer(worker: WorkerSnap, held: int, gpus_held: int) -> WorkerOffer | None:
     """What a worker can take now, given the attempts and GPUs it holds; None for nothing.
 
-    Only a connected, idle (not draining) worker takes work; an ephemeral one takes a single
-    job per registration."""
-    if worker.status is not WorkerStatus.IDLE:
+    Only a connected, idle worker takes work (not one draining, or constrained: it said it
+    cannot); an ephemeral one takes a single job per registration."""
+    if worker.status is not WorkerStatus.IDLE or worker.constrained:
         return None
     free = worker.slots - held
     if worker.worker_type is WorkerType.EPHEMERAL:

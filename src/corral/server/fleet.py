@@ -43,7 +43,7 @@ def view(row: RowMapping, running: int) -> WorkerView:
     return WorkerView(
         id=row["id"],
         name=row["name"],
-        status=shown_status(WorkerStatus(row["status"]), running),
+        status=shown_status(WorkerStatus(row["status"]), running, bool(row["constrained"])),
         worker_type=WorkerType(row["worker_type"]),
         labels=row["labels"],
         hostname=row["hostname"],
@@ -55,6 +55,7 @@ def view(row: RowMapping, running: int) -> WorkerView:
         running=running,
         last_heartbeat=as_utc(row["last_heartbeat"]),
         created_at=as_utc(row["created_at"]),
+        constrained=row["constrained"],
     )
 
 
@@ -148,6 +149,7 @@ async def register(
             WorkerSnap.of(row), await _active(t, w.worker_id),
             [(r.job_id, r.attempt) for r in body.running],
             fields=fields, capabilities=capabilities, now=t.now, policy=t.policy,
+            said=body.constrained,
         )  # fmt: skip
         await t.apply(changes)
     return RegisterResponse(
@@ -184,7 +186,7 @@ async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> He
         atts = {(a["job_id"], a["number"]): AttemptSnap.of(a) for a in rows}
         listed = dict.fromkeys((r.job_id, r.attempt) for r in body.running)
         changes, stop = decide.heartbeat(WorkerSnap.of(row), active, atts, listed, now=t.now,
-                                         policy=t.policy)  # fmt: skip
+                                         policy=t.policy, said=body.constrained)  # fmt: skip
         await t.apply(changes)
     return HeartbeatResponse(status=WorkerStatus(row["status"]),
                              stop=[AttemptRef(job_id=j, attempt=a) for j, a in stop])  # fmt: skip

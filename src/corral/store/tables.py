@@ -71,6 +71,8 @@ workers = Table(
     # whose stream dropped does not reap a worker that has since connected to another.
     Column("stream_owner", String(100)),
     Column("offline_since", TS),
+    # Why it takes no new work, as it said in its last heartbeat (its disk is full…).
+    Column("constrained", String(500)),
     Column("created_at", TS, nullable=False),
     Index("ix_workers_tenant_status", "tenant_id", "status"),
 )

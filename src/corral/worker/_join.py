@@ -67,6 +67,7 @@ async def register(
     outbox: Outbox,
     running: list[AttemptRef],
     log: Any,
+    constrained: str | None = None,
 ) -> RegisterResponse:
     """Register, retrying with backoff while the coordinator is away.
 
@@ -83,7 +84,8 @@ async def register(
                 # Deliver what is owed before saying what runs: a coordinator that hears of an
                 # attempt in neither counts it lost, and then refuses its result.
                 await _settle(outbox)
-                resp = await client.register(_request(settings, machine, journal, running))
+                req = _request(settings, machine, journal, running)
+                resp = await client.register(req.model_copy(update={"constrained": constrained}))
     except CorralError as exc:
         if verdict(exc) is Verdict.FATAL:
             raise TokenRefused(str(exc)) from exc

@@ -21,7 +21,7 @@ from corral.model import WorkerStatus
 from corral.model.errors import CorralError
 from corral.protocol import (
     AttemptRef,
-    HeartbeatRequest,
+    HeartbeatResponse,
     JobAssign,
     JobCancel,
     RegisterResponse,
@@ -30,8 +30,9 @@ from corral.protocol import (
 from corral.worker import _harden, _join, hardware
 from corral.worker._retry import Backoff, Verdict, verdict
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
-from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
+from corral.worker.client import TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
+from corral.worker.heartbeat import Heartbeat
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
 from corral.worker.process import StopReason
@@ -85,7 +86,6 @@ class Agent:
         self._accepting = True
         self._draining = False
         self._took_job = False
-        self._heartbeat_s = settings.heartbeat_interval_s
         self._last_event_id: str | None = None
         self._registered = asyncio.Event()
         self._reregister = asyncio.Event()
@@ -94,6 +94,7 @@ class Agent:
         self._kill_on_exit = False
         self._signals = 0
         self._pruning: asyncio.Task[int] | None = None
+        self._declining: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -105,6 +106,11 @@ class Agent:
             await self.client.aclose()
             return EXIT_CONFIG
         self.outbox = Outbox(self.journal, self.client, on_change=self._check_exit)
+        self.heartbeat = Heartbeat(
+            self.client, self.journal, self.settings.work_dir,
+            interval_s=self.settings.heartbeat_interval_s, held=lambda: self.running,
+            on_answer=self._on_heartbeat, on_unknown=self._reregister.set, log=self.log,
+        )  # fmt: skip
         self.ctx = AttemptContext(
             settings=self.settings,
             client=self.client,
@@ -112,6 +118,7 @@ class Agent:
             outbox=self.outbox,
             on_fatal=self._fatal,
             on_ended=self._ended,
+            on_constrained=self.heartbeat.constrain,
             log_interval_s=self.log_interval_s,
             logger=self.log,
         )
@@ -237,9 +244,9 @@ class Agent:
     ) -> None:
         self.worker_id = resp.worker_id
         self.log = log.bind(worker=resp.name, worker_id=resp.worker_id)
-        self.ctx.logger = self.log
+        self.ctx.logger = self.heartbeat.log = self.log
         if "heartbeat_interval_s" not in self.settings.model_fields_set:
-            self._heartbeat_s = max(1.0, resp.heartbeat_interval_s)
+            self.heartbeat.interval_s = max(1.0, resp.heartbeat_interval_s)
         keep = {(r.job_id, r.attempt) for r in resp.keep}
         for key, rec in adoptable.items():
             ra = RunningAttempt(
@@ -276,6 +283,7 @@ class Agent:
                 outbox=self.outbox,
                 running=offered,
                 log=self.log,
+                constrained=self.heartbeat.constrained,
             )
             self._apply_register(resp, adoptable)
             adoptable = {}
@@ -346,6 +354,12 @@ class Agent:
         if key in self.running or key in self._seen or self.journal.has_report(*key):
             bound.info("assign.duplicate")  # a resend after reconnect: we have it already
             return
+        if self.heartbeat.constrained is not None:
+            ra = RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt, gpus=None, assign=a)
+            task = asyncio.create_task(ra.decline(self.heartbeat.constrained))
+            self._declining.add(task)
+            task.add_done_callback(self._declining.discard)
+            return
         if not self._accepting:
             # Say nothing: the coordinator takes the job back when its lease runs out or
             # when this worker disconnects.
@@ -396,38 +410,17 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         await self._registered.wait()
-        hardware.usage()  # the first cpu_percent reading is meaningless; prime it
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            cpu, memory = hardware.usage()
-            req = HeartbeatRequest(
-                running=self._claimed(),
-                cpu_percent=cpu,
-                memory_used_bytes=memory,
-            )
-            try:
-                resp = await self.client.heartbeat(req)
-            except (CorralError, BadAnswer) as exc:
-                why = verdict(exc) if isinstance(exc, CorralError) else Verdict.RETRY
-                if why is Verdict.FATAL:
-                    raise TokenRefused(str(exc)) from exc
-                if why is Verdict.DROP:  # the coordinator no longer knows this worker
-                    self._reregister.set()
-                # Not retried: the next beat is only an interval away.
-                event = "heartbeat.failed" if why is Verdict.RETRY else "heartbeat.refused"
-                self.log.warning(event, error=str(exc))
-                continue
-            for ref in resp.stop:
-                ra = self.running.get((ref.job_id, ref.attempt))
-                if ra is not None:
-                    ra.stop(StopReason.STALE)
-            if resp.status is WorkerStatus.DRAINING:
-                self._drain()  # in case the drain event was missed
-            elif resp.status is WorkerStatus.OFFLINE:
-                self._reregister.set()  # the coordinator gave up on us: come back properly
+        await self.heartbeat.run()
 
-    def _claimed(self) -> list[AttemptRef]:
-        return self.journal.claimed(self.running)
+    def _on_heartbeat(self, resp: HeartbeatResponse) -> None:
+        for ref in resp.stop:
+            ra = self.running.get((ref.job_id, ref.attempt))
+            if ra is not None:
+                ra.stop(StopReason.STALE)
+        if resp.status is WorkerStatus.DRAINING:
+            self._drain()  # in case the drain event was missed
+        elif resp.status is WorkerStatus.OFFLINE:
+            self._reregister.set()  # the coordinator gave up on us: come back properly
 
     async def _outbox_loop(self) -> None:
         await self._registered.wait()

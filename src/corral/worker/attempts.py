@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -16,6 +16,7 @@ import structlog
 from corral.model import AttemptOutcome
 from corral.model.errors import CorralError
 from corral.protocol import AttemptReport, JobAssign
+from corral.worker._disk import disk_error, low_space
 from corral.worker._retry import Verdict, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
@@ -27,7 +28,7 @@ from corral.worker.outbox import Outbox
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
 from corral.worker.workdir import attempt_dir, output_path, prepare_workdir, result_path
 
-__all__ = ["AttemptContext", "RunningAttempt", "bug"]
+__all__ = ["AttemptContext", "Declined", "RunningAttempt", "bug"]
 
 log = structlog.get_logger("corral.worker.attempt")
 
@@ -44,8 +45,17 @@ class AttemptContext:
     outbox: Outbox
     on_fatal: Callable[[TokenRefused], None]
     on_ended: Callable[[RunningAttempt], None]
+    # The worker's own disk failed an attempt: it takes no new work, and says so first.
+    on_constrained: Callable[[str], Awaitable[None]] | None = None
     log_interval_s: float = 0.5
     logger: Any = None  # the worker's bound logger, so attempt lines carry the worker too
+
+
+@dataclass(frozen=True)
+class Declined:
+    """This worker cannot run the attempt (its own disk failed it): not the job's failure."""
+
+    why: str
 
 
 def bug(exc: BaseException) -> str:
@@ -121,6 +131,9 @@ class RunningAttempt:
             self.log.info("attempt.adopted", pid=self.process.pid)
         else:
             launched = await self._launch()
+            if isinstance(launched, Declined):
+                await self.decline(launched.why)
+                return
             if isinstance(launched, Outcome):
                 self._finish(launched)
                 return
@@ -157,17 +170,22 @@ class RunningAttempt:
                 running.cancel()  # the final report says more than a late "running" would
         self._finish(outcome)
 
-    async def _launch(self) -> AttemptProcess | Outcome:
+    async def _launch(self) -> AttemptProcess | Outcome | Declined:
         assert self.assign is not None
         settings = self.ctx.settings
         workdir = attempt_dir(settings.work_dir, self.job_id, self.attempt)
+        if why := low_space(settings.work_dir):
+            return Declined(why)
         try:
             kind = load_kind(self.assign.kind)
+            self.ctx.journal.probe()  # before anything runs: can this worker record it?
             prepare_workdir(workdir)
             spec = kind.prepare(self.assign, workdir)
         except UnknownKind as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))
         except Exception as exc:  # a plugin's own error, or the disk
+            if why := disk_error(exc):
+                return Declined(why)
             return Outcome(AttemptOutcome.FAILED, None, f"cannot prepare the job: {exc}")
         env = build_env(
             spec.env,
@@ -188,20 +206,39 @@ class RunningAttempt:
             )
         except StartFailed as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))
-        self.ctx.journal.record_started(
-            AttemptRecord(
-                job_id=self.job_id,
-                attempt=self.attempt,
-                pid=process.pid,
-                pgid=process.pgid,
-                create_time=process.create_time,
-                workdir=workdir,
-                started_at=process.started_at,
-                timeout_s=self.assign.timeout_s,
-                gpus=self.gpus or [],
-            )
-        )
+        except OSError as exc:
+            if why := disk_error(exc):
+                return Declined(why)
+            raise
+        rec = AttemptRecord(
+            job_id=self.job_id, attempt=self.attempt, pid=process.pid, pgid=process.pgid,
+            create_time=process.create_time, workdir=workdir, started_at=process.started_at,
+            timeout_s=self.assign.timeout_s, gpus=self.gpus or [],
+        )  # fmt: skip
+        try:
+            self.ctx.journal.record_started(rec)
+        except Exception as exc:
+            # Unrecorded, it would outlive a restart of this worker with nobody to stop it, or
+            # run on beside another attempt: it is stopped before it does anything.
+            process.kill_now()
+            await process.wait()
+            return Declined(disk_error(exc) or f"its journal cannot record the attempt: {exc}")
         return process
+
+    async def decline(self, why: str) -> None:
+        """Say at once that this worker cannot run it, so it runs elsewhere now; it takes no
+        new work until its disk has room again."""
+        self.log.error("attempt.declined", reason=why)
+        if self.ctx.on_constrained is not None:
+            # First, so that the coordinator does not hand the job straight back to us.
+            await self.ctx.on_constrained(why)
+        report = AttemptReport(attempt=self.attempt, status="declined", error=why)
+        try:
+            await self.ctx.client.report(self.job_id, report)
+        except (CorralError, BadAnswer) as exc:
+            # Not kept (the journal may be what failed): heartbeats no longer list it, so the
+            # coordinator takes it back after its grace.
+            self.log.warning("report.declined_failed", error=str(exc))
 
     async def _report_running(self) -> None:
         try:

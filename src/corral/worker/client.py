@@ -140,6 +140,10 @@ async def _iter_events(source: EventSource) -> AsyncIterator[StreamEvent]:
 
 def parse_event(name: str, data: str) -> JobAssign | JobCancel | WorkerDrain | None:
     """The event in one SSE message, or None (logged) for one this worker does not know."""
+    if name == "message" and not data:
+        # A keep-alive comment: httpx-sse dispatches it as an empty message once an event
+        # id has been seen (the id outlives the event, as the SSE spec says).
+        return None
     try:
         raw = _loads(data)
     except ValueError as exc:

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     log_end     INTEGER NOT NULL DEFAULT 0,  -- where it ends; = log_offset when none in flight
     PRIMARY KEY (job_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     job_id     TEXT NOT NULL,
     attempt    INTEGER NOT NULL,
@@ -155,6 +159,10 @@ class Journal:
             " WHERE job_id = ? AND attempt = ?",
             (seq, offset, end, job_id, attempt),
         )
+
+    def probe(self) -> None:
+        """A committed write, or the sqlite3.Error that says the journal cannot take one."""
+        self._db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),))
 
     def forget(self, job_id: str, attempt: int) -> None:
         """The attempt ended with nothing to report (stopped as stale, or by shutdown)."""

@@ -198,6 +198,12 @@ class AttemptProcess:
             self.stop_reason = reason
         self._stop.set()
 
+    def kill_now(self) -> None:
+        """SIGKILL the whole group, no grace: it must not run at all (``wait`` reaps it)."""
+        self.stop_reason = self.stop_reason or StopReason.SHUTDOWN
+        self._signalled = True
+        _procs.signal_group(self.pgid, signal.SIGKILL)
+
     def force(self) -> None:
         """Skip what is left of the grace period (a second Ctrl-C)."""
         self._force.set()

@@ -1,5 +1,5 @@
 """history of every state change; the worker outbox under its own name; request hashes;
-a row that readiness probes write; what a job's capped log holds
+a row that readiness probes write; what a job's capped log holds; why a worker takes no work
 
 Revision ID: 0002
 Revises: 0001
@@ -53,6 +53,8 @@ def upgrade() -> None:
                                    nullable=False))  # fmt: skip
     with op.batch_alter_table("log_chunks") as batch:
         batch.add_column(sa.Column("size", sa.Integer(), server_default="0", nullable=False))
+    with op.batch_alter_table("workers") as batch:
+        batch.add_column(sa.Column("constrained", sa.String(length=500), nullable=True))
     probes = op.create_table(
         "probes",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -66,6 +68,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("probes")
+    with op.batch_alter_table("workers") as batch:
+        batch.drop_column("constrained")
     with op.batch_alter_table("log_chunks") as batch:
         batch.drop_column("size")
     with op.batch_alter_table("jobs") as batch:

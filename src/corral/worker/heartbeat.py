@@ -1,0 +1,95 @@
+"""The worker's heartbeat: that it lives, what it holds, and whether it takes new work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from corral.model.errors import CorralError
+from corral.protocol import AttemptRef, HeartbeatRequest, HeartbeatResponse
+from corral.worker import _disk, hardware
+from corral.worker._retry import Verdict, verdict
+from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
+from corral.worker.journal import Journal
+
+__all__ = ["Heartbeat"]
+
+
+class Heartbeat:
+    """Beats every ``interval_s``; ``on_answer`` acts on the coordinator's reply,
+    ``on_unknown`` when the coordinator no longer knows this worker (register again)."""
+
+    def __init__(
+        self,
+        client: WorkerClient,
+        journal: Journal,
+        data_dir: Path,
+        *,
+        interval_s: float,
+        held: Callable[[], Iterable[tuple[str, int]]],
+        on_answer: Callable[[HeartbeatResponse], None],
+        on_unknown: Callable[[], None],
+        log: Any,
+    ) -> None:
+        self.client = client
+        self.journal = journal
+        self.data_dir = data_dir
+        self.interval_s = interval_s
+        self.held = held
+        self.on_answer = on_answer
+        self.on_unknown = on_unknown
+        self.log = log
+        self.constrained: str | None = None  # why it takes no new work (its disk is full)
+
+    def claimed(self) -> list[AttemptRef]:
+        """What it holds: the attempts that run, then those whose report is not acked yet."""
+        return self.journal.claimed(self.held())
+
+    async def run(self) -> None:
+        hardware.usage()  # the first cpu_percent reading is meaningless; prime it
+        while True:
+            await asyncio.sleep(self.interval_s)
+            if self.constrained is not None and await self._has_room():
+                self.log.info("worker.unconstrained", was=self.constrained)
+                self.constrained = None
+            await self.beat()
+
+    async def _has_room(self) -> bool:
+        if await asyncio.to_thread(_disk.room, self.data_dir) is not None:
+            return False
+        try:
+            self.journal.probe()  # on this thread: the journal's connection is its own
+        except sqlite3.Error:
+            return False
+        return True
+
+    async def constrain(self, why: str) -> None:
+        """Take no new work until the data directory has room, and tell the coordinator now."""
+        if self.constrained is None:
+            self.log.warning("worker.constrained", reason=why)
+        self.constrained = why
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.interval_s):
+                await self.beat()
+
+    async def beat(self) -> None:
+        cpu, memory = hardware.usage()
+        req = HeartbeatRequest(running=self.claimed(), cpu_percent=cpu,
+                               memory_used_bytes=memory, constrained=self.constrained)  # fmt: skip
+        try:
+            resp = await self.client.heartbeat(req)
+        except (CorralError, BadAnswer) as exc:
+            why = verdict(exc) if isinstance(exc, CorralError) else Verdict.RETRY
+            if why is Verdict.FATAL:
+                raise TokenRefused(str(exc)) from exc
+            if why is Verdict.DROP:  # the coordinator no longer knows this worker
+                self.on_unknown()
+            # Not retried: the next beat is only an interval away.
+            event = "heartbeat.failed" if why is Verdict.RETRY else "heartbeat.refused"
+            self.log.warning(event, error=str(exc))
+            return
+        self.on_answer(resp)
