@@ -104,3 +104,18 @@ def test_a_worker_whose_disk_is_full_runs_nothing_and_says_why(fleet, tmp_path):
     finally:
         fleet.close()
         umount()
+
+
+def test_a_jobs_whole_output_is_shipped_before_its_end_is_reported(fleet):
+    # Shipping 24 MB takes longer than the stall bound: as long as batches go through, the
+    # worker keeps shipping, and the log the coordinator keeps is all of it.
+    fleet.start_server()
+    fleet.start_worker("a", CORRAL_WORKER__LOG_FLUSH_STALL_S="1")
+    code = ("import sys\nline = 'x' * 1023 + '\\n'\nfor i in range(24 * 1024):\n"
+            "    sys.stdout.write(line)\nprint('the end')\n")  # fmt: skip
+    job = fleet.submit([PY, "-c", code])
+    done = fleet.wait_state(job["id"], {"succeeded", "failed"}, 120)
+    assert done["state"] == "succeeded"
+    text = fleet.logs(job["id"])
+    assert text.endswith("the end\n")
+    assert len(text) == 24 * 1024 * 1024 + len("the end\n")

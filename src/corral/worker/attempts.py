@@ -32,8 +32,9 @@ __all__ = ["AttemptContext", "Declined", "RunningAttempt", "bug"]
 
 log = structlog.get_logger("corral.worker.attempt")
 
-# How long a finished attempt waits for its last log batches before its final report goes
-# into the outbox anyway: a result must not wait on an unreachable coordinator's logs.
+# A finished attempt ships the rest of its output before its final report, for as long as
+# batches go through; after this long without one (the coordinator is away) the report
+# goes into the outbox anyway: a result must not wait on an unreachable coordinator's logs.
 LOG_FLUSH_TIMEOUT_S = 15.0
 
 
@@ -62,6 +63,17 @@ def bug(exc: BaseException) -> str:
     """A traceback as plain text for a log line. Not ``log.exception``: a rich renderer
     prints every frame's locals, and a frame may hold the worker token."""
     return "".join(traceback.format_exception(exc)).rstrip()
+
+
+async def _until_shipped(
+    shipping: asyncio.Task[None], shipper: LogShipper, stall_s: float, log: Any
+) -> None:
+    """Until the whole output is shipped, or no batch went through for ``stall_s``."""
+    while not shipping.done():
+        await asyncio.wait({shipping}, timeout=min(1.0, stall_s))
+        if not shipping.done() and time.monotonic() - shipper.progress_at > stall_s:
+            log.warning("logs.not_flushed", stalled_s=stall_s, shipped=shipper.offset)
+            return
 
 
 class RunningAttempt:
@@ -161,10 +173,8 @@ class RunningAttempt:
             outcome = await self.process.wait()
         finally:
             shipper.finish()
-            try:
-                await asyncio.wait_for(asyncio.shield(shipping), LOG_FLUSH_TIMEOUT_S)
-            except TimeoutError:
-                self.log.warning("logs.not_flushed", timeout_s=LOG_FLUSH_TIMEOUT_S)
+            stall_s = self.ctx.settings.log_flush_stall_s
+            await _until_shipped(shipping, shipper, stall_s, self.log)
             shipping.cancel()
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would

@@ -74,6 +74,11 @@ class WorkerSettings(Section):
     kill_grace_s: float = Field(
         default=10.0, ge=0, le=3600, description="between SIGTERM and SIGKILL of a job"
     )
+    log_flush_stall_s: float = Field(
+        default=15.0, gt=0, le=3600,
+        description="a finished job's output ships before its report while batches go"
+        " through; after this long without one the report goes anyway",
+    )  # fmt: skip
     pass_env: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="extra env var names passed from the worker to its jobs",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class LogShipper:
         self.max_bytes = max_bytes
         self.backoff_max_s = backoff_max_s
         self._finishing = asyncio.Event()
+        self.progress_at = time.monotonic()  # when a batch last went through
 
     def finish(self) -> None:
         """The process ended: send what is left, then return."""
@@ -114,6 +116,7 @@ class LogShipper:
         self.seq += 1
         self.offset = end
         self._resend_end = 0
+        self.progress_at = time.monotonic()
 
 
 def _complete_utf8(data: bytes) -> int:
