@@ -213,7 +213,9 @@ def test_timeline_says_what_happened_and_why() -> None:
     failed = _event(
         "job.failed", attempt=1, message="boom", detail={"outcome": "failed", "exit_code": 3}
     )
-    assert _timeline.summary(failed, {}) == "failed: boom (exit code 3)"
+    assert _timeline.summary(failed, {}) == "attempt 1 failed: boom (exit code 3)"
+    running = _event("job.running", attempt=2, worker_id="w_1")
+    assert _timeline.summary(running, {}) == "attempt 2 running on w_1"
     registered = _event("worker.registered", worker_id="w_1", detail={
         "address": "10.0.0.7", "hostname": "gpu-1", "cpu_count": 8, "gpus": ["A100"],
         "slots": 2, "labels": {"zone": "eu"},
@@ -224,8 +226,8 @@ def test_timeline_says_what_happened_and_why() -> None:
     offline = _event("worker.offline", reason="stream_dropped", message="its stream dropped")
     assert _timeline.summary(offline, {}) == "offline: its stream dropped"
     assert _timeline.summary(_event("worker.token_rotated"), {}) == "token rotated"
-    text = _render(_timeline.table([lost, registered], {}))
-    assert "tick_1" in text and "retry in 2s" in text
+    text = _render(_timeline.table([lost, assigned], {"w_1": "box"}))
+    assert "tick_1" in text and "retry in 2s" in text and "assigned to box" in text
 
 
 def test_parse_metric_reads_sdk_lines_only() -> None:

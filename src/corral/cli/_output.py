@@ -59,7 +59,7 @@ def print_json(doc: BaseModel | dict[str, Any] | list[Any]) -> None:
 
 
 # Columns people copy from (ids, names) or scan (states) are never folded; others give way.
-_NO_WRAP = {"ID", "NAME", "JOB", "STATE", "STATUS"}
+_NO_WRAP = {"ID", "NAME", "JOB", "STATE", "STATUS", "TIME", "EVENT", "CAUSE"}
 
 
 def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
@@ -106,9 +106,12 @@ def elapsed(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds()
 
 
-def clock(when: datetime) -> str:
-    """A timestamp for a timeline: local time to the millisecond."""
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+def clock(when: datetime, now: datetime | None = None) -> str:
+    """A timeline's time, local: of day to the millisecond if today, else with its date."""
+    local, today = when.astimezone(), (now or datetime.now(UTC)).astimezone().date()
+    if local.date() == today:
+        return local.strftime("%H:%M:%S.%f")[:-3]
+    return local.strftime("%Y-%m-%d %H:%M:%S")
 
 
 STATE_STYLE = {

@@ -1,4 +1,4 @@
-"""A job's or a worker's history as a table: when, what, and why in words."""
+"""A job's or a worker's history as a table: when, what, why in words, and its cause."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from rich.table import Table
 from corral.cli import _output
 from corral.protocol import EventView
 
-COLUMNS = ("TIME", "EVENT", "ATTEMPT", "WORKER", "WHY", "CAUSE")
-
 
 def _secs(value: Any) -> str:
     return f"{value:g}s" if isinstance(value, int | float) else str(value)
@@ -22,10 +20,11 @@ def _gpus(value: Any) -> str:
 
 
 def summary(e: EventView, names: Mapping[str, str]) -> str:
-    """What happened and why, in words: "attempt 1 lost: no heartbeat for 120s — requeued,
-    retry in 2s"."""
+    """What happened and why, in words, naming the attempt and the worker: "attempt 1 lost:
+    no heartbeat for 120s — requeued, retry in 2s"."""
     d = e.detail
     att = f"attempt {e.attempt}" if e.attempt else "the job"
+    worker = names.get(e.worker_id or "", e.worker_id or "?")
     why = f": {e.message}" if e.message else (f": {e.reason}" if e.reason else "")
     outcome = d.get("outcome")
     exit_code = f" (exit code {d['exit_code']})" if d.get("exit_code") not in (None, 0) else ""
@@ -35,16 +34,16 @@ def summary(e: EventView, names: Mapping[str, str]) -> str:
         return f"submitted{by}"
     if kind == "job.assigned":
         gpus = f" with {d['gpus']} GPUs" if d.get("gpus") else ""
-        return f"{att} assigned to {names.get(e.worker_id or '', e.worker_id)}{gpus}"
+        return f"{att} assigned to {worker}{gpus}"
     if kind == "job.running":
-        return f"{att} running"
+        return f"{att} running on {worker}"
     if kind == "job.requeued":
         retry = f", retry in {_secs(d['backoff_s'])}" if "backoff_s" in d else ""
         return f"{att} {outcome or 'ended'}{why}{exit_code} — requeued{retry}"
     if kind in ("job.succeeded", "job.failed", "job.cancelled"):
         state = kind.removeprefix("job.")
-        ended = f"{att} {outcome}, " if outcome and outcome != state else ""
-        return f"{ended}{state}{why}{exit_code}"
+        ended = f"{outcome}, " if outcome and outcome != state else ""
+        return f"{att} {ended}{state}{why}{exit_code}"
     if kind == "job.cancel_requested":
         return f"cancel requested{by}"
     if kind == "worker.registered":
@@ -66,15 +65,6 @@ def summary(e: EventView, names: Mapping[str, str]) -> str:
 
 
 def table(events: Iterable[EventView], names: Mapping[str, str]) -> Table:
-    rows = [
-        (
-            _output.clock(e.at),
-            e.kind,
-            e.attempt or "-",
-            names.get(e.worker_id or "", e.worker_id or "-"),
-            summary(e, names),
-            e.cause,
-        )
-        for e in events
-    ]
-    return _output.table(None, COLUMNS, rows)
+    """The attempt and the worker are named in WHY (and are fields of ``--json``)."""
+    rows = [(_output.clock(e.at), e.kind, summary(e, names), e.cause) for e in events]
+    return _output.table(None, ("TIME", "EVENT", "WHY", "CAUSE"), rows)
