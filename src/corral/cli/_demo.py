@@ -82,7 +82,7 @@ async def run_demo(client: AsyncClient, *, epochs: int = 10, poll_s: float = 0.5
     for run in failed:
         _output.err.print(
             _output.line(
-                _output.styled(f"{_output.shown(run.job.name)} {run.job.state}", "red"),
+                _output.styled(f"{run.job.name} {run.job.state}", "red"),
                 ": ",
                 run.job.error or "",
                 f" (corral jobs logs {run.job.id})",
