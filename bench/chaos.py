@@ -1,5 +1,6 @@
 """Chaos benchmark: M jobs on K workers while workers die, the coordinator restarts and
-links are cut. Real processes only, started and killed through ``tests/harness_e2e.py``.
+links are cut. Real processes only, started and killed through ``tests/harness_e2e.py``; the
+API is read through ``corral.client``.
 
     .venv/bin/python bench/chaos.py --jobs 500 --workers 4 --seed 1
     .venv/bin/python bench/chaos.py --db postgresql://postgres@127.0.0.1:5432/postgres
@@ -38,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # one way to start and kill processes: the e2e harness
 from faultproxy import FaultProxy  # noqa: E402
 from harness_e2e import SERVER_ENV, Fleet, Proc, pid_alive  # noqa: E402
+
+from corral.client import Client, ServerError, Unreachable  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -191,80 +193,43 @@ class Run:
             w.cut = False
 
 
-# --- the API, tolerant of a coordinator that is restarting ----------------------------------
+# --- the API, through corral.client, patient with a coordinator that is restarting -------------
+
+# Long enough to ride out a coordinator's restart: its calls retry (they are idempotent).
+PATIENT = {"attempts": 1000, "retry_timeout": 90.0}
 
 
-def call(client: httpx.Client, method: str, path: str, seconds: float = 90, **kw: Any) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            r = client.request(method, path, **kw)
-            if r.status_code < 500:
-                r.raise_for_status()
-                return r
-        except (httpx.TransportError, httpx.RemoteProtocolError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{method} {path}: no answer for {seconds:g}s")
-        time.sleep(0.2)
+def all_jobs(client: Client) -> list[dict[str, Any]]:
+    """Every stored job, as the JSON document the API sends: what the analysis reads."""
+    return [j.model_dump(mode="json") for j in client.jobs()]
 
 
-def all_jobs(client: httpx.Client, states: list[str] | None = None) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params: list[tuple[str, Any]] = [("limit", 1000)] + [("state", s) for s in states or []]
-        if cursor:
-            params.append(("cursor", cursor))
-        body = call(client, "GET", "/api/jobs", params=params).json()
-        jobs += body["jobs"]
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return jobs
-
-
-def attempt_logs(client: httpx.Client, job_id: str) -> dict[int, str]:
-    """A finished job's output per attempt (the SSE form carries the attempt number)."""
-    out: dict[int, str] = {}
-    for _ in range(5):
-        try:
-            with client.stream("GET", f"/api/jobs/{job_id}/logs", params={"follow": "true"}) as r:
-                event = None
-                for line in r.iter_lines():
-                    if line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:") and event == "log":
-                        chunk = json.loads(line[5:])
-                        out[chunk["attempt"]] = out.get(chunk["attempt"], "") + chunk["data"]
-                    elif line.startswith("data:") and event == "end":
-                        return out
-        except httpx.HTTPError:
-            out = {}
-            time.sleep(0.5)
+def logged_attempts(client: Client, job_id: str, token: str) -> set[int]:
+    """The attempts whose own process printed the job's token line (``TOKEN attempt N``,
+    N from the worker's CORRAL_ATTEMPT) into the output the coordinator kept."""
+    out = set()
+    for line in client.logs(job_id):
+        words = line.split()
+        if len(words) == 3 and words[:2] == [token, "attempt"] and words[2].isdigit():
+            out.add(int(words[2]))
     return out
 
 
 def submitter(run: Run, specs: list[tuple[str, float]], runs_dir: Path, spread_s: float) -> None:
     """Submit every job, paced over ``spread_s``, each with an Idempotency-Key: a submit
     whose answer was lost in a restart is sent again and must not make a second job."""
-    with run.fleet.api() as client:
+    # One try per call, so that every resend is counted here.
+    with run.fleet.client(attempts=1, retry_timeout=5.0) as client:
         for i, (token, secs) in enumerate(specs):
             due = run.t0 + spread_s * i / max(1, len(specs))
             time.sleep(max(0.0, due - time.monotonic()))
-            body = {
-                "name": token,
-                "max_retries": 10,
-                "command": [sys.executable, "-c", JOB_SCRIPT, token, f"{secs:.3f}", str(runs_dir)],
-            }
+            command = [sys.executable, "-c", JOB_SCRIPT, token, f"{secs:.3f}", str(runs_dir)]
             while True:
                 try:
-                    r = client.post(
-                        "/api/queue/submit", json=body, headers={"Idempotency-Key": token}
-                    )
-                    if r.status_code in (200, 201):
-                        run.job_ids[token] = r.json()["id"]
-                        break
-                except httpx.HTTPError:
+                    job = client.submit(command, name=token, retries=10, idempotency_key=token)
+                    run.job_ids[token] = job.id
+                    break
+                except (Unreachable, ServerError):
                     pass
                 run.submit_retries += 1
                 time.sleep(0.2)
@@ -359,7 +324,7 @@ def chaos(opts: dict[str, Any], root: Path, db_url: str) -> dict[str, Any]:
         weights = [opts["kill_weight"], opts["cut_weight"], opts["coordinator_weight"]]
         next_fault = time.monotonic() + rng.uniform(opts["fault_min"], opts["fault_max"])
         next_report, all_ended = 0.0, False
-        with fleet.api() as client:
+        with fleet.client(**PATIENT) as client:
             while time.monotonic() < deadline:
                 now = time.monotonic()
                 run.run_due(everything=now >= chaos_until)  # after the chaos: heal at once
@@ -410,10 +375,10 @@ def chaos(opts: dict[str, Any], root: Path, db_url: str) -> dict[str, Any]:
 
 
 def analyse(
-    run: Run, client: httpx.Client, specs: list[tuple[str, float]], runs_dir: Path
+    run: Run, client: Client, specs: list[tuple[str, float]], runs_dir: Path
 ) -> dict[str, Any]:
     stored = all_jobs(client)
-    jobs = {tok: call(client, "GET", f"/api/jobs/{jid}").json() for tok, jid in run.job_ids.items()}
+    jobs = {tok: client.job(jid).model_dump(mode="json") for tok, jid in run.job_ids.items()}
     names = {w.worker_id: w.name for w in run.workers}
     lost, twice, unproven, reran = [], [], [], 0
     per_job: Counter[int] = Counter()
@@ -444,12 +409,12 @@ def analyse(
         ran_to_end = done_file.read_text().split() if done_file.exists() else []
         reran += len(ran_to_end) > 1
         if job["state"] == "succeeded":
-            logs = attempt_logs(client, job["id"])
+            logged = logged_attempts(client, job["id"], token)
             accepted = str(job["attempt"])
             if (
                 wins != [job["attempt"]]
                 or accepted not in ran_to_end
-                or token not in logs.get(job["attempt"], "")
+                or job["attempt"] not in logged
             ):
                 unproven.append(
                     {
@@ -457,7 +422,7 @@ def analyse(
                         "attempt": job["attempt"],
                         "wins": wins,
                         "ran_to_end": ran_to_end,
-                        "logged": sorted(logs),
+                        "logged": sorted(logged),
                     }
                 )
     counts = [n for n, c in per_job.items() for _ in range(c)]

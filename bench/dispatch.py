@@ -28,9 +28,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.cli.fleet import LocalFleet
+from corral.client import AsyncClient, JobView
+from corral.local import LocalFleet
 from corral.model import ACTIVE_JOB_STATES, JobState
-from corral.protocol import JobSubmit, JobView
 
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console()
@@ -53,32 +53,20 @@ def _cpu_s(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-async def _active(client: Any) -> int:
-    params = [("state", s.value) for s in (JobState.QUEUED, *ACTIVE_JOB_STATES)] + [("limit", 1)]
-    body = await client.transport.json("GET", "/api/jobs", params=params)
-    return len(body["jobs"])
+async def _active(client: AsyncClient) -> int:
+    """1 while any job is queued or active, else 0: one cheap query."""
+    states = [JobState.QUEUED, *ACTIVE_JOB_STATES]
+    return len([j async for j in client.jobs(state=states, limit=1)])
 
 
-async def _all_jobs(client: Any) -> list[JobView]:
-    jobs: list[JobView] = []
-    cursor = None
-    while True:
-        page = await client.jobs(limit=1000, cursor=cursor)
-        jobs += page.jobs
-        if not page.next_cursor:
-            return jobs
-        cursor = page.next_cursor
-
-
-async def _one_at_a_time(client: Any, spec: JobSubmit, count: int) -> list[JobView]:
+async def _one_at_a_time(client: AsyncClient, command: list[str], count: int) -> list[JobView]:
     """Jobs submitted on an idle fleet, each after the previous one ended: dispatch latency
     without a queue in front of it."""
     done = []
     for _ in range(count):
-        job = await client.submit(spec)
-        async for event, _data, _id in client.follow(job.id):
-            if event == "end":
-                break
+        job = await client.submit(command, retries=0)
+        async for _line in client.logs(job.id, follow=True):
+            pass  # its output stream ends when the job has
         done.append(await client.job(job.id))
     return done
 
@@ -117,12 +105,11 @@ async def bench(
         async with fleet:
             await fleet.wait_ready()
             async with fleet.client() as client:
-                spec = JobSubmit(command=command, max_retries=0)
                 gate = asyncio.Semaphore(concurrency)
 
                 async def submit_one() -> None:
                     async with gate:
-                        await client.submit(spec)
+                        await client.submit(command, retries=0)
 
                 cpu0 = _cpu_s(fleet.pids())
                 t0 = time.perf_counter()
@@ -133,8 +120,8 @@ async def bench(
                     await asyncio.sleep(0.05)
                 t_done = time.perf_counter()
                 cpu1 = _cpu_s(fleet.pids())
-                done = await _all_jobs(client)
-                idle = await _one_at_a_time(client, spec, idle_jobs)
+                done = [j async for j in client.jobs()]
+                idle = await _one_at_a_time(client, command, idle_jobs)
 
     states = {s: sum(1 for j in done if j.state == s) for s in {j.state for j in done}}
     return {

@@ -1,5 +1,6 @@
 """End-to-end harness: the coordinator and workers as real subprocesses (`corral server`,
-`corral worker`), killed for real. Every process a test starts dies with its group after it."""
+`corral worker`), killed for real. Every process a test starts dies with its group after it.
+It talks to the API through corral.client's blocking Client, as a script would."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from corral.client import Client, CorralError
 
 ADMIN_KEY = f"ck_e2e_{secrets.token_hex(8)}"
 # Fast failure detection so that tests finish in seconds, not minutes.
@@ -95,6 +98,21 @@ class Fleet:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server: Proc | None = None
+        self._client: Client | None = None
+
+    def client(self, **kw: Any) -> Client:
+        """A new admin Client of this fleet's coordinator (the caller closes it)."""
+        return Client(self.url, ADMIN_KEY, **{"timeout": 15, "retry_timeout": 10, **kw})
+
+    @property
+    def calls(self) -> Client:
+        """The harness's own Client, kept while ``url`` stays (a test may repoint it)."""
+        if self._client is not None and self._client.url != self.url:
+            self._client.close()
+            self._client = None
+        if self._client is None:
+            self._client = self.client()
+        return self._client
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
@@ -112,25 +130,17 @@ class Fleet:
         self.procs.append(proc)
         if port == self.port:
             self.server = proc
-        wait_until(lambda: self._healthy(port), 30, "the coordinator to answer")
+        with Client(f"http://127.0.0.1:{port}", "", timeout=1) as c:
+            wait_until(c.healthy, 30, "the coordinator to answer")
         return proc
 
-    def _healthy(self, port: int) -> bool:
-        try:
-            url = f"http://127.0.0.1:{port}/healthz"
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     def api(self) -> httpx.Client:
+        """Raw HTTP, for a test that speaks the wire by hand."""
         return httpx.Client(base_url=self.url, timeout=15,
                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})  # fmt: skip
 
     def create_worker(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-        with self.api() as c:
-            r = c.post("/api/admin/workers", json={"name": name, "labels": labels or {}})
-            r.raise_for_status()
-            return r.json()
+        return self.calls.create_worker(name, labels=labels).model_dump(mode="json")
 
     def start_worker(
         self, name: str, *, labels: dict[str, str] | None = None, persistent: bool = True,
@@ -151,35 +161,37 @@ class Fleet:
         self.procs.append(proc)
         return proc
 
+    # Jobs and workers come back as the JSON documents the API sends (dicts), which is
+    # what the tests compare against.
+    _KEYWORD = {"worker_labels": "labels", "max_retries": "retries", "timeout_s": "timeout"}
+
     def submit(self, command: list[str], **fields: Any) -> dict[str, Any]:
-        with self.api() as c:
-            r = c.post("/api/queue/submit", json={"command": command, **fields})
-            assert r.status_code == 201, r.text
-            return r.json()
+        """``fields`` by their wire names (``worker_labels``, ``max_retries``…)."""
+        kw = {self._KEYWORD.get(k, k): v for k, v in fields.items()}
+        return self.calls.submit(command, **kw).model_dump(mode="json")
 
     def job(self, job_id: str) -> dict[str, Any]:
-        with self.api() as c:
-            return c.get(f"/api/jobs/{job_id}").json()
+        return self.calls.job(job_id).model_dump(mode="json")
 
     def logs(self, job_id: str) -> str:
-        with self.api() as c:
-            return c.get(f"/api/jobs/{job_id}/logs").text
+        return "".join(line + "\n" for line in self.calls.logs(job_id))
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        with self.api() as c:
-            return {w["name"]: w for w in c.get("/api/admin/workers").json()["workers"]}
+        return {w.name: w.model_dump(mode="json") for w in self.calls.workers()}
 
     def wait_state(self, job_id: str, states: set[str], seconds: float = 60) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             try:
                 job = self.job(job_id)
-            except httpx.HTTPError:
+            except CorralError:
                 return None  # the coordinator may be restarting
             return job if job["state"] in states else None
 
         return wait_until(check, seconds, f"job {job_id} to reach {states}")
 
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
         for p in reversed(self.procs):
             p.cleanup()
 

@@ -1,29 +1,29 @@
-"""The CLI without a coordinator: parsing, one-line errors, exit codes, log following."""
+"""The CLI without a coordinator: parsing, one-line errors, exit codes, what it prints."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
-from corral.cli import _parse
-from corral.cli._client import explain
+from corral.cli import _output, _parse, _timeline
+from corral.cli._api import explain
 from corral.cli._exit import ExitCode
-from corral.cli._follow import Lines, follow, parse_metric
+from corral.cli._follow import parse_metric
 from corral.cli.main import app
 from corral.cli.up import _admin_key
-from corral.protocol import JobView
+from corral.client import InvalidInput, NotFound, Unreachable
+from corral.local import BadSetting, FleetError
+from corral.protocol import EventView
 from corral.protocol.errors import from_problem
-from corral.protocol.transport import Unreachable
 
 runner = CliRunner()
 
@@ -126,27 +126,108 @@ def test_explain_maps_answers_to_exit_codes() -> None:
         "code": "invalid_input",
         "errors": [{"field": "body.priority", "message": "must be <= 1000"}],
     }
-    failure = explain(from_problem(422, problem), "http://c")
+    failure = explain(from_problem(422, problem))
     assert failure.exit_code == ExitCode.USAGE
     assert "body.priority: must be <= 1000" in failure.format_message()
     assert "invalid_input" in failure.format_message()
 
-    auth = explain(from_problem(401, {"detail": "invalid API key", "code": "unauthenticated"}), "u")
+    auth = explain(from_problem(401, {"detail": "invalid API key", "code": "unauthenticated"}))
     assert auth.exit_code == ExitCode.USAGE and "CORRAL_API_KEY" in auth.format_message()
 
-    broken = explain(from_problem(500, {"detail": "boom", "code": "internal"}), "u")
+    broken = explain(from_problem(500, {"detail": "boom", "code": "internal"}))
     assert broken.exit_code == ExitCode.SERVER_ERROR
+    assert explain(from_problem(503, {"detail": "db", "code": "x"})).exit_code == 5
 
-    gone = explain(Unreachable("no"), "http://c:1")
+    gone = explain(Unreachable("no coordinator answered (http://c:1)"))
     assert gone.exit_code == ExitCode.UNREACHABLE and "http://c:1" in gone.format_message()
 
+    # The client's own refusals, before any request: exit 2, without a server's code.
+    missing = explain(NotFound("no worker with id or name 'w'"))
+    assert missing.exit_code == ExitCode.USAGE and "[" not in missing.format_message()
+    url = explain(InvalidInput("bad coordinator URL 'x'", field="url"))
+    assert "CORRAL_URL" in url.format_message()
 
-def test_lines_join_chunks_into_whole_lines() -> None:
-    lines = Lines()
-    assert lines.feed("ab") == []
-    assert lines.feed("c\nde\nf") == ["abc\n", "de\n"]
-    assert lines.rest() == "f"
-    assert lines.rest() == ""
+    # A local fleet: a setting that cannot be used is bad input, a dead process is 1.
+    assert explain(BadSetting("cannot open the database")).exit_code == ExitCode.USAGE
+    assert explain(FleetError("worker local-1 exited")).exit_code == ExitCode.JOB_FAILED
+
+
+def test_an_error_with_control_characters_is_escaped() -> None:
+    failure = explain(from_problem(404, {"detail": "no job \x1b[31mred\nx", "code": "not_found"}))
+    assert "\x1b" not in failure.format_message() and "\n" not in failure.format_message()
+    assert "\\x1b[31mred\\nx" in failure.format_message()
+
+
+def _render(renderable: Any) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(renderable)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "shown_as"),
+    [
+        ("[/]", "[/]"),
+        ("[bold]x[/bold]", "[bold]x[/bold]"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("two\nlines", "two\\nlines"),
+        ("tab\there\r", "tab\\there\\r"),
+        ("rtl\u202eevil", "rtl\\u202eevil"),
+        ("c1\x9bz", "c1\\x9bz"),
+    ],
+)
+def test_supplied_text_is_shown_as_text_with_controls_escaped(name: str, shown_as: str) -> None:
+    # Rich would read "[/]" as markup (and raise), and pass an escape or a newline through.
+    assert _output.shown(name) == shown_as
+    for renderable in (
+        _output.table(None, ("NAME", "STATE"), [(name, _output.state("queued"))]),
+        _output.line("job ", name, " ", _output.state(name)),
+    ):
+        text = _render(renderable)
+        assert shown_as in text
+        assert not any(c in text for c in "\x1b\r\x9b\u202e")
+        assert "two\nlines" not in text
+
+
+def test_a_block_of_text_keeps_its_line_breaks_only() -> None:
+    assert _output.shown("a\n\x1bb", newlines=True) == "a\n\\x1bb"
+
+
+def _event(kind: str, **fields: Any) -> EventView:
+    return EventView(id=1, at=datetime.now(UTC), kind=kind, cause="tick_1", **fields)
+
+
+def test_timeline_says_what_happened_and_why() -> None:
+    lost = _event(
+        "job.requeued",
+        attempt=1,
+        reason="heartbeat_timeout",
+        message="no heartbeat for 120s",
+        detail={"outcome": "lost", "backoff_s": 2.0},
+    )
+    assert _timeline.summary(lost, {}) == (
+        "attempt 1 lost: no heartbeat for 120s — requeued, retry in 2s"
+    )
+    assigned = _event("job.assigned", attempt=2, worker_id="w_1")
+    assert _timeline.summary(assigned, {"w_1": "box"}) == "attempt 2 assigned to box"
+    failed = _event(
+        "job.failed", attempt=1, message="boom", detail={"outcome": "failed", "exit_code": 3}
+    )
+    assert _timeline.summary(failed, {}) == "attempt 1 failed: boom (exit code 3)"
+    running = _event("job.running", attempt=2, worker_id="w_1")
+    assert _timeline.summary(running, {}) == "attempt 2 running on w_1"
+    registered = _event("worker.registered", worker_id="w_1", detail={
+        "address": "10.0.0.7", "hostname": "gpu-1", "cpu_count": 8, "gpus": ["A100"],
+        "slots": 2, "labels": {"zone": "eu"},
+    })  # fmt: skip
+    assert _timeline.summary(registered, {}) == (
+        "registered from 10.0.0.7, host gpu-1, 8 CPUs, GPUs A100, 2 slots, zone=eu"
+    )
+    offline = _event("worker.offline", reason="stream_dropped", message="its stream dropped")
+    assert _timeline.summary(offline, {}) == "offline: its stream dropped"
+    assert _timeline.summary(_event("worker.token_rotated"), {}) == "token rotated"
+    text = _render(_timeline.table([lost, assigned], {"w_1": "box"}))
+    assert "tick_1" in text and "retry in 2s" in text and "assigned to box" in text
 
 
 def test_parse_metric_reads_sdk_lines_only() -> None:
@@ -154,65 +235,6 @@ def test_parse_metric_reads_sdk_lines_only() -> None:
     assert parse_metric("corral.metric not json\n") is None
     assert parse_metric("corral.metric [1]\n") is None
     assert parse_metric("epoch 3 loss 0.5\n") is None
-
-
-def _job(state: str) -> JobView:
-    now = datetime.now(UTC)
-    return JobView(
-        id="job_1", name="j", state=state, kind="command", command=["true"],
-        worker_labels={}, gpus=0, priority=0, max_retries=0, timeout_s=None, attempt=1,
-        worker_id="w_1", created_at=now, started_at=now, finished_at=None,
-        exit_code=None, error=None, result=None,
-    )  # fmt: skip
-
-
-class _DroppingClient:
-    """Resumes after Last-Event-ID like the coordinator, and cuts the first connection in
-    the middle of a line."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.chunks = [(1, "one\ntw"), (1, "o\n"), (2, "retry\n")]
-
-    async def job(self, job_id: str) -> JobView:
-        return _job("running" if self.connections < 2 else "succeeded")
-
-    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[tuple[str, dict, int]]:
-        self.connections += 1
-        for event_id, (attempt, data) in enumerate(self.chunks, start=1):
-            if self.connections == 1 and event_id == 2:
-                raise Unreachable("stream cut")
-            if event_id > after:
-                yield "log", {"attempt": attempt, "data": data}, event_id
-        yield "end", {"state": "succeeded"}, 0
-
-
-async def test_follow_reconnects_without_repeating_output(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import corral.cli._follow as follow_mod
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    monkeypatch.setattr(follow_mod.asyncio, "sleep", no_sleep)
-    client = _DroppingClient()
-    final = await follow(client, "job_1", echo=True, status=False)  # type: ignore[arg-type]
-    assert client.connections == 2
-    assert capsys.readouterr().out == "one\ntwo\nretry\n"
-    assert final.state == "succeeded"
-
-
-async def test_follow_gives_up_when_no_coordinator_answers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    class Gone(_DroppingClient):
-        async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[tuple[str, dict, int]]:
-            raise Unreachable("down")
-            yield  # an async generator that never yields
-
-    with pytest.raises(Unreachable):
-        await follow(Gone(), "job_1", echo=False, status=False, give_up_after_s=0.05)  # type: ignore[arg-type]
 
 
 def test_up_keeps_its_admin_key_private_and_stable(
@@ -250,41 +272,3 @@ def test_logged_tracebacks_never_show_frame_locals(tty: bool) -> None:
         structlog.reset_defaults()
     assert "boom" in stream.getvalue() and "RuntimeError" in stream.getvalue()
     assert "wt_must_not_be_logged" not in stream.getvalue()
-
-
-def corral(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real command in a process of its own: a coordinator's start-up, uncaught, would
-    print a traceback from uvicorn or asyncio here."""
-    return subprocess.run([sys.executable, "-m", "corral.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=90, check=False)  # fmt: skip
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    ("args", "mentions"),
-    [
-        (["server", "--db", "bogus://x"], "bogus"),
-        (["server", "--db", "postgresql://u@127.0.0.1:{port}/db"], "127.0.0.1"),  # or no driver
-        (["server", "--data-dir", "{file}"], "{file}"),
-        (["up", "--data-dir", "{file}"], "{file}"),
-        (["up", "--workers", "1", "--data-dir", "{unusable_db}"], "cannot open the database"),
-    ],
-)
-def test_a_coordinator_that_cannot_start_says_why_in_one_line(
-    args: list[str], mentions: str, tmp_path: Path
-) -> None:
-    values = {"port": _closed_port(), "file": tmp_path / "a-file", "unusable_db": tmp_path / "up"}
-    (tmp_path / "a-file").write_text("not a directory")
-    (tmp_path / "up" / "corral.db").mkdir(parents=True)  # where up's SQLite file would be
-    argv = [a.format(**values) for a in args]
-    result = corral(*argv, "--port", "0", cwd=tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == ExitCode.USAGE, output
-    assert "Traceback" not in output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("corral: error: ")]
-    assert len(errors) == 1 and mentions.format(**values) in errors[0], output

@@ -8,16 +8,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from rich.live import Live
 
 from corral.cli import _output
-from corral.cli._client import Client
-from corral.cli._follow import Lines, parse_metric
+from corral.cli._follow import parse_metric
+from corral.cli.jobs import worker_names
+from corral.client import AsyncClient, CorralError
 from corral.examples import digits
 from corral.model import TERMINAL_JOB_STATES, JobState
-from corral.protocol import JobSubmit, JobView
-from corral.protocol.transport import ApiError, Unreachable
+from corral.protocol import JobView
 
 
 @dataclass
@@ -27,20 +26,20 @@ class _Run:
     metric: dict[str, Any] = field(default_factory=dict)
 
 
-async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> int:
+async def run_demo(client: AsyncClient, *, epochs: int = 10, poll_s: float = 0.5) -> int:
     """Submit the digits sweep, show it run, print the results; 0 if every job succeeded."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     runs: list[_Run] = []
     for params in digits.sweep(epochs=epochs):
-        spec = JobSubmit(
-            name=f"digits-h{params['hidden']}-lr{params['lr']}",
+        job = await client.submit(
             # This interpreter: the local workers share it, and it has scikit-learn.
-            command=digits.command(params, python=sys.executable),
-            max_retries=1,
-            timeout_s=600,
+            digits.command(params, python=sys.executable),
+            name=f"digits-h{params['hidden']}-lr{params['lr']}",
+            retries=1,
+            timeout=600,
         )
-        runs.append(_Run(params, await client.submit(spec)))
+        runs.append(_Run(params, job))
     _output.err.print(f"submitted {len(runs)} digits training jobs (one per setting)")
 
     streams = [asyncio.create_task(_metrics(client, run)) for run in runs]
@@ -58,7 +57,7 @@ async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> 
         # Interrupted: leave no demo job queued behind for the next start to run.
         for run in runs:
             if run.job.state not in TERMINAL_JOB_STATES:
-                with contextlib.suppress(ApiError, Unreachable):
+                with contextlib.suppress(CorralError):
                     await client.cancel(run.job.id)
         raise
     finally:
@@ -66,7 +65,7 @@ async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> 
             task.cancel()
         await asyncio.gather(*streams, return_exceptions=True)
 
-    names = await _worker_names(client)
+    names = await worker_names(client)
     _output.out.print(_results(runs, names))
     workers = len({r.job.worker_id for r in runs if r.job.worker_id})
     _output.out.print(
@@ -82,31 +81,23 @@ async def run_demo(client: Client, *, epochs: int = 10, poll_s: float = 0.5) -> 
     failed = [r for r in runs if r.job.state != JobState.SUCCEEDED]
     for run in failed:
         _output.err.print(
-            f"[red]{run.job.name} {run.job.state}[/]: {run.job.error or ''} "
-            f"(corral jobs logs {run.job.id})"
+            _output.line(
+                _output.styled(f"{run.job.name} {run.job.state}", "red"),
+                ": ",
+                run.job.error or "",
+                f" (corral jobs logs {run.job.id})",
+            )
         )
     return 1 if failed else 0
 
 
-async def _metrics(client: Client, run: _Run) -> None:
+async def _metrics(client: AsyncClient, run: _Run) -> None:
     """Follow one job's output for its ``corral.metric`` lines (the live epoch column)."""
-    lines = Lines()
-    with contextlib.suppress(ApiError, Unreachable, httpx.HTTPError):
-        async for event, data, _ in client.follow(run.job.id):
-            if event == "end":
-                return
-            if event == "log":
-                for line in lines.feed(str(data.get("data", ""))):
-                    doc = parse_metric(line)
-                    if doc is not None:
-                        run.metric = doc
-
-
-async def _worker_names(client: Client) -> dict[str, str]:
-    try:
-        return {w.id: w.name for w in (await client.workers()).workers}
-    except ApiError:  # not an admin key: show ids
-        return {}
+    with contextlib.suppress(CorralError):
+        async for line in client.logs(run.job.id, follow=True):
+            doc = parse_metric(line)
+            if doc is not None:
+                run.metric = doc
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:

@@ -1,4 +1,4 @@
-"""Following one job: stream its output, keep a status line, return the final job."""
+"""Following one job: print its output as it comes, keep a status line, return the end."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import json
 import sys
 from typing import Any
 
-import httpx
+from rich.text import Text
 
 from corral.cli import _output
-from corral.cli._client import Client
 from corral.cli._exit import ExitCode
+from corral.client import AsyncClient, CorralError
 from corral.model import JobState
 from corral.protocol import JobView
-from corral.protocol.transport import Unreachable
 from corral.sdk import METRIC_PREFIX
 
 EXIT_BY_STATE = {
@@ -45,107 +44,56 @@ def format_metric(doc: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-class Lines:
-    """Joins output chunks into whole lines, so a status line never splits one."""
-
-    def __init__(self) -> None:
-        self._buf = ""
-
-    def feed(self, data: str) -> list[str]:
-        self._buf += data
-        *whole, self._buf = self._buf.split("\n")
-        return [line + "\n" for line in whole]
-
-    def rest(self) -> str:
-        rest, self._buf = self._buf, ""
-        return rest
-
-
 async def follow(
-    client: Client,
-    job_id: str,
-    *,
-    echo: bool = True,
-    status: bool = True,
-    give_up_after_s: float = 60.0,
+    client: AsyncClient, job_id: str, *, echo: bool = True, status: bool = True
 ) -> JobView:
     """Print the job's output as it comes (``echo``) until it ends; return the final job.
 
-    A dropped stream (coordinator restart, network) is reopened after the last event seen
-    (Last-Event-ID), so nothing is shown twice or missed.
-    Raises Unreachable when no coordinator answered for ``give_up_after_s``.
+    The client resumes a dropped stream where it stopped, so nothing is shown twice or
+    missed; Unreachable when no coordinator answered for its retry window.
     """
     job = await client.job(job_id)
-    last_id = 0
-    lines: dict[int, Lines] = {}
     metric: dict[str, Any] = {}
     # Only when both streams are a terminal: Rich would otherwise pull piped stdout into
     # the status line's stream.
     live = status and _output.err.is_terminal and _output.out.is_terminal
     spinner = _output.err.status(_status_text(job, metric)) if live else None
 
-    def show(attempt: int, text: str) -> None:
-        nonlocal metric
-        for line in lines.setdefault(attempt, Lines()).feed(text):
-            doc = parse_metric(line)
-            if doc is not None:
-                metric = doc
-                if spinner is not None:
-                    spinner.update(_status_text(job, metric))
-            if echo:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-
     async def poll() -> None:
         nonlocal job
         while True:
             await asyncio.sleep(1.0)
-            with contextlib.suppress(Unreachable, httpx.HTTPError):
+            with contextlib.suppress(CorralError):
                 job = await client.job(job_id)
             if spinner is not None:
                 spinner.update(_status_text(job, metric))
 
-    loop = asyncio.get_running_loop()
     with spinner or contextlib.nullcontext():
         poller = asyncio.create_task(poll())
         try:
-            failing_since: float | None = None
-            ended = False
-            while not ended:
-                try:
-                    async for event, data, event_id in client.follow(job_id, after=last_id):
-                        failing_since = None
-                        if event == "end":
-                            ended = True
-                            break
-                        if event != "log":
-                            continue
-                        last_id = event_id or last_id
-                        show(int(data.get("attempt", 0)), str(data.get("data", "")))
-                except (httpx.TransportError, Unreachable):
-                    failing_since = failing_since or loop.time()
-                    if loop.time() - failing_since > give_up_after_s:
-                        raise
-                if not ended:
-                    await asyncio.sleep(1.0)  # the stream ended early: reopen it
+            async for line in client.logs(job_id, follow=True):
+                doc = parse_metric(line)
+                if doc is not None:
+                    metric = doc
+                    if spinner is not None:
+                        spinner.update(_status_text(job, metric))
+                if echo:
+                    # The job's own output, as it printed it: raw, like `cat` of its log.
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
-    if echo:
-        for buf in lines.values():
-            rest = buf.rest()
-            if rest:
-                sys.stdout.write(rest + "\n")
-        sys.stdout.flush()
     return await client.job(job_id)
 
 
-def _status_text(job: JobView, metric: dict[str, Any]) -> str:
+def _status_text(job: JobView, metric: dict[str, Any]) -> Text:
     where = f" on {job.worker_id}" if job.worker_id else ""
     attempt = f" attempt {job.attempt}" if job.attempt > 1 else ""
     took = _output.duration(_output.elapsed(job.started_at or job.created_at, None))
-    text = f"{job.name} [bold]{job.state}[/]{attempt}{where} · {took}"
+    text = _output.line(job.name, " ", _output.styled(job.state, "bold"), attempt, where)
+    text.append(f" · {took}")
     if metric:
-        text += f" · {format_metric(metric)}"
+        text.append(f" · {_output.shown(format_metric(metric))}")
     return text

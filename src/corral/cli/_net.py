@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 from corral.cli._exit import ExitCode, Failure
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    # As asyncio's server does, so a port in TIME_WAIT counts as free here too.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
+from corral.local import FleetError
+from corral.local import ensure_free as _ensure_free
 
 
 def ensure_free(host: str, port: int, *, hint: str = "--port") -> None:
-    if port == 0:
-        return
     try:
-        _bind(host, port).close()
-    except OSError as exc:
-        raise Failure(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
-            f"(another coordinator? pick another with {hint})",
-            ExitCode.JOB_FAILED,
-        ) from None
-
-
-def free_port(host: str) -> int:
-    with _bind(host, 0) as sock:
-        return int(sock.getsockname()[1])
+        _ensure_free(host, port, hint=hint)
+    except FleetError as exc:
+        raise Failure(exc.message, ExitCode.JOB_FAILED) from None

@@ -7,12 +7,14 @@ from typing import Annotated
 import typer
 
 Url = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--url",
         envvar="CORRAL_URL",
         show_envvar=True,
-        help="Coordinator URL; several, comma-separated, fail over in order.",
+        show_default=False,
+        help="Coordinator URL (default: http://127.0.0.1:8001); several, comma-separated,"
+        " fail over in order.",
     ),
 ]
 ApiKey = Annotated[

@@ -1,8 +1,14 @@
-"""Printing: Rich for people, one JSON document for scripts (``--json``)."""
+"""Printing: Rich for people, one JSON document for scripts (``--json``).
+
+What a user or a worker supplied (names, labels, commands, errors, hostnames, results) is
+shown as text: never read as Rich markup, and its control characters escaped, so a name
+cannot break a table, colour the terminal, move the cursor or forge a line of output.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,9 +16,36 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what follows them.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object, *, newlines: bool = False) -> str:
+    """``value`` as a string with each control character escaped (``\\x1b``, ``\\n``);
+    ``newlines`` keeps line breaks, for a block of text such as an error's traceback."""
+    text = "" if value is None else str(value)
+
+    def escape(m: re.Match[str]) -> str:
+        ch = m.group()
+        return ch if newlines and ch == "\n" else ch.encode("unicode_escape").decode("ascii")
+
+    return _UNSAFE.sub(escape, text)
+
+
+def line(*parts: object, newlines: bool = False) -> Text:
+    """One line of output: each part that is not already Text is shown as plain text."""
+    return Text.assemble(
+        *(p if isinstance(p, Text) else shown(p, newlines=newlines) for p in parts)
+    )
+
+
+def styled(value: object, style: str) -> Text:
+    return Text(shown(value), style=style)
 
 
 def print_json(doc: BaseModel | dict[str, Any] | list[Any]) -> None:
@@ -26,7 +59,7 @@ def print_json(doc: BaseModel | dict[str, Any] | list[Any]) -> None:
 
 
 # Columns people copy from (ids, names) or scan (states) are never folded; others give way.
-_NO_WRAP = {"ID", "NAME", "JOB", "STATE", "STATUS"}
+_NO_WRAP = {"ID", "NAME", "JOB", "STATE", "STATUS", "TIME", "EVENT", "CAUSE"}
 
 
 def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
@@ -34,7 +67,7 @@ def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any
     for col in columns:
         t.add_column(col, overflow="fold", no_wrap=col in _NO_WRAP, min_width=len(col))
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(v if isinstance(v, Text) else Text(shown(v)) for v in row))
     return t
 
 
@@ -73,6 +106,14 @@ def elapsed(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds()
 
 
+def clock(when: datetime, now: datetime | None = None) -> str:
+    """A timeline's time, local: of day to the millisecond if today, else with its date."""
+    local, today = when.astimezone(), (now or datetime.now(UTC)).astimezone().date()
+    if local.date() == today:
+        return local.strftime("%H:%M:%S.%f")[:-3]
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
 STATE_STYLE = {
     "queued": "yellow",
     "assigned": "cyan",
@@ -89,6 +130,5 @@ STATE_STYLE = {
 }
 
 
-def state(value: str) -> str:
-    style = STATE_STYLE.get(str(value), "")
-    return f"[{style}]{value}[/]" if style else str(value)
+def state(value: object) -> Text:
+    return Text(shown(value), style=STATE_STYLE.get(str(value), ""))

@@ -1,4 +1,4 @@
-"""``corral submit`` and ``corral jobs ls|show|logs|cancel``."""
+"""``corral submit`` and ``corral jobs ls|show|logs|events|cancel``."""
 
 from __future__ import annotations
 
@@ -8,30 +8,30 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Group
 from rich.syntax import Syntax
 
-from corral.cli import _output, _parse
-from corral.cli._client import DEFAULT_URL, Client, run
+from corral.cli import _output, _parse, _timeline
+from corral.cli._api import connect, run
 from corral.cli._exit import ExitCode, Failure
 from corral.cli._follow import EXIT_BY_STATE, follow
 from corral.cli._options import ApiKey, Json, Url
+from corral.client import AsyncClient, InvalidInput, PermissionDenied, Unauthenticated
 from corral.model import JobState
-from corral.protocol import JobSubmit, JobView
+from corral.protocol import EventList, JobList, JobView
 
 app = typer.Typer(help="List, inspect, follow and cancel jobs.", no_args_is_help=True)
 
-# JobSubmit field -> the flag that sets it, so a validation error names what to fix.
+# The client's keyword -> the flag that sets it, so a refused value names what to fix.
 _FLAG_OF = {
     "name": "--name",
     "command": "COMMAND",
     "env": "--env",
-    "worker_labels": "--label",
+    "labels": "--label",
     "gpus": "--gpus",
     "priority": "--priority",
-    "max_retries": "--retries",
-    "timeout_s": "--timeout",
+    "retries": "--retries",
+    "timeout": "--timeout",
 }
 
 
@@ -55,38 +55,40 @@ def submit(
         bool, typer.Option("--wait", "-w", help="Follow the job; exit with its outcome.")
     ] = False,
     as_json: Json = False,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """Queue a command job: corral submit [OPTIONS] -- CMD ARGS...
 
     With --wait: 0 succeeded, 1 failed, 3 cancelled.
     """
-    fields: dict[str, Any] = {
-        "command": command,
-        "worker_labels": _parse.pairs(label or [], flag="--label", what="KEY=GLOB"),
-        "env": _parse.env(env or []),
-        "gpus": gpus,
-        "priority": priority,
-        "max_retries": retries,
-    }
-    if name is not None:
-        fields["name"] = name
-    if timeout is not None:
-        fields["timeout_s"] = timeout
-    spec = _validate(fields)
+    labels = _parse.pairs(label or [], flag="--label", what="KEY=GLOB")
+    variables = _parse.env(env or [])
 
     async def go() -> int:
-        async with Client(url, api_key) as client:
-            job = await client.submit(spec)
+        async with connect(url, api_key) as client:
+            try:
+                job = await client.submit(
+                    command, name=name, env=variables, labels=labels, gpus=gpus,
+                    priority=priority, retries=retries, timeout=timeout,
+                )  # fmt: skip
+            except InvalidInput as exc:
+                if exc.body or exc.field not in _FLAG_OF:
+                    raise  # the coordinator's refusal: said as it said it
+                message = exc.detail.removeprefix(f"{exc.field}: ")
+                raise Failure(f"{_FLAG_OF[exc.field]}: {message}") from None
             if not wait:
                 if as_json:
                     _output.print_json(job)
                 else:
-                    _output.out.print(f"{job.id}  {_output.state(job.state)}  {job.name}")
+                    _output.out.print(
+                        _output.line(job.id, "  ", _output.state(job.state), "  ", job.name)
+                    )
                 return 0
             if not as_json:
-                _output.err.print(f"submitted {job.id} ({job.name}); following its output")
+                _output.err.print(
+                    _output.line(f"submitted {job.id} (", job.name, "); following its output")
+                )
             try:
                 final = await follow(client, job.id, echo=not as_json, status=not as_json)
             except asyncio.CancelledError:  # Ctrl-C stops the waiting, not the job
@@ -99,16 +101,7 @@ def submit(
             _report_end(final, as_json)
             return int(EXIT_BY_STATE.get(final.state, ExitCode.JOB_FAILED))
 
-    raise typer.Exit(run(url, go()))
-
-
-def _validate(fields: dict[str, Any]) -> JobSubmit:
-    try:
-        return JobSubmit.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
-        raise Failure(f"{_FLAG_OF.get(field, field)}: {first['msg']}") from None
+    raise typer.Exit(run(go()))
 
 
 def _report_end(job: JobView, as_json: bool) -> None:
@@ -116,12 +109,12 @@ def _report_end(job: JobView, as_json: bool) -> None:
         _output.print_json(job)
         return
     took = _output.duration(_output.elapsed(job.started_at, job.finished_at))
-    line = f"job {job.id} {_output.state(job.state)} after {took}"
+    text = _output.line(f"job {job.id} ", _output.state(job.state), f" after {took}")
     if job.exit_code not in (None, 0):
-        line += f" (exit code {job.exit_code})"
+        text.append(f" (exit code {job.exit_code})")
     if job.error and job.state != JobState.SUCCEEDED:
-        line += f": {job.error.strip().splitlines()[-1]}"
-    _output.err.print(line)
+        text.append_text(_output.line(": ", job.error.strip().splitlines()[-1]))
+    _output.err.print(text)
 
 
 @app.command("ls")
@@ -129,21 +122,20 @@ def ls(
     state: Annotated[
         JobState | None, typer.Option(help="Only jobs in this state.", show_default=False)
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 50,
-    cursor: Annotated[
-        str | None, typer.Option(help="Continue from a previous page.", show_default=False)
-    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
     as_json: Json = False,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """List jobs, newest first."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
-            page = await client.jobs(state=state, limit=limit, cursor=cursor)
+        async with connect(url, api_key) as client:
+            # One more than shown, to know whether to say there are more.
+            jobs = [j async for j in client.jobs(state=state, limit=limit + 1)]
+        more, jobs = len(jobs) > limit, jobs[:limit]
         if as_json:
-            _output.print_json(page)
+            _output.print_json(JobList(jobs=jobs))
             return
         rows = [
             (
@@ -155,75 +147,78 @@ def ls(
                 _output.ago(j.created_at),
                 _output.duration(_output.elapsed(j.started_at, j.finished_at)),
             )
-            for j in page.jobs
+            for j in jobs
         ]
         cols = ("ID", "NAME", "STATE", "ATTEMPT", "WORKER", "CREATED", "RAN")
         _output.out.print(_output.table(None, cols, rows))
-        if page.next_cursor:
-            _output.err.print(f"more: corral jobs ls --cursor {page.next_cursor}", soft_wrap=True)
+        if more:
+            _output.err.print(f"more: corral jobs ls --limit {limit * 2}", soft_wrap=True)
 
-    run(url, go())
+    run(go())
 
 
 @app.command("show")
 def show(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     as_json: Json = False,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """Show one job: its spec, state, attempts and result."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
+        async with connect(url, api_key) as client:
             job = await client.job(job_id)
         if as_json:
             _output.print_json(job)
             return
-        rows = [
-            ("id", job.id),
-            ("name", job.name),
-            ("state", _output.state(job.state)),
-            ("command", " ".join(job.command)),
-            ("kind", job.kind),
-            ("labels", ", ".join(f"{k}={v}" for k, v in job.worker_labels.items()) or "-"),
-            ("gpus", job.gpus),
-            ("priority", job.priority),
-            ("attempt", f"{job.attempt} (retries allowed: {job.max_retries})"),
-            ("timeout", _output.duration(job.timeout_s)),
-            ("worker", job.worker_id or "-"),
-            ("created", job.created_at.isoformat()),
-            ("started", job.started_at.isoformat() if job.started_at else "-"),
-            ("finished", job.finished_at.isoformat() if job.finished_at else "-"),
-            ("ran", _output.duration(_output.elapsed(job.started_at, job.finished_at))),
-            ("exit code", "-" if job.exit_code is None else job.exit_code),
-        ]
-        t = _output.table(None, ("FIELD", "VALUE"), rows)
-        t.show_header = False
-        parts: list[Any] = [t]
-        if job.attempts:
-            attempt_rows = [
-                (
-                    a.number,
-                    a.worker_id or "-",
-                    _output.state(a.outcome or "running"),
-                    _output.duration(_output.elapsed(a.started_at, a.finished_at)),
-                    "-" if a.exit_code is None else a.exit_code,
-                    (a.error or "").strip().splitlines()[-1][:80] if a.error else "",
-                )
-                for a in job.attempts
-            ]
-            cols = ("ATTEMPT", "WORKER", "OUTCOME", "RAN", "EXIT", "WHY")
-            parts.append(_output.table("attempts", cols, attempt_rows))
-        if job.error:
-            parts.append(f"[red]error:[/] {job.error}")
-        if job.result is not None:
-            parts.append(
-                Syntax(json.dumps(job.result, indent=2), "json", background_color="default")
-            )
-        _output.out.print(Group(*parts))
+        _output.out.print(_details(job))
 
-    run(url, go())
+    run(go())
+
+
+def _details(job: JobView) -> Group:
+    rows = [
+        ("id", job.id),
+        ("name", job.name),
+        ("state", _output.state(job.state)),
+        ("command", " ".join(job.command)),
+        ("kind", job.kind),
+        ("labels", ", ".join(f"{k}={v}" for k, v in job.worker_labels.items()) or "-"),
+        ("gpus", job.gpus),
+        ("priority", job.priority),
+        ("attempt", f"{job.attempt} (retries allowed: {job.max_retries})"),
+        ("timeout", _output.duration(job.timeout_s)),
+        ("worker", job.worker_id or "-"),
+        ("created", job.created_at.isoformat()),
+        ("started", job.started_at.isoformat() if job.started_at else "-"),
+        ("finished", job.finished_at.isoformat() if job.finished_at else "-"),
+        ("ran", _output.duration(_output.elapsed(job.started_at, job.finished_at))),
+        ("exit code", "-" if job.exit_code is None else job.exit_code),
+    ]
+    t = _output.table(None, ("FIELD", "VALUE"), rows)
+    t.show_header = False
+    parts: list[Any] = [t]
+    if job.attempts:
+        attempt_rows = [
+            (
+                a.number,
+                a.worker_id or "-",
+                _output.state(a.outcome or "running"),
+                _output.duration(_output.elapsed(a.started_at, a.finished_at)),
+                "-" if a.exit_code is None else a.exit_code,
+                (a.error or "").strip().splitlines()[-1][:80] if a.error else "",
+            )
+            for a in job.attempts
+        ]
+        cols = ("ATTEMPT", "WORKER", "OUTCOME", "RAN", "EXIT", "WHY")
+        parts.append(_output.table("attempts", cols, attempt_rows))
+    if job.error:
+        parts.append(_output.line(_output.styled("error:", "red"), " ", job.error, newlines=True))
+    if job.result is not None:
+        # JSON escapes every control character itself.
+        parts.append(Syntax(json.dumps(job.result, indent=2), "json", background_color="default"))
+    return Group(*parts)
 
 
 @app.command("logs")
@@ -232,34 +227,67 @@ def logs(
     follow_: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
     ] = False,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """Print a job's output (all attempts); -f follows it live."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
+        async with connect(url, api_key) as client:
             if follow_:
                 await follow(client, job_id, echo=True, status=False)
-            else:
-                sys.stdout.write(await client.logs(job_id))
-                sys.stdout.flush()
+                return
+            async for line in client.logs(job_id):
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
-    run(url, go())
+    run(go())
+
+
+@app.command("events")
+def events(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """The job's timeline: each change of state and why.
+
+    CAUSE names the request, reaper tick or dispatch round that made the change; the
+    coordinator's log lines carry the same id."""
+
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            timeline = [e async for e in client.events(job_id)]
+            names = await worker_names(client) if not as_json else {}
+        if as_json:
+            _output.print_json(EventList(events=timeline))
+            return
+        _output.out.print(_timeline.table(timeline, names))
+
+    run(go())
+
+
+async def worker_names(client: AsyncClient) -> dict[str, str]:
+    """Worker id -> name, to show names; only an admin may list workers, others see ids."""
+    try:
+        return {w.id: w.name for w in await client.workers()}
+    except (PermissionDenied, Unauthenticated):
+        return {}
 
 
 @app.command("cancel")
 def cancel(
     job_ids: Annotated[list[str], typer.Argument(help="Job ids.")],
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """Cancel jobs: a queued job ends at once; a running one is stopped on its worker."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
+        async with connect(url, api_key) as client:
             for job_id in job_ids:
                 job = await client.cancel(job_id)
-                _output.out.print(f"{job.id}  {_output.state(job.state)}")
+                _output.out.print(_output.line(job.id, "  ", _output.state(job.state)))
 
-    run(url, go())
+    run(go())

@@ -17,10 +17,10 @@ from typing import Annotated
 import typer
 
 from corral.cli import _logging, _output
-from corral.cli._client import run as run_client
+from corral.cli._api import run
 from corral.cli._demo import run_demo
 from corral.cli._exit import ExitCode, Failure
-from corral.cli.fleet import LocalFleet
+from corral.local import LocalFleet
 
 
 def up(
@@ -53,7 +53,7 @@ def up(
         port=port,
         admin_key=admin_key,
     )
-    code = run_client(f"http://{host}:{port}", _up(fleet, demo=demo, epochs=epochs))
+    code = run(_up(fleet, demo=demo, epochs=epochs))
     raise typer.Exit(code)
 
 
@@ -121,9 +121,14 @@ def _banner(fleet: LocalFleet) -> None:
     names = ", ".join(w.name for w in fleet.local_workers)
     corral = _corral_command()
     p = _output.out.print
-    p(f"[bold green]Corral is up[/]: coordinator [bold]{fleet.url}[/], workers {names}")
-    p(f"Admin API key: [bold]{fleet.admin_key}[/]", soft_wrap=True)
-    p(f"Data: {fleet.data_dir} (worker logs: workers/*/worker.log)", soft_wrap=True)
+    p(
+        _output.line(
+            _output.styled("Corral is up", "bold green"), ": coordinator ",
+            _output.styled(fleet.url, "bold"), f", workers {names}",
+        )
+    )  # fmt: skip
+    p(_output.line("Admin API key: ", _output.styled(fleet.admin_key, "bold")), soft_wrap=True)
+    p(_output.line(f"Data: {fleet.data_dir} (worker logs: workers/*/worker.log)"), soft_wrap=True)
     p("From another shell:")
     env = f"  export CORRAL_URL={fleet.url} CORRAL_API_KEY={fleet.admin_key}"
     p(env, soft_wrap=True, markup=False)

@@ -1,4 +1,4 @@
-"""``corral workers ls|create|drain|rotate-token|rm``: the fleet, for admins."""
+"""``corral workers ls|create|drain|rotate-token|rm|events``: the fleet, for admins."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import _output, _parse
-from corral.cli._client import DEFAULT_URL, Client, run
+from corral.cli import _output, _parse, _timeline
+from corral.cli._api import connect, run
 from corral.cli._options import ApiKey, Json, Url
 from corral.model import WorkerType
-from corral.protocol import WorkerCreate, WorkerCreated
+from corral.protocol import EventList, WorkerCreated, WorkerList
 
 app = typer.Typer(help="Manage workers and their tokens (admin).", no_args_is_help=True)
 
@@ -19,14 +19,14 @@ WorkerRef = Annotated[str, typer.Argument(help="Worker id or name.")]
 
 
 @app.command("ls")
-def ls(as_json: Json = False, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+def ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
     """List workers: status, resources, what they run."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
-            listing = await client.workers()
+        async with connect(url, api_key) as client:
+            workers = await client.workers()
         if as_json:
-            _output.print_json(listing)
+            _output.print_json(WorkerList(workers=workers))
             return
         rows = [
             (
@@ -39,12 +39,12 @@ def ls(as_json: Json = False, url: Url = DEFAULT_URL, api_key: ApiKey = None) ->
                 ", ".join(f"{k}={v}" for k, v in w.labels.items()) or "-",
                 _output.ago(w.last_heartbeat),
             )
-            for w in listing.workers
+            for w in workers
         ]
         cols = ("NAME", "ID", "STATUS", "TYPE", "JOBS", "GPUS", "LABELS", "SEEN")
         _output.out.print(_output.table(None, cols, rows))
 
-    run(url, go())
+    run(go())
 
 
 @app.command("create")
@@ -57,35 +57,30 @@ def create(
         str | None, typer.Option(help="k=v,… the scheduler matches jobs against.")
     ] = None,
     as_json: Json = False,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """Create a worker and print its token (shown once)."""
-    spec = WorkerCreate(
-        name=name,
-        worker_type=WorkerType.PERSISTENT if persistent else WorkerType.EPHEMERAL,
-        labels=_parse.labels(labels),
-    )
+    parsed = _parse.labels(labels)
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
-            created = await client.create_worker(spec)
-        _print_token(created, url, as_json, persistent=persistent)
+        async with connect(url, api_key) as client:
+            created = await client.create_worker(name, persistent=persistent, labels=parsed)
+        _print_token(created, client.url, as_json, persistent=persistent)
 
-    run(url, go())
+    run(go())
 
 
 @app.command("drain")
-def drain(ref: WorkerRef, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+def drain(ref: WorkerRef, url: Url = None, api_key: ApiKey = None) -> None:
     """Let a worker finish what it runs and take nothing new. An ephemeral worker then
     exits; a persistent one stays connected, draining, until its process is stopped
     (SIGTERM): then it is offline and 'corral workers rm' removes it."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
-            worker = await client.find_worker(ref)
-            await client.drain_worker(worker.id)
-        _output.out.print(f"{worker.name} ({worker.id}): draining")
+        async with connect(url, api_key) as client:
+            worker = await client.drain_worker(ref)
+        _output.out.print(_output.line(worker.name, f" ({worker.id}): draining"))
         if worker.worker_type == WorkerType.PERSISTENT:
             _output.err.print(
                 "a persistent worker stays connected, taking nothing, until its process is"
@@ -94,52 +89,79 @@ def drain(ref: WorkerRef, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> Non
                 markup=False,
             )
 
-    run(url, go())
+    run(go())
 
 
 @app.command("rotate-token")
 def rotate_token(
-    ref: WorkerRef, as_json: Json = False, url: Url = DEFAULT_URL, api_key: ApiKey = None
+    ref: WorkerRef, as_json: Json = False, url: Url = None, api_key: ApiKey = None
 ) -> None:
     """Issue a new token for a worker; the old one stops working."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
-            worker = await client.find_worker(ref)
+        async with connect(url, api_key) as client:
+            worker = await client.worker(ref)
             created = await client.rotate_token(worker.id)
-        _print_token(created, url, as_json, persistent=worker.worker_type == WorkerType.PERSISTENT)
+        persistent = worker.worker_type == WorkerType.PERSISTENT
+        _print_token(created, client.url, as_json, persistent=persistent)
 
-    run(url, go())
+    run(go())
 
 
 @app.command("rm")
-def rm(ref: WorkerRef, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+def rm(ref: WorkerRef, url: Url = None, api_key: ApiKey = None) -> None:
     """Delete an offline worker and its token (drain it, and stop a persistent one's
     process, first)."""
 
     async def go() -> None:
-        async with Client(url, api_key) as client:
-            worker = await client.find_worker(ref)
-            await client.delete_worker(worker.id)
-        _output.out.print(f"{worker.name} ({worker.id}): removed")
+        async with connect(url, api_key) as client:
+            worker = await client.remove_worker(ref)
+        _output.out.print(_output.line(worker.name, f" ({worker.id}): removed"))
 
-    run(url, go())
+    run(go())
+
+
+@app.command("events")
+def events(ref: WorkerRef, as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
+    """The worker's timeline: created, registered, connected, offline and why…
+
+    Also: the address and capabilities it registered with, draining, token rotated,
+    removed."""
+
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            timeline = [e async for e in client.worker_events(ref)]
+            names = {} if as_json else {w.id: w.name for w in await client.workers()}
+        if as_json:
+            _output.print_json(EventList(events=timeline))
+            return
+        _output.out.print(_timeline.table(timeline, names))
+
+    run(go())
 
 
 def _print_token(created: WorkerCreated, url: str, as_json: bool, *, persistent: bool) -> None:
     if as_json:
         _output.print_json(created)
         return
-    _output.out.print(f"worker [bold]{created.name}[/] ({created.id})")
-    _output.out.print(f"token (shown once): [bold]{created.token}[/]", soft_wrap=True)
+    name = _output.styled(created.name, "bold")
+    _output.out.print(_output.line("worker ", name, f" ({created.id})"))
+    _output.out.print(
+        _output.line("token (shown once): ", _output.styled(created.token, "bold")), soft_wrap=True
+    )
     flag = " --persistent" if persistent else ""
     # The token goes in the worker's environment, never on its command line: argv is visible
     # to every user of the host (ps, /proc/<pid>/cmdline).
     _output.err.print(
         "start it with (the token in the environment: a command line is visible to every user"
-        " of the host):\n"
-        f"  CORRAL_WORKER_TOKEN={shlex.quote(created.token)} corral worker"
-        f" --orchestrator-url {shlex.quote(url)} --name {shlex.quote(created.name)}{flag}",
+        " of the host):",
         soft_wrap=True,
         markup=False,
+    )
+    _output.err.print(
+        _output.line(
+            f"  CORRAL_WORKER_TOKEN={shlex.quote(created.token)} corral worker"
+            f" --orchestrator-url {shlex.quote(url)} --name {shlex.quote(created.name)}{flag}"
+        ),
+        soft_wrap=True,
     )

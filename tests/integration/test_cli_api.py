@@ -1,9 +1,11 @@
-"""The CLI against a real coordinator on a loopback port (no workers): what each command
-prints for scripts, and how refusals end."""
+"""The CLI against a real coordinator on a loopback port (no workers), and as a process of
+its own: what each command prints for scripts and people, and how refusals end."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -161,3 +163,74 @@ def test_workers_create_says_to_pass_the_token_in_the_environment(coord: Coordin
     hint = result.stderr.replace("\n", " ")
     assert f"CORRAL_WORKER_TOKEN={token} corral worker --orchestrator-url {coord.url}" in hint
     assert "--name box-2 --persistent" in hint
+
+
+@pytest.mark.parametrize("name", ["[/]", "\x1b[31mred", "two\nlines", "[bold]x[/bold]"])
+def test_supplied_names_are_shown_as_text_never_raw(coord: Coordinator, name: str) -> None:
+    # A Rich markup tag in a name used to crash the tables with a traceback; an escape or a
+    # newline went to the terminal as it was.
+    escaped = name.encode("unicode_escape").decode()
+    job = doc(cli(coord, "submit", "--json", "--name", name, "--", "echo", name))
+    assert job["name"] == name
+    worker = doc(cli(coord, "workers", "create", "--json", name, "--labels", f"tag={name}"))
+    outputs = {}
+    for args in (
+        ("submit", "--name", name, "--", "echo", name),
+        ("jobs", "ls"),
+        ("jobs", "show", job["id"]),
+        ("workers", "ls"),
+        ("workers", "rotate-token", name),
+        ("jobs", "cancel", job["id"]),
+        ("workers", "rm", worker["id"]),  # refused (not offline): the error names it
+    ):
+        result = cli(coord, *args)
+        output = outputs[args[:2]] = result.stdout + result.stderr
+        assert result.exit_code in (0, ExitCode.USAGE), output
+        assert "Traceback" not in output, output
+        assert "\x1b" not in output and "two\nlines" not in output, output
+    for shown_in in (("jobs", "ls"), ("jobs", "show"), ("workers", "ls"), ("submit", "--name")):
+        assert escaped in outputs[shown_in], outputs[shown_in]
+    assert f"echo {escaped}" in outputs[("jobs", "show")]
+
+
+def test_a_refused_submit_names_the_flag(coord: Coordinator) -> None:
+    line = one_line(cli(coord, "submit", "--retries", "500", "true"), ExitCode.USAGE)
+    assert "--retries" in line
+
+
+def corral(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real command in a process of its own: a coordinator's start-up, uncaught, would
+    print a traceback from uvicorn or asyncio here."""
+    return subprocess.run([sys.executable, "-m", "corral.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=90, check=False)  # fmt: skip
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        (["server", "--db", "bogus://x"], "bogus"),
+        (["server", "--db", "postgresql://u@127.0.0.1:{port}/db"], "127.0.0.1"),  # or no driver
+        (["server", "--data-dir", "{file}"], "{file}"),
+        (["up", "--data-dir", "{file}"], "{file}"),
+        (["up", "--workers", "1", "--data-dir", "{unusable_db}"], "cannot open the database"),
+    ],
+)
+def test_a_coordinator_that_cannot_start_says_why_in_one_line(
+    args: list[str], mentions: str, tmp_path: Path
+) -> None:
+    values = {"port": _closed_port(), "file": tmp_path / "a-file", "unusable_db": tmp_path / "up"}
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "up" / "corral.db").mkdir(parents=True)  # where up's SQLite file would be
+    argv = [a.format(**values) for a in args]
+    result = corral(*argv, "--port", "0", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == ExitCode.USAGE, output
+    assert "Traceback" not in output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("corral: error: ")]
+    assert len(errors) == 1 and mentions.format(**values) in errors[0], output

@@ -1,0 +1,318 @@
+"""The asynchronous client: every call of the coordinator's API, typed both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from httpx_sse import ServerSentEvent
+from pydantic import BaseModel, ValidationError
+
+from corral.client import _stream
+from corral.client._config import check_urls, from_env
+from corral.model import CorralError, InvalidInput, NotFound, WorkerType
+from corral.protocol import (
+    EventList,
+    EventView,
+    JobList,
+    JobSubmit,
+    JobView,
+    WorkerCreate,
+    WorkerCreated,
+    WorkerList,
+    WorkerView,
+)
+from corral.protocol.transport import Transport
+
+M = TypeVar("M", bound=BaseModel)
+
+PAGE_SIZE = 500  # rows per request when iterating; the coordinator allows up to 1000
+
+# Wire field -> the keyword of ``submit`` that sets it, so an InvalidInput names the keyword.
+_SUBMIT_KEYWORD = {"worker_labels": "labels", "max_retries": "retries", "timeout_s": "timeout"}
+
+
+class AsyncClient:
+    """The coordinator's API for asyncio code. ``url`` may list several coordinators,
+    comma-separated: they fail over in order. Without ``url`` or ``api_key`` it reads
+    ``CORRAL_URL`` and ``CORRAL_API_KEY``; the URL defaults to ``http://127.0.0.1:8001``.
+
+    ``timeout`` bounds each request (seconds). Idempotent calls are retried with backoff
+    and jitter for up to ``attempts`` tries within ``retry_timeout`` seconds; a followed
+    stream that drops is reopened until no coordinator has answered for ``retry_timeout``.
+    Every failure is a ``CorralError``: ``Unreachable`` when no coordinator answered, else
+    the class of the coordinator's answer (``NotFound``, ``InvalidInput``…).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        attempts: int = 5,
+        retry_timeout: float = 60.0,
+    ) -> None:
+        url, api_key = from_env(url, api_key)
+        self.url = url
+        self.timeout = timeout
+        self.retry_timeout = retry_timeout
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._t = Transport(
+            check_urls(url),
+            headers=headers,
+            timeout_s=timeout,
+            attempts=attempts,
+            retry_timeout_s=retry_timeout,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._t.aclose()
+
+    async def _get(self, model: type[M], path: str, **kw: Any) -> M:
+        return model.model_validate(await self._t.json("GET", path, **kw))
+
+    # ---- jobs -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        command: Sequence[str],
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        gpus: int = 0,
+        priority: int = 0,
+        retries: int = 3,
+        timeout: float | None = None,  # noqa: ASYNC109 - the job's limit, not this call's
+        idempotency_key: str | None = None,
+    ) -> JobView:
+        """Queue a command job. ``labels``: globs the worker's labels must match;
+        ``retries``: how often a lost or timed-out attempt is run again; ``timeout``:
+        seconds an attempt may run. The request always carries an Idempotency-Key
+        (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
+        the job already queued, and the same key sent again later does too."""
+        if isinstance(command, str):
+            raise InvalidInput(
+                "command: a list of arguments, not one string (shlex.split it)", field="command"
+            )
+        fields: dict[str, Any] = {
+            "command": list(command),
+            "env": dict(env or {}),
+            "worker_labels": dict(labels or {}),
+            "gpus": gpus,
+            "priority": priority,
+            "max_retries": retries,
+            "timeout_s": timeout,
+        }
+        if name is not None:
+            fields["name"] = name
+        spec = _valid(JobSubmit, fields, _SUBMIT_KEYWORD)
+        body = await self._t.json(
+            "POST",
+            "/api/queue/submit",
+            json=spec.model_dump(mode="json", exclude_none=True),
+            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex},
+            idempotent=True,
+        )
+        return JobView.model_validate(body)
+
+    async def job(self, job_id: str) -> JobView:
+        """One job, with its attempts."""
+        return await self._get(JobView, f"/api/jobs/{job_id}")
+
+    async def jobs(
+        self, state: str | Iterable[str] | None = None, limit: int | None = None
+    ) -> AsyncIterator[JobView]:
+        """Jobs newest first, in any of the states ``state`` names, across every page;
+        ``limit`` caps how many in all."""
+        states = [state] if isinstance(state, str) else list(state or [])
+        if limit is not None and limit < 0:
+            raise InvalidInput("limit: must be 0 or more", field="limit")
+        left = limit
+        cursor: str | None = None
+        while left is None or left > 0:
+            params: list[tuple[str, str | int]] = [("state", str(s)) for s in states]
+            params.append(("limit", PAGE_SIZE if left is None else min(left, PAGE_SIZE)))
+            if cursor:
+                params.append(("cursor", cursor))
+            page = await self._get(JobList, "/api/jobs", params=params)
+            for job in page.jobs:
+                yield job
+            if left is not None:
+                left -= len(page.jobs)
+            cursor = page.next_cursor
+            if not cursor or not page.jobs:
+                return
+
+    # A timeout argument, not asyncio.timeout() around the call: the blocking Client has the
+    # same signature, and a caller there has no event loop to time it with.
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobView:  # noqa: ASYNC109
+        """The job once it has ended (succeeded, failed or cancelled), with its attempts.
+
+        Follows the job's history stream rather than polling; TimeoutError after
+        ``timeout`` seconds (the job goes on)."""
+        async with asyncio.timeout(timeout):
+            async for _ in self._follow(f"/api/jobs/{job_id}/events"):
+                pass  # until its `end` event
+            return await self.job(job_id)
+
+    async def logs(self, job_id: str, follow: bool = False) -> AsyncIterator[str]:
+        """The job's output line by line (without line ends), every attempt, each after the
+        first under a ``--- attempt N ---`` line. ``follow``: go on as it is written,
+        until the job has ended, resuming where a dropped stream stopped."""
+        lines = _stream.Lines()
+        if not follow:
+            async with self._t.stream("GET", f"/api/jobs/{job_id}/logs") as resp:
+                async for text in resp.aiter_text():
+                    for line in lines.feed(text):
+                        yield line
+            for line in lines.rest():
+                yield line
+            return
+        attempt: int | None = None
+        async for sse in self._follow(f"/api/jobs/{job_id}/logs"):
+            if sse.event != "log":
+                continue
+            chunk = _json(sse.data)
+            number = int(chunk.get("attempt") or 0)
+            text = str(chunk.get("data", ""))
+            if attempt is not None and number != attempt:
+                text = f"\n--- attempt {number} ---\n{text}"  # as the coordinator's text has it
+            attempt = number
+            for line in lines.feed(text):
+                yield line
+        for line in lines.rest():
+            yield line
+
+    async def events(self, job_id: str) -> AsyncIterator[EventView]:
+        """The job's history, oldest first: submitted, assigned, running, lost and why,
+        requeued, cancelled, succeeded or failed; each with the ``cause`` that made it."""
+        async for event in self._pages(f"/api/jobs/{job_id}/events"):
+            yield event
+
+    async def cancel(self, job_id: str) -> JobView:
+        """Cancel: a queued job ends at once, a running one is stopped on its worker."""
+        body = await self._t.json("POST", f"/api/jobs/{job_id}/cancel", idempotent=True)
+        return JobView.model_validate(body)
+
+    async def result(self, job_id: str) -> dict[str, Any]:
+        """``{job_id, state, result, exit_code, error}``: ``result`` is what the job set
+        with ``corral.sdk.set_result``, once it has succeeded."""
+        body: dict[str, Any] = await self._t.json("GET", f"/api/jobs/{job_id}/result")
+        return body
+
+    # ---- workers (admin) --------------------------------------------------------------
+
+    async def workers(self) -> list[WorkerView]:
+        return (await self._get(WorkerList, "/api/admin/workers")).workers
+
+    async def worker(self, ref: str) -> WorkerView:
+        """A worker by id, or by the name it was given."""
+        listing = await self.workers()
+        for match in ([w for w in listing if w.id == ref], [w for w in listing if w.name == ref]):
+            if match:
+                return match[0]
+        raise NotFound(f"no worker with id or name {ref!r}")
+
+    async def create_worker(
+        self, name: str, *, persistent: bool = False, labels: Mapping[str, str] | None = None
+    ) -> WorkerCreated:
+        """A worker and its token (shown only here). ``persistent``: it stays for more
+        jobs; else it exits after one. ``labels``: what jobs' label globs match."""
+        spec = _valid(
+            WorkerCreate,
+            {
+                "name": name,
+                "worker_type": WorkerType.PERSISTENT if persistent else WorkerType.EPHEMERAL,
+                "labels": dict(labels or {}),
+            },
+            {"worker_type": "persistent"},
+        )
+        body = await self._t.json("POST", "/api/admin/workers", json=spec.model_dump(mode="json"))
+        return WorkerCreated.model_validate(body)
+
+    async def drain_worker(self, ref: str) -> WorkerView:
+        """It finishes what it runs and takes nothing new."""
+        wid = (await self.worker(ref)).id
+        body = await self._t.json("POST", f"/api/admin/workers/{wid}/drain", idempotent=True)
+        return WorkerView.model_validate(body)
+
+    async def rotate_token(self, ref: str) -> WorkerCreated:
+        """A new token for the worker; the old one stops working."""
+        wid = (await self.worker(ref)).id
+        body = await self._t.json("POST", f"/api/admin/workers/{wid}/token")
+        return WorkerCreated.model_validate(body)
+
+    async def remove_worker(self, ref: str) -> WorkerView:
+        """Delete an offline worker and its token; returns it as it was."""
+        worker = await self.worker(ref)
+        await self._t.request("DELETE", f"/api/admin/workers/{worker.id}")
+        return worker
+
+    async def worker_events(self, ref: str) -> AsyncIterator[EventView]:
+        """The worker's history, oldest first: created, registered (address and
+        capabilities), connected, draining, offline and why, token rotated, removed."""
+        try:
+            wid = (await self.worker(ref)).id
+        except NotFound:
+            wid = ref  # a removed worker is no longer listed; its history may remain
+        async for event in self._pages(f"/api/admin/workers/{wid}/events"):
+            yield event
+
+    # ---- the coordinator --------------------------------------------------------------
+
+    async def healthy(self) -> bool:
+        """Whether a coordinator answers (one try of each URL, no retries)."""
+        try:
+            await self._t.request("GET", "/healthz", idempotent=False)
+        except CorralError:
+            return False
+        return True
+
+    def _follow(self, path: str) -> AsyncIterator[ServerSentEvent]:
+        return _stream.follow(
+            self._t, path, give_up_after_s=self.retry_timeout, connect_timeout_s=self.timeout
+        )
+
+    async def _pages(self, path: str) -> AsyncIterator[EventView]:
+        cursor: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": PAGE_SIZE}
+            if cursor:
+                params["cursor"] = cursor
+            page = await self._get(EventList, path, params=params)
+            for event in page.events:
+                yield event
+            cursor = page.next_cursor
+            if not cursor or not page.events:
+                return
+
+
+def _json(data: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _valid(model: type[M], fields: dict[str, Any], keyword: Mapping[str, str]) -> M:
+    """Checked here, before any request, so a bad value is an InvalidInput that names the
+    keyword to fix, even with no coordinator running."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        wire = str(first["loc"][0]) if first["loc"] else ""
+        name = keyword.get(wire, wire)
+        raise InvalidInput(f"{name}: {first['msg']}", field=name) from None
