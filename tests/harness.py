@@ -102,17 +102,19 @@ def start_coordinator(
 
     box["app"] = create_app(settings, clock=clock, background=reaper)
 
+    async def run() -> None:
+        box["task"] = asyncio.create_task(serve(settings, on_ready=on_ready, app=box["app"]))
+        await asyncio.gather(box["task"], return_exceptions=True)
+
     def main() -> None:
-        loop = asyncio.new_event_loop()
-        box["loop"] = loop
+        # The Runner, as asyncio.run does, ends what is left on the loop before closing it
+        # (a dispatcher we started, if serve() ended on its own; async generators; the
+        # default executor's threads), so that nothing outlives the coordinator.
         try:
-            box["task"] = loop.create_task(serve(settings, on_ready=on_ready, app=box["app"]))
-            loop.run_until_complete(asyncio.gather(box["task"], return_exceptions=True))
-            if "dispatcher" in box:  # serve() ended on its own: stop what we started
-                box["dispatcher"].cancel()
-                loop.run_until_complete(asyncio.gather(box["dispatcher"], return_exceptions=True))
+            with asyncio.Runner() as runner:
+                box["loop"] = runner.get_loop()
+                runner.run(run())
         finally:
-            loop.close()
             ready.set()
 
     thread = threading.Thread(target=main, name="coordinator", daemon=True)
