@@ -1,9 +1,11 @@
-"""Test harness: fresh databases and a real coordinator on a random loopback port."""
+"""Test harness: fresh databases (clones of a migrated template) and a real coordinator on a
+random loopback port."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import threading
@@ -14,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from _dbtemplate import pg_template, sqlite_clone
 
 PG_ADMIN_URL = os.environ.get("CORRAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@functools.cache  # one probe per session, not one connection more per test
 def _pg_available() -> str | None:
     try:
         import psycopg
@@ -30,9 +34,10 @@ def _pg_available() -> str | None:
 
 @contextlib.contextmanager
 def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new PostgreSQL database."""
+    """A fresh database at the newest revision: a copy of the migrated SQLite template, or a
+    new PostgreSQL database cloned from the template database (dropped afterwards)."""
     if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'corral.db'}"
+        yield sqlite_clone(tmp_path / "corral.db")
         return
     why = _pg_available()
     if why:
@@ -41,9 +46,10 @@ def fresh_database(kind: str, tmp_path: Path) -> Iterator[str]:
         pytest.skip(why)
     import psycopg
 
+    template = pg_template(PG_ADMIN_URL)
     name = f"corral_test_{secrets.token_hex(6)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
@@ -96,17 +102,19 @@ def start_coordinator(
 
     box["app"] = create_app(settings, clock=clock, background=reaper)
 
+    async def run() -> None:
+        box["task"] = asyncio.create_task(serve(settings, on_ready=on_ready, app=box["app"]))
+        await asyncio.gather(box["task"], return_exceptions=True)
+
     def main() -> None:
-        loop = asyncio.new_event_loop()
-        box["loop"] = loop
+        # The Runner, as asyncio.run does, ends what is left on the loop before closing it
+        # (a dispatcher we started, if serve() ended on its own; async generators; the
+        # default executor's threads), so that nothing outlives the coordinator.
         try:
-            box["task"] = loop.create_task(serve(settings, on_ready=on_ready, app=box["app"]))
-            loop.run_until_complete(asyncio.gather(box["task"], return_exceptions=True))
-            if "dispatcher" in box:  # serve() ended on its own: stop what we started
-                box["dispatcher"].cancel()
-                loop.run_until_complete(asyncio.gather(box["dispatcher"], return_exceptions=True))
+            with asyncio.Runner() as runner:
+                box["loop"] = runner.get_loop()
+                runner.run(run())
         finally:
-            loop.close()
             ready.set()
 
     thread = threading.Thread(target=main, name="coordinator", daemon=True)
