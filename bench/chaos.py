@@ -355,7 +355,7 @@ def chaos(opts: dict[str, Any], root: Path, db_url: str) -> dict[str, Any]:
         report["last_fault_s"] = run.faults[-1]["t"] if run.faults else None
         report["all_ended_s"] = ended_s if all_ended else None
         report["server_env"] = {
-            k: v for k, v in server_env.items() if k != "CORRAL_BOOTSTRAP_ADMIN_KEY"
+            k: v for k, v in server_env.items() if k != "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY"
         }
         return report
     finally:

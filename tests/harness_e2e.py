@@ -22,7 +22,7 @@ from corral.client import Client, CorralError
 ADMIN_KEY = f"ck_e2e_{secrets.token_hex(8)}"
 # Fast failure detection so that tests finish in seconds, not minutes.
 SERVER_ENV = {
-    "CORRAL_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+    "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
     "CORRAL_SERVER__REAPER_INTERVAL_S": "0.3",
     "CORRAL_SERVER__STREAM_GRACE_S": "1",
     "CORRAL_SERVER__RETRY_BACKOFF_BASE_S": "0.1",
@@ -156,7 +156,7 @@ class Fleet:
         if labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
         proc = Proc(argv, self.root / f"worker-{name}.log",
-                    self._env({"CORRAL_WORKER_TOKEN": token, **env}))  # fmt: skip
+                    self._env({"CORRAL_WORKER__TOKEN": token, **env}))  # fmt: skip
         proc.token = token  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc

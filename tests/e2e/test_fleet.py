@@ -101,7 +101,7 @@ def test_worker_token_never_reaches_the_job(fleet):
     out = fleet.logs(job["id"])
     assert "MY_SETTING=42" in out and f"CORRAL_JOB_ID={job['id']}" in out
     assert worker.token not in out
-    assert "CORRAL_WORKER_TOKEN" not in out
+    assert "CORRAL_WORKER_TOKEN" not in out and "CORRAL_WORKER__TOKEN" not in out
 
 
 def test_ephemeral_worker_exits_after_one_job(fleet):

@@ -161,7 +161,7 @@ def test_workers_create_says_to_pass_the_token_in_the_environment(coord: Coordin
     token = result.stdout.split("token (shown once): ")[1].split()[0]
     assert "--worker-token" not in result.output
     hint = result.stderr.replace("\n", " ")
-    assert f"CORRAL_WORKER_TOKEN={token} corral worker --orchestrator-url {coord.url}" in hint
+    assert f"CORRAL_WORKER__TOKEN={token} corral worker --orchestrator-url {coord.url}" in hint
     assert "--name box-2 --persistent" in hint
 
 

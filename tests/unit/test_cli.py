@@ -241,12 +241,16 @@ def test_up_keeps_its_admin_key_private_and_stable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CORRAL_BOOTSTRAP_ADMIN_KEY", raising=False)
+    monkeypatch.delenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", raising=False)
     key = _admin_key(tmp_path)
     assert key.startswith("ck_") and len(key) > 30
     assert _admin_key(tmp_path) == key
     assert os.stat(tmp_path / "admin.key").st_mode & 0o077 == 0
-    monkeypatch.setenv("CORRAL_BOOTSTRAP_ADMIN_KEY", "ck_from_env")
+    monkeypatch.setenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", "ck_from_env")
     assert _admin_key(tmp_path) == "ck_from_env"
+    monkeypatch.delenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY")
+    monkeypatch.setenv("CORRAL_BOOTSTRAP_ADMIN_KEY", "ck_old_name")  # still read, deprecated
+    assert _admin_key(tmp_path) == "ck_old_name"
 
 
 @pytest.mark.parametrize("tty", [True, False])

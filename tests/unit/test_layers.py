@@ -8,14 +8,15 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "src" / "corral"
 ALLOWED = {
     "model": set(),
+    "config": set(),  # the settings machinery: below everything that has settings
     "protocol": {"model"},
     "store": {"model"},
     "scheduler": {"model"},
     "sdk": {"protocol", "model"},
-    "server": {"model", "store", "scheduler", "protocol"},
-    "worker": {"model", "protocol", "sdk"},
-    "client": {"model", "protocol"},
-    "local": {"model", "protocol", "store", "server", "worker", "client", "sdk"},
+    "server": {"model", "store", "scheduler", "protocol", "config"},
+    "worker": {"model", "protocol", "sdk", "config"},
+    "client": {"model", "protocol", "config"},
+    "local": {"model", "protocol", "store", "server", "worker", "client", "sdk", "config"},
 }
 IO_MODULES = {"sqlalchemy", "httpx", "fastapi", "starlette", "uvicorn", "asyncpg", "psycopg",
               "aiosqlite", "requests", "socket", "subprocess"}  # fmt: skip

@@ -58,12 +58,16 @@ def up(
 
 
 def _admin_key(data_dir: Path) -> str:
-    """CORRAL_BOOTSTRAP_ADMIN_KEY, else the key an earlier ``up`` kept in the data dir.
+    """The server's bootstrap admin key (CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY, or the file's),
+    else the key an earlier ``up`` kept in the data dir.
 
     Kept (mode 0600, beside the database it guards) so that a restart does not add one
     more admin key each time and the shell's CORRAL_API_KEY keeps working.
     """
-    key = os.environ.get("CORRAL_BOOTSTRAP_ADMIN_KEY", "").strip()
+    from corral.server.config import ServerSettings
+
+    given = ServerSettings.load(partial=True).bootstrap_admin_key
+    key = given.get_secret_value().strip() if given else ""
     if key:
         return key
     path = data_dir / "admin.key"

@@ -160,7 +160,7 @@ def _print_token(created: WorkerCreated, url: str, as_json: bool, *, persistent:
     )
     _output.err.print(
         _output.line(
-            f"  CORRAL_WORKER_TOKEN={shlex.quote(created.token)} corral worker"
+            f"  CORRAL_WORKER__TOKEN={shlex.quote(created.token)} corral worker"
             f" --orchestrator-url {shlex.quote(url)} --name {shlex.quote(created.name)}{flag}"
         ),
         soft_wrap=True,

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import os
-
 import httpx
 
+from corral.config import DEFAULT_URL, ClientSettings, ConfigError
 from corral.model.errors import InvalidInput
 
-DEFAULT_URL = "http://127.0.0.1:8001"
+__all__ = ["DEFAULT_URL", "check_urls", "from_env"]
 
 
 def from_env(url: str | None, api_key: str | None) -> tuple[str, str | None]:
-    """The given ``url`` and ``api_key``, else ``CORRAL_URL`` / ``CORRAL_API_KEY``, else
-    the local default and no key. The one place the client reads its environment."""
+    """The given ``url`` and ``api_key``, else the settings (``CORRAL_URL`` /
+    ``CORRAL_API_KEY``, then the config file ``CORRAL_CONFIG`` names), else the local
+    default and no key: the one configuration scheme, read in this one place."""
+    if url is not None and api_key is not None:
+        return url, api_key
+    try:
+        settings = ClientSettings.load()
+    except ConfigError as exc:
+        raise InvalidInput(str(exc), field="url" if url is None else "api_key") from exc
     if url is None:
-        url = os.environ.get("CORRAL_URL") or DEFAULT_URL
+        url = settings.url
     if api_key is None:
-        api_key = os.environ.get("CORRAL_API_KEY") or None
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
     return url, api_key
 
 

@@ -91,7 +91,9 @@ class ServerProcess:
         s = self.settings
         port = s.port or free_port(s.host)
         url = f"http://{s.host}:{port}"
-        env = {**os.environ, "CORRAL_BOOTSTRAP_ADMIN_KEY": s.bootstrap_admin_key.get_secret_value()}
+        secret = s.bootstrap_admin_key.get_secret_value()
+        env = {**os.environ, "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY": secret}
+        env.pop("CORRAL_BOOTSTRAP_ADMIN_KEY", None)  # the old name would say it is deprecated
         self.proc = await spawn(
             [*CORRAL, "server", "--host", s.host, "--port", str(port),
              "--data-dir", str(s.data_dir), "--log-level", "warning"],

@@ -30,6 +30,13 @@ from corral.model import WorkerStatus
 READY_STATES = {WorkerStatus.IDLE, WorkerStatus.BUSY}
 
 
+# Variables that carry a secret of the fleet (both their names): a local worker gets none.
+_SECRETS = frozenset({
+    "CORRAL_WORKER__TOKEN", "CORRAL_WORKER_TOKEN", "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY",
+    "CORRAL_BOOTSTRAP_ADMIN_KEY", "CORRAL_API_KEY",
+})  # fmt: skip
+
+
 @dataclass
 class LocalWorker:
     name: str
@@ -89,7 +96,6 @@ class LocalFleet:
         except OSError as exc:
             raise BadSetting(f"cannot use {self.data_dir}: {exc.strerror or exc}") from None
         # A key of our own as the bootstrap key: valid on every start, so we can use it.
-        self.admin_key = self.admin_key or os.environ.get("CORRAL_BOOTSTRAP_ADMIN_KEY")
         self.admin_key = self.admin_key or f"ck_{secrets.token_urlsafe(32)}"
         settings = ServerSettings(
             host=self.host,
@@ -130,8 +136,9 @@ class LocalFleet:
         wdir.mkdir(parents=True, exist_ok=True)
         worker = LocalWorker(name=name, data_dir=wdir, log_path=wdir / "worker.log")
         # The token travels in the environment: argv is visible to every user of the host.
-        env = {**os.environ, **self.worker_env, "CORRAL_WORKER_TOKEN": token}
-        env.pop("CORRAL_BOOTSTRAP_ADMIN_KEY", None)
+        # Only its own token, under its one name; none of the fleet's other secrets.
+        env = {k: v for k, v in {**os.environ, **self.worker_env}.items() if k not in _SECRETS}
+        env["CORRAL_WORKER__TOKEN"] = token
         # `python` in a job means this interpreter (and its packages), activated or not.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         worker.proc = await spawn(

@@ -97,7 +97,7 @@ Worker = Annotated[WorkerIdentity, Depends(worker_identity)]
 async def ensure_admin_key(core: Any, bootstrap: str | None) -> str | None:
     """First start: create an admin key. Returns its plaintext if generated here.
 
-    A bootstrap key (CORRAL_BOOTSTRAP_ADMIN_KEY) is made valid on every start instead,
+    A bootstrap key (CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY) is made valid on every start instead,
     so automation can always reach a coordinator without scraping its output.
     """
     async with core.store.tx() as conn:
