@@ -23,6 +23,7 @@ def test_a_frozen_coordinator_does_not_kill_healthy_work(fleet, tmp_path):
     # Frozen (SIGSTOP) past the heartbeat timeout: when it thaws, its workers spoke all
     # along, it just could not listen. Their running job must go on as attempt 1.
     server = fleet.start_server(CORRAL_SERVER__HEARTBEAT_TIMEOUT_S="3",
+                                CORRAL_SERVER__HEARTBEAT_INTERVAL_S="1",
                                 CORRAL_SERVER__REAPER_INTERVAL_S="0.3")  # fmt: skip
     fleet.start_worker("a", heartbeat=0.5)
     flag = tmp_path / "go"
@@ -119,3 +120,30 @@ def test_a_jobs_whole_output_is_shipped_before_its_end_is_reported(fleet):
     text = fleet.logs(job["id"])
     assert text.endswith("the end\n")
     assert len(text) == 24 * 1024 * 1024 + len("the end\n")
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_frozen_coordinator_does_not_keep_the_workers_stream(fleet):
+    """Two coordinators on one PostgreSQL; one freezes. Its workers move all of their
+    traffic, the event stream included, to the other within seconds, so work submitted
+    there still reaches them."""
+    from harness_e2e import free_port
+
+    first = fleet.start_server()
+    second_port = free_port()
+    fleet.start_server(port=second_port)
+    second = f"http://127.0.0.1:{second_port}"
+    fleet.start_worker("w", url=f"{fleet.url},{second}", heartbeat=1.0)
+    warm = fleet.submit([PY, "-c", "pass"])
+    assert fleet.wait_state(warm["id"], {"succeeded", "failed"}, 30)["state"] == "succeeded"
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        fleet.url = second  # from now on, talk to the one that answers
+        started = time.monotonic()
+        job = fleet.submit([PY, "-c", "print('reached')"])
+        done = fleet.wait_state(job["id"], {"succeeded", "failed"}, 60)
+        took = time.monotonic() - started
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert done["state"] == "succeeded", done
+    assert took < 30, f"the worker needed {took:.0f}s to move to the coordinator that answers"

@@ -275,3 +275,14 @@ def test_help_names_the_new_variables() -> None:
     server_help = invoke("server", "--help", env=wide).stdout
     assert "CORRAL_SERVER__ACCESS_LOG" in server_help and "--access-log" in server_help
     assert "CORRAL_CONFIG" in invoke("--help", env=wide).stdout
+
+
+def test_server_timings_that_would_reap_healthy_workers_are_refused() -> None:
+    from corral.server.config import ServerSettings
+
+    with pytest.raises(ConfigError, match="at most half of heartbeat_timeout_s"):
+        ServerSettings.load({"heartbeat_interval_s": 30, "heartbeat_timeout_s": 40})
+    with pytest.raises(ConfigError, match="reaper_interval_s"):
+        ServerSettings.load({"reaper_interval_s": 200})
+    fast = {"heartbeat_interval_s": 1, "heartbeat_timeout_s": 3, "reaper_interval_s": 0.5}
+    assert ServerSettings.load(fast).heartbeat_timeout_s == 3

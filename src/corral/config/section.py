@@ -191,7 +191,7 @@ class Section(BaseSettings):
     ) -> str:
         section = cls.section_name()
         if not error["loc"]:  # a check of the whole section
-            return f"{section or 'settings'}: {error['msg']}"
+            return f"{section or 'settings'}: {error['msg'].removeprefix('Value error, ')}"
         given_as = str(error["loc"][0])
         k = next((k for k in cls.setting_keys() if k.given_as == given_as), None)
         if k is None:  # not a setting of this section

@@ -147,6 +147,10 @@ class RegisterResponse(_Wire):
     worker_id: str
     name: str
     heartbeat_interval_s: float
+    heartbeat_timeout_s: float | None = Field(
+        default=None, description="silence after which it is offline: its requests time out "
+        "well before (a third of this at most), so a fail-over fits inside",
+    )  # fmt: skip
     keep: list[AttemptRef] = Field(description="running attempts that are still current")
     stop: list[AttemptRef] = Field(description="running attempts to kill: no longer current")
 

@@ -132,6 +132,7 @@ class Transport:
             u: CircuitBreaker(breaker_threshold, breaker_cooldown_s) for u in self.urls
         }
         self.current = self.urls[0]
+        self.timeout_s = timeout_s
         self.attempts = attempts
         self.retry_timeout_s = retry_timeout_s
         self._client = httpx.AsyncClient(
@@ -151,6 +152,18 @@ class Transport:
 
     def set_header(self, name: str, value: str) -> None:
         self._client.headers[name] = value
+
+    def limit_timeout(self, seconds: float) -> None:
+        """Each request gives up after at most ``seconds`` (it never grows past the timeout
+        this transport was made with)."""
+        self._client.timeout = httpx.Timeout(max(1.0, min(self.timeout_s, seconds)))
+
+    def demote(self, base: str) -> None:
+        """``base`` stopped answering (its stream went silent): count a failure, and make the
+        next coordinator the first to try."""
+        self.breakers[base].failure()
+        if self.current == base and len(self.urls) > 1:
+            self.current = self.urls[(self.urls.index(base) + 1) % len(self.urls)]
 
     def _order(self) -> list[str]:
         """Current coordinator first, then the others; open breakers last."""
@@ -223,6 +236,7 @@ class Transport:
             breaker = self.breakers[base]
             if not await breaker.admit(last_resort=last_resort):
                 continue
+            opened = False
             try:
                 async with self._client.stream(method, base + path, **kw) as resp:
                     if resp.status_code >= 400:
@@ -230,11 +244,13 @@ class Transport:
                         raise from_problem(resp.status_code, _body(resp))
                     breaker.success()
                     self.current = base
+                    opened = True
                     yield resp
                     return
             except httpx.TransportError as exc:
-                # Only a failure to connect moves on; a stream that dies mid-way ends here.
-                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                # A failure to open it (refused, or no answer in time: a frozen coordinator
+                # still accepts connections) moves on; one that dies mid-way ends here.
+                if not opened:
                     breaker.failure()
                     last = exc
                     continue

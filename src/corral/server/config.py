@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from corral.config import Section, section_config
 from corral.store import Timeouts, default_url
@@ -49,6 +49,24 @@ class ServerSettings(Section):
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="made a valid admin key on every start"
     )
+
+    @model_validator(mode="after")
+    def _timings_agree(self) -> ServerSettings:
+        # A worker that misses one beat, or whose one request is slow, must not be reaped:
+        # its interval and its request timeout (a third of this, see RegisterResponse) fit
+        # inside the heartbeat timeout. The reaper must look more often than that too.
+        if self.heartbeat_interval_s * 2 > self.heartbeat_timeout_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s:g}) must be at most half"
+                f" of heartbeat_timeout_s ({self.heartbeat_timeout_s:g}): a worker that misses"
+                " one beat would be reaped"
+            )
+        if self.reaper_interval_s > self.heartbeat_timeout_s:
+            raise ValueError(
+                f"reaper_interval_s ({self.reaper_interval_s:g}) must not exceed"
+                f" heartbeat_timeout_s ({self.heartbeat_timeout_s:g})"
+            )
+        return self
 
     def database_url(self) -> str:
         return self.db_url or default_url(self.data_dir)

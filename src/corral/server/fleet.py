@@ -157,6 +157,7 @@ async def register(
         keep=[AttemptRef(job_id=j, attempt=a) for j, a in keep],
         stop=[AttemptRef(job_id=j, attempt=a) for j, a in stop],
         heartbeat_interval_s=core.settings.heartbeat_interval_s,
+        heartbeat_timeout_s=core.settings.heartbeat_timeout_s,
     )  # fmt: skip
 
 

@@ -95,6 +95,7 @@ class Agent:
         self._signals = 0
         self._pruning: asyncio.Task[int] | None = None
         self._declining: set[asyncio.Task[None]] = set()
+        self._stream_base: str | None = None  # the coordinator its open stream is on
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -247,6 +248,14 @@ class Agent:
         self.ctx.logger = self.heartbeat.log = self.log
         if "heartbeat_interval_s" not in self.settings.model_fields_set:
             self.heartbeat.interval_s = max(1.0, resp.heartbeat_interval_s)
+        if resp.heartbeat_timeout_s:
+            # One slow request, then a fail-over, must fit inside the coordinator's patience.
+            self.client.transport.limit_timeout(resp.heartbeat_timeout_s / 3)
+            beat = self.heartbeat.interval_s
+            if beat * 2 > resp.heartbeat_timeout_s:
+                self.log.warning("settings.conflict", heartbeat_interval_s=beat,
+                                 coordinator_heartbeat_timeout_s=resp.heartbeat_timeout_s,
+                                 hint="a missed beat gets this worker reaped")  # fmt: skip
         keep = {(r.job_id, r.attempt) for r in resp.keep}
         for key, rec in adoptable.items():
             ra = RunningAttempt(
@@ -299,6 +308,11 @@ class Agent:
                 self.log.warning(event, error=str(exc))
             except (httpx.HTTPError, SSEError) as exc:
                 self.log.warning("stream.dropped", error=str(exc) or type(exc).__name__)
+                if isinstance(exc, httpx.TimeoutException) and self._stream_base:
+                    # Silent past its pings: that coordinator no longer answers (frozen, or
+                    # a link that swallows packets). All of our traffic moves on.
+                    self.client.transport.demote(self._stream_base)
+            self._stream_base = None
             if time.monotonic() - opened >= _STABLE_STREAM_S:
                 backoff.reset()
             await asyncio.sleep(backoff.next())
@@ -318,7 +332,8 @@ class Agent:
 
     async def _consume_stream(self) -> None:
         async with self.client.events(self._last_event_id) as events:
-            self.log.info("stream.open", last_event_id=self._last_event_id)
+            self._stream_base = self.client.transport.current
+            self.log.info("stream.open", url=self._stream_base, last_event_id=self._last_event_id)
             async for item in events:
                 if item.id:
                     self._last_event_id = item.id
@@ -413,6 +428,12 @@ class Agent:
         await self.heartbeat.run()
 
     def _on_heartbeat(self, resp: HeartbeatResponse) -> None:
+        now = self.client.transport.current
+        if self._stream_base is not None and now != self._stream_base:
+            # The heartbeat failed over to another coordinator: the stream follows it, so
+            # that the coordinator that hears this worker is the one that can send it work.
+            self.log.info("stream.moving", to=now, frm=self._stream_base)
+            self._reregister.set()
         for ref in resp.stop:
             ra = self.running.get((ref.job_id, ref.attempt))
             if ra is not None:

@@ -58,10 +58,11 @@ class StreamEvent:
 
 
 class WorkerClient:
-    def __init__(self, transport: Transport, *, stream_idle_timeout_s: float = 60.0) -> None:
+    def __init__(self, transport: Transport, *, stream_idle_timeout_s: float = 15.0) -> None:
         self.transport = transport
-        # The coordinator sends a ping every ~15 s; silence much longer than that means the
-        # stream is dead even if the socket looks open (a NAT dropped it, a proxy hung).
+        # The coordinator pings every 5 s; silence three times that long means the stream
+        # is dead even if the socket looks open (a NAT dropped it, a proxy hung, the
+        # coordinator froze), and the worker moves to the next coordinator.
         self.stream_idle_timeout_s = stream_idle_timeout_s
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -24,7 +25,11 @@ from corral.server.hub import wait
 from corral.store import streams
 
 router = APIRouter(prefix="/api/workers", tags=["workers"])
-KEEPALIVE_S = 15.0
+# A ping this often tells a worker its coordinator still answers (it gives up on a stream
+# silent for a few of these and moves to another coordinator); the outbox is read on every
+# wake-up and, as the fallback for a lost one, at least every POLL_S.
+PING_S = 5.0
+POLL_S = 30.0
 
 
 @router.post("/register", response_model=RegisterResponse)
@@ -69,15 +74,22 @@ async def stream(
     try:
         if not await fleet.stream_opened(core, worker, session):
             return  # reaped since the check: it registers again
+        signal, read_at = None, 0.0
         while not core.hub.is_closed(session):
-            signal = core.hub.workers.watch(wid)
-            async with core.store.tx() as conn:
-                rows = await streams.events_after(conn, wid, after)
-            for r in rows:
-                after = r["id"]
-                yield ServerSentEvent(data=r["data"], event=r["type"], id=str(r["id"]))
-            if not rows:
-                await wait(signal, KEEPALIVE_S)
+            loop = asyncio.get_running_loop()
+            if signal is None or signal.is_set() or loop.time() - read_at >= POLL_S:
+                signal, read_at = core.hub.workers.watch(wid), loop.time()
+                async with core.store.tx() as conn:
+                    rows = await streams.events_after(conn, wid, after)
+                for r in rows:
+                    after = r["id"]
+                    yield ServerSentEvent(data=r["data"], event=r["type"], id=str(r["id"]))
+                if rows:
+                    signal = None  # there may be more: read again at once
+                    continue
+            await wait(signal, PING_S)
+            if not signal.is_set():
+                yield ServerSentEvent(comment="ping")
     finally:
         # A dropped stream makes the worker suspect at once: no new work goes to it, and
         # the reaper takes it offline if it does not come back within the grace period.
