@@ -24,6 +24,23 @@ def _flags(ctx: typer.Context) -> dict[str, Any]:
     }
 
 
+def _recovery(data_dir: Path, *, reset: bool) -> None:
+    """``--recover`` / ``--reset-state``: print the account, then the worker starts."""
+    from corral.worker import recovery
+    from corral.worker.journal import JournalBusy
+
+    try:
+        account = recovery.reset(data_dir) if reset else recovery.recover(data_dir)
+    except JournalBusy as exc:
+        raise Failure(f"{exc}: stop that worker first") from None
+    except OSError as exc:
+        raise Failure(f"cannot use {data_dir}: {exc.strerror or exc}") from None
+    what = "reset" if reset else "recovery"
+    _output.err.print(f"{what} of {data_dir}:", markup=False, soft_wrap=True)
+    for line in str(account).splitlines():
+        _output.err.print(f"  {_output.shown(line)}", markup=False, soft_wrap=True)
+
+
 def _flag_names(ctx: typer.Context) -> dict[str, str]:
     """Field name -> its flag, for error messages."""
     return {p.name: p.opts[0] for p in ctx.command.params if p.name and p.opts}
@@ -190,15 +207,36 @@ def worker(
             "Where the worker keeps its local state and job directories.",
         ),
     ] = None,
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover",
+            help="First check and repair the local journal and attempt"
+            " directories, and say what was done.",
+        ),
+    ] = False,
+    reset_state: Annotated[
+        bool,
+        typer.Option(
+            "--reset-state",
+            help="First start from an empty local state: stop what"
+            " it ran (the coordinator retries it) and remove its journal.",
+        ),
+    ] = False,
     log_level: _logging.LogLevel = _logging.Level.INFO,
 ) -> None:
     """Run a worker: register, take jobs over SSE, run each as a child process."""
     from corral.worker.config import WorkerSettings
 
-    settings = WorkerSettings.load(_flags(ctx), flag_names=_flag_names(ctx))
+    if recover and reset_state:
+        raise Failure("--recover and --reset-state: choose one")
+    flags = {k: v for k, v in _flags(ctx).items() if k not in ("recover", "reset_state")}
+    settings = WorkerSettings.load(flags, flag_names=_flag_names(ctx))
     from corral.worker.agent import run_worker
 
     _logging.configure(log_level)
+    if recover or reset_state:
+        _recovery(settings.work_dir, reset=reset_state)
     try:
         code = asyncio.run(run_worker(settings))
     except KeyboardInterrupt:

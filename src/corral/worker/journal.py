@@ -190,6 +190,18 @@ class Journal:
             PendingReport(r[0], r[1], AttemptReport.model_validate_json(r[2]), r[3]) for r in rows
         ]
 
+    def drop_unreadable_reports(self) -> list[tuple[str, int]]:
+        """Remove reports this version cannot read back (a damaged row); returns their keys."""
+        bad = []
+        for job_id, attempt, text in self._db.execute("SELECT job_id, attempt, report FROM outbox"):
+            try:
+                AttemptReport.model_validate_json(text)
+            except ValueError:
+                bad.append((str(job_id), int(attempt)))
+        for job_id, attempt in bad:
+            self.report_done(job_id, attempt)
+        return bad
+
     def pending_keys(self) -> list[tuple[str, int]]:
         """The attempts whose final report the coordinator has not acknowledged yet."""
         rows = self._db.execute("SELECT job_id, attempt FROM outbox ORDER BY created_at")
