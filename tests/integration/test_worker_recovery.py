@@ -26,31 +26,36 @@ def _rec(tmp: Path, job: str, pid: int, *, workdir: Path | None = None) -> Attem
                          started_at=time.time())  # fmt: skip
 
 
-def _state(data: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """A journal with: a live attempt, one whose directory is gone, one that ended without
-    an exit status, an owed report, and a stray directory."""
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)  # fmt: skip
+
+
+def _state(data: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], Path]:
+    """A journal with: a live attempt, a live one whose directory is gone, one that ended
+    without an exit status, an owed report, and a stray directory."""
     (data / "attempts" / "live-1" / ".corral").mkdir(parents=True)
     (data / "attempts" / "dead-1" / ".corral").mkdir(parents=True)
     (data / "attempts" / "stray-9").mkdir(parents=True)
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                            start_new_session=True)  # fmt: skip
+    live, homeless = _sleeper(), _sleeper()
     j = Journal(data)
     try:
         j.record_started(_rec(data, "live", live.pid))
-        j.record_started(_rec(data, "gone", live.pid, workdir=data / "attempts" / "nope"))
+        j.record_started(_rec(data, "gone", homeless.pid, workdir=data / "attempts" / "nope"))
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)  # fmt: skip
         j.record_started(_rec(data, "dead", int(dead.stdout)))
         j.finish("owed", 1, AttemptReport(attempt=1, status="succeeded", exit_code=0))
     finally:
         j.close()
-    return live, data
+    return live, homeless, data
 
 
 def test_recover_keeps_what_runs_and_drops_what_cannot_be_known(tmp_path: Path) -> None:
-    live, data = _state(tmp_path / "w")
+    live, homeless, data = _state(tmp_path / "w")
     try:
         account = str(recovery.recover(data))
+        assert homeless.wait(10) == -signal.SIGKILL  # nothing could supervise it any more
         assert "live attempt 1: still running" in account
         assert "gone attempt 1: its directory is gone; dropped" in account
         assert "dead attempt 1: ended with no exit status; dropped" in account
@@ -65,8 +70,10 @@ def test_recover_keeps_what_runs_and_drops_what_cannot_be_known(tmp_path: Path) 
             j.close()
         assert live.poll() is None  # what runs is left for the worker to adopt
     finally:
-        os.killpg(live.pid, signal.SIGKILL)
-        live.wait()
+        for p in (live, homeless):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def test_a_corrupt_journal_is_set_aside(tmp_path: Path) -> None:
@@ -80,9 +87,10 @@ def test_a_corrupt_journal_is_set_aside(tmp_path: Path) -> None:
 
 
 def test_reset_stops_what_ran_and_clears_everything(tmp_path: Path) -> None:
-    live, data = _state(tmp_path / "w")
+    live, homeless, data = _state(tmp_path / "w")
     account = str(recovery.reset(data))
     live.wait(10)  # stopped
+    homeless.wait(10)
     assert "live attempt 1: stopped" in account and "not delivered: dropped" in account
     assert not (data / "attempts").exists() and not (data / "journal.sqlite3").exists()
 
