@@ -145,13 +145,13 @@ class Fleet:
     def start_worker(
         self, name: str, *, labels: dict[str, str] | None = None, persistent: bool = True,
         slots: int = 1, url: str | None = None, token: str | None = None,
-        heartbeat: float = 1.0, **env: str,
+        heartbeat: float = 1.0, data_dir: Path | None = None, **env: str,
     ) -> Proc:  # fmt: skip
         token = token or self.create_worker(name, labels)["token"]
         argv = [sys.executable, "-m", "corral.cli", "worker", "--orchestrator-url",
                 url or self.url, "--name", name, "--max-concurrent-tasks", str(slots),
                 "--heartbeat-interval", str(heartbeat),
-                "--data-dir", str(self.root / f"worker-{name}"),
+                "--data-dir", str(data_dir or self.root / f"worker-{name}"),
                 "--persistent" if persistent else "--ephemeral"]  # fmt: skip
         if labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]

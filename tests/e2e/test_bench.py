@@ -25,7 +25,12 @@ def test_dispatch_bench_runs(tmp_path):
 
 
 def test_chaos_bench_runs_and_loses_nothing(tmp_path):
+    out = tmp_path / "c.json"
     args = ["--jobs", "12", "--workers", "2", "--seed", "7", "--max-seconds", "60",
-            "--drain-seconds", "20", "--submit-seconds", "2"]  # fmt: skip
-    r = _run(["bench/chaos.py", *args], 120)
+            "--drain-seconds", "20", "--submit-seconds", "2", "--flood-jobs", "10",
+            "--faults", "kill,cut,restart,freeze,disk-full,flood", "--out", str(out)]  # fmt: skip
+    r = _run(["bench/chaos.py", *args], 150)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["lost"] == [] and result["accepted_twice"] == []
+    assert result["per_fault"] and sum(result["faults"].values()) > 0

@@ -167,3 +167,15 @@ def test_busy_is_shown_not_stored_and_an_ephemeral_worker_takes_one_job():
         UpdateWorker("w1", {"taken_since_register": 1})
     ]
     assert decide.taken(worker(), 3) == []
+
+
+def test_an_assignment_is_not_unclaimed_while_the_coordinator_has_not_listened_a_grace():
+    active = [job("late", state=JobState.ASSIGNED)]
+    atts = {("late", 1): AttemptSnap("late", 1, "w1", None, NOW - timedelta(seconds=90))}
+    resumed = NOW - timedelta(seconds=5)  # it was frozen until five seconds ago
+    changes, _ = decide.heartbeat(worker(), active, atts, {}, now=NOW, policy=POLICY,
+                                  listening_since=resumed)  # fmt: skip
+    assert not [c for c in changes if isinstance(c, MoveJob)]
+    changes, _ = decide.heartbeat(worker(), active, atts, {}, now=NOW, policy=POLICY,
+                                  listening_since=NOW - timedelta(seconds=60))  # fmt: skip
+    assert [c.job_id for c in changes if isinstance(c, MoveJob)] == ["late"]

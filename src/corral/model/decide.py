@@ -230,19 +230,23 @@ def stream_opened(worker: WorkerSnap, owner: str) -> list[Change]:
 def heartbeat(
     worker: WorkerSnap, active: Iterable[JobSnap], attempts: Mapping[Ref, AttemptSnap],
     listed: Collection[Ref], *, now: datetime, policy: Policy, said: str | None = None,
+    listening_since: datetime | None = None,
 ) -> tuple[list[Change], list[Ref]]:  # fmt: skip
     """It is alive. Returns the changes and the listed attempts it must stop.
 
     An attempt it should hold but does not list (it declined the assignment, or ended the
-    attempt without a word) is lost once the grace for an assignment on its way is over."""
+    attempt without a word) is lost once the grace for an assignment on its way is over:
+    a grace that counts only from ``listening_since`` (an assignment stuck in a frozen
+    coordinator's stream was on its way all along)."""
     current = {j.id: j for j in active}
     stop = [r for r in listed if r[0] not in current or current[r[0]].attempt != r[1]]
     cutoff = now - timedelta(seconds=policy.unclaimed_grace_s)
+    graced = listening_since is None or listening_since <= cutoff
     out: list[Change] = [UpdateWorker(worker.id, {"last_heartbeat": now})]
     out += constrained(worker, said)
     unclaimed = [
         j for j in current.values()
-        if (j.id, j.attempt) not in listed
+        if graced and (j.id, j.attempt) not in listed
         and (att := attempts.get((j.id, j.attempt))) is not None and att.assigned_at < cutoff
     ]  # fmt: skip
     out += lose(unclaimed, Reason.NOT_LISTED, "its worker does not hold this attempt",

@@ -64,15 +64,24 @@ class CircuitBreaker:
         elapsed: float = self.clock() - self.opened_at
         return elapsed < self.cooldown_s
 
-    async def admit(self, *, last_resort: bool = False) -> bool:
+    @property
+    def trying(self) -> bool:
+        """A trial call is out: its outcome is not known yet."""
+        return self._trial is not None
+
+    async def admit(self, *, last_resort: bool = False, wait_s: float | None = None) -> bool:
         """Whether a call may go to this coordinator now; waits while a trial is out.
         ``last_resort``: there is no other coordinator to try, so a breaker still cooling
         down lets a trial through too (a coordinator that is back is found at the next call,
         not after the cooldown). A call let through ends in ``success``, ``failure`` or
-        ``release``."""
+        ``release``. ``wait_s`` bounds the wait for another caller's trial (a trial on a
+        coordinator that hangs must not hold back a caller that has somewhere else to go)."""
         while self.opened_at is not None:
             if (trial := self._trial) is not None:
-                await trial.done.wait()
+                try:
+                    await asyncio.wait_for(trial.done.wait(), wait_s)
+                except TimeoutError:
+                    return False
                 if trial.answered is None:
                     continue  # it said nothing: the next caller makes the trial
                 return trial.answered
@@ -158,6 +167,11 @@ class Transport:
         this transport was made with)."""
         self._client.timeout = httpx.Timeout(max(1.0, min(self.timeout_s, seconds)))
 
+    def _wait_s(self) -> float:
+        """How long a call waits for another's trial: no longer than it would wait itself."""
+        read = self._client.timeout.read
+        return read if read is not None else self.timeout_s
+
     def demote(self, base: str) -> None:
         """``base`` stopped answering (its stream went silent): count a failure, and make the
         next coordinator the first to try."""
@@ -166,9 +180,11 @@ class Transport:
             self.current = self.urls[(self.urls.index(base) + 1) % len(self.urls)]
 
     def _order(self) -> list[str]:
-        """Current coordinator first, then the others; open breakers last."""
+        """Current coordinator first, then the others; open breakers last, and last of all
+        those whose trial call is still out (it may be hanging on a frozen coordinator)."""
         rest = [u for u in self.urls if u != self.current]
-        return sorted([self.current, *rest], key=lambda u: self.breakers[u].is_open())
+        b = self.breakers
+        return sorted([self.current, *rest], key=lambda u: (b[u].is_open(), b[u].trying))
 
     def _last_resort(self) -> bool:
         """Every coordinator's breaker is open: there is no better one to go to."""
@@ -179,7 +195,7 @@ class Transport:
         last_resort = self._last_resort()
         for base in self._order():
             breaker = self.breakers[base]
-            if not await breaker.admit(last_resort=last_resort):
+            if not await breaker.admit(last_resort=last_resort, wait_s=self._wait_s()):
                 continue
             try:
                 resp = await self._client.request(method, base + path, **kw)
@@ -234,7 +250,7 @@ class Transport:
         last_resort = self._last_resort()
         for base in self._order():
             breaker = self.breakers[base]
-            if not await breaker.admit(last_resort=last_resort):
+            if not await breaker.admit(last_resort=last_resort, wait_s=self._wait_s()):
                 continue
             opened = False
             try:

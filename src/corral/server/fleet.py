@@ -187,7 +187,8 @@ async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> He
         atts = {(a["job_id"], a["number"]): AttemptSnap.of(a) for a in rows}
         listed = dict.fromkeys((r.job_id, r.attempt) for r in body.running)
         changes, stop = decide.heartbeat(WorkerSnap.of(row), active, atts, listed, now=t.now,
-                                         policy=t.policy, said=body.constrained)  # fmt: skip
+                                         policy=t.policy, said=body.constrained,
+                                         listening_since=core.listening_since)  # fmt: skip
         await t.apply(changes)
     return HeartbeatResponse(status=WorkerStatus(row["status"]),
                              stop=[AttemptRef(job_id=j, attempt=a) for j, a in stop])  # fmt: skip

@@ -109,7 +109,8 @@ class Agent:
         self.outbox = Outbox(self.journal, self.client, on_change=self._check_exit)
         self.heartbeat = Heartbeat(
             self.client, self.journal, self.settings.work_dir,
-            interval_s=self.settings.heartbeat_interval_s, held=lambda: self.running,
+            interval_s=self.settings.heartbeat_interval_s,
+            held=lambda: [*self.running, *self.outbox.unjournaled],
             on_answer=self._on_heartbeat, on_unknown=self._reregister.set, log=self.log,
         )  # fmt: skip
         self.ctx = AttemptContext(
@@ -283,7 +284,8 @@ class Agent:
         # backoff again (a coordinator restarted once a day must not cost 30 s each time).
         backoff = Backoff(0.5, 30.0)
         while True:
-            offered = [AttemptRef(job_id=j, attempt=a) for j, a in [*adoptable, *self.running]]
+            held = [*adoptable, *self.running, *self.outbox.unjournaled]
+            offered = [AttemptRef(job_id=j, attempt=a) for j, a in held]
             resp = await _join.register(
                 self.client,
                 settings=self.settings,

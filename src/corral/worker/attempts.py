@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -17,7 +18,7 @@ from corral.model import AttemptOutcome
 from corral.model.errors import CorralError
 from corral.protocol import AttemptReport, JobAssign
 from corral.worker._disk import disk_error, low_space
-from corral.worker._retry import Verdict, verdict
+from corral.worker._retry import Verdict, retrying, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.environ import build_env
@@ -99,6 +100,7 @@ class RunningAttempt:
         self.process: AttemptProcess | None = None
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
+        self._constraining: asyncio.Future[None] | None = None
         self.log = (ctx.logger or log).bind(job_id=job_id, attempt=attempt)
 
     @property
@@ -131,7 +133,8 @@ class RunningAttempt:
                 self.process.stop(StopReason.SHUTDOWN)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.process.wait(), self.process.kill_grace_s + 10)
-            self.ctx.journal.forget(self.job_id, self.attempt)
+            with contextlib.suppress(Exception):  # a full disk may refuse this too
+                self.ctx.journal.forget(self.job_id, self.attempt)
         finally:
             self.ctx.on_ended(self)
 
@@ -162,7 +165,7 @@ class RunningAttempt:
             seq=rec.log_seq if rec else 0,
             offset=rec.log_offset if rec else 0,
             resend_end=rec.log_end if rec else 0,
-            on_batch=partial(self.ctx.journal.set_log_position, self.job_id, self.attempt),
+            on_batch=self._note_log_position,
             interval_s=self.ctx.log_interval_s,
         )
         # The running report goes first so that the coordinator sees the attempt start before
@@ -179,6 +182,14 @@ class RunningAttempt:
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would
         self._finish(outcome)
+
+    def _note_log_position(self, seq: int, offset: int, end: int) -> None:
+        """Where the batch in flight lies, for a restarted worker to send it again as it was.
+        A full disk loses only that (a restart could then repeat some output)."""
+        try:
+            self.ctx.journal.set_log_position(self.job_id, self.attempt, seq, offset, end)
+        except sqlite3.Error as exc:
+            self.log.warning("logs.position_not_journaled", error=str(exc))
 
     async def _launch(self) -> AttemptProcess | Outcome | Declined:
         assert self.assign is not None
@@ -243,12 +254,16 @@ class RunningAttempt:
             # First, so that the coordinator does not hand the job straight back to us.
             await self.ctx.on_constrained(why)
         report = AttemptReport(attempt=self.attempt, status="declined", error=why)
+        # Not in the journal (the journal may be what failed), so retried here, as long as
+        # the coordinator's grace for an unclaimed attempt: past it, heartbeats that no
+        # longer list the attempt have it taken back anyway.
         try:
-            await self.ctx.client.report(self.job_id, report)
-        except (CorralError, BadAnswer) as exc:
-            # Not kept (the journal may be what failed): heartbeats no longer list it, so the
-            # coordinator takes it back after its grace.
-            self.log.warning("report.declined_failed", error=str(exc))
+            async with asyncio.timeout(self.ctx.settings.heartbeat_interval_s + 30):
+                async for attempt in retrying(initial_s=0.5, max_s=5.0, also=(BadAnswer,)):
+                    with attempt:
+                        await self.ctx.client.report(self.job_id, report)
+        except (CorralError, BadAnswer, TimeoutError) as exc:
+            self.log.warning("report.declined_failed", error=str(exc) or "timed out")
 
     async def _report_running(self) -> None:
         try:
@@ -295,14 +310,29 @@ class RunningAttempt:
             self.ctx.journal.forget(self.job_id, self.attempt)
             self.log.warning("attempt.outcome_unknown", error=outcome.error)
             return
+        status: AttemptOutcome | Literal["declined"] = outcome.outcome
+        error = outcome.error
+        if status is AttemptOutcome.FAILED and (full := low_space(self.ctx.settings.work_dir)):
+            # Its output had nowhere to go: not the job's failure, so it runs again elsewhere.
+            status, error = "declined", f"{full} as it ran; {error}"
         report = AttemptReport(
             attempt=self.attempt,
-            status=outcome.outcome,
+            status=status,
             exit_code=outcome.exit_code,
-            error=outcome.error,
+            error=error,
             result=outcome.result,
         )
-        self.ctx.journal.finish(self.job_id, self.attempt, report)
+        try:
+            self.ctx.journal.finish(self.job_id, self.attempt, report)
+        except Exception as exc:
+            if (why := disk_error(exc)) is None:
+                raise
+            # The job ran and ended: its result still goes, from memory, and the worker
+            # takes no new work until its disk has room.
+            self.log.error("attempt.report_not_journaled", reason=why)
+            self.ctx.outbox.keep(self.job_id, self.attempt, report)
+            if self.ctx.on_constrained is not None:
+                self._constraining = asyncio.ensure_future(self.ctx.on_constrained(why))
         self.ctx.outbox.wake()
         self.log.info(
             "attempt.ended",

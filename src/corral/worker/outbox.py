@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 
 import structlog
 
 from corral.model.errors import CorralError
+from corral.protocol import AttemptReport
 from corral.worker._retry import Backoff, Verdict, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.journal import Journal
@@ -39,10 +41,21 @@ class Outbox:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self._wake = asyncio.Event()
+        # Reports the journal could not take (its disk is full): held here until delivered.
+        # They do not outlive this process; the coordinator then retries their jobs.
+        self.unjournaled: dict[tuple[str, int], AttemptReport] = {}
+        # Delivered, but the journal could not forget them yet (a full disk again).
+        self._delivered: set[tuple[str, int]] = set()
 
     @property
     def empty(self) -> bool:
-        return self.journal.pending_count() == 0
+        owed = set(self.journal.pending_keys()) - self._delivered
+        return not owed and not self.unjournaled
+
+    def keep(self, job_id: str, attempt: int, report: AttemptReport) -> None:
+        """A final report the journal could not record: deliver it from memory."""
+        self.unjournaled[(job_id, attempt)] = report
+        self.wake()
 
     def wake(self) -> None:
         """A new report is in the journal: try now, not at the end of the backoff."""
@@ -61,11 +74,17 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), backoff.next())
 
     async def deliver_pending(self) -> bool:
-        """One pass over the journal; True when nothing is left to deliver."""
-        for pending in self.journal.pending_reports():
-            bound = log.bind(job_id=pending.job_id, attempt=pending.attempt)
+        """One pass over the journal (and what it could not take); True when nothing is
+        left to deliver."""
+        owed = [(p.job_id, p.attempt, p.report) for p in self.journal.pending_reports()]
+        owed += [(j, a, r) for (j, a), r in self.unjournaled.items()]
+        for job_id, attempt, report in owed:
+            if (job_id, attempt) in self._delivered:
+                self._done(job_id, attempt)  # only forgetting it was left to do
+                continue
+            bound = log.bind(job_id=job_id, attempt=attempt)
             try:
-                ack = await self.client.report(pending.job_id, pending.report)
+                ack = await self.client.report(job_id, report)
             except BadAnswer as exc:
                 bound.warning("report.ack_unreadable", error=str(exc))  # 2xx: it was taken
             except CorralError as exc:
@@ -73,15 +92,25 @@ class Outbox:
                     case Verdict.FATAL:
                         raise TokenRefused(str(exc)) from exc
                     case Verdict.RETRY:
-                        bound.warning("report.retry", status=pending.report.status, error=str(exc))
+                        bound.warning("report.retry", status=report.status, error=str(exc))
                         return False
                     case Verdict.DROP:  # the coordinator has moved on
-                        bound.info("report.refused", status=pending.report.status, error=str(exc))
+                        bound.info("report.refused", status=report.status, error=str(exc))
                     case Verdict.GIVE_UP:
                         # Keeping bytes that will never be taken would block every later report.
-                        bound.error("report.refused", status=pending.report.status, error=str(exc))
+                        bound.error("report.refused", status=report.status, error=str(exc))
             else:
-                bound.info("report.delivered", status=pending.report.status, job_state=ack.state)
-            self.journal.report_done(pending.job_id, pending.attempt)
+                bound.info("report.delivered", status=report.status, job_state=ack.state)
+            self._done(job_id, attempt)
             self.on_change()
         return True
+
+    def _done(self, job_id: str, attempt: int) -> None:
+        key = (job_id, attempt)
+        self.unjournaled.pop(key, None)
+        try:
+            self.journal.report_done(job_id, attempt)
+        except sqlite3.Error:
+            self._delivered.add(key)  # never sent again; forgotten once the disk has room
+        else:
+            self._delivered.discard(key)
