@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,16 +76,6 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], mentions: str) -> Non
     assert mentions.lower() in line.lower()
 
 
-def test_unreachable_coordinator_is_one_line_and_exit_4() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    line = assert_one_line_error(
-        invoke("jobs", "ls", "--url", f"http://127.0.0.1:{port}"), ExitCode.UNREACHABLE
-    )
-    assert f"127.0.0.1:{port}" in line
-
-
 def test_drain_help_says_a_persistent_worker_stays_until_stopped() -> None:
     # It stays connected, taking nothing, so that a process manager does not restart it in a
     # loop; only an offline worker can be removed.
@@ -94,15 +83,6 @@ def test_drain_help_says_a_persistent_worker_stays_until_stopped() -> None:
     assert "ephemeral worker then exits" in text
     assert "persistent one stays connected, draining, until its process is stopped" in text
     assert "then leave" not in text
-
-
-def test_url_and_key_come_from_the_environment() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"CORRAL_URL": f"http://127.0.0.1:{port}", "CORRAL_API_KEY": "k"}
-    line = assert_one_line_error(invoke("workers", "ls", env=env), ExitCode.UNREACHABLE)
-    assert str(port) in line
 
 
 def test_pairs_env_and_labels() -> None:
