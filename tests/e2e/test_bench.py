@@ -34,3 +34,10 @@ def test_chaos_bench_runs_and_loses_nothing(tmp_path):
     result = json.loads(out.read_text())
     assert result["lost"] == [] and result["accepted_twice"] == []
     assert result["per_fault"] and sum(result["faults"].values()) > 0
+
+
+def test_logs_bench_runs(tmp_path):
+    out = tmp_path / "l.json"
+    r = _run(["bench/logs.py", "--log-mb", "2", "--readers", "1,2", "--out", str(out)], 120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [row["readers"] for row in json.loads(out.read_text())["reads"]] == [1, 2]
