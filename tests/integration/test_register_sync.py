@@ -38,3 +38,26 @@ def test_a_cursor_holding_a_nul_is_refused(coordinator) -> None:
     with coordinator.client() as c:
         r = c.get("/api/jobs", params={"cursor": bad})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
+
+
+def test_a_registration_that_waited_past_a_newer_one_is_refused(coordinator) -> None:
+    # Sent to a coordinator that froze, it arrives after the worker has registered again
+    # elsewhere and taken a job: acting on its old list would lose that job.
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        first = wc.post("/api/workers/register", json={"slots": 1, "persistent": True,
+                                                       "sent_ns": 2_000})  # fmt: skip
+        assert first.status_code == 200, first.text
+        job = c.post("/api/queue/submit", json={"command": ["sleep", "9"]}).json()
+        assert next_event(wc)["data"]["job_id"] == job["id"]
+        wc.post(f"/api/workers/job/{job['id']}/status", json={"attempt": 1, "status": "running"})
+        late = wc.post("/api/workers/register", json={"slots": 1, "persistent": True,
+                                                      "sent_ns": 1_000})  # fmt: skip
+        assert late.status_code == 409 and late.json()["code"] == "stale_register"
+        got = c.get(f"/api/jobs/{job['id']}").json()
+        assert (got["state"], got["attempt"]) == ("running", 1)
+        newer = wc.post("/api/workers/register", json={
+            "slots": 1, "persistent": True, "sent_ns": 3_000,
+            "running": [{"job_id": job["id"], "attempt": 1}],
+        })  # fmt: skip
+        assert newer.json()["keep"] == [{"job_id": job["id"], "attempt": 1}]

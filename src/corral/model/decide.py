@@ -30,7 +30,7 @@ from corral.model.changes import (
     UpdateWorker,
     Why,
 )
-from corral.model.errors import IllegalTransition, NotRegistered, StaleAttempt
+from corral.model.errors import IllegalTransition, NotRegistered, StaleAttempt, StaleRegistration
 from corral.model.history import Kind, Reason
 from corral.model.job import (
     ACTIVE_JOB_STATES,
@@ -173,13 +173,19 @@ def create_worker(values: Mapping[str, Any], *, actor: str | None) -> list[Chang
 def register(
     worker: WorkerSnap, active: Iterable[JobSnap], running: Iterable[Ref], *,
     fields: Mapping[str, Any], capabilities: Mapping[str, Any], now: datetime, policy: Policy,
-    said: str | None = None,
+    said: str | None = None, sent_ns: int | None = None,
 ) -> tuple[list[Change], list[Ref], list[Ref]]:  # fmt: skip
     """The sync point: the worker says what it runs; returns (changes, keep, stop).
 
     Its outbox starts anew: what it still has to hear (assignments it never received, a
     cancel, a drain) is sent again; attempts it should hold but does not are lost."""
+    if sent_ns is not None and worker.registered_ns is not None and sent_ns < worker.registered_ns:
+        # Made before the registration already taken (it waited in a frozen coordinator):
+        # what it says it runs is out of date, and acting on it would lose newer attempts.
+        raise StaleRegistration(f"a newer registration of worker {worker.id} was taken")
     fields = {**fields, "last_heartbeat": now, "offline_since": None, "taken_since_register": 0}
+    if sent_ns is not None:
+        fields["registered_ns"] = sent_ns
     out: list[Change] = []
     if worker.status is WorkerStatus.DRAINING:
         out.append(UpdateWorker(worker.id, fields))  # a drain outlives a reconnect

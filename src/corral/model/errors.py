@@ -89,6 +89,12 @@ class WorkerBusy(Conflict):
     code = "worker_not_offline"
 
 
+class StaleRegistration(Conflict):
+    """A registration older than the last one taken from this worker; it changes nothing."""
+
+    code = "stale_register"
+
+
 class NotRegistered(Conflict):
     """The worker must register before it opens its event stream."""
 

@@ -82,6 +82,7 @@ class WorkerSnap:
     created_at: datetime | None
     stream_owner: str | None = None
     constrained: str | None = None  # why it takes no new work, as it said
+    registered_ns: int | None = None  # its clock at the registration taken last
 
     @classmethod
     def of(cls, row: Row) -> WorkerSnap:
@@ -98,6 +99,7 @@ class WorkerSnap:
             created_at=_utc(row["created_at"]),
             stream_owner=row["stream_owner"],
             constrained=row["constrained"],
+            registered_ns=row["registered_ns"],
         )
 
 

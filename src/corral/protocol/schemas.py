@@ -141,6 +141,12 @@ class RegisterRequest(_Wire):
     )
     version: str = Field(default="", max_length=100)
     constrained: Why | None = Field(default=None, description="as in a heartbeat")
+    sent_ns: int | None = Field(
+        default=None, ge=0, le=2**63 - 1,
+        description="when the worker made this request (its clock, ns): a registration that "
+        "reaches the coordinator after a newer one (a frozen coordinator let it wait) is "
+        "refused instead of undoing the newer one",
+    )  # fmt: skip
 
 
 class RegisterResponse(_Wire):

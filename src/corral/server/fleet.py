@@ -149,7 +149,7 @@ async def register(
             WorkerSnap.of(row), await _active(t, w.worker_id),
             [(r.job_id, r.attempt) for r in body.running],
             fields=fields, capabilities=capabilities, now=t.now, policy=t.policy,
-            said=body.constrained,
+            said=body.constrained, sent_ns=body.sent_ns,
         )  # fmt: skip
         await t.apply(changes)
     return RegisterResponse(

@@ -73,6 +73,8 @@ workers = Table(
     Column("offline_since", TS),
     # Why it takes no new work, as it said in its last heartbeat (its disk is full…).
     Column("constrained", String(500)),
+    # The worker's clock when it made the registration taken last (see RegisterRequest).
+    Column("registered_ns", BigInteger),
     Column("created_at", TS, nullable=False),
     Index("ix_workers_tenant_status", "tenant_id", "status"),
 )

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from corral.model.errors import CorralError
+from corral.model.errors import CorralError, StaleRegistration
 from corral.protocol import AttemptRef, RegisterRequest, RegisterResponse
 from corral.worker import _procs
 from corral.worker._retry import Verdict, retrying, verdict
@@ -77,7 +78,8 @@ async def register(
         async for attempt in retrying(
             initial_s=1.0,
             max_s=30.0,
-            also=(BadAnswer,),
+            # A newer registration of ours was taken (its clock stepped back?): say it again.
+            also=(BadAnswer, StaleRegistration),
             on_retry=lambda exc: log.warning("register.failed", error=str(exc)),
         ):
             with attempt:
@@ -85,7 +87,8 @@ async def register(
                 # attempt in neither counts it lost, and then refuses its result.
                 await _settle(outbox)
                 req = _request(settings, machine, journal, running)
-                resp = await client.register(req.model_copy(update={"constrained": constrained}))
+                update = {"constrained": constrained, "sent_ns": time.time_ns()}
+                resp = await client.register(req.model_copy(update=update))
     except CorralError as exc:
         if verdict(exc) is Verdict.FATAL:
             raise TokenRefused(str(exc)) from exc

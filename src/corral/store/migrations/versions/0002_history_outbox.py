@@ -55,6 +55,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("size", sa.Integer(), server_default="0", nullable=False))
     with op.batch_alter_table("workers") as batch:
         batch.add_column(sa.Column("constrained", sa.String(length=500), nullable=True))
+        batch.add_column(sa.Column("registered_ns", sa.BigInteger(), nullable=True))
     probes = op.create_table(
         "probes",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -69,6 +70,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("probes")
     with op.batch_alter_table("workers") as batch:
+        batch.drop_column("registered_ns")
         batch.drop_column("constrained")
     with op.batch_alter_table("log_chunks") as batch:
         batch.drop_column("size")
