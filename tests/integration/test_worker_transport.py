@@ -162,3 +162,23 @@ async def test_fail_over_skips_an_open_coordinator_while_it_cools_down() -> None
             assert (first.arrived, second.arrived) == (0, 4)
         finally:
             await transport.aclose()
+
+
+async def test_a_cooling_coordinator_is_tried_when_the_others_do_not_answer() -> None:
+    # The first came back while its breaker cools down; the second is now the one that is
+    # down. A call must not give up with the one that would answer left untried.
+    first, second = Coordinator(), Coordinator()
+    second.down = False
+    second.answer.set()
+    first.answer.set()
+    async with serving(first) as url1, serving(second) as url2:
+        transport = Transport([url1, url2], timeout_s=10, breaker_threshold=1)
+        try:
+            await transport.request("GET", "/x", idempotent=False)
+            assert transport.breakers[url1].is_open() and transport.current == url2
+            first.down, second.down = False, True
+            resp = await transport.request("GET", "/x", idempotent=False)
+            assert resp.status_code == 200 and transport.current == url1
+            assert first.arrived == 1
+        finally:
+            await transport.aclose()

@@ -191,29 +191,46 @@ class Transport:
         return all(b.is_open() for b in self.breakers.values())
 
     async def _once(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """Each coordinator in turn, skipping those whose breaker is open; if none of the
+        others answered, those are tried too (a breaker's cooldown must not leave the
+        caller with nowhere to go while a coordinator that is back would answer)."""
         last: Exception | None = None
-        last_resort = self._last_resort()
-        for base in self._order():
-            breaker = self.breakers[base]
-            if not await breaker.admit(last_resort=last_resort, wait_s=self._wait_s()):
-                continue
-            try:
-                resp = await self._client.request(method, base + path, **kw)
-            except httpx.TransportError as exc:
-                breaker.failure()
-                last = exc
-                continue
-            except BaseException:
-                breaker.release()
-                raise
-            if resp.status_code in RETRYABLE_STATUS:
-                breaker.failure()
-                last = from_problem(resp.status_code, _body(resp))
-                continue
-            breaker.success()
-            self.current = base
-            return resp
+        skipped: list[str] = []
+        for last_resort, bases in ((self._last_resort(), self._order()), (True, skipped)):
+            for base in list(bases):
+                b = self.breakers[base]
+                cooling = b.is_open() and not b.trying  # not a trial that just failed
+                out = await self._attempt(base, method, path, last_resort=last_resort, **kw)
+                if out is None:
+                    if cooling and not last_resort:
+                        skipped.append(base)
+                    continue
+                if isinstance(out, httpx.Response):
+                    return out
+                last = out
         raise _Retryable(str(last or _ALL_OPEN)) from last
+
+    async def _attempt(
+        self, base: str, method: str, path: str, *, last_resort: bool, **kw: Any
+    ) -> httpx.Response | Exception | None:
+        """The answer, the failure, or None when ``base``'s breaker did not let it through."""
+        breaker = self.breakers[base]
+        if not await breaker.admit(last_resort=last_resort, wait_s=self._wait_s()):
+            return None
+        try:
+            resp = await self._client.request(method, base + path, **kw)
+        except httpx.TransportError as exc:
+            breaker.failure()
+            return exc
+        except BaseException:
+            breaker.release()
+            raise
+        if resp.status_code in RETRYABLE_STATUS:
+            breaker.failure()
+            return from_problem(resp.status_code, _body(resp))
+        breaker.success()
+        self.current = base
+        return resp
 
     async def request(
         self, method: str, path: str, *, idempotent: bool | None = None, **kw: Any
