@@ -61,3 +61,19 @@ def test_a_registration_that_waited_past_a_newer_one_is_refused(coordinator) -> 
             "running": [{"job_id": job["id"], "attempt": 1}],
         })  # fmt: skip
         assert newer.json()["keep"] == [{"job_id": job["id"], "attempt": 1}]
+
+
+def test_a_registration_older_than_a_report_already_taken_is_refused(coordinator) -> None:
+    # Newer than the last registration, but made before the worker took a job and said so:
+    # it must not lose that job as "came back without it".
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        wc.post("/api/workers/register", json={"slots": 1, "persistent": True, "sent_ns": 1_000})
+        job = c.post("/api/queue/submit", json={"command": ["sleep", "9"]}).json()
+        assert next_event(wc)["data"]["job_id"] == job["id"]
+        wc.post(f"/api/workers/job/{job['id']}/status",
+                json={"attempt": 1, "status": "running", "sent_ns": 5_000})  # fmt: skip
+        late = wc.post("/api/workers/register", json={"slots": 1, "persistent": True,
+                                                      "sent_ns": 3_000})  # fmt: skip
+        assert late.status_code == 409 and late.json()["code"] == "stale_register"
+        assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "running"

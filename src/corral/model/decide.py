@@ -79,6 +79,7 @@ def end_attempt(
     job: JobSnap, outcome: AttemptOutcome, *, now: datetime, policy: Policy,
     exit_code: int | None = None, error: str | None = None,
     result: Mapping[str, Any] | None = None, reason: Reason | None = None,
+    reported_ns: int | None = None,
 ) -> MoveJob:  # fmt: skip
     """End the job's current attempt: requeue it with backoff, or finish it."""
     nxt = next_after_attempt(job.state, outcome, job.attempt, job.max_retries)
@@ -96,6 +97,7 @@ def end_attempt(
                   else None}  # fmt: skip
     ended = UpdateAttempt(job.id, job.attempt, {
         "outcome": outcome.value, "finished_at": now, "exit_code": exit_code, "error": error,
+        **({"reported_ns": reported_ns} if reported_ns is not None else {}),
     })  # fmt: skip
     return MoveJob(
         job.id, job.tenant_id, job.state, nxt, job.attempt, job.worker_id, fields,
@@ -114,7 +116,7 @@ def lose(
 def report(
     job: JobSnap, att: AttemptSnap | None, worker_id: str, *, status: str, now: datetime,
     policy: Policy, exit_code: int | None = None, error: str | None = None,
-    result: Mapping[str, Any] | None = None,
+    result: Mapping[str, Any] | None = None, sent_ns: int | None = None,
 ) -> tuple[list[Change], JobState]:  # fmt: skip
     """A worker says an attempt started or ended. Returns the changes and the job's state
     once they land; raises StaleAttempt for an attempt that is no longer its own."""
@@ -126,21 +128,22 @@ def report(
         if not current or job.state not in ACTIVE_JOB_STATES:
             raise StaleAttempt(f"attempt {number} of {job.id} has ended")
         move = end_attempt(job, AttemptOutcome.LOST, now=now, policy=policy, reason=Reason.DECLINED,
-                           error=error or "its worker declined it")  # fmt: skip
+                           error=error or "its worker declined it",
+                           reported_ns=sent_ns)  # fmt: skip
         return [move], move.to
     if status == "running":
         if not current or job.state not in ACTIVE_JOB_STATES:
             raise StaleAttempt(f"attempt {number} of {job.id} has ended")
         if job.state is not JobState.ASSIGNED:
             return [], job.state
-        started = UpdateAttempt(job.id, number, {"started_at": now})
+        started = UpdateAttempt(job.id, number, {"started_at": now, "reported_ns": sent_ns})
         move = MoveJob(job.id, job.tenant_id, JobState.ASSIGNED, JobState.RUNNING, number,
                        worker_id, {"started_at": now}, then=(started,))  # fmt: skip
         return [move], JobState.RUNNING
     outcome = AttemptOutcome(status)
     if current and job.state in ACTIVE_JOB_STATES:
         move = end_attempt(job, outcome, now=now, policy=policy, exit_code=exit_code,
-                           error=error, result=result)  # fmt: skip
+                           error=error, result=result, reported_ns=sent_ns)  # fmt: skip
         return [move], move.to
     if att.outcome == outcome.value:
         return [], job.state  # the same report again (a retry): applied once, acked again
@@ -174,18 +177,22 @@ def register(
     worker: WorkerSnap, active: Iterable[JobSnap], running: Iterable[Ref], *,
     fields: Mapping[str, Any], capabilities: Mapping[str, Any], now: datetime, policy: Policy,
     said: str | None = None, sent_ns: int | None = None,
+    attempts: Mapping[Ref, AttemptSnap] | None = None,
 ) -> tuple[list[Change], list[Ref], list[Ref]]:  # fmt: skip
     """The sync point: the worker says what it runs; returns (changes, keep, stop).
 
     Its outbox starts anew: what it still has to hear (assignments it never received, a
     cancel, a drain) is sent again; attempts it should hold but does not are lost."""
-    if sent_ns is not None and worker.registered_ns is not None and sent_ns < worker.registered_ns:
-        # Made before the registration already taken (it waited in a frozen coordinator):
-        # what it says it runs is out of date, and acting on it would lose newer attempts.
-        raise StaleRegistration(f"a newer registration of worker {worker.id} was taken")
+    newest = max([worker.heard_ns or 0,
+                  *(a.reported_ns or 0 for a in (attempts or {}).values())])  # fmt: skip
+    if sent_ns is not None and sent_ns < newest:
+        # Made before a request of this worker's already taken (it waited in a frozen
+        # coordinator): what it says it runs is out of date, and acting on it would lose
+        # what came after it.
+        raise StaleRegistration(f"a newer request of worker {worker.id} was taken")
     fields = {**fields, "last_heartbeat": now, "offline_since": None, "taken_since_register": 0}
     if sent_ns is not None:
-        fields["registered_ns"] = sent_ns
+        fields["heard_ns"] = sent_ns
     out: list[Change] = []
     if worker.status is WorkerStatus.DRAINING:
         out.append(UpdateWorker(worker.id, fields))  # a drain outlives a reconnect
@@ -236,7 +243,7 @@ def stream_opened(worker: WorkerSnap, owner: str) -> list[Change]:
 def heartbeat(
     worker: WorkerSnap, active: Iterable[JobSnap], attempts: Mapping[Ref, AttemptSnap],
     listed: Collection[Ref], *, now: datetime, policy: Policy, said: str | None = None,
-    listening_since: datetime | None = None,
+    listening_since: datetime | None = None, sent_ns: int | None = None,
 ) -> tuple[list[Change], list[Ref]]:  # fmt: skip
     """It is alive. Returns the changes and the listed attempts it must stop.
 
@@ -248,7 +255,10 @@ def heartbeat(
     stop = [r for r in listed if r[0] not in current or current[r[0]].attempt != r[1]]
     cutoff = now - timedelta(seconds=policy.unclaimed_grace_s)
     graced = listening_since is None or listening_since <= cutoff
-    out: list[Change] = [UpdateWorker(worker.id, {"last_heartbeat": now})]
+    heard: dict[str, Any] = {"last_heartbeat": now}
+    if sent_ns is not None and sent_ns > (worker.heard_ns or 0):
+        heard["heard_ns"] = sent_ns
+    out: list[Change] = [UpdateWorker(worker.id, heard)]
     out += constrained(worker, said)
     unclaimed = [
         j for j in current.values()

@@ -60,12 +60,14 @@ class AttemptSnap:
     worker_id: str | None
     outcome: str | None
     assigned_at: datetime
+    reported_ns: int | None = None  # its worker's clock at the newest report taken
 
     @classmethod
     def of(cls, row: Row) -> AttemptSnap:
         at = _utc(row["assigned_at"])
         assert at is not None
-        return cls(row["job_id"], row["number"], row["worker_id"], row["outcome"], at)
+        return cls(row["job_id"], row["number"], row["worker_id"], row["outcome"], at,
+                   row["reported_ns"])  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class WorkerSnap:
     created_at: datetime | None
     stream_owner: str | None = None
     constrained: str | None = None  # why it takes no new work, as it said
-    registered_ns: int | None = None  # its clock at the registration taken last
+    heard_ns: int | None = None  # its clock at the newest of its requests taken
 
     @classmethod
     def of(cls, row: Row) -> WorkerSnap:
@@ -99,7 +101,7 @@ class WorkerSnap:
             created_at=_utc(row["created_at"]),
             stream_owner=row["stream_owner"],
             constrained=row["constrained"],
-            registered_ns=row["registered_ns"],
+            heard_ns=row["heard_ns"],
         )
 
 

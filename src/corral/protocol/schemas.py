@@ -115,6 +115,13 @@ class _Wire(BaseModel):
 # ---- worker -> coordinator -------------------------------------------------
 
 
+Why = Annotated[str, Field(min_length=1, max_length=500)]
+# When the worker made a request, by its own clock: only ever compared with its own earlier
+# ones. A registration older than a request already taken from it (it waited in a frozen
+# coordinator) is refused instead of undoing what came after it.
+SentNs = Annotated[int | None, Field(default=None, ge=0, le=2**63 - 1)]
+
+
 class GpuInfo(_Wire):
     index: int = Field(ge=0, le=1024)
     name: str = Field(max_length=200)
@@ -141,12 +148,7 @@ class RegisterRequest(_Wire):
     )
     version: str = Field(default="", max_length=100)
     constrained: Why | None = Field(default=None, description="as in a heartbeat")
-    sent_ns: int | None = Field(
-        default=None, ge=0, le=2**63 - 1,
-        description="when the worker made this request (its clock, ns): a registration that "
-        "reaches the coordinator after a newer one (a frozen coordinator let it wait) is "
-        "refused instead of undoing the newer one",
-    )  # fmt: skip
+    sent_ns: SentNs = None
 
 
 class RegisterResponse(_Wire):
@@ -161,14 +163,12 @@ class RegisterResponse(_Wire):
     stop: list[AttemptRef] = Field(description="running attempts to kill: no longer current")
 
 
-Why = Annotated[str, Field(min_length=1, max_length=500)]
-
-
 class HeartbeatRequest(_Wire):
     running: list[AttemptRef] = Field(default=[], max_length=10_000)
     constrained: Why | None = Field(
         default=None, description="why it takes no new work now (its disk is full…); None: it does"
     )
+    sent_ns: SentNs = None
     cpu_percent: float | None = Field(default=None, ge=0)
     memory_used_bytes: Bytes | None = None
 
@@ -187,6 +187,7 @@ class AttemptReport(_Wire):
     exit_code: ExitCode | None = None
     error: str | None = Field(default=None, max_length=10_000)
     result: dict[str, Any] | None = None
+    sent_ns: SentNs = None
 
     @field_validator("status")
     @classmethod

@@ -61,10 +61,11 @@ class ServerSettings(Section):
                 f" of heartbeat_timeout_s ({self.heartbeat_timeout_s:g}): a worker that misses"
                 " one beat would be reaped"
             )
-        if self.reaper_interval_s > self.heartbeat_timeout_s:
+        if self.reaper_interval_s * 4 > self.heartbeat_timeout_s:
             raise ValueError(
-                f"reaper_interval_s ({self.reaper_interval_s:g}) must not exceed"
-                f" heartbeat_timeout_s ({self.heartbeat_timeout_s:g})"
+                f"reaper_interval_s ({self.reaper_interval_s:g}) must be at most a quarter of"
+                f" heartbeat_timeout_s ({self.heartbeat_timeout_s:g}): the reaper must look"
+                " often enough to tell its own stall from a worker's silence"
             )
         return self
 

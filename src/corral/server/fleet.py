@@ -145,11 +145,14 @@ async def register(
             "slots": body.slots, "labels": fields["labels"], "worker_type": worker_type.value,
             "version": body.version, "running": len(body.running),
         }  # fmt: skip
+        active = await _active(t, w.worker_id)
+        rows = await jobs_q.attempts_for(t.conn, [(j.id, j.attempt) for j in active])
         changes, keep, stop = decide.register(
-            WorkerSnap.of(row), await _active(t, w.worker_id),
+            WorkerSnap.of(row), active,
             [(r.job_id, r.attempt) for r in body.running],
             fields=fields, capabilities=capabilities, now=t.now, policy=t.policy,
             said=body.constrained, sent_ns=body.sent_ns,
+            attempts={(a["job_id"], a["number"]): AttemptSnap.of(a) for a in rows},
         )  # fmt: skip
         await t.apply(changes)
     return RegisterResponse(
@@ -188,7 +191,8 @@ async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> He
         listed = dict.fromkeys((r.job_id, r.attempt) for r in body.running)
         changes, stop = decide.heartbeat(WorkerSnap.of(row), active, atts, listed, now=t.now,
                                          policy=t.policy, said=body.constrained,
-                                         listening_since=core.listening_since)  # fmt: skip
+                                         listening_since=core.listening_since,
+                                         sent_ns=body.sent_ns)  # fmt: skip
         await t.apply(changes)
     return HeartbeatResponse(status=WorkerStatus(row["status"]),
                              stop=[AttemptRef(job_id=j, attempt=a) for j, a in stop])  # fmt: skip

@@ -202,7 +202,7 @@ async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -
         changes, state = decide.report(
             JobSnap.of(row), AttemptSnap.of(att), w.worker_id,
             status=str(r.status), now=t.now, policy=t.policy, exit_code=r.exit_code,
-            error=r.error, result=r.result,
+            error=r.error, result=r.result, sent_ns=r.sent_ns,
         )  # fmt: skip
         if await t.apply(changes):
             raise StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")

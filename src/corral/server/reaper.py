@@ -34,7 +34,10 @@ def resumed_after(core: Core) -> float | None:
     if last is None:
         return None
     gap = now - last
-    return gap if gap > 2 * core.settings.reaper_interval_s + 5.0 else None
+    # Longer than a tick ever takes, short enough that a stretch just under it plus a beat
+    # stays inside the heartbeat timeout (the settings are checked to allow both).
+    s = core.settings
+    return gap if gap > s.reaper_interval_s + s.heartbeat_timeout_s / 4 else None
 
 
 async def tick(core: Core) -> None:

@@ -73,8 +73,8 @@ workers = Table(
     Column("offline_since", TS),
     # Why it takes no new work, as it said in its last heartbeat (its disk is full…).
     Column("constrained", String(500)),
-    # The worker's clock when it made the registration taken last (see RegisterRequest).
-    Column("registered_ns", BigInteger),
+    # The worker's clock at the newest of its requests taken (see RegisterRequest.sent_ns).
+    Column("heard_ns", BigInteger),
     Column("created_at", TS, nullable=False),
     Index("ix_workers_tenant_status", "tenant_id", "status"),
 )
@@ -131,6 +131,8 @@ attempts = Table(
     Column("finished_at", TS),
     Column("exit_code", Integer),
     Column("error", Text),
+    # The worker's clock when it made the newest report taken for this attempt.
+    Column("reported_ns", BigInteger),
 )
 
 log_chunks = Table(

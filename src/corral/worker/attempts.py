@@ -253,7 +253,8 @@ class RunningAttempt:
         if self.ctx.on_constrained is not None:
             # First, so that the coordinator does not hand the job straight back to us.
             await self.ctx.on_constrained(why)
-        report = AttemptReport(attempt=self.attempt, status="declined", error=why)
+        report = AttemptReport(attempt=self.attempt, status="declined", error=why,
+                               sent_ns=time.time_ns())  # fmt: skip
         # Not in the journal (the journal may be what failed), so retried here, as long as
         # the coordinator's grace for an unclaimed attempt: past it, heartbeats that no
         # longer list the attempt have it taken back anyway.
@@ -268,7 +269,8 @@ class RunningAttempt:
     async def _report_running(self) -> None:
         try:
             await self.ctx.client.report(
-                self.job_id, AttemptReport(attempt=self.attempt, status="running")
+                self.job_id,
+                AttemptReport(attempt=self.attempt, status="running", sent_ns=time.time_ns()),
             )
         except (CorralError, BadAnswer) as exc:
             if isinstance(exc, CorralError) and verdict(exc) is not Verdict.RETRY:
@@ -316,6 +318,7 @@ class RunningAttempt:
             # Its output had nowhere to go: not the job's failure, so it runs again elsewhere.
             status, error = "declined", f"{full} as it ran; {error}"
         report = AttemptReport(
+            sent_ns=time.time_ns(),
             attempt=self.attempt,
             status=status,
             exit_code=outcome.exit_code,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class Heartbeat:
 
     async def beat(self) -> None:
         cpu, memory = hardware.usage()
-        req = HeartbeatRequest(running=self.claimed(), cpu_percent=cpu,
+        req = HeartbeatRequest(running=self.claimed(), cpu_percent=cpu, sent_ns=time.time_ns(),
                                memory_used_bytes=memory, constrained=self.constrained)  # fmt: skip
         try:
             resp = await self.client.heartbeat(req)

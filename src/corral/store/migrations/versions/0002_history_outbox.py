@@ -55,7 +55,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("size", sa.Integer(), server_default="0", nullable=False))
     with op.batch_alter_table("workers") as batch:
         batch.add_column(sa.Column("constrained", sa.String(length=500), nullable=True))
-        batch.add_column(sa.Column("registered_ns", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("heard_ns", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("attempts") as batch:
+        batch.add_column(sa.Column("reported_ns", sa.BigInteger(), nullable=True))
     probes = op.create_table(
         "probes",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -69,8 +71,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("probes")
+    with op.batch_alter_table("attempts") as batch:
+        batch.drop_column("reported_ns")
     with op.batch_alter_table("workers") as batch:
-        batch.drop_column("registered_ns")
+        batch.drop_column("heard_ns")
         batch.drop_column("constrained")
     with op.batch_alter_table("log_chunks") as batch:
         batch.drop_column("size")
