@@ -147,3 +147,40 @@ def test_a_frozen_coordinator_does_not_keep_the_workers_stream(fleet):
         os.kill(first.pid, signal.SIGCONT)
     assert done["state"] == "succeeded", done
     assert took < 30, f"the worker needed {took:.0f}s to move to the coordinator that answers"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_output_still_on_its_way_when_the_job_is_reported_follows_it(db_url, tmp_path):
+    # The coordinator's database goes silent as the job ends: its last lines cannot be
+    # stored for a while, so its end is reported without them (a result does not wait on
+    # logs) and they follow once the coordinator takes them again.
+    from faultproxy import FaultProxy
+    from harness_e2e import Fleet
+    from sqlalchemy.engine import make_url
+
+    u = make_url(db_url)
+    proxy = FaultProxy(u.host or "127.0.0.1", u.port or 5432).start()
+    fleet = Fleet(tmp_path, u.set(port=proxy.port).render_as_string(hide_password=False))
+    try:
+        fleet.start_server(CORRAL_SERVER__DB_STATEMENT_TIMEOUT_S="1",
+                           CORRAL_SERVER__DB_POOL_TIMEOUT_S="1",
+                           CORRAL_SERVER__DB_CONNECT_TIMEOUT_S="1")  # fmt: skip
+        fleet.start_worker("w", CORRAL_WORKER__LOG_FLUSH_STALL_S="1")
+        go = tmp_path / "go"
+        code = (f"import os, time\nprint('started', flush=True)\n"
+                f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+                "print('the end')\n")  # fmt: skip
+        job = fleet.submit([PY, "-c", code])
+        fleet.wait_state(job["id"], {"running"})
+        wait_until(lambda: "started" in fleet.logs(job["id"]), 30, "the first line")
+        proxy.blackhole()
+        go.touch()
+        time.sleep(4)  # longer than the stall bound: the report goes without the last line
+        proxy.restore()
+        done = fleet.wait_state(job["id"], {"succeeded", "failed"}, 60)
+        assert done["state"] == "succeeded"
+        wait_until(lambda: "the end" in fleet.logs(job["id"]), 30, "the last line")
+    finally:
+        proxy.restore()
+        fleet.close()
+        proxy.stop()

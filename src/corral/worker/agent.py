@@ -195,6 +195,8 @@ class Agent:
         if tasks:
             self.log.info("worker.stopping_attempts", count=len(tasks))
             await asyncio.wait(tasks, timeout=self.settings.kill_grace_s + LOG_FLUSH_TIMEOUT_S + 10)
+        for task in list(self.ctx.lingering):  # output of reported attempts: not waited for
+            task.cancel()
         if self._pruning is not None:
             await asyncio.wait({self._pruning}, timeout=10)
         if self._exit_code == EXIT_CONFIG:

@@ -8,7 +8,7 @@ import sqlite3
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -51,6 +51,12 @@ class AttemptContext:
     on_constrained: Callable[[str], Awaitable[None]] | None = None
     log_interval_s: float = 0.5
     logger: Any = None  # the worker's bound logger, so attempt lines carry the worker too
+    # Output still being shipped for attempts already reported (the coordinator was away).
+    lingering: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def linger(self, task: asyncio.Task[None]) -> None:
+        self.lingering.add(task)
+        task.add_done_callback(self.lingering.discard)
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,9 @@ class RunningAttempt:
             shipper.finish()
             stall_s = self.ctx.settings.log_flush_stall_s
             await _until_shipped(shipping, shipper, stall_s, self.log)
-            shipping.cancel()
+            if not shipping.done():
+                # The report goes now; the rest of the output follows once it can.
+                self.ctx.linger(shipping)
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would
         self._finish(outcome)
