@@ -311,13 +311,21 @@ async def test_a_program_named_like_a_shell_builtin_is_the_program(tmp_path: Pat
     assert output_path(workdir).read_text() == "a\n"
 
 
+def _runs_python(leader: psutil.Process) -> bool:
+    try:
+        return any("time.sleep(60)" in " ".join(c.cmdline()) for c in leader.children())
+    except psutil.Error:
+        return False
+
+
 async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
     child, rec = _start_detached(tmp_path, "import time; time.sleep(60)")
     try:
-        # As after a real restart, the shell is past its `trap` (its job is running) before
-        # the stop; a signal in its first milliseconds would kill the shell itself.
+        # As after a real restart, the job itself runs before the stop: a signal in the shell's
+        # first milliseconds would kill the shell, and one between its fork and the job's exec
+        # is taken by the shell's trap in the child, so only the grace period's SIGKILL ends it.
         leader = psutil.Process(child.pid)
-        await _until(lambda: bool(leader.children()))
+        await _until(lambda: _runs_python(leader))
         proc = AttemptProcess.adopt(rec, kill_grace_s=1)
         proc.stop(StopReason.STALE)
         reaper = asyncio.get_running_loop().run_in_executor(None, child.wait)
