@@ -83,3 +83,35 @@ def test_late_noticed_drop_does_not_reap_a_worker_now_at_the_other(tmp_path):
         finally:
             stop_a()
             stop_b()
+
+
+@pytest.mark.postgres
+def test_a_rotated_token_stops_at_once_at_a_coordinator_that_knew_it(tmp_path):
+    # B has seen the token (and remembers it); the rotation goes through A. Every worker
+    # call to B with the old token must fail at once, not when B's memory of it ends.
+    with fresh_database("postgres", tmp_path) as url:
+        a, stop_a = start_coordinator(tmp_path / "a", url)
+        b, stop_b = start_coordinator(tmp_path / "b", url)
+        try:
+            with a.client() as c:
+                created = c.post("/api/admin/workers", json={"name": "w"}).json()
+                job = c.post("/api/queue/submit", json={"command": ["sleep", "999"]}).json()
+            old = httpx.Client(base_url=b.url, headers={"X-Worker-Token": created["token"]})
+            assert old.post("/api/workers/register", json={"slots": 1}).status_code == 200
+            assert old.post("/api/workers/heartbeat", json={}).status_code == 200
+            with a.client() as c:
+                c.post(f"/api/admin/workers/{created['id']}/token").raise_for_status()
+            calls = [
+                ("/api/workers/heartbeat", {}),
+                ("/api/workers/register", {"slots": 1}),
+                (f"/api/workers/job/{job['id']}/status", {"attempt": 1, "status": "running"}),
+                (f"/api/workers/job/{job['id']}/logs", {"attempt": 1, "seq": 0, "data": "x"}),
+                ("/api/workers/disconnect", None),
+            ]
+            for path, body in calls:
+                r = old.post(path, json=body)
+                assert (path, r.status_code) == (path, 401), r.text
+            assert old.get("/api/workers/stream").status_code == 401
+        finally:
+            stop_b()
+            stop_a()

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from corral.cli import _logging, _output, _parse
 from corral.cli._exit import ExitCode, Failure
 from corral.cli._net import ensure_free
+
+T = TypeVar("T")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a dependency on CPython/Unix; see docs/PERFORMANCE.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
 
 
 def _flags(ctx: typer.Context) -> dict[str, Any]:
@@ -135,7 +152,7 @@ def server(
 
     ensure_free(settings.host, settings.port)
     try:
-        asyncio.run(serve(settings, on_ready=on_ready))
+        _run(serve(settings, on_ready=on_ready))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a foreground server is meant to stop
     except StartupFailed as exc:  # --db, --data-dir or --host cannot be used
@@ -238,7 +255,7 @@ def worker(
     if recover or reset_state:
         _recovery(settings.work_dir, reset=reset_state)
     try:
-        code = asyncio.run(run_worker(settings))
+        code = _run(run_worker(settings))
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
     raise typer.Exit(int(code))

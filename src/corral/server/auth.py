@@ -2,6 +2,11 @@
 
 Authentication is a dependency that yields an identity; handlers never parse credentials.
 Secrets are random, shown once, stored as SHA-256 and compared in constant time.
+
+Neither kind of secret costs a database round trip per request once seen (``Credentials``):
+a worker's token is checked again inside the transaction of what it asked for, against the
+row that transaction reads anyway, so a rotated or removed token stops working at once, on
+every coordinator; an API key is looked up again after ``KEY_TTL_S``.
 """
 
 from __future__ import annotations
@@ -9,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.model import DEFAULT_TENANT, ROLE_RANK, PermissionDenied, Role, Unauthenticated
 from corral.protocol import WORKER_TOKEN_HEADER
@@ -45,9 +53,72 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class WorkerIdentity:
+    """Who a token named when it was last looked up; ``Credentials.verify`` confirms it in
+    the request's own transaction."""
+
     worker_id: str
     tenant_id: str
-    row: Any
+    token_hash: str
+
+
+KEY_TTL_S = 2.0  # how long a looked-up API key is trusted before it is read again
+MAX_CACHED = 100_000  # secrets remembered; past it the cache starts anew
+
+
+@dataclass
+class Credentials:
+    """The secrets this coordinator has seen, by their SHA-256."""
+
+    clock: Any = time.monotonic
+    _workers: dict[str, WorkerIdentity] = field(default_factory=dict)
+    _keys: dict[str, tuple[Identity, float]] = field(default_factory=dict)
+
+    async def worker(self, conn_of: Any, digest: str) -> WorkerIdentity:
+        found = self._workers.get(digest)
+        if found is None:
+            async with conn_of() as conn:
+                row = await workers_q.by_token_hash(conn, digest)
+            if row is None or not hmac.compare_digest(row["token_hash"], digest):
+                raise Unauthenticated("invalid worker token")
+            found = WorkerIdentity(row["id"], row["tenant_id"], digest)
+            self._remember(self._workers, digest, found)
+        return found
+
+    async def verify(
+        self, conn: AsyncConnection, w: WorkerIdentity, *, lock: bool = False
+    ) -> RowMapping:
+        """The worker's row, read (``lock``: and locked) in this transaction, if its token is
+        still the one that was presented; else the token is forgotten and refused."""
+        row = await workers_q.get(conn, w.tenant_id, w.worker_id, for_update=lock)
+        if row is None or not hmac.compare_digest(row["token_hash"], w.token_hash):
+            self._workers.pop(w.token_hash, None)
+            raise Unauthenticated("invalid worker token")
+        return row
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Its token was rotated or it was removed, here: refuse the old token before any
+        transaction reads it again."""
+        for digest in [d for d, w in self._workers.items() if w.worker_id == worker_id]:
+            del self._workers[digest]
+
+    async def key(self, conn_of: Any, digest: str) -> Identity:
+        cached = self._keys.get(digest)
+        if cached is not None and cached[1] > self.clock():
+            return cached[0]
+        async with conn_of() as conn:
+            row = await keys_q.by_hash(conn, digest)
+        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            self._keys.pop(digest, None)
+            raise Unauthenticated("invalid API key")
+        who = Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"])
+        self._remember(self._keys, digest, (who, self.clock() + KEY_TTL_S))
+        return who
+
+    @staticmethod
+    def _remember(cache: dict[str, Any], digest: str, value: Any) -> None:
+        if len(cache) >= MAX_CACHED:
+            cache.clear()
+        cache[digest] = value
 
 
 async def api_identity(
@@ -56,13 +127,10 @@ async def api_identity(
 ) -> Identity:
     if creds is None or not creds.credentials:
         raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
-    digest = hash_secret(creds.credentials)
-    async with request.app.state.core.store.tx() as conn:
-        row = await keys_q.by_hash(conn, digest)
-    if row is None or not hmac.compare_digest(row["key_hash"], digest):
-        raise Unauthenticated("invalid API key")
-    request.state.caller = row["id"]
-    return Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"])
+    core = request.app.state.core
+    who: Identity = await core.credentials.key(core.store.tx, hash_secret(creds.credentials))
+    request.state.caller = who.key_id
+    return who
 
 
 def require(role: Role) -> Any:
@@ -79,13 +147,10 @@ async def worker_identity(
 ) -> WorkerIdentity:
     if not token:
         raise Unauthenticated(f"a worker token is required: {WORKER_TOKEN_HEADER}")
-    digest = hash_secret(token.strip())
-    async with request.app.state.core.store.tx() as conn:
-        row = await workers_q.by_token_hash(conn, digest)
-    if row is None or not hmac.compare_digest(row["token_hash"], digest):
-        raise Unauthenticated("invalid worker token")
-    request.state.caller = row["id"]
-    return WorkerIdentity(worker_id=row["id"], tenant_id=row["tenant_id"], row=row)
+    core = request.app.state.core
+    who: WorkerIdentity = await core.credentials.worker(core.store.tx, hash_secret(token.strip()))
+    request.state.caller = who.worker_id
+    return who
 
 
 Admin = Annotated[Identity, require(Role.ADMIN)]

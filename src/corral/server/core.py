@@ -18,6 +18,7 @@ from corral.model.changes import Change
 from corral.model.snapshot import Policy
 from corral.server import cause
 from corral.server.apply import apply
+from corral.server.auth import Credentials
 from corral.server.clock import Clock
 from corral.server.config import ServerSettings
 from corral.server.hub import Hub
@@ -83,6 +84,7 @@ class Core:
     monotonic: Callable[[], float] = time.monotonic  # real time the process could act
     acted_at: float | None = None  # monotonic time the reaper last completed a tick
     hooks: dict[str, Hook] = field(default_factory=dict)
+    credentials: Credentials = field(default_factory=Credentials)
 
     def __post_init__(self) -> None:
         self.policy = policy_of(self.settings)

@@ -31,8 +31,12 @@ from corral.store import one_writer
 from corral.store import workers as workers_q
 
 log = structlog.get_logger("corral.dispatch")
+# A round reads the queue a page at a time: the first as large as a few times the free
+# slots (most queued jobs fit most workers), each next one four times larger up to BATCH,
+# so a long queue costs a round what the free slots need, not a full page every time.
+FIRST_PAGE_PER_SLOT = 2
 BATCH = 500
-MAX_PAGES = 20  # at most 10,000 queued jobs looked at per round
+MAX_ROWS = 10_000  # at most this many queued jobs looked at per round
 
 
 class Dispatcher:
@@ -122,9 +126,12 @@ async def _plan(
     chosen: list[Assignment] = []
     demands: dict[str, JobDemand] = {}
     after: RowMapping | None = None
-    for _ in range(MAX_PAGES):
-        page: Sequence[RowMapping] = await jobs_q.ready(t.conn, now, BATCH, tenants=tenants,
+    size = min(BATCH, FIRST_PAGE_PER_SLOT * sum(o.free_slots for o in offers))
+    looked = 0
+    while looked < MAX_ROWS:
+        page: Sequence[RowMapping] = await jobs_q.ready(t.conn, now, size, tenants=tenants,
                                                         after=after)  # fmt: skip
+        looked += len(page)
         if not page:
             break
         batch = {r["id"]: JobDemand(id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"],
@@ -134,7 +141,7 @@ async def _plan(
         chosen += placed
         demands.update((a.job_id, batch[a.job_id]) for a in placed)
         offers = left_over(offers, placed, batch)
-        if not offers or len(page) < BATCH:
+        if not offers or len(page) < size:
             break
-        after = page[-1]
+        after, size = page[-1], min(BATCH, size * 4)
     return chosen, demands

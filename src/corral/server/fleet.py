@@ -106,6 +106,7 @@ async def remove(core: Core, who: Identity, worker_id: str) -> None:
         row = await _get(t, who.tenant_id, worker_id)
         if await t.apply(decide.remove_worker(WorkerSnap.of(row), actor=who.key_id)):
             raise WorkerBusy(f"worker {worker_id} is {row['status']}; drain it and let it go first")
+    core.credentials.forget_worker(worker_id)
 
 
 async def drain(core: Core, who: Identity, worker_id: str) -> WorkerView:
@@ -121,6 +122,7 @@ async def rotate(core: Core, who: Identity, worker_id: str) -> WorkerCreated:
         row = await _get(t, who.tenant_id, worker_id)
         await t.apply(decide.rotate_token(WorkerSnap.of(row), hash_secret(token),
                                           actor=who.key_id))  # fmt: skip
+    core.credentials.forget_worker(worker_id)
     return WorkerCreated(id=worker_id, worker_id=worker_id, name=row["name"], token=token)
 
 
@@ -129,7 +131,7 @@ async def register(
 ) -> RegisterResponse:
     """Sync point: the worker says what it runs, we say what to keep; its outbox starts anew."""
     async with core.tx(w.worker_id) as t:
-        row = await _get(t, w.tenant_id, w.worker_id, lock=True)  # against a drain meanwhile
+        row = await core.credentials.verify(t.conn, w, lock=True)  # against a drain meanwhile
         gpus = [g.model_dump() for g in body.gpus]
         worker_type = WorkerType.PERSISTENT if body.persistent else WorkerType.EPHEMERAL
         name: str = body.name or row["name"]
@@ -168,13 +170,13 @@ async def check_registered(core: Core, w: WorkerIdentity) -> None:
     """Before its stream opens: a worker that never registered (or was reaped since) is
     told to register first (409 not_registered) rather than sent work."""
     async with core.tx() as t:
-        decide.stream_opened(WorkerSnap.of(await _get(t, w.tenant_id, w.worker_id)), "")
+        decide.stream_opened(WorkerSnap.of(await core.credentials.verify(t.conn, w)), "")
 
 
 async def stream_opened(core: Core, w: WorkerIdentity, session: int) -> bool:
     """False when it was reaped between the check and now: its stream ends at once."""
     async with core.tx(w.worker_id) as t:
-        row = await _get(t, w.tenant_id, w.worker_id)
+        row = await core.credentials.verify(t.conn, w)
         if row["status"] == WorkerStatus.OFFLINE:
             return False
         await t.apply(decide.stream_opened(WorkerSnap.of(row), core.hub.owner(session)))
@@ -184,7 +186,7 @@ async def stream_opened(core: Core, w: WorkerIdentity, session: int) -> bool:
 async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> HeartbeatResponse:
     """Note it is alive; compare what it runs with what it should run."""
     async with core.tx(w.worker_id) as t:
-        row = await _get(t, w.tenant_id, w.worker_id)
+        row = await core.credentials.verify(t.conn, w)
         active = await _active(t, w.worker_id)
         rows = await jobs_q.attempts_for(t.conn, [(j.id, j.attempt) for j in active])
         atts = {(a["job_id"], a["number"]): AttemptSnap.of(a) for a in rows}
@@ -200,7 +202,7 @@ async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> He
 
 async def disconnect(core: Core, w: WorkerIdentity) -> None:
     async with core.tx(w.worker_id) as t:
-        row = await _get(t, w.tenant_id, w.worker_id, lock=True)
+        row = await core.credentials.verify(t.conn, w, lock=True)
         await t.apply(decide.go_offline(
             WorkerSnap.of(row), await _active(t, w.worker_id), Reason.DISCONNECTED,
             "the worker disconnected", now=t.now, policy=t.policy,

@@ -180,12 +180,12 @@ async def cancel(core: Core, who: Identity, job_id: str) -> JobView:
 
 
 async def _current_attempt(
-    t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
+    core: Core, t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
 ) -> tuple[RowMapping, RowMapping]:
     """The job and the attempt, if ``attempt`` is one this worker was given; else the report
-    is stale. ``lock``: the worker's row, then the job's, stay locked until commit."""
-    if lock:
-        await workers_q.lock(t.conn, w.worker_id)
+    is stale. The worker is read first (its token still valid); ``lock``: its row, then the
+    job's, stay locked until commit."""
+    await core.credentials.verify(t.conn, w, lock=lock)
     row = await _get(t, w.tenant_id, job_id, lock=lock)
     att = await jobs_q.get_attempt(t.conn, job_id, attempt)
     if att is None or att["worker_id"] != w.worker_id or att["outcome"] == AttemptOutcome.LOST:
@@ -197,7 +197,7 @@ async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -
     async with core.tx(w.worker_id) as t:
         # Locked: a cancel or a reap committing meanwhile would otherwise make the guarded
         # move miss, and the worker would drop a result it was right to report.
-        row, att = await _current_attempt(t, w, job_id, r.attempt, lock=True)
+        row, att = await _current_attempt(core, t, w, job_id, r.attempt, lock=True)
         await t.at("report.read", job_id=job_id)
         changes, state = decide.report(
             JobSnap.of(row), AttemptSnap.of(att), w.worker_id,
@@ -211,7 +211,7 @@ async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -
 
 async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatch) -> None:
     async with core.tx() as t:
-        await _current_attempt(t, w, job_id, batch.attempt)
+        await _current_attempt(core, t, w, job_id, batch.attempt)
         await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
                                  tenant_id=w.tenant_id, data=batch.data,
                                  max_bytes=core.settings.job_log_max_bytes)  # fmt: skip
