@@ -38,6 +38,38 @@ def test_assign_report_and_fencing(coordinator):
         assert c.get(f"/api/jobs/{jid}/logs").text == "hi\n"
 
 
+def test_reports_in_one_call_are_each_taken_or_refused_on_their_own(coordinator):
+    _, wc = register_worker(coordinator, slots=2)
+    with coordinator.client() as c:
+        a = c.post("/api/queue/submit", json={"command": ["true"]}).json()["id"]
+        b = c.post("/api/queue/submit", json={"command": ["true"]}).json()["id"]
+        next_event(wc), next_event(wc)  # both assigned
+        done = {"attempt": 1, "status": "succeeded", "exit_code": 0, "result": {"x": 1}}
+        batch = [
+            {"job_id": a, "attempt": 1, "status": "running"},
+            {"job_id": a, **done},
+            {"job_id": b, **done, "attempt": 2},  # never assigned: stale
+            {"job_id": "job_nope", **done},
+            {"job_id": b, "attempt": 1, "status": "failed", "exit_code": 3},
+            {"job_id": a, **done},  # the same end again: acknowledged, applied once
+        ]
+        r = wc.post("/api/workers/reports", json={"reports": batch})
+        assert r.status_code == 200, r.text
+        said = [(o["state"], (o["error"] or {}).get("code")) for o in r.json()["results"]]
+        assert said == [("running", None), ("succeeded", None), (None, "stale_attempt"),
+                        (None, "not_found"), ("failed", None), ("succeeded", None)]  # fmt: skip
+        assert c.get(f"/api/jobs/{a}").json()["result"] == {"x": 1}
+        assert c.get(f"/api/jobs/{b}").json()["exit_code"] == 3
+        kinds = [e["kind"] for e in c.get(f"/api/jobs/{a}/events").json()["events"]]
+        assert kinds.count("job.succeeded") == 1
+        # The batch as a whole: bounded, and a bad report named by its place.
+        r = wc.post("/api/workers/reports", json={"reports": [{**batch[0], "status": "lost"}]})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("reports.0")
+        r = wc.post("/api/workers/reports", json={"reports": [batch[0]] * 501})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reports"
+        assert wc.post("/api/workers/reports", json={"reports": []}).status_code == 422
+
+
 def test_bad_requests_are_4xx_with_field(coordinator):
     with coordinator.client() as c:
         r = c.post("/api/queue/submit", json={"command": []})

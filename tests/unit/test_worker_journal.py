@@ -10,7 +10,7 @@ import pytest
 
 from corral.model import JobState
 from corral.model.errors import CorralError, Unreachable
-from corral.protocol import AttemptReport, ReportAck
+from corral.protocol import AttemptReport, Problem, ReportAck, ReportOutcome, WorkerReport
 from corral.protocol.errors import from_problem
 from corral.worker.client import TokenRefused
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
@@ -64,18 +64,40 @@ def test_one_worker_per_data_dir(tmp_path: Path) -> None:
 
 
 class FakeClient:
-    """Answers report() from a script: an exception to raise, or None to ack."""
+    """Answers from a script, one answer a call: None acks every report in it; an error the
+    coordinator would give one report (404, 409, 422) refuses each report in it; any other
+    error (unreachable, 503, 401) fails the whole call. ``batch=False``: a coordinator
+    without the batch call (it answers 404 to it)."""
 
-    def __init__(self, *answers: Exception | None) -> None:
+    def __init__(self, *answers: Exception | None, batch: bool = True) -> None:
         self.answers = list(answers)
-        self.sent: list[tuple[str, AttemptReport]] = []
+        self.batch = batch
+        self.calls: list[list[tuple[str, AttemptReport]]] = []
+
+    @property
+    def sent(self) -> list[tuple[str, AttemptReport]]:
+        return [item for call in self.calls for item in call]
 
     async def report(self, job_id: str, report: AttemptReport) -> ReportAck:
-        self.sent.append((job_id, report))
+        self.calls.append([(job_id, report)])
         answer = self.answers.pop(0) if self.answers else None
         if answer is not None:
             raise answer
         return ReportAck(job_id=job_id, state=JobState.SUCCEEDED)
+
+    async def reports(self, reports: list[WorkerReport]) -> list[ReportOutcome]:
+        if not self.batch:
+            raise from_problem(404, {"detail": "Not Found"})
+        items = [(r.job_id, AttemptReport(**r.model_dump(exclude={"job_id"}))) for r in reports]
+        self.calls.append(items)
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is None:
+            return [ReportOutcome(job_id=j, attempt=r.attempt, state=JobState.SUCCEEDED)
+                    for j, r in items]  # fmt: skip
+        if not isinstance(answer, CorralError) or answer.status not in (404, 409, 422):
+            raise answer
+        problem = Problem(title="x", status=answer.status, detail=str(answer), code=answer.code)
+        return [ReportOutcome(job_id=j, attempt=r.attempt, error=problem) for j, r in items]
 
 
 def _stale() -> CorralError:
@@ -146,3 +168,74 @@ async def _until_empty(outbox: Outbox) -> None:
     while not outbox.empty:
         assert time.monotonic() < deadline, "outbox not delivered in time"
         await asyncio.sleep(0.01)
+
+
+async def test_reports_of_the_moment_go_in_one_call_and_an_end_replaces_a_running(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    client = FakeClient()
+    outbox = Outbox(journal, client)  # type: ignore[arg-type]
+    started = outbox.running("j_1", AttemptReport(attempt=1, status="running"))
+    quick = outbox.running("j_2", AttemptReport(attempt=1, status="running"))
+    journal.finish("j_2", 1, AttemptReport(attempt=1, status="succeeded"))  # ended at once
+    journal.finish("j_3", 1, AttemptReport(attempt=1, status="failed", exit_code=1))
+    assert await outbox.deliver_pending() is True
+    [call] = client.calls
+    assert [(j, r.status) for j, r in call] == [("j_1", "running"), ("j_2", "succeeded"),
+                                                ("j_3", "failed")]  # fmt: skip
+    assert (await started).state == JobState.SUCCEEDED  # type: ignore[union-attr]
+    assert await quick is None  # said by its end instead
+    assert outbox.empty
+    journal.close()
+
+
+async def test_a_stale_report_in_a_batch_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.finish("j_1", 1, AttemptReport(attempt=1, status="succeeded"))
+    outbox = Outbox(journal, FakeClient(_stale()))  # type: ignore[arg-type]
+    running = outbox.running("j_2", AttemptReport(attempt=1, status="running"))
+    assert await outbox.deliver_pending() is True and outbox.empty
+    with pytest.raises(CorralError) as refused:
+        await running
+    assert refused.value.code == "stale_attempt"  # its attempt stops on that
+    journal.close()
+
+
+async def test_a_coordinator_without_the_batch_call_gets_the_reports_one_by_one(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    for n in (1, 2):
+        journal.finish(f"j_{n}", 1, AttemptReport(attempt=1, status="succeeded"))
+    client = FakeClient(None, _stale(), batch=False)
+    outbox = Outbox(journal, client)  # type: ignore[arg-type]
+    assert await outbox.deliver_pending() is True and outbox.empty
+    assert [len(call) for call in client.calls] == [1, 1]
+    journal.close()
+
+
+async def test_an_unreachable_coordinator_fails_the_running_reports_and_keeps_the_ends(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    journal.finish("j_1", 1, AttemptReport(attempt=1, status="succeeded"))
+    outbox = Outbox(journal, FakeClient(Unreachable("down")))  # type: ignore[arg-type]
+    running = outbox.running("j_2", AttemptReport(attempt=1, status="running"))
+    assert await outbox.deliver_pending() is False
+    with pytest.raises(Unreachable):
+        await running
+    assert not outbox.empty  # the end goes with the next try
+    journal.close()
+
+
+async def test_many_reports_go_in_calls_of_a_bounded_size(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    big = {"blob": "x" * 1_000_000}  # about 1 MB each: four to a call
+    for n in range(6):
+        journal.finish(f"j_{n}", 1, AttemptReport(attempt=1, status="succeeded", result=big))
+    client = FakeClient()
+    outbox = Outbox(journal, client)  # type: ignore[arg-type]
+    assert await outbox.deliver_pending() is True and outbox.empty
+    assert [len(call) for call in client.calls] == [4, 2]
+    journal.close()

@@ -34,10 +34,14 @@ __all__ = [
     "RegisterRequest",
     "RegisterResponse",
     "ReportAck",
+    "ReportBatch",
+    "ReportBatchAck",
+    "ReportOutcome",
     "WorkerCreate",
     "WorkerCreated",
     "WorkerDrain",
     "WorkerList",
+    "WorkerReport",
     "WorkerView",
     "unstorable",
     "unstorable_text",
@@ -386,3 +390,33 @@ class Problem(BaseModel):
     detail: str
     code: str
     errors: list[ProblemField] = []
+
+
+MAX_REPORTS = 500
+
+
+class WorkerReport(AttemptReport):
+    """One report of several (``POST /api/workers/reports``): as ``AttemptReport``, for
+    the job it names."""
+
+    job_id: str = Field(min_length=1, max_length=100)
+
+
+class ReportBatch(_Wire):
+    """POST /api/workers/reports: a worker's reports, taken in one transaction, each on its
+    own: one refused does not refuse the others."""
+
+    reports: list[WorkerReport] = Field(min_length=1, max_length=MAX_REPORTS)
+
+
+class ReportOutcome(_Wire):
+    job_id: str
+    attempt: int
+    state: JobState | None = Field(default=None, description="taken: the job's state now")
+    error: Problem | None = Field(
+        default=None, description="refused: what the single report's answer would have said"
+    )
+
+
+class ReportBatchAck(_Wire):
+    results: list[ReportOutcome] = Field(description="one per report, in their order")

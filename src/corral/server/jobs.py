@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.model import (
     AttemptOutcome,
+    CorralError,
     IdempotencyKeyReused,
     IllegalTransition,
     InvalidInput,
@@ -31,6 +32,9 @@ from corral.protocol import (
     JobSubmit,
     JobView,
     LogBatch,
+    Problem,
+    ReportOutcome,
+    WorkerReport,
 )
 from corral.server.auth import Identity, WorkerIdentity, new_id
 from corral.server.core import Core, Tx
@@ -180,12 +184,11 @@ async def cancel(core: Core, who: Identity, job_id: str) -> JobView:
 
 
 async def _current_attempt(
-    core: Core, t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
+    t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
 ) -> tuple[RowMapping, RowMapping]:
     """The job and the attempt, if ``attempt`` is one this worker was given; else the report
-    is stale. The worker is read first (its token still valid); ``lock``: its row, then the
-    job's, stay locked until commit."""
-    await core.credentials.verify(t.conn, w, lock=lock)
+    is stale. The caller has verified the worker first (``lock``: and locked its row, before
+    the job's, until commit)."""
     row = await _get(t, w.tenant_id, job_id, lock=lock)
     att = await jobs_q.get_attempt(t.conn, job_id, attempt)
     if att is None or att["worker_id"] != w.worker_id or att["outcome"] == AttemptOutcome.LOST:
@@ -197,21 +200,48 @@ async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -
     async with core.tx(w.worker_id) as t:
         # Locked: a cancel or a reap committing meanwhile would otherwise make the guarded
         # move miss, and the worker would drop a result it was right to report.
-        row, att = await _current_attempt(core, t, w, job_id, r.attempt, lock=True)
-        await t.at("report.read", job_id=job_id)
-        changes, state = decide.report(
-            JobSnap.of(row), AttemptSnap.of(att), w.worker_id,
-            status=str(r.status), now=t.now, policy=t.policy, exit_code=r.exit_code,
-            error=r.error, result=r.result, sent_ns=r.sent_ns,
-        )  # fmt: skip
-        if await t.apply(changes):
-            raise StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")
-        return state
+        await core.credentials.verify(t.conn, w, lock=True)
+        return await _report(t, w, job_id, r)
+
+
+async def report_many(
+    core: Core, w: WorkerIdentity, reports: list[WorkerReport]
+) -> list[ReportOutcome]:
+    """Several reports in one transaction, each taken or refused on its own: a refused one
+    writes nothing (it is refused before its changes, or its one guarded move missed)."""
+    out: list[ReportOutcome] = []
+    async with core.tx(w.worker_id) as t:
+        await core.credentials.verify(t.conn, w, lock=True)
+        for r in reports:
+            try:
+                state = await _report(t, w, r.job_id, r)
+            except CorralError as exc:
+                problem = Problem(title=exc.code.replace("_", " "), status=exc.status,
+                                  detail=str(exc), code=exc.code)  # fmt: skip
+                out.append(ReportOutcome(job_id=r.job_id, attempt=r.attempt, error=problem))
+            else:
+                out.append(ReportOutcome(job_id=r.job_id, attempt=r.attempt, state=state))
+    return out
+
+
+async def _report(t: Tx, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
+    """One report, its worker already verified and locked (the job is locked next)."""
+    row, att = await _current_attempt(t, w, job_id, r.attempt, lock=True)
+    await t.at("report.read", job_id=job_id)
+    changes, state = decide.report(
+        JobSnap.of(row), AttemptSnap.of(att), w.worker_id,
+        status=str(r.status), now=t.now, policy=t.policy, exit_code=r.exit_code,
+        error=r.error, result=r.result, sent_ns=r.sent_ns,
+    )  # fmt: skip
+    if await t.apply(changes):
+        raise StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")
+    return state
 
 
 async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatch) -> None:
     async with core.tx() as t:
-        await _current_attempt(core, t, w, job_id, batch.attempt)
+        await core.credentials.verify(t.conn, w)
+        await _current_attempt(t, w, job_id, batch.attempt)
         await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
                                  tenant_id=w.tenant_id, data=batch.data,
                                  max_bytes=core.settings.job_log_max_bytes)  # fmt: skip

@@ -275,11 +275,10 @@ class RunningAttempt:
             self.log.warning("report.declined_failed", error=str(exc) or "timed out")
 
     async def _report_running(self) -> None:
+        report = AttemptReport(attempt=self.attempt, status="running", sent_ns=time.time_ns())
         try:
-            await self.ctx.client.report(
-                self.job_id,
-                AttemptReport(attempt=self.attempt, status="running", sent_ns=time.time_ns()),
-            )
+            # With the worker's other reports of the moment, in one call.
+            await self.ctx.outbox.running(self.job_id, report)
         except (CorralError, BadAnswer) as exc:
             if isinstance(exc, CorralError) and verdict(exc) is not Verdict.RETRY:
                 self._refused(exc, "report.running_refused")

@@ -26,7 +26,11 @@ from corral.protocol import (
     RegisterRequest,
     RegisterResponse,
     ReportAck,
+    ReportBatch,
+    ReportBatchAck,
+    ReportOutcome,
     WorkerDrain,
+    WorkerReport,
 )
 from corral.protocol.transport import Transport
 
@@ -102,6 +106,20 @@ class WorkerClient:
             idempotent=True,
         )
         return _parse(ReportAck, data)
+
+    async def reports(self, reports: list[WorkerReport]) -> list[ReportOutcome]:
+        """Several reports in one call; one outcome each, in their order. Safe to retry as
+        ``report`` is."""
+        data = await self.transport.json(
+            "POST",
+            "/api/workers/reports",
+            json=ReportBatch(reports=reports).model_dump(mode="json"),
+            idempotent=True,
+        )
+        ack = _parse(ReportBatchAck, data)
+        if len(ack.results) != len(reports):
+            raise BadAnswer(f"{len(ack.results)} outcomes for {len(reports)} reports")
+        return ack.results
 
     async def send_logs(self, job_id: str, batch: LogBatch) -> None:
         await self.transport.request(

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import structlog
 
-from corral.model.errors import CorralError
-from corral.protocol import AttemptReport
+from corral.model.errors import CorralError, Unreachable
+from corral.protocol import AttemptReport, ReportOutcome, WorkerReport
+from corral.protocol.errors import from_problem
+from corral.protocol.schemas import MAX_REPORTS
 from corral.worker._retry import Backoff, Verdict, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.journal import Journal
@@ -46,6 +50,8 @@ class Outbox:
         self.unjournaled: dict[tuple[str, int], AttemptReport] = {}
         # Delivered, but the journal could not forget them yet (a full disk again).
         self._delivered: set[tuple[str, int]] = set()
+        # Running reports to go with the next call (see ``running``).
+        self._running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]] = {}
 
     @property
     def empty(self) -> bool:
@@ -73,37 +79,121 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff.next())
 
+    def running(self, job_id: str, report: AttemptReport) -> asyncio.Future[ReportOutcome | None]:
+        """Say an attempt runs, with the next call; its outcome (None: its final report went
+        in its place), or the error that refused it. Not journaled, and not retried: the
+        final report is, and the coordinator takes it straight after the assignment too."""
+        future: asyncio.Future[ReportOutcome | None] = asyncio.get_running_loop().create_future()
+        self._running[(job_id, report.attempt)] = (report, future)
+        self.wake()
+        return future
+
     async def deliver_pending(self) -> bool:
-        """One pass over the journal (and what it could not take); True when nothing is
-        left to deliver."""
+        """One pass over the journal (and what it could not take), with the running reports
+        queued since the last, a batch a call; True when nothing is left to deliver."""
         owed = [(p.job_id, p.attempt, p.report) for p in self.journal.pending_reports()]
         owed += [(j, a, r) for (j, a), r in self.unjournaled.items()]
+        finals: list[tuple[str, int, AttemptReport]] = []
         for job_id, attempt, report in owed:
             if (job_id, attempt) in self._delivered:
                 self._done(job_id, attempt)  # only forgetting it was left to do
-                continue
-            bound = log.bind(job_id=job_id, attempt=attempt)
+            else:
+                finals.append((job_id, attempt, report))
+        running, self._running = self._running, {}
+        ended = {(j, a) for j, a, _ in finals}
+        for key, (_, future) in running.items():
+            if key in ended:
+                _resolve(future, None)  # it ended before it was said to run: the end says it
+        batch = [(j, a, r) for (j, a), (r, _) in running.items() if (j, a) not in ended]
+        batch += finals
+        try:
+            for chunk in _chunks(batch):
+                if not await self._send(chunk, running):
+                    return False
+        finally:
+            for _, future in running.values():  # what a failed call left unsaid
+                _resolve(future, Unreachable("the report was not sent"))
+        return True
+
+    async def _send(
+        self,
+        chunk: list[tuple[str, int, AttemptReport]],
+        running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]],
+    ) -> bool:
+        """One call for the chunk; False when the coordinator should be tried again later."""
+        reports = [WorkerReport(job_id=j, **r.model_dump()) for j, _, r in chunk]
+        try:
+            outcomes = await self.client.reports(reports)
+        except BadAnswer as exc:  # 2xx: they were taken
+            log.warning("report.ack_unreadable", error=str(exc), reports=len(chunk))
+            outcomes = [ReportOutcome(job_id=j, attempt=a) for j, a, _ in chunk]
+        except CorralError as exc:
+            if verdict(exc) in (Verdict.FATAL, Verdict.RETRY):
+                return self._settle(chunk, running, [exc] * len(chunk))
+            # Refused as a whole (a coordinator without the batch call; a report it cannot
+            # take): each goes on its own, so that one refused never holds the others back.
+            return await self._one_by_one(chunk, running)
+        errors = [
+            None if o.error is None else from_problem(o.error.status, o.error.model_dump())
+            for o in outcomes
+        ]
+        return self._settle(chunk, running, errors, outcomes)
+
+    async def _one_by_one(
+        self,
+        chunk: list[tuple[str, int, AttemptReport]],
+        running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]],
+    ) -> bool:
+        for item in chunk:
+            job_id, attempt, report = item
             try:
                 ack = await self.client.report(job_id, report)
-            except BadAnswer as exc:
-                bound.warning("report.ack_unreadable", error=str(exc))  # 2xx: it was taken
+            except BadAnswer as exc:  # 2xx: it was taken
+                log.warning("report.ack_unreadable", error=str(exc), job_id=job_id)
+                outcome = ReportOutcome(job_id=job_id, attempt=attempt)
             except CorralError as exc:
+                if not self._settle([item], running, [exc]):
+                    return False
+                continue
+            else:
+                outcome = ReportOutcome(job_id=job_id, attempt=attempt, state=ack.state)
+            self._settle([item], running, [None], [outcome])
+        return True
+
+    def _settle(
+        self,
+        chunk: list[tuple[str, int, AttemptReport]],
+        running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]],
+        errors: list[CorralError | None],
+        outcomes: list[ReportOutcome] | None = None,
+    ) -> bool:
+        """What the coordinator said of each; False when one should be tried again later."""
+        again = False
+        for i, ((job_id, attempt, report), exc) in enumerate(zip(chunk, errors, strict=True)):
+            said = running.get((job_id, attempt))
+            if said is not None and said[0] is report:  # a running report: said once
+                _resolve(said[1], exc if exc is not None else outcomes[i] if outcomes else None)
+                continue
+            bound = log.bind(job_id=job_id, attempt=attempt)
+            if exc is not None:
                 match verdict(exc):
                     case Verdict.FATAL:
                         raise TokenRefused(str(exc)) from exc
                     case Verdict.RETRY:
                         bound.warning("report.retry", status=report.status, error=str(exc))
-                        return False
+                        again = True
+                        continue
                     case Verdict.DROP:  # the coordinator has moved on
                         bound.info("report.refused", status=report.status, error=str(exc))
                     case Verdict.GIVE_UP:
                         # Keeping bytes that will never be taken would block every later report.
                         bound.error("report.refused", status=report.status, error=str(exc))
             else:
-                bound.info("report.delivered", status=report.status, job_state=ack.state)
+                state = outcomes[i].state if outcomes else None
+                bound.info("report.delivered", status=report.status, job_state=state)
             self._done(job_id, attempt)
             self.on_change()
-        return True
+        return not again
 
     def _done(self, job_id: str, attempt: int) -> None:
         key = (job_id, attempt)
@@ -114,3 +204,35 @@ class Outbox:
             self._delivered.add(key)  # never sent again; forgotten once the disk has room
         else:
             self._delivered.discard(key)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    """Settle a running report's future, unless its attempt stopped waiting (cancelled)."""
+    if future.done():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+# A call carries at most this many reports, and about this many bytes of them.
+_CHUNK_REPORTS = MAX_REPORTS
+_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _chunks(
+    items: list[tuple[str, int, AttemptReport]],
+) -> Iterator[list[tuple[str, int, AttemptReport]]]:
+    chunk: list[tuple[str, int, AttemptReport]] = []
+    size = 0
+    for item in items:
+        # Only a result can be large; the rest of a report is a few hundred bytes at most.
+        cost = 500 + (len(json.dumps(item[2].result)) if item[2].result else 0)
+        if chunk and (len(chunk) >= _CHUNK_REPORTS or size + cost > _CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk

@@ -18,6 +18,8 @@ from corral.protocol import (
     RegisterRequest,
     RegisterResponse,
     ReportAck,
+    ReportBatch,
+    ReportBatchAck,
 )
 from corral.server import fleet, jobs
 from corral.server.auth import Worker, WorkerIdentity
@@ -109,6 +111,14 @@ async def heartbeat(request: Request, worker: Worker, body: HeartbeatRequest) ->
 async def status(request: Request, worker: Worker, job_id: str, body: AttemptReport) -> ReportAck:
     state = await jobs.report(request.app.state.core, worker, job_id, body)
     return ReportAck(job_id=job_id, state=state)
+
+
+@router.post("/reports", response_model=ReportBatchAck)
+async def reports(request: Request, worker: Worker, body: ReportBatch) -> ReportBatchAck:
+    """Several attempts' reports at once (what a busy worker has to say since its last
+    call), each taken or refused as its own ``/job/{id}/status`` would be."""
+    return ReportBatchAck(results=await jobs.report_many(request.app.state.core, worker,
+                                                         body.reports))  # fmt: skip
 
 
 @router.post("/job/{job_id}/logs", status_code=204, responses={409: {"description": "stale"}})
