@@ -85,15 +85,19 @@ class Credentials:
         return found
 
     async def verify(
-        self, conn: AsyncConnection, w: WorkerIdentity, *, lock: bool = False
+        self, conn: AsyncConnection, w: WorkerIdentity, *, lock: bool = False, row: bool = True
     ) -> RowMapping:
-        """The worker's row, read (``lock``: and locked) in this transaction, if its token is
-        still the one that was presented; else the token is forgotten and refused."""
-        row = await workers_q.get(conn, w.tenant_id, w.worker_id, for_update=lock)
-        if row is None or not hmac.compare_digest(row["token_hash"], w.token_hash):
+        """The worker's row (``row=False``: only its token), read (``lock``: and locked) in
+        this transaction, if its token is still the one that was presented; else the token
+        is forgotten and refused."""
+        if row:
+            found = await workers_q.get(conn, w.tenant_id, w.worker_id, for_update=lock)
+        else:
+            found = await workers_q.token_of(conn, w.tenant_id, w.worker_id, for_update=lock)
+        if found is None or not hmac.compare_digest(found["token_hash"], w.token_hash):
             self._workers.pop(w.token_hash, None)
             raise Unauthenticated("invalid worker token")
-        return row
+        return found
 
     def forget_worker(self, worker_id: str) -> None:
         """Its token was rotated or it was removed, here: refuse the old token before any

@@ -185,22 +185,29 @@ async def cancel(core: Core, who: Identity, job_id: str) -> JobView:
 
 async def _current_attempt(
     t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
-) -> tuple[RowMapping, RowMapping]:
+) -> tuple[JobSnap, AttemptSnap]:
     """The job and the attempt, if ``attempt`` is one this worker was given; else the report
     is stale. The caller has verified the worker first (``lock``: and locked its row, before
     the job's, until commit)."""
-    row = await _get(t, w.tenant_id, job_id, lock=lock)
-    att = await jobs_q.get_attempt(t.conn, job_id, attempt)
-    if att is None or att["worker_id"] != w.worker_id or att["outcome"] == AttemptOutcome.LOST:
+    row = await jobs_q.reported(t.conn, w.tenant_id, job_id, attempt, for_update=lock)
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    if (
+        row["number"] is None
+        or row["att_worker_id"] != w.worker_id
+        or (row["outcome"] == AttemptOutcome.LOST)
+    ):
         raise StaleAttempt(f"attempt {attempt} of {job_id} is not current on this worker")
-    return row, att
+    att = AttemptSnap(job_id, attempt, row["att_worker_id"], row["outcome"],
+                      as_utc(row["assigned_at"]), row["reported_ns"])  # fmt: skip
+    return JobSnap.of(row), att
 
 
 async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
     async with core.tx(w.worker_id) as t:
         # Locked: a cancel or a reap committing meanwhile would otherwise make the guarded
         # move miss, and the worker would drop a result it was right to report.
-        await core.credentials.verify(t.conn, w, lock=True)
+        await core.credentials.verify(t.conn, w, lock=True, row=False)
         return await _report(t, w, job_id, r)
 
 
@@ -211,7 +218,7 @@ async def report_many(
     writes nothing (it is refused before its changes, or its one guarded move missed)."""
     out: list[ReportOutcome] = []
     async with core.tx(w.worker_id) as t:
-        await core.credentials.verify(t.conn, w, lock=True)
+        await core.credentials.verify(t.conn, w, lock=True, row=False)
         for r in reports:
             try:
                 state = await _report(t, w, r.job_id, r)
@@ -226,10 +233,10 @@ async def report_many(
 
 async def _report(t: Tx, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
     """One report, its worker already verified and locked (the job is locked next)."""
-    row, att = await _current_attempt(t, w, job_id, r.attempt, lock=True)
+    job, att = await _current_attempt(t, w, job_id, r.attempt, lock=True)
     await t.at("report.read", job_id=job_id)
     changes, state = decide.report(
-        JobSnap.of(row), AttemptSnap.of(att), w.worker_id,
+        job, att, w.worker_id,
         status=str(r.status), now=t.now, policy=t.policy, exit_code=r.exit_code,
         error=r.error, result=r.result, sent_ns=r.sent_ns,
     )  # fmt: skip
@@ -240,7 +247,7 @@ async def _report(t: Tx, w: WorkerIdentity, job_id: str, r: AttemptReport) -> Jo
 
 async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatch) -> None:
     async with core.tx() as t:
-        await core.credentials.verify(t.conn, w)
+        await core.credentials.verify(t.conn, w, row=False)
         await _current_attempt(t, w, job_id, batch.attempt)
         await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
                                  tenant_id=w.tenant_id, data=batch.data,

@@ -153,6 +153,30 @@ async def get_attempt(conn: AsyncConnection, job_id: str, number: int) -> RowMap
     return (await conn.execute(q)).mappings().first()
 
 
+# What a report's decision reads of its job and attempt (JobSnap, AttemptSnap), and no more:
+# the job's JSON columns are what cost most to read.
+_REPORTED = (jobs.c.id, jobs.c.tenant_id, jobs.c.state, jobs.c.attempt, jobs.c.worker_id,
+             jobs.c.max_retries, jobs.c.gpus)  # fmt: skip
+_ATTEMPT = (attempts.c.worker_id.label("att_worker_id"), attempts.c.outcome,
+            attempts.c.assigned_at, attempts.c.reported_ns, attempts.c.number)  # fmt: skip
+
+
+async def reported(
+    conn: AsyncConnection, tenant_id: str, job_id: str, number: int, *, for_update: bool = False
+) -> RowMapping | None:
+    """A job with its attempt ``number`` (its columns None when there is none), in one
+    statement; ``for_update`` locks the job's row until commit (PostgreSQL)."""
+    on = and_(attempts.c.job_id == jobs.c.id, attempts.c.number == number)
+    q = (
+        select(*_REPORTED, *_ATTEMPT)
+        .select_from(jobs.outerjoin(attempts, on))
+        .where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+    )
+    if for_update:
+        q = q.with_for_update(key_share=True, of=jobs)
+    return (await conn.execute(q)).mappings().first()
+
+
 async def update_attempt(conn: AsyncConnection, job_id: str, number: int, **values: Any) -> None:
     q = update(attempts).where(attempts.c.job_id == job_id, attempts.c.number == number)
     await conn.execute(q.values(**values))

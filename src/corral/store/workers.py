@@ -29,6 +29,18 @@ async def get(
     return (await conn.execute(q)).mappings().first()
 
 
+async def token_of(
+    conn: AsyncConnection, tenant_id: str, worker_id: str, *, for_update: bool = False
+) -> RowMapping | None:
+    """Only the worker's token hash (``get`` without the rest of the row)."""
+    q = select(workers.c.token_hash).where(
+        workers.c.id == worker_id, workers.c.tenant_id == tenant_id
+    )
+    if for_update:
+        q = q.with_for_update(key_share=True)
+    return (await conn.execute(q)).mappings().first()
+
+
 async def by_token_hash(conn: AsyncConnection, token_hash: str) -> RowMapping | None:
     q = select(workers).where(workers.c.token_hash == token_hash)
     return (await conn.execute(q)).mappings().first()
