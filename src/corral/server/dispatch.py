@@ -77,7 +77,11 @@ class Dispatcher:
         return placed
 
     async def _round(self, t: Tx, connected: Collection[str]) -> int:
-        # Free slots first: with none, the queue is not read at all.
+        # Nothing ready, nothing to read: a fleet of thousands registering or freeing slots
+        # with an empty queue costs one index probe a round, not a read of every worker.
+        if not await jobs_q.any_ready(t.conn, t.now):
+            return 0
+        # Free slots next: with none, the queue is not read at all.
         workers = {r["id"]: WorkerSnap.of(r) for r in await workers_q.by_ids(t.conn, connected)}
         offers = await _offers(t, workers.values())
         if not offers:

@@ -75,6 +75,15 @@ async def transition(
     return res.rowcount == 1
 
 
+async def any_ready(conn: AsyncConnection, now: datetime) -> bool:
+    """Is any job queued with its backoff passed? One index probe (``ix_jobs_queue``)."""
+    q = select(jobs.c.id).where(
+        jobs.c.state == JobState.QUEUED.value,
+        or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
+    )
+    return (await conn.execute(q.limit(1))).first() is not None
+
+
 async def ready(
     conn: AsyncConnection,
     now: datetime,
