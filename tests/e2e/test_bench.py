@@ -3,6 +3,7 @@ unnoticed (their figures are measured by hand; see docs/PERFORMANCE.md, docs/REL
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -100,3 +101,33 @@ def test_logs_bench_runs(tmp_path):
     r = _run(["bench/logs.py", "--log-mb", "2", "--readers", "1,2", "--out", str(out)], 120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert [row["readers"] for row in json.loads(out.read_text())["reads"]] == [1, 2]
+
+
+async def test_a_simulated_worker_declines_a_job_it_is_offered(tmp_path):
+    """The fleet generator's workers speak the real protocol: offered a job, one says it
+    cannot run it, and the coordinator ends that attempt saying why (with no retries left,
+    the job fails with the worker's words) instead of waiting for a lease to run out."""
+    from corral.bench.fleet import _start_generators, _sum
+    from corral.local import LocalFleet
+
+    async with LocalFleet(data_dir=tmp_path, workers=0, port=0) as lf:
+        assert lf.admin_key is not None
+        gens = await _start_generators(lf.url, lf.admin_key, 1, 1, 1)
+        try:
+            async with asyncio.timeout(60), lf.client() as client:
+                # Counters a child process prints: polled, within the timeout above.
+                while _sum(gens)["streaming"] < 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                job = await client.submit(["true"], retries=0)
+                while _sum(gens)["declined"] < 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+                ended = await client.wait(job.id, timeout=30)
+                assert (
+                    ended.state == "failed" and ended.error == "simulated worker: it runs no jobs"
+                )
+                kinds = [(e.kind, e.reason) async for e in client.events(job.id)]
+                assert kinds[-1] == ("job.failed", "declined"), kinds
+        finally:
+            for g in gens:
+                await g.stop()
+    assert _sum(gens)["errors"] == 0, _sum(gens)["last_error"]

@@ -2,8 +2,9 @@
 protocol. Each is created with its own token, registers, holds its SSE stream open and
 heartbeats at the interval the coordinator gives (the first one at a random point of it, so
 the fleet's beats are spread). A job offered to one is declined, as a worker that cannot run
-it would (the coordinator runs it elsewhere); the benchmark's jobs are pinned by label to a
-real worker, so none should be offered.
+it would (the coordinator ends that attempt with the reason; the job runs again if it has
+retries left); the benchmark's jobs are pinned by label to a real worker, so none should be
+offered.
 
 ``python -m corral.bench._simworkers`` reads its settings as JSON on stdin and prints its
 counters as one JSON line a second on stdout; SIGTERM ends it.
