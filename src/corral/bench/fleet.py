@@ -24,6 +24,7 @@ from corral.bench._stats import (
     rss_mib,
 )
 from corral.bench.dispatch import local_fleet, ms_between, one_at_a_time
+from corral.client import AsyncClient
 
 REAL = {"bench": "real"}  # the real worker's label; the simulated ones have none
 COUNTERS = ("created", "registered", "streaming", "heartbeats", "declined", "drops", "errors")
@@ -125,7 +126,9 @@ async def fleet(
                 wall, cpu = watch.stop()
                 steady = _sum(gens)
                 rss = rss_mib(coordinator)
-                async with lf.client() as client:
+                # A long timeout: a coordinator this loaded is what is measured, not a
+                # reason to retry.
+                async with AsyncClient(lf.url, lf.admin_key, timeout=120) as client:
                     listed = sum(1 for w in await client.workers() if w.status in ("idle", "busy"))
                     done, wall_ms = await one_at_a_time(client, ["true"], roundtrips, REAL)
                 after = _sum(gens)
