@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from corral.cli import _output, config, jobs, serve, up, workers
+from corral.cli import _output, bench, config, jobs, serve, up, workers
 from corral.cli._exit import ClickException, ExitCode, NoArgsIsHelpError, UsageError
 from corral.config import CONFIG_ENV, CliSettings, ConfigError, use_file
 
@@ -127,6 +127,7 @@ app.add_typer(config.app, name="config")
 app.command("server")(serve.server)
 app.command("worker")(serve.worker)
 app.command("up")(up.up)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -94,6 +94,8 @@ class ServerProcess:
         secret = s.bootstrap_admin_key.get_secret_value()
         env = {**os.environ, "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY": secret}
         env.pop("CORRAL_BOOTSTRAP_ADMIN_KEY", None)  # the old name would say it is deprecated
+        if s.db_url:  # in the environment: a password in argv is visible to every user
+            env["CORRAL_SERVER__DB_URL"] = s.db_url
         self.proc = await spawn(
             [*CORRAL, "server", "--host", s.host, "--port", str(port),
              "--data-dir", str(s.data_dir), "--log-level", "warning"],

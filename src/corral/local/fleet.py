@@ -69,6 +69,7 @@ class LocalFleet:
     stop_grace_s: float = 20.0
     worker_log_level: str = "info"
     server_process: bool = False  # a child process instead of a thread of this one
+    db_url: str | None = None  # SQLAlchemy URL; None: SQLite in data_dir
 
     url: str = ""
     local_workers: list[LocalWorker] = field(default_factory=list)
@@ -101,6 +102,7 @@ class LocalFleet:
             host=self.host,
             port=self.port,
             data_dir=self.data_dir,
+            db_url=self.db_url,
             bootstrap_admin_key=SecretStr(self.admin_key),
         )
         if self.server_process:
