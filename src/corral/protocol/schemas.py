@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -75,6 +76,15 @@ class CallSpec(_Wire):
     )  # fmt: skip
     args: list[Any] = Field(default=[], max_length=10_000)
     kwargs: dict[Annotated[str, Field(max_length=200)], Any] = Field(default={}, max_length=10_000)
+
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be JSON: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _one_callable(self) -> CallSpec:
