@@ -19,6 +19,7 @@ __all__ = ["submit_many", "wait_many"]
 
 _RETRIES = 3  # a concurrent submit under one of the batch's keys: read the keys again
 _FALLBACK_S = 5.0  # a wake-up lost (another coordinator ended the job): read again anyway
+_GATHER_S = 0.05  # after the first of them ended: how long to wait for more
 
 
 def _reused(i: int, other: str) -> IdempotencyKeyReused:
@@ -90,6 +91,7 @@ async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float
     wanted = list(dict.fromkeys(ids))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    gathered = False
     while True:
         signals = [core.hub.jobs.watch(j) for j in wanted]  # before reading, as everywhere
         async with core.tx() as t:
@@ -98,11 +100,18 @@ async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float
             if j not in rows:
                 raise NotFound(f"no job {j}", field="ids")
         ended = [view(rows[j]) for j in wanted if rows[j]["state"] in TERMINAL_JOB_STATES]
+        if ended and not gathered:
+            # Others are about to end too (a map's tasks end together): one answer for them
+            # all, rather than a request each.
+            gathered = True
+            deadline = min(deadline, loop.time() + _GATHER_S)
         left = deadline - loop.time()
-        if ended or left <= 0:
+        if left <= 0 or len(ended) == len(wanted):
             done = {v.id for v in ended}
             return WaitResult(jobs=ended, pending=[j for j in wanted if j not in done])
-        waits = [asyncio.ensure_future(s.wait()) for s in {id(s): s for s in signals}.values()]
+        done = {v.id for v in ended}
+        pending = {id(s): s for j, s in zip(wanted, signals, strict=True) if j not in done}
+        waits = [asyncio.ensure_future(s.wait()) for s in pending.values()]
         try:
             await asyncio.wait(waits, timeout=min(left, _FALLBACK_S),
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
