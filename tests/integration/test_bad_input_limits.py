@@ -37,7 +37,7 @@ def test_deep_nesting_is_refused_naming_the_field(coordinator):
         unknown = _body({"command": ["x"], "zz": "NESTED"}, deep)
         _refused(c.post("/api/queue/submit", content=unknown, headers=JSON), "zz")
         beat = _body({"running": "NESTED"}, deep)
-        _refused(wc.post("/api/workers/heartbeat", content=beat, headers=JSON), "running.0")
+        _refused(wc.post("/api/workers/heartbeat", content=beat, headers=JSON), "running[0]")
         labels = _body({"name": "w2", "labels": {"a": "NESTED"}}, deep)
         _refused(c.post("/api/admin/workers", content=labels, headers=JSON), "labels.a")
 

@@ -11,6 +11,7 @@
 """
 
 from corral.client._async import AsyncClient
+from corral.client._calls import CallFailed, call_job
 from corral.client._config import DEFAULT_URL
 from corral.client._sync import Client
 from corral.model.errors import (
@@ -28,6 +29,7 @@ from corral.protocol import EventView, JobView, WorkerCreated, WorkerView
 __all__ = [
     "DEFAULT_URL",
     "AsyncClient",
+    "CallFailed",
     "Client",
     "Conflict",
     "CorralError",
@@ -41,4 +43,5 @@ __all__ = [
     "Unreachable",
     "WorkerCreated",
     "WorkerView",
+    "call_job",
 ]

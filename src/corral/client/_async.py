@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from httpx_sse import ServerSentEvent
 from pydantic import BaseModel, ValidationError
 
-from corral.client import _stream
+from corral.client import _calls, _stream
 from corral.client._config import check_urls, from_env
 from corral.model import CorralError, InvalidInput, NotFound, WorkerType
 from corral.protocol import (
+    BatchJob,
     EventList,
     EventView,
     JobList,
@@ -125,6 +126,53 @@ class AsyncClient:
             idempotent=True,
         )
         return JobView.model_validate(body)
+
+    async def submit_many(self, jobs: Iterable[BatchJob | Mapping[str, Any]]) -> list[JobView]:
+        """Queue many jobs: ``BatchJob``s (``call_job(...)`` makes one for a call) or dicts
+        of the submit request's fields (``{"command": [...], ...}``). Sent in batches of
+        up to 1,000 jobs, each one request and one transaction; returns the jobs in order.
+        Every job carries an idempotency key (its own ``idempotency_key``, else a fresh
+        one), so a batch is safely retried."""
+        return await _calls.submit_many(self, jobs)
+
+    async def submit_call(self, fn: Callable[..., Any] | str, /, *args: Any,
+                          **kwargs: Any) -> JobView:  # fmt: skip
+        """Queue ``fn(*args, **kwargs)`` as a job of kind ``call``, run in a worker's warm
+        interpreter. ``fn``: a function, or ``"module:function"``; arguments must be JSON.
+        Its return value is the job's result, as ``{"value": …}``. For job options (labels,
+        timeout…) use ``submit_many([call_job(fn, args, kwargs, ...)])``."""
+        return (await self.submit_many([_calls.call_job(fn, args, kwargs)]))[0]
+
+    async def map(
+        self,
+        fn: Callable[..., Any] | str,
+        items: Iterable[Any],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - as concurrent.futures' map
+        star: bool = False,
+        return_exceptions: bool = False,
+        task_timeout: float | None = None,
+        retries: int = 3,
+        labels: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        gpus: int = 0,
+        priority: int = 0,
+    ) -> list[Any]:
+        """``[fn(item) for item in items]`` as call jobs on the fleet (``fn(*item)`` with
+        ``star``): submitted in batches, results in the order of ``items``.
+
+        A call that fails raises ``CallFailed`` (its ``index``, ``item``, ``job`` and the
+        traceback as ``error``) once all have ended, for the first failed item; with
+        ``return_exceptions`` the ``CallFailed`` takes that item's place in the list
+        instead, as in ``asyncio.gather``. ``timeout``: seconds to wait for all, then
+        TimeoutError (the jobs go on), as in ``concurrent.futures``' ``map``;
+        ``task_timeout``: seconds each call may run."""
+        options = {"task_timeout": task_timeout, "retries": retries, "labels": labels,
+                   "env": env, "gpus": gpus, "priority": priority}  # fmt: skip
+        return await _calls.map_calls(
+            self, fn, items, timeout=timeout, star=star,
+            return_exceptions=return_exceptions, options=options,
+        )  # fmt: skip
 
     async def job(self, job_id: str) -> JobView:
         """One job, with its attempts."""

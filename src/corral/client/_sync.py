@@ -139,6 +139,9 @@ class Client:
                 self._loop.run(aclose())
 
     submit = _blocking(AsyncClient.submit)
+    submit_many = _blocking(AsyncClient.submit_many)
+    submit_call = _blocking(AsyncClient.submit_call)
+    map = _blocking(AsyncClient.map)
     job = _blocking(AsyncClient.job)
     jobs = _iterating(AsyncClient.jobs)
     wait = _blocking(AsyncClient.wait)

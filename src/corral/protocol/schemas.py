@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+import json
 from datetime import datetime
-from itertools import chain
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from corral.model import AttemptOutcome, JobState, WorkerStatus, WorkerType
+from corral.protocol._wire import MAX_NESTING, unstorable, unstorable_text
+from corral.protocol._wire import Wire as _Wire
 
 __all__ = [
+    "CALL_KIND",
     "MAX_NESTING",
+    "MAX_PICKLED_CHARS",
     "AttemptRef",
     "AttemptReport",
     "AttemptView",
+    "CallSpec",
     "Event",
     "EventList",
     "EventView",
@@ -55,65 +58,61 @@ AttemptNo = Annotated[int, Field(ge=1, le=2**31 - 1)]
 ExitCode = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
 Labels = dict[LabelKey, Annotated[str, Field(max_length=200)]]
+_ = (MAX_NESTING, unstorable_text)  # re-exported
+
+CALL_KIND = "call"
+# A by-reference pickle of an importable function is ~100 bytes; a by-value one
+# (cloudpickle) of a closure a few KiB. What is bigger belongs in a module the worker imports.
+MAX_PICKLED_CHARS = 1024 * 1024
 
 
-# How deeply a value may nest lists and objects. Real payloads (a job's result, labels) stay
-# a few levels deep; a cap well below Python's recursion limit (1000) keeps every later step
-# (validation, storage, serialising a response) clear of RecursionError.
-MAX_NESTING = 64
-_END = object()
+class CallSpec(_Wire):
+    """What a job of kind ``call`` runs: ``target`` (``package.module:function``) or
+    ``pickled`` (a pickled callable, base64), with JSON ``args`` and ``kwargs``."""
 
+    target: str | None = Field(
+        default=None, max_length=300, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="module:function, imported once by the worker's warm interpreter",
+    )  # fmt: skip
+    pickled: str | None = Field(
+        default=None, min_length=1, max_length=MAX_PICKLED_CHARS,
+        pattern=r"^[A-Za-z0-9+/=]+$", description="base64 of a pickled callable",
+    )  # fmt: skip
+    args: list[Any] = Field(default=[], max_length=10_000)
+    kwargs: dict[Annotated[str, Field(max_length=200)], Any] = Field(default={}, max_length=10_000)
 
-def unstorable_text(text: str) -> str | None:
-    """Why ``text`` cannot be stored on every store (PostgreSQL refuses NUL), or None."""
-    if "\x00" in text:
-        return "text must not contain NUL characters"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "text must be valid Unicode (no lone surrogates)"
-    return None
-
-
-def unstorable(value: Any) -> str | None:
-    """Why ``value`` cannot be stored as text/JSON on every store, or None."""
-    # Walked with an explicit stack of iterators, not recursion: the stack's length is the
-    # depth, and a body nested thousands deep costs one refusal instead of a RecursionError.
-    stack: list[Iterator[Any]] = [iter((value,))]
-    while stack:
-        item = next(stack[-1], _END)
-        if item is _END:
-            stack.pop()
-        elif isinstance(item, str):
-            if why := unstorable_text(item):
-                return why
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "numbers must be finite (no NaN or Infinity)"
-        elif isinstance(item, dict | list):
-            if len(stack) > MAX_NESTING:
-                return f"must not nest lists and objects more than {MAX_NESTING} deep"
-            stack.append(
-                chain.from_iterable(item.items()) if isinstance(item, dict) else iter(item)
-            )
-    return None
-
-
-class _Wire(BaseModel):
-    # Unknown fields are refused so that a typo is a 422, not a silent default.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*")
+    @field_validator("args", "kwargs")
     @classmethod
-    def _storable_field(cls, value: Any) -> Any:
-        # What PostgreSQL cannot store (NUL, lone surrogates, NaN in JSON) or what nests too
-        # deeply is refused at the door, on every store alike, instead of failing in the
-        # database; checked per field so that the 422 names the field. It runs after the
-        # field's own validation, which goes only as deep as the field's type (``Any`` is taken
-        # as is), because a before-validator is not allowed on the discriminator of Event.
-        why = unstorable(value)
-        if why:
-            raise ValueError(why)
+    def _json(cls, value: Any) -> Any:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be JSON: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _one_callable(self) -> CallSpec:
+        if (self.target is None) == (self.pickled is None):
+            raise ValueError("give exactly one of target and pickled")
+        return self
+
+
+def _call_or_command(value: Any, info: ValidationInfo) -> Any:
+    """kind="call" takes ``call`` and no ``command``; any other kind the other way round.
+    Checked on each field (validate_default), so that the 422 names the field at fault."""
+    if "kind" not in info.data:
+        return value  # the kind itself was refused: that error says enough
+    is_call = info.data["kind"] == CALL_KIND
+    if info.field_name == "command":
+        if is_call and value:
+            raise ValueError('a job of kind "call" runs its call, not a command')
+        if not is_call and not value:
+            raise ValueError("a command job needs a command")
+    elif is_call and value is None:
+        raise ValueError('a job of kind "call" needs call (a target or a pickled function)')
+    elif not is_call and value is not None:
+        raise ValueError('only a job of kind "call" takes call')
+    return value
 
 
 # ---- worker -> coordinator -------------------------------------------------
@@ -233,10 +232,11 @@ class JobAssign(_Wire):
     attempt: int
     name: str
     kind: str = "command"
-    command: list[str]
+    command: list[str] = []
     env: dict[str, str] = {}
     timeout_s: float | None = None
     gpus: int = 0
+    call: CallSpec | None = None  # left out of the event for command jobs
 
 
 class JobCancel(_Wire):
@@ -259,7 +259,13 @@ Event = Annotated[JobAssign | JobCancel | WorkerDrain, Field(discriminator="type
 class JobSubmit(_Wire):
     name: Name | None = None
     kind: str = Field(default="command", max_length=50, pattern=r"^[a-z][a-z0-9_.-]*$")
-    command: list[str] = Field(min_length=1, max_length=10_000)
+    command: list[str] | None = Field(
+        default=None, min_length=1, max_length=10_000, validate_default=True,
+        description='the program and its arguments; every kind but "call" needs it',
+    )  # fmt: skip
+    call: CallSpec | None = Field(
+        default=None, validate_default=True, description='what a job of kind "call" runs'
+    )
     env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
     worker_labels: Labels = Field(default={}, description="label -> glob the worker must match")
     gpus: int = Field(default=0, ge=0, le=64)
@@ -268,6 +274,8 @@ class JobSubmit(_Wire):
         default=3, ge=0, le=100, description="retries of lost or timed-out attempts"
     )
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
+
+    _kind_fits = field_validator("command", "call")(_call_or_command)
 
 
 class AttemptView(BaseModel):
@@ -286,7 +294,8 @@ class JobView(BaseModel):
     name: str
     state: JobState
     kind: str
-    command: list[str]
+    command: list[str] = Field(description='empty for a job of kind "call"')
+    call: CallSpec | None = None
     worker_labels: dict[str, str]
     gpus: int
     priority: int
@@ -299,7 +308,10 @@ class JobView(BaseModel):
     finished_at: datetime | None
     exit_code: int | None
     error: str | None
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None = Field(
+        description="what the job set with corral.sdk.set_result; a call job's return "
+        'value as {"value": …}'
+    )
     attempts: list[AttemptView] | None = Field(
         default=None, description="every attempt so far (only when reading one job)"
     )

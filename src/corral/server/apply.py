@@ -45,7 +45,7 @@ def job_assign(spec: Any, attempt: int) -> JobAssign:
     """The one builder of the ``job.assign`` event, from the stored job."""
     return JobAssign(job_id=spec["id"], attempt=attempt, name=spec["name"], kind=spec["kind"],
                      command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
-                     gpus=spec["gpus"])  # fmt: skip
+                     gpus=spec["gpus"], call=spec.get("call"))  # fmt: skip
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:
@@ -130,7 +130,11 @@ async def _one(t: Tx, c: Change) -> bool:
 
 def _wire(event: Assign | Cancel | Any) -> dict[str, Any]:
     if isinstance(event, Assign):
-        return job_assign(event.spec, event.attempt).model_dump()
+        # Without "call" for a command job: a worker of an earlier version refuses fields it
+        # does not know, and still runs command jobs.
+        return job_assign(event.spec, event.attempt).model_dump(
+            exclude={"call"} if event.spec.get("call") is None else None
+        )
     if isinstance(event, Cancel):
         return JobCancel(job_id=event.job_id, attempt=event.attempt).model_dump()
     return WorkerDrain().model_dump()

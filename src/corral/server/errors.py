@@ -31,7 +31,13 @@ def problem(
 
 
 def _field(loc: tuple[object, ...]) -> str:
-    return ".".join(str(p) for p in loc if p not in ("body",)) or "body"
+    """A pydantic location as a path: ``jobs[3].command``."""
+    path = ""
+    for p in loc:
+        if p == "body" and not path:
+            continue
+        path += f"[{p}]" if isinstance(p, int) else f".{p}" if path else str(p)
+    return path or "body"
 
 
 def _unparsable_body(exc: HTTPException) -> str | None:

@@ -9,6 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +51,7 @@ def view(row: RowMapping) -> JobView:
         state=JobState(row["state"]),
         kind=row["kind"],
         command=row["command"],
+        call=row["call"],
         worker_labels=row["worker_labels"],
         gpus=row["gpus"],
         priority=row["priority"],
@@ -75,7 +77,11 @@ async def _get(t: Tx, tenant_id: str, job_id: str, *, lock: bool = False) -> Row
 
 def request_hash(body: JobSubmit) -> str:
     """The submitted request, canonical (defaults filled in), as SHA-256."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Without "call" for a command job, and without a batch item's own key: the same
+    # request hashes the same through either route, and as it did before call jobs existed.
+    leave_out = {"idempotency_key"} | ({"call"} if body.call is None else set())
+    fields = body.model_dump(mode="json", exclude=leave_out)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -87,6 +93,29 @@ def _replay(old: RowMapping, digest: str) -> tuple[JobView, bool]:
             field="Idempotency-Key",
         )
     return view(old), False
+
+
+def _default_name(body: JobSubmit) -> str:
+    if body.command:
+        return os.path.basename(body.command[0])[:200] or "job"
+    if body.call is not None and body.call.target:
+        return body.call.target.rpartition(":")[2][:200] or "call"
+    return "call"
+
+
+def stored(
+    body: JobSubmit, job_id: str, tenant_id: str, key: str | None, digest: str, now: datetime
+) -> dict[str, Any]:
+    """Every stored field of a new job, from its request."""
+    return {
+        "id": job_id, "tenant_id": tenant_id, "name": body.name or _default_name(body),
+        "kind": body.kind, "command": body.command or [],
+        "call": body.call.model_dump(mode="json") if body.call is not None else None,
+        "env": body.env, "worker_labels": body.worker_labels, "gpus": body.gpus,
+        "priority": body.priority, "max_retries": body.max_retries,
+        "timeout_s": body.timeout_s, "idempotency_key": key, "request_hash": digest,
+        "created_at": now,
+    }  # fmt: skip
 
 
 async def submit(
@@ -103,15 +132,10 @@ async def submit(
                 old = await jobs_q.by_idempotency_key(t.conn, who.tenant_id, idempotency_key)
                 if old is not None:
                     return _replay(old, digest)
-            await t.apply(decide.submit({
-                "id": job_id, "tenant_id": who.tenant_id,
-                "name": body.name or os.path.basename(body.command[0])[:200] or "job",
-                "kind": body.kind, "command": body.command, "env": body.env,
-                "worker_labels": body.worker_labels, "gpus": body.gpus,
-                "priority": body.priority, "max_retries": body.max_retries,
-                "timeout_s": body.timeout_s, "idempotency_key": idempotency_key,
-                "request_hash": digest, "created_at": t.now,
-            }, actor=who.key_id))  # fmt: skip
+            await t.apply(decide.submit(
+                stored(body, job_id, who.tenant_id, idempotency_key, digest, t.now),
+                actor=who.key_id,
+            ))  # fmt: skip
             return view(await _get(t, who.tenant_id, job_id)), True
     except IntegrityError:
         if not idempotency_key:

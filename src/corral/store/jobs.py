@@ -204,3 +204,19 @@ async def attempts_for(
 async def attempts_of(conn: AsyncConnection, job_id: str) -> Sequence[RowMapping]:
     q = select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
     return (await conn.execute(q)).mappings().all()
+
+
+async def by_idempotency_keys(
+    conn: AsyncConnection, tenant_id: str, keys: Collection[str]
+) -> dict[str, RowMapping]:
+    """key -> job, for those of ``keys`` some job was submitted under."""
+    q = select(jobs).where(jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key.in_(list(keys)))
+    return {r["idempotency_key"]: r for r in (await conn.execute(q)).mappings().all()}
+
+
+async def of_tenant(
+    conn: AsyncConnection, tenant_id: str, ids: Collection[str]
+) -> dict[str, RowMapping]:
+    """id -> job, for those of ``ids`` that are the tenant's."""
+    q = select(jobs).where(jobs.c.tenant_id == tenant_id, jobs.c.id.in_(list(ids)))
+    return {r["id"]: r for r in (await conn.execute(q)).mappings().all()}

@@ -86,7 +86,8 @@ jobs = Table(
     Column("tenant_id", Id, ForeignKey("tenants.id"), nullable=False),
     Column("name", String(200), nullable=False),
     Column("kind", String(50), nullable=False),
-    Column("command", JSON, nullable=False),
+    Column("command", JSON, nullable=False),  # [] for a job of kind "call"
+    Column("call", JSON),  # what a "call" job runs (protocol.CallSpec)
     Column("env", JSON, nullable=False),
     Column("worker_labels", JSON, nullable=False),
     Column("gpus", Integer, nullable=False),

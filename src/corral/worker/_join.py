@@ -19,6 +19,7 @@ from corral.worker.config import WorkerSettings
 from corral.worker.hardware import Hardware
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.outbox import Outbox
+from corral.worker.warm import is_warm
 from corral.worker.workdir import read_exit_code
 
 __all__ = ["RegistrationRefused", "recover", "register"]
@@ -41,6 +42,14 @@ def recover(journal: Journal, log: Any) -> dict[tuple[str, int], AttemptRecord]:
     adoptable: dict[tuple[str, int], AttemptRecord] = {}
     for rec in journal.attempts():
         bound = log.bind(job_id=rec.job_id, attempt=rec.attempt)
+        if is_warm(rec.workdir):
+            # A call in a warm interpreter: nothing to adopt it from (its interpreter died
+            # with the worker, or is stopped here), so it is lost and runs again.
+            if _procs.group_is_ours(rec.pgid, rec.create_time):
+                _procs.signal_group(rec.pgid, signal.SIGKILL)
+            bound.warning("attempt.call_not_adoptable", hint="the coordinator retries it")
+            journal.forget(rec.job_id, rec.attempt)
+            continue
         if _procs.leader_alive(rec.pid, rec.create_time):
             adoptable[rec.key] = rec
             continue

@@ -130,6 +130,7 @@ class Agent:
         finally:
             for sig in installed:
                 asyncio.get_running_loop().remove_signal_handler(sig)
+            await self.ctx.close()
             await self.client.aclose()
             self.journal.close()
         self.log.info("worker.exit", code=self._exit_code)

@@ -27,6 +27,7 @@ from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
+from corral.worker.warm import WarmCall, WarmPool
 from corral.worker.workdir import attempt_dir, output_path, prepare_workdir, result_path
 
 __all__ = ["AttemptContext", "Declined", "RunningAttempt", "bug"]
@@ -53,6 +54,17 @@ class AttemptContext:
     logger: Any = None  # the worker's bound logger, so attempt lines carry the worker too
     # Output still being shipped for attempts already reported (the coordinator was away).
     lingering: set[asyncio.Task[None]] = field(default_factory=set)
+    warm: WarmPool | None = None  # the warm interpreters of call tasks, made on first use
+
+    def warm_pool(self) -> WarmPool:
+        if self.warm is None:
+            self.warm = WarmPool(self.settings.max_concurrent_tasks, self.settings.work_dir)
+        return self.warm
+
+    async def close(self) -> None:
+        """At the worker's exit: its warm interpreters go too."""
+        if self.warm is not None:
+            await self.warm.close()
 
     def linger(self, task: asyncio.Task[None]) -> None:
         self.lingering.add(task)
@@ -103,7 +115,7 @@ class RunningAttempt:
         self.gpus = gpus
         self.assign = assign
         self.record = record
-        self.process: AttemptProcess | None = None
+        self.process: AttemptProcess | WarmCall | None = None
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
         self._constraining: asyncio.Future[None] | None = None
@@ -199,7 +211,7 @@ class RunningAttempt:
         except sqlite3.Error as exc:
             self.log.warning("logs.position_not_journaled", error=str(exc))
 
-    async def _launch(self) -> AttemptProcess | Outcome | Declined:
+    async def _launch(self) -> AttemptProcess | WarmCall | Outcome | Declined:
         assert self.assign is not None
         settings = self.ctx.settings
         workdir = attempt_dir(settings.work_dir, self.job_id, self.attempt)
@@ -226,13 +238,22 @@ class RunningAttempt:
             secrets=[settings.worker_token.get_secret_value()],
         )
         try:
-            process = await AttemptProcess.spawn(
-                spec,
-                env,
-                workdir=workdir,
-                timeout_s=self.assign.timeout_s,
-                kill_grace_s=settings.kill_grace_s,
-            )
+            process: AttemptProcess | WarmCall
+            if getattr(kind, "warm", False):
+                # Started, not yet running: the call is sent once the journal holds it.
+                pool = self.ctx.warm_pool()
+                family = (tuple(sorted(spec.env.items())), tuple(self.gpus or ()))
+                interp = await pool.acquire(family, spec.argv, env)
+                process = WarmCall(pool, interp, self.assign, env, workdir=workdir,
+                                   kill_grace_s=settings.kill_grace_s)  # fmt: skip
+            else:
+                process = await AttemptProcess.spawn(
+                    spec,
+                    env,
+                    workdir=workdir,
+                    timeout_s=self.assign.timeout_s,
+                    kill_grace_s=settings.kill_grace_s,
+                )
         except StartFailed as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))
         except OSError as exc:

@@ -6,6 +6,7 @@ new module (in any installed package), not an edit of the worker.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -14,7 +15,15 @@ from typing import Protocol, runtime_checkable
 
 from corral.protocol import JobAssign
 
-__all__ = ["ENTRY_POINT_GROUP", "CommandKind", "LaunchSpec", "TaskKind", "UnknownKind", "load_kind"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "CallKind",
+    "CommandKind",
+    "LaunchSpec",
+    "TaskKind",
+    "UnknownKind",
+    "load_kind",
+]
 
 ENTRY_POINT_GROUP = "corral.task_kinds"
 
@@ -52,8 +61,24 @@ class CommandKind:
         return LaunchSpec(argv=list(assign.command), cwd=workdir, env=dict(assign.env))
 
 
+class CallKind:
+    """Runs ``call``, a Python callable, in one of the worker's warm interpreters (``warm``):
+    ``prepare`` says how to start one; an idle one of the same family is used instead.
+    A kind with ``warm = True`` is run this way; every other kind as a process of its own."""
+
+    name = "call"
+    warm = True
+
+    def prepare(self, assign: JobAssign, workdir: Path) -> LaunchSpec:
+        if assign.call is None:
+            raise ValueError('a job of kind "call" came without its call')
+        # -u: a task's prints reach its log as they happen, as a command's do.
+        argv = [sys.executable, "-u", "-m", "corral.worker.warm_loop"]
+        return LaunchSpec(argv=argv, cwd=workdir, env=dict(assign.env))
+
+
 # Found even when the package metadata is stale (a source checkout not re-installed).
-_BUILTIN: dict[str, type[TaskKind]] = {"command": CommandKind}
+_BUILTIN: dict[str, type[TaskKind]] = {"command": CommandKind, "call": CallKind}
 
 
 @cache

@@ -11,8 +11,17 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 
 from corral.model import TERMINAL_JOB_STATES
-from corral.protocol import EventList, JobList, JobSubmit, JobView
-from corral.server import history, jobs
+from corral.protocol import (
+    BatchResult,
+    BatchSubmit,
+    EventList,
+    JobList,
+    JobSubmit,
+    JobView,
+    WaitMany,
+    WaitResult,
+)
+from corral.server import batch, history, jobs
 from corral.server.auth import Member, Viewer
 from corral.server.hub import wait
 
@@ -37,6 +46,27 @@ async def submit(
     if not created:
         response.status_code = 200
     return job
+
+
+@queue.post(
+    "/submit-batch",
+    response_model=BatchResult,
+    status_code=201,
+    description="Up to 1,000 jobs in one transaction: all are queued or none. An item's "
+    "idempotency_key works as the Idempotency-Key header of a single submit.",
+)
+async def submit_batch(request: Request, who: Member, body: BatchSubmit) -> BatchResult:
+    return await batch.submit_many(request.app.state.core, who, body.jobs)
+
+
+@router.post(
+    "/wait",
+    response_model=WaitResult,
+    description="Long poll: answers once at least one of ids has ended (with all that have), "
+    "or after timeout_s with none.",
+)
+async def wait_jobs(request: Request, who: Viewer, body: WaitMany) -> WaitResult:
+    return await batch.wait_many(request.app.state.core, who.tenant_id, body.ids, body.timeout_s)
 
 
 @router.get("", response_model=JobList)

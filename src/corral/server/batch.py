@@ -1,0 +1,122 @@
+"""Many jobs in one request: submitted in one transaction, and waited for together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from sqlalchemy.exc import IntegrityError
+
+from corral.model import TERMINAL_JOB_STATES, Conflict, IdempotencyKeyReused, NotFound, decide
+from corral.model.changes import Change
+from corral.protocol import BatchJob, BatchResult, WaitResult
+from corral.server.auth import Identity, new_id
+from corral.server.core import Core
+from corral.server.jobs import request_hash, stored, view
+from corral.store import jobs as jobs_q
+
+__all__ = ["submit_many", "wait_many"]
+
+_RETRIES = 3  # a concurrent submit under one of the batch's keys: read the keys again
+_FALLBACK_S = 5.0  # a wake-up lost (another coordinator ended the job): read again anyway
+_GATHER_S = 0.05  # after the first of them ended: how long to wait for more
+
+
+def _reused(i: int, other: str) -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        f"jobs[{i}].idempotency_key was used for {other} with a different request",
+        field=f"jobs[{i}].idempotency_key",
+    )
+
+
+def _first_of_each_key(items: list[BatchJob], digests: list[str]) -> dict[str, int]:
+    """key -> index of its first item; a key twice in a batch must name one request."""
+    first: dict[str, int] = {}
+    for i, (item, digest) in enumerate(zip(items, digests, strict=True)):
+        key = item.idempotency_key
+        if key is None:
+            continue
+        if key not in first:
+            first[key] = i
+        elif digests[first[key]] != digest:
+            raise _reused(i, f"jobs[{first[key]}]")
+    return first
+
+
+async def submit_many(core: Core, who: Identity, items: list[BatchJob]) -> BatchResult:
+    """Queue every job of ``items`` in one transaction (all or none), each through
+    ``decide.submit``; an item whose idempotency key was seen before returns that job."""
+    digests = [request_hash(item) for item in items]
+    first = _first_of_each_key(items, digests)
+    for _ in range(_RETRIES):
+        try:
+            async with core.tx(who.key_id) as t:
+                old = (
+                    await jobs_q.by_idempotency_keys(t.conn, who.tenant_id, first) if first else {}
+                )
+                ids: list[str] = []
+                created: list[bool] = []
+                changes: list[Change] = []
+                made: dict[str, str] = {}  # key -> the job this batch creates under it
+                for i, (item, digest) in enumerate(zip(items, digests, strict=True)):
+                    key = item.idempotency_key
+                    if key is not None and key in old:
+                        if old[key]["request_hash"] not in (None, digest):
+                            raise _reused(i, f"job {old[key]['id']}")
+                        ids.append(old[key]["id"])
+                        created.append(False)
+                    elif key is not None and key in made:
+                        ids.append(made[key])
+                        created.append(False)
+                    else:
+                        job_id = new_id("job")
+                        if key is not None:
+                            made[key] = job_id
+                        values = stored(item, job_id, who.tenant_id, key, digest, t.now)
+                        changes += decide.submit(values, actor=who.key_id)
+                        ids.append(job_id)
+                        created.append(True)
+                await t.apply(changes)
+                rows = await jobs_q.of_tenant(t.conn, who.tenant_id, set(ids))
+                return BatchResult(jobs=[view(rows[j]) for j in ids], created=created)
+        except IntegrityError:
+            if not first:
+                raise
+    raise Conflict("jobs: their idempotency keys are being used by other requests; try again")
+
+
+async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float) -> WaitResult:
+    """Those of ``ids`` that have ended, once at least one has, or all still pending after
+    ``timeout_s``. Woken by the jobs' own signals, not by polling."""
+    wanted = list(dict.fromkeys(ids))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    gathered = False
+    while True:
+        signals = [core.hub.jobs.watch(j) for j in wanted]  # before reading, as everywhere
+        async with core.tx() as t:
+            rows = await jobs_q.of_tenant(t.conn, tenant_id, wanted)
+        for j in wanted:
+            if j not in rows:
+                raise NotFound(f"no job {j}", field="ids")
+        ended = [view(rows[j]) for j in wanted if rows[j]["state"] in TERMINAL_JOB_STATES]
+        if ended and not gathered:
+            # Others are about to end too (a map's tasks end together): one answer for them
+            # all, rather than a request each.
+            gathered = True
+            deadline = min(deadline, loop.time() + _GATHER_S)
+        left = deadline - loop.time()
+        if left <= 0 or len(ended) == len(wanted):
+            done = {v.id for v in ended}
+            return WaitResult(jobs=ended, pending=[j for j in wanted if j not in done])
+        done = {v.id for v in ended}
+        pending = {id(s): s for j, s in zip(wanted, signals, strict=True) if j not in done}
+        waits = [asyncio.ensure_future(s.wait()) for s in pending.values()]
+        try:
+            await asyncio.wait(waits, timeout=min(left, _FALLBACK_S),
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            for w in waits:
+                w.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*waits, return_exceptions=True)
