@@ -64,7 +64,7 @@ def test_reports_in_one_call_are_each_taken_or_refused_on_their_own(coordinator)
         assert kinds.count("job.succeeded") == 1
         # The batch as a whole: bounded, and a bad report named by its place.
         r = wc.post("/api/workers/reports", json={"reports": [{**batch[0], "status": "lost"}]})
-        assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("reports.0")
+        assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("reports[0]")
         r = wc.post("/api/workers/reports", json={"reports": [batch[0]] * 501})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reports"
         assert wc.post("/api/workers/reports", json={"reports": []}).status_code == 422
