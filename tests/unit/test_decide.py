@@ -179,3 +179,14 @@ def test_an_assignment_is_not_unclaimed_while_the_coordinator_has_not_listened_a
     changes, _ = decide.heartbeat(worker(), active, atts, {}, now=NOW, policy=POLICY,
                                   listening_since=NOW - timedelta(seconds=60))  # fmt: skip
     assert [c.job_id for c in changes if isinstance(c, MoveJob)] == ["late"]
+
+
+def test_an_end_reported_before_running_starts_the_job_when_it_ends():
+    att = AttemptSnap("j1", 1, "w1", None, NOW)
+    [move], state = decide.report(job(state=JobState.ASSIGNED), att, "w1", status="succeeded",
+                                  now=NOW, policy=POLICY, exit_code=0)  # fmt: skip
+    assert state is JobState.SUCCEEDED and move.fields["started_at"] == NOW
+    [ended] = move.then
+    assert ended.fields["started_at"] == NOW and ended.fields["outcome"] == "succeeded"
+    [move], _ = decide.report(job(), att, "w1", status="succeeded", now=NOW, policy=POLICY)
+    assert "started_at" not in move.fields  # it said it ran: that start stands

@@ -207,11 +207,10 @@ class AsyncClient:
     async def wait(self, job_id: str, timeout: float | None = None) -> JobView:  # noqa: ASYNC109
         """The job once it has ended (succeeded, failed or cancelled), with its attempts.
 
-        Follows the job's history stream rather than polling; TimeoutError after
-        ``timeout`` seconds (the job goes on)."""
+        A long poll the coordinator answers when the job ends, not polling; TimeoutError
+        after ``timeout`` seconds (the job goes on)."""
         async with asyncio.timeout(timeout):
-            async for _ in self._follow(f"/api/jobs/{job_id}/events"):
-                pass  # until its `end` event
+            await _calls.wait_all(self, [job_id], None)
             return await self.job(job_id)
 
     async def logs(self, job_id: str, follow: bool = False) -> AsyncIterator[str]:

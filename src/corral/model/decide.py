@@ -7,6 +7,7 @@ hand the result to ``apply``; nothing else decides a job's or a worker's state.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -144,6 +145,13 @@ def report(
     if current and job.state in ACTIVE_JOB_STATES:
         move = end_attempt(job, outcome, now=now, policy=policy, exit_code=exit_code,
                            error=error, result=result, reported_ns=sent_ns)  # fmt: skip
+        if job.state is JobState.ASSIGNED:
+            # It ended before its worker said it ran (a short job's running report goes in
+            # its end's place): it started, as far as anyone can tell, when it ended.
+            move = replace(move, fields={**move.fields, "started_at": now},
+                           then=tuple(replace(c, fields={**c.fields, "started_at": now})
+                                      if isinstance(c, UpdateAttempt) else c
+                                      for c in move.then))  # fmt: skip
         return [move], move.to
     if att.outcome == outcome.value:
         return [], job.state  # the same report again (a retry): applied once, acked again

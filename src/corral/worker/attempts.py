@@ -186,10 +186,9 @@ class RunningAttempt:
             on_batch=self._note_log_position,
             interval_s=self.ctx.log_interval_s,
         )
-        # The running report goes first so that the coordinator sees the attempt start before
-        # its first log lines; an adopted attempt reported running long ago.
+        # An adopted attempt reported running long ago.
         running = asyncio.create_task(self._report_running()) if rec is None else None
-        shipping = asyncio.create_task(self._ship(shipper, running))
+        shipping = asyncio.create_task(self._ship(shipper))
         try:
             outcome = await self.process.wait()
         finally:
@@ -308,10 +307,9 @@ class RunningAttempt:
                 # after the assignment too.
                 self.log.warning("report.running_failed", error=str(exc))
 
-    async def _ship(self, shipper: LogShipper, running: asyncio.Task[None] | None) -> None:
-        if running is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(running), 30)
+    async def _ship(self, shipper: LogShipper) -> None:
+        # Not after the running report, which may wait for a call on its way (see
+        # Outbox.running): the coordinator takes an attempt's output once it is assigned.
         try:
             await shipper.run()
         except LogsRefused as exc:

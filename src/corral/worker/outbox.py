@@ -85,6 +85,10 @@ class Outbox:
         final report is, and the coordinator takes it straight after the assignment too."""
         future: asyncio.Future[ReportOutcome | None] = asyncio.get_running_loop().create_future()
         self._running[(job_id, report.attempt)] = (report, future)
+        # With the next call, at once when none is on its way: so a busy worker's reports
+        # share calls, and one whose job ended meanwhile (a test case, a call) is said by the
+        # end alone. Not later on an idle worker: a worker that dies before saying an
+        # attempt runs has its coordinator send the same attempt again.
         self.wake()
         return future
 
