@@ -25,7 +25,7 @@ from corral.model import (
     StaleAttempt,
     decide,
 )
-from corral.model.snapshot import AttemptSnap, JobSnap
+from corral.model.snapshot import AttemptSnap, JobSnap, Row
 from corral.protocol import (
     AttemptReport,
     AttemptView,
@@ -44,7 +44,7 @@ from corral.store import jobs as jobs_q
 from corral.store import workers as workers_q
 
 
-def view(row: RowMapping) -> JobView:
+def view(row: Row) -> JobView:
     return JobView(
         id=row["id"],
         name=row["name"],
@@ -118,6 +118,9 @@ def stored(
     }  # fmt: skip
 
 
+_UNSET = dict.fromkeys(("worker_id", "started_at", "finished_at", "exit_code", "error", "result"))
+
+
 async def submit(
     core: Core, who: Identity, body: JobSubmit, idempotency_key: str | None
 ) -> tuple[JobView, bool]:
@@ -132,11 +135,10 @@ async def submit(
                 old = await jobs_q.by_idempotency_key(t.conn, who.tenant_id, idempotency_key)
                 if old is not None:
                     return _replay(old, digest)
-            await t.apply(decide.submit(
-                stored(body, job_id, who.tenant_id, idempotency_key, digest, t.now),
-                actor=who.key_id,
-            ))  # fmt: skip
-            return view(await _get(t, who.tenant_id, job_id)), True
+            values = stored(body, job_id, who.tenant_id, idempotency_key, digest, t.now)
+            await t.apply(decide.submit(values, actor=who.key_id))
+            # As stored, without reading it back: a new job has nothing else set yet.
+            return view({**_UNSET, **values, "state": JobState.QUEUED, "attempt": 0}), True
     except IntegrityError:
         if not idempotency_key:
             raise
