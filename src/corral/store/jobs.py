@@ -214,6 +214,13 @@ async def by_idempotency_keys(
     return {r["idempotency_key"]: r for r in (await conn.execute(q)).mappings().all()}
 
 
+async def states_of(conn: AsyncConnection, tenant_id: str, ids: Collection[str]) -> dict[str, str]:
+    """id -> state, for those of ``ids`` that are the tenant's (no JSON column read)."""
+    q = select(jobs.c.id, jobs.c.state).where(jobs.c.tenant_id == tenant_id,
+                                              jobs.c.id.in_(list(ids)))  # fmt: skip
+    return {i: st for i, st in (await conn.execute(q)).all()}
+
+
 async def of_tenant(
     conn: AsyncConnection, tenant_id: str, ids: Collection[str]
 ) -> dict[str, RowMapping]:
