@@ -140,3 +140,41 @@ def test_a_jobs_stored_log_is_capped_keeping_its_head_and_tail(tmp_path, db_url)
     kept = [int(ln[6:9]) for ln in text.splitlines() if ln.startswith("batch-")]
     assert kept == sorted(kept) and kept.count(39) == 64  # the tail whole, in order, once
     assert 0 in kept and 20 not in kept  # the head kept, the middle gone
+
+
+def test_a_request_body_past_the_limit_is_refused_before_it_is_read_whole(tmp_path, db_url):
+    from harness import start_coordinator
+
+    coord, stop = start_coordinator(tmp_path / "s", db_url, max_request_bytes=1024 * 1024)
+    try:
+        big = {"command": ["echo", "x" * (2 * 1024 * 1024)]}
+        with coord.client() as c:
+            r = c.post("/api/queue/submit", json=big)
+            assert r.status_code == 413, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            body = r.json()
+            assert body["code"] == "too_large" and body["errors"][0]["field"] == "body"
+            assert str(1024 * 1024) in body["detail"]
+            # Streamed without a length, it is cut off as it arrives, the same way.
+            chunks = (b'{"command": ["' + b"x" * 65536 for _ in range(40))
+            r = c.post("/api/queue/submit", content=chunks, headers=JSON)
+            assert r.status_code == 413, r.text
+            assert c.get("/api/jobs").json()["jobs"] == []  # nothing was queued
+            ok = c.post("/api/queue/submit", json={"command": ["echo", "x" * 1000]})
+            assert ok.status_code == 201, ok.text
+    finally:
+        stop()
+
+
+def test_a_result_past_its_cap_is_refused_naming_it(coordinator):
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["x"]}).json()
+        next_event(wc)
+        big = {"attempt": 1, "status": "succeeded", "exit_code": 0,
+               "result": {"blob": "é" * 600_000}}  # 1.2 MB of UTF-8  # fmt: skip
+        r = wc.post(f"/api/workers/job/{job['id']}/status", json=big)
+        _refused(r, "result")
+        r = wc.post("/api/workers/reports", json={"reports": [{"job_id": job["id"], **big}]})
+        _refused(r, "reports[0].result")
+        assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "assigned"  # nothing taken

@@ -326,10 +326,12 @@ async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
         # is taken by the shell's trap in the child, so only the grace period's SIGKILL ends it.
         leader = psutil.Process(child.pid)
         await _until(lambda: _runs_python(leader))
-        proc = AttemptProcess.adopt(rec, kill_grace_s=1)
+        # A grace long enough for a loaded machine to schedule the shell after its job died:
+        # past it the group's SIGKILL would take the shell too, before it says how it ended.
+        proc = AttemptProcess.adopt(rec, kill_grace_s=10)
         proc.stop(StopReason.STALE)
         reaper = asyncio.get_running_loop().run_in_executor(None, child.wait)
-        outcome = await asyncio.wait_for(proc.wait(), 5)
+        outcome = await asyncio.wait_for(proc.wait(), 20)
         assert await reaper == 128 + signal.SIGTERM  # its shell outlived it to say so
     finally:
         child.kill()

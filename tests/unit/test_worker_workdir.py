@@ -3,6 +3,7 @@ exit status), and how old ones are pruned."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -81,3 +82,14 @@ def test_the_recorded_exit_status_reads_as_a_return_code(
 
 def test_no_recorded_exit_status_is_none(tmp_path: Path) -> None:
     assert read_exit_code(tmp_path / "never-ran") is None
+
+
+def test_a_result_larger_than_the_coordinator_takes_is_ignored_not_sent(tmp_path):
+    from corral.protocol import MAX_RESULT_BYTES
+
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"blob": "x" * MAX_RESULT_BYTES}))
+    result, problem = read_result(path)
+    assert result is None and problem and "ignored" in problem
+    path.write_text(json.dumps({"blob": "x" * 1000}))
+    assert read_result(path) == ({"blob": "x" * 1000}, None)

@@ -16,6 +16,7 @@ __all__ = [
     "CALL_KIND",
     "MAX_NESTING",
     "MAX_PICKLED_CHARS",
+    "MAX_RESULT_BYTES",
     "AttemptRef",
     "AttemptReport",
     "AttemptView",
@@ -46,6 +47,7 @@ __all__ = [
     "WorkerList",
     "WorkerReport",
     "WorkerView",
+    "result_size",
     "unstorable",
     "unstorable_text",
 ]
@@ -181,6 +183,14 @@ class HeartbeatResponse(_Wire):
     stop: list[AttemptRef] = []
 
 
+MAX_RESULT_BYTES = 1024 * 1024
+
+
+def result_size(value: Any) -> int:
+    """A result's size as the coordinator counts it: compact UTF-8 JSON."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
 class AttemptReport(_Wire):
     """POST /api/workers/job/{id}/status: an attempt started (``running``) or ended; or the
     worker cannot run it (``declined``, with why in ``error``): it runs again elsewhere."""
@@ -197,6 +207,15 @@ class AttemptReport(_Wire):
     def _not_lost(cls, value: str) -> str:
         if value == AttemptOutcome.LOST:
             raise ValueError("only the coordinator decides that an attempt is lost")
+        return value
+
+    @field_validator("result")
+    @classmethod
+    def _result_fits(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The worker keeps a result file to this size too; a worker that does not is refused
+        # here rather than have every listing of the job carry its bytes.
+        if value is not None and result_size(value) > MAX_RESULT_BYTES:
+            raise ValueError(f"a result is at most {MAX_RESULT_BYTES} bytes of JSON")
         return value
 
 

@@ -27,6 +27,7 @@ from corral.server.config import ServerSettings
 from corral.server.core import Core
 from corral.server.dispatch import Dispatcher
 from corral.server.hub import Hub
+from corral.server.limits import BodyLimit
 from corral.store import Store, migrate
 
 OnReady = Callable[[str, str | None], Awaitable[None] | None]
@@ -76,7 +77,8 @@ def create_app(
         dependencies=[Depends(params.storable)],
     )
     errors.install(app)
-    app.add_middleware(CauseMiddleware)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(CauseMiddleware)  # outermost: a refused body gets its request id too
     app.include_router(workers.router)
     app.include_router(admin.router)
     app.include_router(jobs.queue)

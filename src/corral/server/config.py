@@ -41,6 +41,10 @@ class ServerSettings(Section):
         default=100 * 1024 * 1024, ge=1024 * 1024,
         description="a job's stored output; past it the first and last halves are kept",
     )  # fmt: skip
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024 * 1024, le=2**31 - 1,
+        description="a request body past it is refused (413) before it is read whole",
+    )  # fmt: skip
     db_connect_timeout_s: float = Field(default=5, gt=0, le=300)
     db_statement_timeout_s: float = Field(
         default=30, gt=0, le=3600, description="past it a statement fails: 503, retry"

@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from corral.protocol import unstorable
+from corral.protocol import MAX_RESULT_BYTES, result_size, unstorable
 
 __all__ = [
     "attempt_dir",
@@ -33,7 +33,7 @@ __all__ = [
 
 _TAIL_BYTES = 16 * 1024
 _TAIL_LINES = 40
-_MAX_RESULT_BYTES = 1024 * 1024
+_MAX_RESULT_FILE_BYTES = 4 * MAX_RESULT_BYTES  # read no more; what it holds is counted then
 
 
 def attempt_dir(data_dir: Path, job_id: str, attempt: int) -> Path:
@@ -108,8 +108,8 @@ def from_shell_status(status: int) -> int:
 def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(result, problem): a job that exits 0 succeeded even if its result file is broken."""
     try:
-        if path.stat().st_size > _MAX_RESULT_BYTES:
-            return None, f"result file larger than {_MAX_RESULT_BYTES} bytes; ignored"
+        if path.stat().st_size > _MAX_RESULT_FILE_BYTES:
+            return None, f"result file larger than {_MAX_RESULT_FILE_BYTES} bytes; ignored"
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, None
@@ -119,4 +119,6 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, "result file does not hold a JSON object; ignored"
     if why := unstorable(data):  # the coordinator would refuse the whole report
         return None, f"result file ignored: {why}"
+    if (size := result_size(data)) > MAX_RESULT_BYTES:  # so would it a result this large
+        return None, f"result of {size} bytes of JSON ignored: at most {MAX_RESULT_BYTES}"
     return data, None
