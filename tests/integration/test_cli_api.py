@@ -234,3 +234,13 @@ def test_a_coordinator_that_cannot_start_says_why_in_one_line(
     assert "Traceback" not in output
     errors = [line for line in result.stderr.splitlines() if line.startswith("corral: error: ")]
     assert len(errors) == 1 and mentions.format(**values) in errors[0], output
+
+
+def test_show_says_what_a_call_job_runs(coord: Coordinator) -> None:
+    with coord.client() as c:
+        r = c.post("/api/queue/submit", json={"kind": "call", "call": {
+            "target": "statistics:mean", "args": [[1, 2, 3]]}})  # fmt: skip
+        assert r.status_code == 201, r.text
+    shown = cli(coord, "jobs", "show", r.json()["id"])
+    assert shown.exit_code == 0, shown.output
+    assert "statistics:mean with 1 argument" in shown.stdout

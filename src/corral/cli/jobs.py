@@ -177,12 +177,20 @@ def show(
     run(go())
 
 
+def _call(job: JobView) -> str:
+    """What a call job runs: its function and how many arguments it is given."""
+    assert job.call is not None
+    fn = job.call.target or "a pickled function"
+    n = len(job.call.args) + len(job.call.kwargs)
+    return f"{fn} with {n} argument{'s' * (n != 1)}"
+
+
 def _details(job: JobView) -> Group:
     rows = [
         ("id", job.id),
         ("name", job.name),
         ("state", _output.state(job.state)),
-        ("command", " ".join(job.command)),
+        ("call", _call(job)) if job.call is not None else ("command", " ".join(job.command)),
         ("kind", job.kind),
         ("labels", ", ".join(f"{k}={v}" for k, v in job.worker_labels.items()) or "-"),
         ("gpus", job.gpus),
