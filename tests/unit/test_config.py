@@ -94,12 +94,12 @@ def test_server_reads_its_section_and_the_old_name(
 def test_server_flag_beats_env_beats_file_beats_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    path = toml(tmp_path, '[server]\nport = 1001\nhost = "0.0.0.0"\nreaper_interval_s = 2\n')
+    path = toml(tmp_path, '[server]\nport = 1001\nhost = "0.0.0.0"\nreaper_interval_s = 3\n')
     monkeypatch.setenv("CORRAL_SERVER__PORT", "1002")
     monkeypatch.setenv("CORRAL_SERVER__HOST", "10.0.0.1")
     with use_file(path):
         s = ServerSettings.load({"port": 1003})
-    assert (s.port, s.host, s.reaper_interval_s, s.stream_grace_s) == (1003, "10.0.0.1", 2, 10)
+    assert (s.port, s.host, s.reaper_interval_s, s.stream_grace_s) == (1003, "10.0.0.1", 3, 6)
     assert {
         k: str(s.origins[k]) for k in ("port", "host", "reaper_interval_s", "stream_grace_s")
     } == {

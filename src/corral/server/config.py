@@ -23,13 +23,15 @@ class ServerSettings(Section):
     )
     heartbeat_interval_s: float = Field(default=30, gt=0, description="told to workers")
     heartbeat_timeout_s: float = Field(default=120, gt=0, description="silence before OFFLINE")
+    # A killed worker's jobs run elsewhere within stream_grace_s + reaper_interval_s + the
+    # first retry backoff (about 8 s); a worker that merely reconnects does so in well under.
     stream_grace_s: float = Field(
-        default=10, ge=0, description="a worker whose stream dropped goes OFFLINE after this"
+        default=6, ge=0, description="a worker whose stream dropped goes OFFLINE after this"
     )
     unclaimed_grace_s: float = Field(
         default=30, ge=0, description="an attempt its worker does not list after this is lost"
     )
-    reaper_interval_s: float = Field(default=5, gt=0)
+    reaper_interval_s: float = Field(default=2, gt=0)
     retry_backoff_base_s: float = Field(default=1, ge=0)
     retry_backoff_cap_s: float = Field(default=60, ge=0)
     ephemeral_ttl_s: float = Field(default=3600, ge=0, description="offline ephemeral workers")
