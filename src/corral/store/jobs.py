@@ -157,11 +157,6 @@ async def insert_attempt(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(attempts.insert().values(**values))
 
 
-async def get_attempt(conn: AsyncConnection, job_id: str, number: int) -> RowMapping | None:
-    q = select(attempts).where(attempts.c.job_id == job_id, attempts.c.number == number)
-    return (await conn.execute(q)).mappings().first()
-
-
 # What a report's decision reads of its job and attempt (JobSnap, AttemptSnap), and no more:
 # the job's JSON columns are what cost most to read.
 _REPORTED = (jobs.c.id, jobs.c.tenant_id, jobs.c.state, jobs.c.attempt, jobs.c.worker_id,

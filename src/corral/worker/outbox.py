@@ -26,6 +26,11 @@ from corral.worker.journal import Journal
 
 __all__ = ["Outbox"]
 
+# A report owed: (job id, attempt, report). Running reports said, by (job id, attempt): the
+# report and the future its attempt waits on.
+Owed = tuple[str, int, AttemptReport]
+Said = dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]]
+
 log = structlog.get_logger("corral.worker.outbox")
 
 
@@ -51,7 +56,7 @@ class Outbox:
         # Delivered, but the journal could not forget them yet (a full disk again).
         self._delivered: set[tuple[str, int]] = set()
         # Running reports to go with the next call (see ``running``).
-        self._running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]] = {}
+        self._running: Said = {}
 
     @property
     def empty(self) -> bool:
@@ -97,7 +102,7 @@ class Outbox:
         queued since the last, a batch a call; True when nothing is left to deliver."""
         owed = [(p.job_id, p.attempt, p.report) for p in self.journal.pending_reports()]
         owed += [(j, a, r) for (j, a), r in self.unjournaled.items()]
-        finals: list[tuple[str, int, AttemptReport]] = []
+        finals: list[Owed] = []
         for job_id, attempt, report in owed:
             if (job_id, attempt) in self._delivered:
                 self._done(job_id, attempt)  # only forgetting it was left to do
@@ -121,8 +126,8 @@ class Outbox:
 
     async def _send(
         self,
-        chunk: list[tuple[str, int, AttemptReport]],
-        running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]],
+        chunk: list[Owed],
+        running: Said,
     ) -> bool:
         """One call for the chunk; False when the coordinator should be tried again later."""
         reports = [WorkerReport(job_id=j, **r.model_dump()) for j, _, r in chunk]
@@ -145,8 +150,8 @@ class Outbox:
 
     async def _one_by_one(
         self,
-        chunk: list[tuple[str, int, AttemptReport]],
-        running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]],
+        chunk: list[Owed],
+        running: Said,
     ) -> bool:
         for item in chunk:
             job_id, attempt, report = item
@@ -166,8 +171,8 @@ class Outbox:
 
     def _settle(
         self,
-        chunk: list[tuple[str, int, AttemptReport]],
-        running: dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]],
+        chunk: list[Owed],
+        running: Said,
         errors: list[CorralError | None],
         outcomes: list[ReportOutcome] | None = None,
     ) -> bool:
@@ -226,9 +231,9 @@ _CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def _chunks(
-    items: list[tuple[str, int, AttemptReport]],
-) -> Iterator[list[tuple[str, int, AttemptReport]]]:
-    chunk: list[tuple[str, int, AttemptReport]] = []
+    items: list[Owed],
+) -> Iterator[list[Owed]]:
+    chunk: list[Owed] = []
     size = 0
     for item in items:
         # Only a result can be large; the rest of a report is a few hundred bytes at most.
