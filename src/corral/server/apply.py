@@ -9,7 +9,7 @@ log lines are queued on the ``Tx`` for after the commit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from corral.model import ACTIVE_JOB_STATES, JobState, WorkerStatus
 from corral.model.changes import (
@@ -49,11 +49,128 @@ def job_assign(spec: Any, attempt: int) -> JobAssign:
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:
+    """Carry out ``changes`` in order; returns the guarded ones that did not land. A run of
+    changes of one kind (a dispatch round's moves, a batch of reports' ends, their attempts
+    and outbox events) is written with one statement per kind, not one per change: a
+    statement costs far more than a row."""
+    todo = list(changes)
     missed: list[Change] = []
-    for change in changes:
-        if not await _one(t, change):
-            missed.append(change)
+    i = 0
+    while i < len(todo):
+        kind = _kind(todo[i])
+        j = i + 1
+        while kind is not None and j < len(todo) and _kind(todo[j]) == kind:
+            j += 1
+        if j - i > 1:
+            missed += await _many(t, todo[i:j])
+        elif not await _one(t, todo[i]):
+            missed.append(todo[i])
+        i = j
     return missed
+
+
+def _kind(c: Change) -> tuple[Any, ...] | None:
+    """Changes of one kind can be written together; None: one at a time."""
+    if isinstance(c, MoveJob):
+        return ("move", c.frm, c.to)
+    if isinstance(c, InsertJob):
+        return ("insert", *sorted(c.values))
+    if isinstance(c, UpdateAttempt):
+        return ("attempt", *sorted(c.fields))
+    if isinstance(c, StartAttempt | Notify):
+        return (type(c),)
+    return None
+
+
+async def _many(t: Tx, run: list[Change]) -> list[Change]:
+    first = run[0]
+    if isinstance(first, MoveJob):
+        return await _moves(t, cast(list[MoveJob], run))
+    if isinstance(first, InsertJob):
+        inserts = cast(list[InsertJob], run)
+        await jobs_q.insert(t.conn, [c.values for c in inserts])
+        for c in inserts:
+            _inserted(t, c)
+    elif isinstance(first, UpdateAttempt):
+        updates = cast(list[UpdateAttempt], run)
+        await jobs_q.update_attempts(t.conn, sorted(first.fields),
+                                     [(c.job_id, c.number, c.fields) for c in updates])  # fmt: skip
+    elif isinstance(first, StartAttempt):
+        await jobs_q.insert_attempts(
+            t.conn, [_attempt_row(c) for c in cast(list[StartAttempt], run)]
+        )
+    else:
+        await _notify(t, cast(list[Notify], run))
+    return []
+
+
+async def _moves(t: Tx, moves: list[MoveJob]) -> list[Change]:
+    """Moves of one kind (from, to) of distinct jobs: the jobs still where the moves expect
+    them are locked (their workers first), moved with a statement per set of fields, and
+    only their consequences follow."""
+    if len({m.job_id for m in moves}) < len(moves):  # one job twice: each move sees the last
+        return [m for m in moves if not await _one(t, m)]
+    frm, to = moves[0].frm, moves[0].to
+    if frm in ACTIVE_JOB_STATES:
+        for worker_id in sorted({m.worker_id for m in moves if m.worker_id}):
+            await workers_q.lock(t.conn, worker_id)  # worker before job, as everywhere
+    ok = await jobs_q.movable(t.conn, frm, [(m.job_id, m.attempt) for m in moves])
+    shapes: dict[tuple[str, ...], list[MoveJob]] = {}
+    for m in moves:
+        if m.job_id in ok:
+            shapes.setdefault(tuple(sorted(m.fields)), []).append(m)
+    for keys, same in shapes.items():
+        moved = await jobs_q.transition_many(t.conn, frm, to, keys,
+                                             [(m.job_id, m.fields) for m in same])  # fmt: skip
+        if moved != len(same):  # pragma: no cover - they are locked (or SQLite's one writer)
+            raise RuntimeError(f"{len(same) - moved} locked jobs moved under a transaction")
+    missed: list[Change] = []
+    then: list[Change] = []
+    for m in moves:
+        if m.job_id not in ok:
+            missed.append(m)
+            continue
+        await _moved(t, m)
+        then += m.then
+    # Distinct jobs' consequences are independent: each kind written together.
+    kinds: dict[Any, list[Change]] = {}
+    for c in then:
+        kinds.setdefault(_kind(c) or id(c), []).append(c)
+    await apply(t, [c for same in kinds.values() for c in same])
+    return missed
+
+
+async def _moved(t: Tx, c: MoveJob) -> None:
+    """What follows a job's move that landed, but its consequences."""
+    _entry(t, job_kind(c.frm, c.to), c.tenant_id, c.why, job_id=c.job_id,
+           worker_id=c.worker_id, attempt=c.fields.get("attempt", c.attempt),
+           from_state=c.frm, to_state=c.to)  # fmt: skip
+    t.jobs.add(c.job_id)
+    freed = c.frm in ACTIVE_JOB_STATES and c.to not in ACTIVE_JOB_STATES
+    if c.to is JobState.QUEUED or freed:
+        t.kick = True  # queued again, or a slot came free
+    await t.at("moved", move=c)
+
+
+def _inserted(t: Tx, c: InsertJob) -> None:
+    v = c.values
+    _entry(t, Kind.JOB_SUBMITTED, v["tenant_id"], c.why, job_id=v["id"],
+           to_state=JobState.QUEUED)  # fmt: skip
+    t.jobs.add(v["id"])
+    t.kick = True
+
+
+def _attempt_row(c: StartAttempt) -> dict[str, Any]:
+    return {"job_id": c.job_id, "number": c.number, "tenant_id": c.tenant_id,
+            "worker_id": c.worker_id, "assigned_at": c.assigned_at}  # fmt: skip
+
+
+async def _notify(t: Tx, notes: list[Notify]) -> None:
+    await streams.push_events(t.conn, [(n.worker_id, n.tenant_id, _wire(n.event)) for n in notes],
+                              t.now)  # fmt: skip
+    for n in notes:
+        t.workers.add(n.worker_id)
+        await t.at("notified", notify=n)
 
 
 async def _one(t: Tx, c: Change) -> bool:
@@ -64,14 +181,7 @@ async def _one(t: Tx, c: Change) -> bool:
         if not await jobs_q.transition(conn, c.job_id, c.frm, c.to, expected_attempt=c.attempt,
                                        **c.fields):  # fmt: skip
             return False
-        _entry(t, job_kind(c.frm, c.to), c.tenant_id, c.why, job_id=c.job_id,
-               worker_id=c.worker_id, attempt=c.fields.get("attempt", c.attempt),
-               from_state=c.frm, to_state=c.to)  # fmt: skip
-        t.jobs.add(c.job_id)
-        freed = c.frm in ACTIVE_JOB_STATES and c.to not in ACTIVE_JOB_STATES
-        if c.to is JobState.QUEUED or freed:
-            t.kick = True  # queued again, or a slot came free
-        await t.at("moved", move=c)
+        await _moved(t, c)
         await apply(t, c.then)
     elif isinstance(c, MoveWorker):
         if not await workers_q.set_status(conn, c.worker_id, c.frm, c.to, **c.fields):
@@ -84,18 +194,12 @@ async def _one(t: Tx, c: Change) -> bool:
             t.kick = True  # it takes work now
         await apply(t, c.then)
     elif isinstance(c, InsertJob):
-        await jobs_q.insert(conn, dict(c.values))
-        v = c.values
-        _entry(t, Kind.JOB_SUBMITTED, v["tenant_id"], c.why, job_id=v["id"],
-               to_state=JobState.QUEUED)  # fmt: skip
-        t.jobs.add(v["id"])
-        t.kick = True
+        await jobs_q.insert(conn, [c.values])
+        _inserted(t, c)
     elif isinstance(c, StartAttempt):
-        await jobs_q.insert_attempt(conn, {"job_id": c.job_id, "number": c.number,
-                                           "tenant_id": c.tenant_id, "worker_id": c.worker_id,
-                                           "assigned_at": c.assigned_at})  # fmt: skip
+        await jobs_q.insert_attempts(conn, [_attempt_row(c)])
     elif isinstance(c, UpdateAttempt):
-        await jobs_q.update_attempt(conn, c.job_id, c.number, **c.fields)
+        await jobs_q.update_attempts(conn, sorted(c.fields), [(c.job_id, c.number, c.fields)])
     elif isinstance(c, UpdateWorker):
         await workers_q.update_fields(conn, c.worker_id, **c.fields)
     elif isinstance(c, InsertWorker):
@@ -108,10 +212,7 @@ async def _one(t: Tx, c: Change) -> bool:
             return False
         _entry(t, Kind.WORKER_REMOVED, c.tenant_id, c.why, worker_id=c.worker_id)
     elif isinstance(c, Notify):
-        await streams.push_event(conn, worker_id=c.worker_id, tenant_id=c.tenant_id,
-                                 data=_wire(c.event), now=t.now)  # fmt: skip
-        t.workers.add(c.worker_id)
-        await t.at("notified", notify=c)
+        await _notify(t, [c])
     elif isinstance(c, ClearOutbox):
         await streams.clear_events(conn, c.worker_id)
     elif isinstance(c, Record):

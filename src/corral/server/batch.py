@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from sqlalchemy.exc import IntegrityError
 
 from corral.model import TERMINAL_JOB_STATES, Conflict, IdempotencyKeyReused, NotFound, decide
 from corral.model.changes import Change
 from corral.protocol import BatchJob, BatchResult, WaitResult
+from corral.server import hub
 from corral.server.auth import Identity, new_id
 from corral.server.core import Core
 from corral.server.jobs import request_hash, stored, view
@@ -87,40 +87,36 @@ async def submit_many(core: Core, who: Identity, items: list[BatchJob]) -> Batch
 
 async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float) -> WaitResult:
     """Those of ``ids`` that have ended, once at least one has, or all still pending after
-    ``timeout_s``. Woken by the jobs' own signals, not by polling."""
+    ``timeout_s``. Woken by the jobs' own signals, not by polling; only the jobs not yet
+    seen ended are read again."""
     wanted = list(dict.fromkeys(ids))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    gathered = False
+    pending, done = set(wanted), set[str]()
     while True:
-        signals = [core.hub.jobs.watch(j) for j in wanted]  # before reading, as everywhere
-        # Their states only: a map waits on a thousand jobs at a time and is woken as each
-        # one ends; whole rows are read once, for the answer.
+        signals = core.hub.jobs.watch_many(pending)  # before reading, as everywhere
+        # Their states only: a map waits on a thousand jobs at a time; whole rows are read
+        # once, for the answer.
         async with core.tx() as t:
-            states = await jobs_q.states_of(t.conn, tenant_id, wanted)
+            states = await jobs_q.states_of(t.conn, tenant_id, pending)
         for j in wanted:
-            if j not in states:
+            if j in pending and j not in states:
                 raise NotFound(f"no job {j}", field="ids")
-        done = {j for j in wanted if states[j] in TERMINAL_JOB_STATES}
-        if done and not gathered:
-            # Others are about to end too (a map's tasks end together): one answer for them
-            # all, rather than a request each.
-            gathered = True
-            deadline = min(deadline, loop.time() + _GATHER_S)
+        ended = {j for j in pending if states[j] in TERMINAL_JOB_STATES}
+        gathered = bool(done)
+        done |= ended
+        pending -= ended
         left = deadline - loop.time()
-        if left <= 0 or len(done) == len(wanted):
-            async with core.tx() as t:
-                rows = await jobs_q.of_tenant(t.conn, tenant_id, done) if done else {}
-            ended = [view(rows[j]) for j in wanted if j in rows]
-            ids_ended = {v.id for v in ended}
-            return WaitResult(jobs=ended, pending=[j for j in wanted if j not in ids_ended])
-        pending = {id(s): s for j, s in zip(wanted, signals, strict=True) if j not in done}
-        waits = [asyncio.ensure_future(s.wait()) for s in pending.values()]
-        try:
-            await asyncio.wait(waits, timeout=min(left, _FALLBACK_S),
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        finally:
-            for w in waits:
-                w.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*waits, return_exceptions=True)
+        if not pending or left <= 0 or gathered:
+            break
+        if done:
+            # Others are about to end too (a map's tasks end together): one answer for them
+            # all a moment later, rather than a request each.
+            await asyncio.sleep(min(_GATHER_S, left))
+        else:
+            await hub.wait_any(signals, min(left, _FALLBACK_S))
+    async with core.tx() as t:
+        rows = await jobs_q.of_tenant(t.conn, tenant_id, done) if done else {}
+    ended_rows = [view(rows[j]) for j in wanted if j in rows]
+    have = {v.id for v in ended_rows}
+    return WaitResult(jobs=ended_rows, pending=[j for j in wanted if j not in have])

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import secrets
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from datetime import datetime, timedelta
 
 from corral.server.clock import Clock
@@ -37,6 +37,20 @@ class Signals:
             ev = self._events[key] = asyncio.Event()
         return ev
 
+    def watch_many(self, keys: Iterable[Hashable]) -> list[asyncio.Event]:
+        """Events to wait on for a notify of any of ``keys``: one shared by the keys no one
+        else watches (a wait for a thousand jobs costs one event, not a thousand), plus
+        those of other waiters, which keep theirs."""
+        mine = asyncio.Event()
+        theirs: dict[int, asyncio.Event] = {}
+        for key in keys:
+            ev = self._events.get(key)
+            if ev is None or ev.is_set():
+                self._events[key] = mine
+            elif ev is not mine:
+                theirs[id(ev)] = ev
+        return [mine, *theirs.values()]
+
     def notify(self, key: Hashable) -> None:
         ev = self._events.pop(key, None)
         if ev is not None:
@@ -49,6 +63,19 @@ async def wait(ev: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(ev.wait(), seconds)
     except TimeoutError:
         pass
+
+
+async def wait_any(events: list[asyncio.Event], seconds: float) -> None:
+    """Wait for any of ``events`` (from ``Signals.watch_many``), or ``seconds``."""
+    if len(events) == 1:
+        return await wait(events[0], seconds)
+    waits = [asyncio.ensure_future(ev.wait()) for ev in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 class Hub:

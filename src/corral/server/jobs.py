@@ -25,6 +25,7 @@ from corral.model import (
     StaleAttempt,
     decide,
 )
+from corral.model.changes import Change, MoveJob
 from corral.model.snapshot import AttemptSnap, JobSnap, Row
 from corral.protocol import (
     AttemptReport,
@@ -209,13 +210,11 @@ async def cancel(core: Core, who: Identity, job_id: str) -> JobView:
     raise IllegalTransition(f"job {job_id} keeps changing; try again")
 
 
-async def _current_attempt(
-    t: Tx, w: WorkerIdentity, job_id: str, attempt: int, *, lock: bool = False
+def _attempt_of(
+    row: RowMapping | None, w: WorkerIdentity, job_id: str, attempt: int
 ) -> tuple[JobSnap, AttemptSnap]:
     """The job and the attempt, if ``attempt`` is one this worker was given; else the report
-    is stale. The caller has verified the worker first (``lock``: and locked its row, before
-    the job's, until commit)."""
-    row = await jobs_q.reported(t.conn, w.tenant_id, job_id, attempt, for_update=lock)
+    is stale."""
     if row is None:
         raise NotFound(f"no job {job_id}")
     if (
@@ -229,12 +228,21 @@ async def _current_attempt(
     return JobSnap.of(row), att
 
 
+async def _current_attempt(
+    t: Tx, w: WorkerIdentity, job_id: str, attempt: int
+) -> tuple[JobSnap, AttemptSnap]:
+    """As ``_attempt_of``, read; the caller has verified the worker first."""
+    rows = await jobs_q.reported(t.conn, w.tenant_id, {job_id: attempt})
+    return _attempt_of(rows.get(job_id), w, job_id, attempt)
+
+
 async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
     async with core.tx(w.worker_id) as t:
-        # Locked: a cancel or a reap committing meanwhile would otherwise make the guarded
-        # move miss, and the worker would drop a result it was right to report.
         await core.credentials.verify(t.conn, w, lock=True, row=False)
-        return await _report(t, w, job_id, r)
+        (state,) = await _reports(t, w, [(job_id, r)])
+    if isinstance(state, CorralError):
+        raise state
+    return state
 
 
 async def report_many(
@@ -242,33 +250,67 @@ async def report_many(
 ) -> list[ReportOutcome]:
     """Several reports in one transaction, each taken or refused on its own: a refused one
     writes nothing (it is refused before its changes, or its one guarded move missed)."""
-    out: list[ReportOutcome] = []
     async with core.tx(w.worker_id) as t:
         await core.credentials.verify(t.conn, w, lock=True, row=False)
-        for r in reports:
-            try:
-                state = await _report(t, w, r.job_id, r)
-            except CorralError as exc:
-                problem = Problem(title=exc.code.replace("_", " "), status=exc.status,
-                                  detail=str(exc), code=exc.code)  # fmt: skip
-                out.append(ReportOutcome(job_id=r.job_id, attempt=r.attempt, error=problem))
-            else:
-                out.append(ReportOutcome(job_id=r.job_id, attempt=r.attempt, state=state))
+        states = await _reports(t, w, [(r.job_id, r) for r in reports])
+    out: list[ReportOutcome] = []
+    for r, state in zip(reports, states, strict=True):
+        if isinstance(state, CorralError):
+            problem = Problem(title=state.code.replace("_", " "), status=state.status,
+                              detail=str(state), code=state.code)  # fmt: skip
+            out.append(ReportOutcome(job_id=r.job_id, attempt=r.attempt, error=problem))
+        else:
+            out.append(ReportOutcome(job_id=r.job_id, attempt=r.attempt, state=state))
     return out
 
 
-async def _report(t: Tx, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
-    """One report, its worker already verified and locked (the job is locked next)."""
-    job, att = await _current_attempt(t, w, job_id, r.attempt, lock=True)
-    await t.at("report.read", job_id=job_id)
-    changes, state = decide.report(
-        job, att, w.worker_id,
-        status=str(r.status), now=t.now, policy=t.policy, exit_code=r.exit_code,
-        error=r.error, result=r.result, sent_ns=r.sent_ns,
-    )  # fmt: skip
-    if await t.apply(changes):
-        raise StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")
-    return state
+def _distinct_runs(items: list[tuple[str, AttemptReport]]) -> list[list[int]]:
+    """The items' indices in order, cut wherever a job comes again: a run's reports are
+    read and decided together, so a job's second report must see its first applied."""
+    runs: list[list[int]] = [[]]
+    seen: set[str] = set()
+    for i, (job_id, _) in enumerate(items):
+        if job_id in seen:
+            runs.append([])
+            seen.clear()
+        runs[-1].append(i)
+        seen.add(job_id)
+    return runs
+
+
+async def _reports(
+    t: Tx, w: WorkerIdentity, items: list[tuple[str, AttemptReport]]
+) -> list[JobState | CorralError]:
+    """Reports of one worker, already verified and locked: each run's jobs are read (and
+    locked) in one statement, decided one by one, and their changes written together.
+    Locked: a cancel or a reap committing meanwhile would otherwise make the guarded move
+    miss, and the worker would drop a result it was right to report."""
+    out: list[JobState | CorralError] = [StaleAttempt("not reported")] * len(items)
+    for run in _distinct_runs(items):
+        wanted = {items[i][0]: items[i][1].attempt for i in run}
+        rows = await jobs_q.reported(t.conn, w.tenant_id, wanted, for_update=True)
+        decided: list[tuple[int, list[Change]]] = []
+        for i in run:
+            job_id, r = items[i]
+            try:
+                job, att = _attempt_of(rows.get(job_id), w, job_id, r.attempt)
+                await t.at("report.read", job_id=job_id)
+                changes, out[i] = decide.report(
+                    job, att, w.worker_id,
+                    status=str(r.status), now=t.now, policy=t.policy, exit_code=r.exit_code,
+                    error=r.error, result=r.result, sent_ns=r.sent_ns,
+                )  # fmt: skip
+            except CorralError as exc:
+                out[i] = exc
+            else:
+                decided.append((i, changes))
+        missed = await t.apply([c for _, changes in decided for c in changes])
+        lost = {m.job_id for m in missed if isinstance(m, MoveJob)}
+        for i, _ in decided:
+            job_id, r = items[i]
+            if job_id in lost:
+                out[i] = StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")
+    return out
 
 
 async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatch) -> None:

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.model import ACTIVE_JOB_STATES, JobState, WorkerStatus, check_job_transition
+from corral.store._dialect import one_writer
 from corral.store.tables import attempts, jobs, workers
 
 _ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
 
 
-async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(jobs.insert().values(**values))
+async def insert(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One statement for many jobs; each row names the same columns."""
+    await conn.execute(jobs.insert(), [dict(r) for r in rows])
 
 
 async def get(
@@ -73,6 +75,38 @@ async def transition(
         q = q.where(jobs.c.attempt == expected_attempt)
     res = await conn.execute(q.values(state=to.value, **values))
     return res.rowcount == 1
+
+
+async def movable(
+    conn: AsyncConnection, frm: JobState, refs: Collection[tuple[str, int]]
+) -> set[str]:
+    """Of the jobs named by (id, attempt), those in ``frm`` at that attempt, locked until
+    commit in id order (PostgreSQL; SQLite has one writer): ``transition_many`` moves them."""
+    q = (
+        select(jobs.c.id)
+        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(list(refs)), jobs.c.state == frm.value)
+        .order_by(jobs.c.id)
+    )
+    if not one_writer(conn):
+        q = q.with_for_update(key_share=True)
+    return set((await conn.execute(q)).scalars())
+
+
+def _binds(table: Any, keys: Collection[str]) -> dict[str, Any]:
+    return {k: bindparam(f"v_{k}", type_=table.c[k].type) for k in keys}
+
+
+async def transition_many(
+    conn: AsyncConnection, frm: JobState, to: JobState, keys: Sequence[str],
+    moves: Sequence[tuple[str, Mapping[str, Any]]],
+) -> int:  # fmt: skip
+    """Move each of ``moves`` (job id, values of ``keys``) from ``frm`` to ``to`` in one
+    statement; the jobs were found ``movable``. Returns how many moved."""
+    check_job_transition(frm, to)
+    q = update(jobs).where(jobs.c.id == bindparam("k_id"), jobs.c.state == frm.value)
+    q = q.values(state=to.value, **_binds(jobs, keys))
+    rows = [{"k_id": job_id, **{f"v_{k}": values[k] for k in keys}} for job_id, values in moves]
+    return int((await conn.execute(q, rows)).rowcount)
 
 
 async def any_ready(conn: AsyncConnection, now: datetime) -> bool:
@@ -153,8 +187,8 @@ async def orphaned(conn: AsyncConnection) -> Sequence[RowMapping]:
 # ---- attempts ---------------------------------------------------------------
 
 
-async def insert_attempt(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(attempts.insert().values(**values))
+async def insert_attempts(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    await conn.execute(attempts.insert(), [dict(r) for r in rows])
 
 
 # What a report's decision reads of its job and attempt (JobSnap, AttemptSnap), and no more:
@@ -166,24 +200,32 @@ _ATTEMPT = (attempts.c.worker_id.label("att_worker_id"), attempts.c.outcome,
 
 
 async def reported(
-    conn: AsyncConnection, tenant_id: str, job_id: str, number: int, *, for_update: bool = False
-) -> RowMapping | None:
-    """A job with its attempt ``number`` (its columns None when there is none), in one
-    statement; ``for_update`` locks the job's row until commit (PostgreSQL)."""
-    on = and_(attempts.c.job_id == jobs.c.id, attempts.c.number == number)
+    conn: AsyncConnection, tenant_id: str, refs: Mapping[str, int], *, for_update: bool = False
+) -> dict[str, RowMapping]:
+    """job id -> the job with its attempt named in ``refs`` (job id -> number; the attempt's
+    columns None when there is none), in one statement; ``for_update`` locks the jobs' rows
+    until commit, in id order (PostgreSQL)."""
+    on = and_(attempts.c.job_id == jobs.c.id,
+              tuple_(attempts.c.job_id, attempts.c.number).in_(list(refs.items())))  # fmt: skip
     q = (
         select(*_REPORTED, *_ATTEMPT)
         .select_from(jobs.outerjoin(attempts, on))
-        .where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+        .where(jobs.c.id.in_(list(refs)), jobs.c.tenant_id == tenant_id)
+        .order_by(jobs.c.id)
     )
     if for_update:
         q = q.with_for_update(key_share=True, of=jobs)
-    return (await conn.execute(q)).mappings().first()
+    return {r["id"]: r for r in (await conn.execute(q)).mappings().all()}
 
 
-async def update_attempt(conn: AsyncConnection, job_id: str, number: int, **values: Any) -> None:
-    q = update(attempts).where(attempts.c.job_id == job_id, attempts.c.number == number)
-    await conn.execute(q.values(**values))
+async def update_attempts(
+    conn: AsyncConnection, keys: Sequence[str], rows: Sequence[tuple[str, int, Mapping[str, Any]]]
+) -> None:
+    """Set ``keys`` of each attempt (job id, number, values) in one statement."""
+    q = update(attempts).where(attempts.c.job_id == bindparam("k_job"),
+                               attempts.c.number == bindparam("k_number"))  # fmt: skip
+    params = [{"k_job": j, "k_number": n, **{f"v_{k}": v[k] for k in keys}} for j, n, v in rows]
+    await conn.execute(q.values(**_binds(attempts, keys)), params)
 
 
 async def attempts_for(

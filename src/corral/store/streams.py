@@ -15,18 +15,18 @@ from corral.store._dialect import insert_ignore
 from corral.store.tables import jobs, log_chunks, outbox
 
 
-async def push_event(
-    conn: AsyncConnection, *, worker_id: str, tenant_id: str, data: dict[str, Any], now: datetime
+async def push_events(
+    conn: AsyncConnection, events: Sequence[tuple[str, str, dict[str, Any]]], now: datetime
 ) -> None:
-    """Add an event to the worker's outbox. The worker's row is locked first, so one
-    worker's events commit in id order: a stream that has sent id N never later finds a
-    smaller id committed behind it (ids come from a sequence at insert, not at commit)."""
-    await workers_q.lock(conn, worker_id)
-    await conn.execute(
-        outbox.insert().values(
-            worker_id=worker_id, tenant_id=tenant_id, type=data["type"], data=data, created_at=now
-        )
-    )
+    """Add events (worker id, tenant id, data) to their workers' outboxes, in order, in one
+    statement. Each worker's row is locked first, so one worker's events commit in id order:
+    a stream that has sent id N never later finds a smaller id committed behind it (ids
+    come from a sequence at insert, not at commit)."""
+    for worker_id in sorted({w for w, _, _ in events}):
+        await workers_q.lock(conn, worker_id)
+    rows = [{"worker_id": w, "tenant_id": t, "type": d["type"], "data": d, "created_at": now}
+            for w, t, d in events]  # fmt: skip
+    await conn.execute(outbox.insert(), rows)
 
 
 async def events_after(
