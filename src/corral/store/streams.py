@@ -29,8 +29,11 @@ async def push_events(
     await conn.execute(outbox.insert(), rows)
 
 
+EVENTS_PAGE = 500  # a worker's events read at a time
+
+
 async def events_after(
-    conn: AsyncConnection, worker_id: str, after_id: int, limit: int = 500
+    conn: AsyncConnection, worker_id: str, after_id: int, limit: int = EVENTS_PAGE
 ) -> Sequence[RowMapping]:
     q = (
         select(outbox.c.id, outbox.c.type, outbox.c.data)

@@ -86,8 +86,10 @@ async def stream(
                 for r in rows:
                     after = r["id"]
                     yield ServerSentEvent(data=r["data"], event=r["type"], id=str(r["id"]))
-                if rows:
-                    signal = None  # there may be more: read again at once
+                if len(rows) == streams.EVENTS_PAGE:
+                    # There may be more: read again at once. Else what came since the
+                    # read has set the signal.
+                    signal = None
                     continue
             await wait(signal, PING_S)
             if not signal.is_set():
