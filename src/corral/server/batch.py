@@ -20,6 +20,7 @@ __all__ = ["submit_many", "wait_many"]
 _RETRIES = 3  # a concurrent submit under one of the batch's keys: read the keys again
 _FALLBACK_S = 5.0  # a wake-up lost (another coordinator ended the job): read again anyway
 _GATHER_S = 0.05  # after the first of them ended: how long to wait for more
+_ENDED = [s.value for s in TERMINAL_JOB_STATES]
 
 
 def _reused(i: int, other: str) -> IdempotencyKeyReused:
@@ -93,16 +94,21 @@ async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     pending, done = set(wanted), set[str]()
+    first = True
     while True:
         signals = core.hub.jobs.watch_many(pending)  # before reading, as everywhere
         # Their states only: a map waits on a thousand jobs at a time; whole rows are read
         # once, for the answer.
         async with core.tx() as t:
-            states = await jobs_q.states_of(t.conn, tenant_id, pending)
-        for j in wanted:
-            if j in pending and j not in states:
-                raise NotFound(f"no job {j}", field="ids")
-        ended = {j for j in pending if states[j] in TERMINAL_JOB_STATES}
+            if first:  # every job once, to know they exist; then only those that ended
+                states = await jobs_q.states_of(t.conn, tenant_id, pending)
+                for j in wanted:
+                    if j not in states:
+                        raise NotFound(f"no job {j}", field="ids")
+            else:
+                states = await jobs_q.states_of(t.conn, tenant_id, pending, _ENDED)
+        first = False
+        ended = {j for j, state in states.items() if state in TERMINAL_JOB_STATES}
         gathered = bool(done)
         done |= ended
         pending -= ended

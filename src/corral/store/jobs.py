@@ -251,10 +251,16 @@ async def by_idempotency_keys(
     return {r["idempotency_key"]: r for r in (await conn.execute(q)).mappings().all()}
 
 
-async def states_of(conn: AsyncConnection, tenant_id: str, ids: Collection[str]) -> dict[str, str]:
-    """id -> state, for those of ``ids`` that are the tenant's (no JSON column read)."""
+async def states_of(
+    conn: AsyncConnection, tenant_id: str, ids: Collection[str],
+    states: Collection[str] | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """id -> state, for those of ``ids`` that are the tenant's (no JSON column read), and
+    only those in ``states`` when it is given."""
     q = select(jobs.c.id, jobs.c.state).where(jobs.c.tenant_id == tenant_id,
                                               jobs.c.id.in_(list(ids)))  # fmt: skip
+    if states is not None:
+        q = q.where(jobs.c.state.in_(list(states)))
     return {i: st for i, st in (await conn.execute(q)).all()}
 
 
