@@ -55,6 +55,6 @@ def test_coordinators_starting_at_once_migrate_one_after_the_other(db_url: str) 
     engine = create_engine(db.sync_url(db_url))
     try:
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     finally:
         engine.dispose()

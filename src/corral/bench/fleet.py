@@ -99,9 +99,8 @@ async def fleet(
     fd_limit = raise_fd_limit()
     procs = procs or max(1, min(4, math.ceil(size / 2500)))
     ramp_timeout_s = ramp_timeout_s or 60 + size / 20
-    env = {"CORRAL_WORKER__LABELS": ",".join(f"{k}={v}" for k, v in REAL.items())}
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp, database(db) as db_url:
-        async with local_fleet(tmp, 1, 1, db_url, worker_env=env) as lf:
+        async with local_fleet(tmp, 1, 1, db_url, labels=REAL) as lf:
             await lf.wait_ready()
             assert lf.admin_key is not None
             coordinator = lf.pids()["coordinator"]

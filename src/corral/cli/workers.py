@@ -54,7 +54,14 @@ def create(
         bool, typer.Option("--persistent", help="Stays between jobs (default: one job, then exit).")
     ] = False,
     labels: Annotated[
-        str | None, typer.Option(help="k=v,… the scheduler matches jobs against.")
+        str | None,
+        typer.Option(
+            help="k=v,… the scheduler matches jobs against; the worker cannot change them."
+        ),
+    ] = None,
+    allow_label: Annotated[
+        list[str] | None,
+        typer.Option("--allow-label", help="A label key (glob) the worker may set itself; repeat."),
     ] = None,
     as_json: Json = False,
     url: Url = None,
@@ -65,7 +72,8 @@ def create(
 
     async def go() -> None:
         async with connect(url, api_key) as client:
-            created = await client.create_worker(name, persistent=persistent, labels=parsed)
+            created = await client.create_worker(name, persistent=persistent, labels=parsed,
+                                                 allow_labels=allow_label or [])  # fmt: skip
         _print_token(created, client.url, as_json, persistent=persistent)
 
     run(go())

@@ -272,16 +272,19 @@ class AsyncClient:
         raise NotFound(f"no worker with id or name {ref!r}")
 
     async def create_worker(
-        self, name: str, *, persistent: bool = False, labels: Mapping[str, str] | None = None
-    ) -> WorkerCreated:
+        self, name: str, *, persistent: bool = False, labels: Mapping[str, str] | None = None,
+        allow_labels: Sequence[str] = (),
+    ) -> WorkerCreated:  # fmt: skip
         """A worker and its token (shown only here). ``persistent``: it stays for more
-        jobs; else it exits after one. ``labels``: what jobs' label globs match."""
+        jobs; else it exits after one. ``labels``: what jobs' label globs match; the worker
+        cannot change them. ``allow_labels``: label keys (globs) it may set itself."""
         spec = _valid(
             WorkerCreate,
             {
                 "name": name,
                 "worker_type": WorkerType.PERSISTENT if persistent else WorkerType.EPHEMERAL,
                 "labels": dict(labels or {}),
+                "allow_labels": list(allow_labels),
             },
             {"worker_type": "persistent"},
         )

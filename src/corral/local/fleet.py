@@ -66,6 +66,7 @@ class LocalFleet:
     slots: int = 1  # --max-concurrent-tasks of each worker
     admin_key: str | None = None
     worker_env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # its workers', set at their creation
     stop_grace_s: float = 20.0
     worker_log_level: str = "info"
     server_process: bool = False  # a child process instead of a thread of this one
@@ -131,7 +132,7 @@ class LocalFleet:
         try:
             return (await client.rotate_token(name)).token
         except NotFound:
-            return (await client.create_worker(name, persistent=True)).token
+            return (await client.create_worker(name, persistent=True, labels=self.labels)).token
 
     async def _start_worker(self, name: str, token: str) -> None:
         wdir = self.data_dir / "workers" / name

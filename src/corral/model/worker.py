@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-from corral.model.errors import IllegalTransition
+from corral.model.errors import IllegalTransition, PermissionDenied
 
 
 class WorkerStatus(StrEnum):
@@ -63,3 +65,29 @@ def shown_status(stored: WorkerStatus, running: int, constrained: bool = False) 
     if constrained:
         return WorkerStatus.CONSTRAINED
     return WorkerStatus.BUSY if running else stored
+
+
+def labels_in_effect(
+    admin: Mapping[str, str], allowed: Sequence[str], said: Mapping[str, str]
+) -> dict[str, str]:
+    """The labels in effect for a worker that says ``said``: its admin's, and those of
+    ``said`` whose keys match ``allowed``. A label its admin set, said with another value,
+    or one it may not set, is refused: a worker cannot make itself the target of jobs (and
+    their secrets) meant for others."""
+    own: dict[str, str] = {}
+    for key, value in said.items():
+        if key in admin:
+            if admin[key] != value:
+                raise PermissionDenied(
+                    f"label {key!r} is {admin[key]!r}, set by the worker's admin",
+                    field=f"labels.{key}",
+                )
+        elif any(fnmatch.fnmatchcase(key, pattern) for pattern in allowed):
+            own[key] = value
+        else:
+            raise PermissionDenied(
+                f"label {key!r} is not one the worker's admin allows it to set"
+                " (corral workers create --allow-label)",
+                field=f"labels.{key}",
+            )
+    return {**own, **admin}

@@ -59,7 +59,9 @@ Bytes = Annotated[int, Field(ge=0, le=2**62)]
 AttemptNo = Annotated[int, Field(ge=1, le=2**31 - 1)]
 ExitCode = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
-Labels = dict[LabelKey, Annotated[str, Field(max_length=200)]]
+MAX_LABELS = 64
+Labels = Annotated[dict[LabelKey, Annotated[str, Field(max_length=200)]],
+                   Field(max_length=MAX_LABELS)]  # fmt: skip
 _ = (MAX_NESTING, unstorable_text)  # re-exported
 
 CALL_KIND = "call"
@@ -375,7 +377,11 @@ class EventList(BaseModel):
 class WorkerCreate(_Wire):
     name: Name
     worker_type: WorkerType = WorkerType.EPHEMERAL
-    labels: Labels = {}
+    labels: Labels = Field(default={}, description="authoritative: its register cannot change them")
+    allow_labels: list[LabelKey] = Field(
+        default=[], max_length=MAX_LABELS,
+        description="label keys (globs: 'zone', 'rack-*', '*') the worker may set itself",
+    )  # fmt: skip
 
 
 class WorkerCreated(BaseModel):
@@ -391,6 +397,7 @@ class WorkerView(BaseModel):
     status: WorkerStatus
     worker_type: WorkerType
     labels: dict[str, str]
+    allowed_labels: list[str] = []
     hostname: str | None
     cpu_count: int | None
     memory_bytes: int | None

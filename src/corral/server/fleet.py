@@ -18,7 +18,7 @@ from corral.model import (
 )
 from corral.model.history import Reason
 from corral.model.snapshot import AttemptSnap, JobSnap, WorkerSnap
-from corral.model.worker import shown_status
+from corral.model.worker import labels_in_effect, shown_status
 from corral.protocol import (
     AttemptRef,
     GpuInfo,
@@ -46,6 +46,7 @@ def view(row: RowMapping, running: int) -> WorkerView:
         status=shown_status(WorkerStatus(row["status"]), running, bool(row["constrained"])),
         worker_type=WorkerType(row["worker_type"]),
         labels=row["labels"],
+        allowed_labels=row["allowed_labels"],
         hostname=row["hostname"],
         cpu_count=row["cpu_count"],
         memory_bytes=row["memory_bytes"],
@@ -83,7 +84,9 @@ async def create(core: Core, who: Identity, body: WorkerCreate) -> WorkerCreated
         await t.apply(decide.create_worker({
             "id": worker_id, "tenant_id": who.tenant_id, "name": body.name,
             "token_hash": hash_secret(token), "worker_type": body.worker_type.value,
-            "labels": body.labels, "gpus": [], "slots": 1, "created_at": t.now,
+            "labels": body.labels, "admin_labels": body.labels,
+            "allowed_labels": list(dict.fromkeys(body.allow_labels)),
+            "gpus": [], "slots": 1, "created_at": t.now,
             "offline_since": t.now,
         }, actor=who.key_id))  # fmt: skip
     return WorkerCreated(id=worker_id, worker_id=worker_id, name=body.name, token=token)
@@ -134,11 +137,14 @@ async def register(
         row = await core.credentials.verify(t.conn, w, lock=True)  # against a drain meanwhile
         gpus = [g.model_dump() for g in body.gpus]
         worker_type = WorkerType.PERSISTENT if body.persistent else WorkerType.EPHEMERAL
-        name: str = body.name or row["name"]
+        # Its admin decides what it is: its name and labels stay theirs; it adds what it
+        # detects (GPUs, memory, hostname) and only the labels its admin allowed.
+        name: str = row["name"]
+        labels = labels_in_effect(row["admin_labels"], row["allowed_labels"], body.labels)
         fields = {
-            "name": name, "hostname": body.hostname,
+            "hostname": body.hostname,
             "cpu_count": body.cpu_count, "memory_bytes": body.memory_bytes, "gpus": gpus,
-            "labels": {**row["labels"], **body.labels}, "slots": body.slots,
+            "labels": labels, "slots": body.slots,
             "worker_type": worker_type.value,
         }  # fmt: skip
         capabilities = {

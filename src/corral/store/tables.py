@@ -57,7 +57,11 @@ workers = Table(
     Column("name", String(200), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("worker_type", String(20), nullable=False),
-    Column("labels", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),  # in effect: the admin's, and what it allowed
+    # What its admin set at creation (authoritative), and the label keys (globs) the worker
+    # may set for itself at register.
+    Column("admin_labels", JSON, nullable=False, server_default="{}"),
+    Column("allowed_labels", JSON, nullable=False, server_default="[]"),
     Column("status", String(20), nullable=False),
     Column("hostname", String(255)),
     Column("cpu_count", Integer),

@@ -99,7 +99,10 @@ async def register(
                 update = {"constrained": constrained, "sent_ns": time.time_ns()}
                 resp = await client.register(req.model_copy(update=update))
     except CorralError as exc:
-        if verdict(exc) is Verdict.FATAL:
+        # A label its admin did not allow (403 naming labels.*) is this worker's settings,
+        # not its token.
+        said_labels = (exc.field or "").startswith("labels")
+        if verdict(exc) is Verdict.FATAL and not said_labels:
             raise TokenRefused(str(exc)) from exc
         raise RegistrationRefused(str(exc)) from exc
     return resp
