@@ -124,11 +124,12 @@ def test_submit_wait_json_prints_only_the_final_job(coord: Coordinator) -> None:
 
 def test_workers_create_ls_drain_rotate_rm(coord: Coordinator) -> None:
     created = doc(cli(coord, "workers", "create", "--json", "box-1", "--persistent",
-                      "--labels", "gpu=a100,zone=eu"))  # fmt: skip
+                      "--labels", "gpu=a100,zone=eu", "--allow-label", "rack",
+                      "--allow-label", "row-*"))  # fmt: skip
     assert created["id"] and created["token"] and created["name"] == "box-1"
     workers = doc(cli(coord, "workers", "ls", "--json"))["workers"]
-    assert [(w["name"], w["worker_type"], w["labels"]) for w in workers] == [
-        ("box-1", "persistent", {"gpu": "a100", "zone": "eu"})
+    assert [(w["name"], w["worker_type"], w["labels"], w["allowed_labels"]) for w in workers] == [
+        ("box-1", "persistent", {"gpu": "a100", "zone": "eu"}, ["rack", "row-*"])
     ]
     rotated = doc(cli(coord, "workers", "rotate-token", "--json", "box-1"))
     assert rotated["token"] != created["token"]

@@ -6,6 +6,7 @@ from corral.model import (
     AttemptOutcome,
     IllegalTransition,
     JobState,
+    PermissionDenied,
     WorkerStatus,
     check_job_transition,
     check_worker_transition,
@@ -13,6 +14,7 @@ from corral.model import (
     retry_delay,
 )
 from corral.model.job import JOB_TRANSITIONS, TERMINAL_JOB_STATES
+from corral.model.worker import labels_in_effect
 
 
 def test_terminal_states_have_no_way_out():
@@ -53,3 +55,18 @@ def test_own_failure_is_final_and_cancel_never_comes_back():
 
 def test_backoff_doubles_up_to_the_cap():
     assert [retry_delay(n, 1, 5) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
+
+
+def test_labels_in_effect_are_the_admins_and_the_allowed_ones() -> None:
+    admin = {"gpu": "a100"}
+    assert labels_in_effect(admin, ["zone", "rack-*"], {"zone": "eu", "rack-3": "x"}) == {
+        "gpu": "a100", "zone": "eu", "rack-3": "x"
+    }  # fmt: skip
+    assert labels_in_effect(admin, [], {"gpu": "a100"}) == admin  # its own again: fine
+    for said, field in (({"gpu": "h100"}, "labels.gpu"), ({"racks": "1"}, "labels.racks")):
+        with pytest.raises(PermissionDenied) as refused:
+            labels_in_effect(admin, ["rack-*"], said)
+        assert refused.value.field == field
+    # "*" allows any label but never one its admin set.
+    with pytest.raises(PermissionDenied):
+        labels_in_effect(admin, ["*"], {"gpu": "h100"})
