@@ -86,7 +86,8 @@ def start_coordinator(
     from corral.server.app import create_app, serve
     from corral.server.config import ServerSettings
 
-    key = f"ck_test_{secrets.token_hex(8)}"
+    # Coordinators of one store share their bootstrap key: another key would replace it.
+    key = overrides.pop("bootstrap_admin_key", None) or f"ck_test_{secrets.token_hex(16)}"
     settings = ServerSettings(
         host="127.0.0.1", port=0, data_dir=data_dir, db_url=db_url, bootstrap_admin_key=key,
         **overrides,

@@ -19,7 +19,7 @@ import httpx
 
 from corral.client import Client, CorralError
 
-ADMIN_KEY = f"ck_e2e_{secrets.token_hex(8)}"
+ADMIN_KEY = f"ck_e2e_{secrets.token_hex(16)}"
 # Fast failure detection so that tests finish in seconds, not minutes.
 SERVER_ENV = {
     "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,

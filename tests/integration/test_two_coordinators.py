@@ -40,7 +40,7 @@ def test_late_noticed_drop_does_not_reap_a_worker_now_at_the_other(tmp_path):
         # A's reaper runs only when the test ticks it, once the drop is known and past its
         # grace: so the check below cannot pass because A had not looked yet.
         a, stop_a = start_coordinator(tmp_path / "a", url, reaper=False, stream_grace_s=0.3)
-        b, stop_b = start_coordinator(tmp_path / "b", url)
+        b, stop_b = start_coordinator(tmp_path / "b", url, bootstrap_admin_key=a.admin_key)
         try:
             hub_a = a.app.state.core.hub
             with a.client() as c:
@@ -91,7 +91,7 @@ def test_a_rotated_token_stops_at_once_at_a_coordinator_that_knew_it(tmp_path):
     # call to B with the old token must fail at once, not when B's memory of it ends.
     with fresh_database("postgres", tmp_path) as url:
         a, stop_a = start_coordinator(tmp_path / "a", url)
-        b, stop_b = start_coordinator(tmp_path / "b", url)
+        b, stop_b = start_coordinator(tmp_path / "b", url, bootstrap_admin_key=a.admin_key)
         try:
             with a.client() as c:
                 created = c.post("/api/admin/workers", json={"name": "w"}).json()

@@ -226,11 +226,13 @@ def test_up_keeps_its_admin_key_private_and_stable(
     assert key.startswith("ck_") and len(key) > 30
     assert _admin_key(tmp_path) == key
     assert os.stat(tmp_path / "admin.key").st_mode & 0o077 == 0
-    monkeypatch.setenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", "ck_from_env")
-    assert _admin_key(tmp_path) == "ck_from_env"
+    from_env = "ck_from_env_0123456789abcdef0123456789"
+    old_name = "ck_old_name_0123456789abcdef0123456789"
+    monkeypatch.setenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", from_env)
+    assert _admin_key(tmp_path) == from_env
     monkeypatch.delenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY")
-    monkeypatch.setenv("CORRAL_BOOTSTRAP_ADMIN_KEY", "ck_old_name")  # still read, deprecated
-    assert _admin_key(tmp_path) == "ck_old_name"
+    monkeypatch.setenv("CORRAL_BOOTSTRAP_ADMIN_KEY", old_name)  # still read, deprecated
+    assert _admin_key(tmp_path) == old_name
 
 
 @pytest.mark.parametrize("tty", [True, False])

@@ -71,20 +71,20 @@ def test_server_reads_its_section_and_the_old_name(
 ) -> None:
     monkeypatch.setenv("CORRAL_SERVER__EVENTS_RETENTION_DAYS", "7.5")
     monkeypatch.setenv("CORRAL_SERVER__ACCESS_LOG", "true")
-    monkeypatch.setenv("CORRAL_BOOTSTRAP_ADMIN_KEY", "ck_old")
+    monkeypatch.setenv("CORRAL_BOOTSTRAP_ADMIN_KEY", "ck_old_0123456789abcdef0123456789")
     s = ServerSettings()
     assert s.events_retention_days == 7.5 and s.access_log is True
     assert s.bootstrap_admin_key is not None
-    assert s.bootstrap_admin_key.get_secret_value() == "ck_old"
+    assert s.bootstrap_admin_key.get_secret_value() == "ck_old_0123456789abcdef0123456789"
     assert str(s.origins["bootstrap_admin_key"]) == "env CORRAL_BOOTSTRAP_ADMIN_KEY (deprecated)"
     assert capsys.readouterr().err.splitlines() == [
         "corral: warning: CORRAL_BOOTSTRAP_ADMIN_KEY is deprecated,"
         " use CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY"
     ]
-    monkeypatch.setenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", "ck_new")
+    monkeypatch.setenv("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", "ck_new_0123456789abcdef0123456789")
     s = ServerSettings()
     assert s.bootstrap_admin_key is not None
-    assert s.bootstrap_admin_key.get_secret_value() == "ck_new"
+    assert s.bootstrap_admin_key.get_secret_value() == "ck_new_0123456789abcdef0123456789"
     assert ServerSettings(access_log=False).access_log is False
     with pytest.raises(ConfigError, match="CORRAL_SERVER__EVENTS_RETENTION_DAYS"):
         monkeypatch.setenv("CORRAL_SERVER__EVENTS_RETENTION_DAYS", "-1")
@@ -213,7 +213,8 @@ def test_config_show_says_where_each_value_came_from_and_hides_secrets(
 ) -> None:
     path = toml(
         tmp_path,
-        'log_level = "debug"\n[server]\nbootstrap_admin_key = "ck_bootstrap_secret"\n'
+        'log_level = "debug"\n[server]\n'
+        'bootstrap_admin_key = "ck_bootstrap_secret_0123456789abcdef0123456789"\n'
         'db_url = "postgresql://corral:pw_in_db_url@db/corral"\n',
     )
     env = {
@@ -241,8 +242,9 @@ def test_config_show_says_where_each_value_came_from_and_hides_secrets(
 
 
 def test_config_show_json_is_one_document(tmp_path: Path) -> None:
-    env = {"CORRAL_WORKER__TOKEN": "wt_token_secret", "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY":
-           "ck_bootstrap_secret", "CORRAL_API_KEY": "ck_api_secret"}  # fmt: skip
+    env = {"CORRAL_WORKER__TOKEN": "wt_token_secret",
+           "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY": "ck_bootstrap_secret_0123456789abcdef0123456789",
+           "CORRAL_API_KEY": "ck_api_secret"}  # fmt: skip
     result = invoke("config", "show", "--json", env=env)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)  # one document and nothing else
@@ -286,3 +288,15 @@ def test_server_timings_that_would_reap_healthy_workers_are_refused() -> None:
         ServerSettings.load({"reaper_interval_s": 200})
     fast = {"heartbeat_interval_s": 1, "heartbeat_timeout_s": 3, "reaper_interval_s": 0.5}
     assert ServerSettings.load(fast).heartbeat_timeout_s == 3
+
+
+def test_a_bootstrap_key_too_short_to_be_a_secret_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from corral.server.config import ServerSettings
+
+    with pytest.raises(ValidationError) as refused:
+        ServerSettings(bootstrap_admin_key="admin")  # type: ignore[arg-type]
+    assert "bootstrap_admin_key" in str(refused.value) and "too short" in str(refused.value)
+    ok = ServerSettings(bootstrap_admin_key="ck_" + "x" * 29)  # type: ignore[arg-type]
+    assert ok.bootstrap_admin_key is not None

@@ -163,6 +163,9 @@ Viewer = Annotated[Identity, require(Role.VIEWER)]
 Worker = Annotated[WorkerIdentity, Depends(worker_identity)]
 
 
+BOOTSTRAP_KEY_NAME = "bootstrap admin"
+
+
 async def ensure_admin_key(core: Any, bootstrap: str | None) -> str | None:
     """First start: create an admin key. Returns its plaintext if generated here.
 
@@ -172,9 +175,11 @@ async def ensure_admin_key(core: Any, bootstrap: str | None) -> str | None:
     async with core.store.tx() as conn:
         if bootstrap:
             digest = hash_secret(bootstrap)
+            # The key this replaces, if another was the bootstrap key before, stops working.
+            await keys_q.delete_named_except(conn, BOOTSTRAP_KEY_NAME, digest)
             if await keys_q.by_hash(conn, digest) is None:
                 await keys_q.insert(conn, id=new_id("key"), tenant_id=DEFAULT_TENANT,
-                                    name="bootstrap admin", key_hash=digest,
+                                    name=BOOTSTRAP_KEY_NAME, key_hash=digest,
                                     role=Role.ADMIN.value, now=core.clock.now())  # fmt: skip
             return None
         if await keys_q.count(conn):

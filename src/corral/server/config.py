@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from corral.config import Section, section_config
 from corral.store import Timeouts, default_url
+
+MIN_BOOTSTRAP_KEY = 32  # characters
 
 
 class ServerSettings(Section):
@@ -55,6 +57,17 @@ class ServerSettings(Section):
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="made a valid admin key on every start"
     )
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short key can be guessed; this one is an admin's.
+        if value is not None and len(value.get_secret_value().strip()) < MIN_BOOTSTRAP_KEY:
+            raise ValueError(
+                f"is too short to be a secret: at least {MIN_BOOTSTRAP_KEY} characters"
+                " (python -c 'import secrets; print(\"ck_\" + secrets.token_urlsafe(32))')"
+            )
+        return value
 
     @model_validator(mode="after")
     def _timings_agree(self) -> ServerSettings:

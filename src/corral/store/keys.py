@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,3 +29,9 @@ async def insert(
 async def by_hash(conn: AsyncConnection, key_hash: str) -> RowMapping | None:
     row = await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
     return row.mappings().first()
+
+
+async def delete_named_except(conn: AsyncConnection, name: str, keep_hash: str) -> int:
+    """Drop the keys called ``name`` but the one whose hash is ``keep_hash``."""
+    q = delete(api_keys).where(api_keys.c.name == name, api_keys.c.key_hash != keep_hash)
+    return int((await conn.execute(q)).rowcount or 0)
