@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from corral import __version__
+from corral.config.private import private_dir, private_file
 from corral.model import CorralError
 from corral.server import errors, params, reaper
 from corral.server.api import admin, jobs, workers
@@ -40,7 +41,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         # Migrated by serve() before it starts us.
         store = Store(settings.database_url(), settings.db_timeouts())
         the_clock = clock or Clock()
@@ -142,10 +143,15 @@ class StartupFailed(Exception):
 def _prepare(settings: ServerSettings) -> None:
     """Everything that can fail for a reason the user must fix, before uvicorn starts."""
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as exc:
         raise StartupFailed(f"cannot use data dir {settings.data_dir}: {exc}") from exc
     url = settings.database_url()
+    try:
+        if settings.db_url is None:  # the embedded store: the database is ours to create
+            private_file(settings.data_dir / "corral.db")
+    except OSError as exc:
+        raise StartupFailed(f"cannot open the database: {exc}") from exc
     try:
         migrate(url)
     except ImportError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.config.private import private_dir, private_file
 from corral.protocol import AttemptRef, AttemptReport
 
 __all__ = ["AttemptRecord", "Journal", "JournalBusy", "PendingReport"]
@@ -86,7 +87,7 @@ class Journal:
     """One per data directory; held with an exclusive lock while the worker runs."""
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         # Two workers sharing a journal would adopt and kill each other's attempts.
         self._lock_fd = os.open(data_dir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -94,7 +95,7 @@ class Journal:
         except OSError as exc:
             os.close(self._lock_fd)
             raise JournalBusy(f"another worker is using {data_dir}") from exc
-        self.path = data_dir / "journal.sqlite3"
+        self.path = private_file(data_dir / "journal.sqlite3")
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
