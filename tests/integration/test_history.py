@@ -203,6 +203,8 @@ def test_history_pages_and_follows(clocked):
         assert rest["next_cursor"] is None
         assert c.get("/api/jobs/job_nope/events").status_code == 404
         assert c.get(f"/api/jobs/{job['id']}/events", params={"cursor": "x"}).status_code == 422
+        # Digits to str.isdigit, not to int(): a 422 too, not a 500.
+        assert c.get(f"/api/jobs/{job['id']}/events", params={"cursor": "³"}).status_code == 422
 
         seen: list[tuple[str, str]] = []
         with c.stream("GET", f"/api/jobs/{job['id']}/events", params={"follow": "true"},

@@ -27,7 +27,7 @@ def view(row: RowMapping) -> EventView:
 def _after(cursor: str | None) -> int:
     if not cursor:
         return 0
-    if not cursor.isdigit() or len(cursor) > 18:
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
         raise InvalidInput("cursor is not one this server gave out", field="cursor")
     return int(cursor)
 

@@ -93,7 +93,7 @@ def read_exit_code(workdir: Path) -> int | None:
         text = exit_code_path(workdir).read_text(encoding="ascii").strip()
     except (OSError, ValueError):
         return None
-    return from_shell_status(int(text)) if text.isdigit() else None
+    return from_shell_status(int(text)) if text.isascii() and text.isdigit() else None
 
 
 def from_shell_status(status: int) -> int:
