@@ -178,3 +178,16 @@ def test_a_result_past_its_cap_is_refused_naming_it(coordinator):
         r = wc.post("/api/workers/reports", json={"reports": [{"job_id": job["id"], **big}]})
         _refused(r, "reports[0].result")
         assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "assigned"  # nothing taken
+
+
+def test_environment_and_label_counts_and_sizes_are_capped(coordinator):
+    with coordinator.client() as c:
+        many = {f"V{i}": "x" for i in range(257)}
+        _refused(c.post("/api/queue/submit", json={"command": ["x"], "env": many}), "env")
+        big = {"V": "x" * (64 * 1024 + 1)}
+        _refused(c.post("/api/queue/submit", json={"command": ["x"], "env": big}), "env.V")
+        labels = {f"k{i}": "*" for i in range(65)}
+        _refused(c.post("/api/queue/submit", json={"command": ["x"], "worker_labels": labels}),
+                 "worker_labels")  # fmt: skip
+        ok = c.post("/api/queue/submit", json={"command": ["x"], "env": {"V": "x" * 1000}})
+        assert ok.status_code == 201, ok.text

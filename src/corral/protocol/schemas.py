@@ -62,6 +62,13 @@ LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
 MAX_LABELS = 64
 Labels = Annotated[dict[LabelKey, Annotated[str, Field(max_length=200)]],
                    Field(max_length=MAX_LABELS)]  # fmt: skip
+MAX_ENV = 256  # variables a job may set
+MAX_ENV_VALUE = 64 * 1024  # characters of one variable's value
+Env = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)],
+         Annotated[str, Field(max_length=MAX_ENV_VALUE)]],
+    Field(max_length=MAX_ENV),
+]  # fmt: skip
 _ = (MAX_NESTING, unstorable_text)  # re-exported
 
 CALL_KIND = "call"
@@ -287,7 +294,7 @@ class JobSubmit(_Wire):
     call: CallSpec | None = Field(
         default=None, validate_default=True, description='what a job of kind "call" runs'
     )
-    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    env: Env = {}
     worker_labels: Labels = Field(default={}, description="label -> glob the worker must match")
     gpus: int = Field(default=0, ge=0, le=64)
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
