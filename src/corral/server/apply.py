@@ -54,12 +54,12 @@ async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:
     and outbox events) is written with one statement per kind, not one per change: a
     statement costs far more than a row."""
     todo = list(changes)
+    kinds = [_kind(c) for c in todo]
     missed: list[Change] = []
     i = 0
     while i < len(todo):
-        kind = _kind(todo[i])
         j = i + 1
-        while kind is not None and j < len(todo) and _kind(todo[j]) == kind:
+        while kinds[i] is not None and j < len(todo) and kinds[j] == kinds[i]:
             j += 1
         if j - i > 1:
             missed += await _many(t, todo[i:j])

@@ -285,7 +285,7 @@ async def _reports(
     locked) in one statement, decided one by one, and their changes written together.
     Locked: a cancel or a reap committing meanwhile would otherwise make the guarded move
     miss, and the worker would drop a result it was right to report."""
-    out: list[JobState | CorralError] = [StaleAttempt("not reported")] * len(items)
+    out: dict[int, JobState | CorralError] = {}
     for run in _distinct_runs(items):
         wanted = {items[i][0]: items[i][1].attempt for i in run}
         rows = await jobs_q.reported(t.conn, w.tenant_id, wanted, for_update=True)
@@ -310,7 +310,7 @@ async def _reports(
             job_id, r = items[i]
             if job_id in lost:
                 out[i] = StaleAttempt(f"attempt {r.attempt} of {job_id} ended meanwhile")
-    return out
+    return [out[i] for i in range(len(items))]
 
 
 async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatch) -> None:
