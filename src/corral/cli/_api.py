@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -19,12 +20,23 @@ T = TypeVar("T")
 
 
 def connect(url: str | None, api_key: str | None) -> AsyncClient:
-    """``--url`` / ``--api-key`` (their env vars already read by Typer); a person is waiting,
-    so give up after ~15 s rather than a script's patient minute."""
+    """``--url`` / ``--api-key`` (their env vars already read by Typer), and the root's
+    ``--token`` / ``--token-file``, which win over a key; a person is waiting, so give up
+    after ~15 s rather than a script's patient minute."""
     # The CLI says in one line what failed; stamina's per-retry warnings would bury that
     # line. Set here, not at import, so a worker started by `corral worker` keeps them.
     stamina.instrumentation.set_on_retry_hooks([])
-    return AsyncClient(url, api_key, attempts=4, retry_timeout=15.0)
+    return AsyncClient(url, api_key, token=_token["token"], token_file=_token["file"],
+                       attempts=4, retry_timeout=15.0)  # fmt: skip
+
+
+# The root's --token / --token-file of this invocation (set by its callback, before any
+# command runs): every command's client sends them instead of its key.
+_token: dict[str, Any] = {"token": None, "file": None}
+
+
+def use_token(token: str | None, token_file: Path | None) -> None:
+    _token.update(token=token, file=token_file)
 
 
 def explain(exc: CorralError | FleetError) -> Failure:

@@ -43,3 +43,18 @@ def env(values: Iterable[str], *, flag: str = "--env") -> dict[str, str]:
             )
         out[key] = value
     return out
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SPAN = re.compile(r"^\s*(\d{1,9})\s*([smhdw])\s*$")
+
+
+def span(text: str, *, flag: str) -> int:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"3600s"`` (or ``"2w"``) -> seconds."""
+    m = _SPAN.match(text)
+    if not m:
+        raise typer.BadParameter(
+            f"expected a number and a unit (s, m, h, d or w), like 30d, got {text!r}",
+            param_hint=flag,
+        )
+    return int(m.group(1)) * _UNITS[m.group(2)]

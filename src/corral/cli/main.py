@@ -11,7 +11,8 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from corral.cli import _output, bench, config, jobs, serve, up, workers
+from corral.cli import _output, accounts, bench, config, jobs, serve, up, workers
+from corral.cli._api import use_token
 from corral.cli._exit import ClickException, ExitCode, NoArgsIsHelpError, UsageError
 from corral.config import CONFIG_ENV, CliSettings, ConfigError, use_file
 
@@ -95,8 +96,30 @@ def _root(
             help="TOML file of settings: below flags and env vars, above defaults.",
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="CORRAL_TOKEN",
+            show_envvar=True,
+            show_default=False,
+            help="An API token ('corral token'), sent instead of the API key.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar="CORRAL_TOKEN_FILE",
+            show_envvar=True,
+            show_default=False,
+            metavar="FILE",
+            help="A file holding an API token, sent instead of the API key.",
+        ),
+    ] = None,
 ) -> None:
     ctx.with_resource(use_file(config_file))
+    use_token(token, token_file)
     # The top-level settings reach every command's --url, --api-key and --log-level as
     # their defaults (click still lets a flag or the option's env var win).
     cli = CliSettings.load()
@@ -124,6 +147,11 @@ app.command(
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(workers.app, name="workers")
 app.add_typer(config.app, name="config")
+app.command("onboard")(accounts.onboard)
+app.command("token")(accounts.token)
+app.command("audit")(accounts.audit)
+app.add_typer(accounts.tenants, name="tenants")
+app.add_typer(accounts.keys, name="keys")
 app.command("server")(serve.server)
 app.command("worker")(serve.worker)
 app.command("up")(up.up)

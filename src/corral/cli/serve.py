@@ -143,7 +143,7 @@ def server(
         _output.err.print(f"coordinator listening on [bold]{url}[/]", soft_wrap=True)
         if new_admin_key:
             # stdout, not stderr: a script starting a fresh server may capture it.
-            _output.out.print(f"Admin API key (shown once): {new_admin_key}", markup=False)
+            _output.out.print(f"Operator API key (shown once): {new_admin_key}", markup=False)
             _output.err.print(
                 f"  export CORRAL_URL={url} CORRAL_API_KEY={new_admin_key}",
                 markup=False,

@@ -131,7 +131,7 @@ def _banner(fleet: LocalFleet) -> None:
             _output.styled(fleet.url, "bold"), f", workers {names}",
         )
     )  # fmt: skip
-    p(_output.line("Admin API key: ", _output.styled(fleet.admin_key, "bold")), soft_wrap=True)
+    p(_output.line("Operator API key: ", _output.styled(fleet.admin_key, "bold")), soft_wrap=True)
     p(_output.line(f"Data: {fleet.data_dir} (worker logs: workers/*/worker.log)"), soft_wrap=True)
     p("From another shell:")
     env = f"  export CORRAL_URL={fleet.url} CORRAL_API_KEY={fleet.admin_key}"

@@ -6,13 +6,17 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from httpx_sse import ServerSentEvent
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from corral.client import _calls, _stream
+from corral.client._accounts import AccountCalls
 from corral.client._config import check_urls, from_env
+from corral.client._valid import valid as _valid
 from corral.model import CorralError, InvalidInput, NotFound, WorkerType
 from corral.protocol import (
     BatchJob,
@@ -36,10 +40,12 @@ PAGE_SIZE = 500  # rows per request when iterating; the coordinator allows up to
 _SUBMIT_KEYWORD = {"worker_labels": "labels", "max_retries": "retries", "timeout_s": "timeout"}
 
 
-class AsyncClient:
+class AsyncClient(AccountCalls):
     """The coordinator's API for asyncio code. ``url`` may list several coordinators,
     comma-separated: they fail over in order. Without ``url`` or ``api_key`` it reads
     ``CORRAL_URL`` and ``CORRAL_API_KEY``; the URL defaults to ``http://127.0.0.1:8001``.
+    ``token`` (or ``token_file``, or ``CORRAL_TOKEN`` / ``CORRAL_TOKEN_FILE``) is an API
+    token (``POST /api/auth/token``), sent instead of the key.
 
     ``timeout`` bounds each request (seconds). Idempotent calls are retried with backoff
     and jitter for up to ``attempts`` tries within ``retry_timeout`` seconds; a followed
@@ -53,11 +59,13 @@ class AsyncClient:
         url: str | None = None,
         api_key: str | None = None,
         *,
+        token: str | None = None,
+        token_file: str | Path | None = None,
         timeout: float = 10.0,
         attempts: int = 5,
         retry_timeout: float = 60.0,
     ) -> None:
-        url, api_key = from_env(url, api_key)
+        url, api_key = from_env(url, api_key, token, token_file)
         self.url = url
         self.timeout = timeout
         self.retry_timeout = retry_timeout
@@ -319,6 +327,19 @@ class AsyncClient:
         async for event in self._pages(f"/api/admin/workers/{wid}/events"):
             yield event
 
+    # ---- audit (admin) ----------------------------------------------------------------
+
+    async def audit(
+        self, *, since: datetime | None = None, actor: str | None = None,
+        action: str | None = None,
+    ) -> AsyncIterator[EventView]:  # fmt: skip
+        """The audit log, oldest first: the tenant's (an operator's key: every tenant's)
+        changes and refused requests, with actor and source address. ``action`` is a kind
+        (``key.created``) or a prefix ending in ``*`` (``key.*``)."""
+        query = {"since": since.isoformat() if since else None, "actor": actor, "action": action}
+        async for event in self._pages("/api/admin/audit", query):
+            yield event
+
     # ---- the coordinator --------------------------------------------------------------
 
     async def healthy(self) -> bool:
@@ -334,10 +355,13 @@ class AsyncClient:
             self._t, path, give_up_after_s=self.retry_timeout, connect_timeout_s=self.timeout
         )
 
-    async def _pages(self, path: str) -> AsyncIterator[EventView]:
+    async def _pages(
+        self, path: str, query: Mapping[str, str | None] | None = None
+    ) -> AsyncIterator[EventView]:
         cursor: str | None = None
         while True:
-            params: dict[str, str | int] = {"limit": PAGE_SIZE}
+            params: dict[str, str | int] = {k: v for k, v in (query or {}).items() if v}
+            params["limit"] = PAGE_SIZE
             if cursor:
                 params["cursor"] = cursor
             page = await self._get(EventList, path, params=params)
@@ -354,15 +378,3 @@ def _json(data: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
-
-
-def _valid(model: type[M], fields: dict[str, Any], keyword: Mapping[str, str]) -> M:
-    """Checked here, before any request, so a bad value is an InvalidInput that names the
-    keyword to fix, even with no coordinator running."""
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        wire = str(first["loc"][0]) if first["loc"] else ""
-        name = keyword.get(wire, wire)
-        raise InvalidInput(f"{name}: {first['msg']}", field=name) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from corral.config import DEFAULT_URL, ClientSettings, ConfigError
@@ -10,21 +12,43 @@ from corral.model.errors import InvalidInput
 __all__ = ["DEFAULT_URL", "check_urls", "from_env"]
 
 
-def from_env(url: str | None, api_key: str | None) -> tuple[str, str | None]:
-    """The given ``url`` and ``api_key``, else the settings (``CORRAL_URL`` /
-    ``CORRAL_API_KEY``, then the config file ``CORRAL_CONFIG`` names), else the local
-    default and no key: the one configuration scheme, read in this one place."""
-    if url is not None and api_key is not None:
-        return url, api_key
+def from_env(
+    url: str | None, api_key: str | None, token: str | None = None,
+    token_file: str | Path | None = None,
+) -> tuple[str, str | None]:  # fmt: skip
+    """The coordinator's URL and the credential to send: the given ``url``; the given
+    ``token``, else the content of ``token_file``, else ``api_key``. What is not given comes
+    from the settings (``CORRAL_URL``; ``CORRAL_TOKEN``, ``CORRAL_TOKEN_FILE``,
+    ``CORRAL_API_KEY``; then the config file ``CORRAL_CONFIG`` names), else the local default
+    and no credential: the one configuration scheme, read in this one place. A token wins
+    over a key wherever both are set."""
+    given = token or (_read_token(token_file, "token_file") if token_file else None) or api_key
+    if url is not None and given is not None:
+        return url, given
     try:
         settings = ClientSettings.load()
     except ConfigError as exc:
         raise InvalidInput(str(exc), field="url" if url is None else "api_key") from exc
     if url is None:
         url = settings.url
-    if api_key is None:
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    return url, api_key
+    if given is None:
+        if settings.token is not None:
+            given = settings.token.get_secret_value()
+        elif settings.token_file is not None:
+            given = _read_token(settings.token_file, "CORRAL_TOKEN_FILE")
+        elif settings.api_key is not None:
+            given = settings.api_key.get_secret_value()
+    return url, given
+
+
+def _read_token(path: str | Path, name: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{name}: cannot read {path}: {exc}", field="token_file") from None
+    if not text or len(text) > 8192 or any(ch.isspace() for ch in text):
+        raise InvalidInput(f"{name}: {path} does not hold one token", field="token_file")
+    return text
 
 
 def check_urls(url: str) -> list[str]:

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from corral.client._async import AsyncClient
@@ -100,13 +101,16 @@ class Client:
         url: str | None = None,
         api_key: str | None = None,
         *,
+        token: str | None = None,
+        token_file: str | Path | None = None,
         timeout: float = 10.0,
         attempts: int = 5,
         retry_timeout: float = 60.0,
     ) -> None:
         self._async = AsyncClient(
-            url, api_key, timeout=timeout, attempts=attempts, retry_timeout=retry_timeout
-        )
+            url, api_key, token=token, token_file=token_file, timeout=timeout,
+            attempts=attempts, retry_timeout=retry_timeout,
+        )  # fmt: skip
         self._loop = _Loop()
 
     @property
@@ -157,3 +161,15 @@ class Client:
     remove_worker = _blocking(AsyncClient.remove_worker)
     worker_events = _iterating(AsyncClient.worker_events)
     healthy = _blocking(AsyncClient.healthy)
+    onboard = _blocking(AsyncClient.onboard)
+    tenants = _blocking(AsyncClient.tenants)
+    tenant = _blocking(AsyncClient.tenant)
+    suspend_tenant = _blocking(AsyncClient.suspend_tenant)
+    resume_tenant = _blocking(AsyncClient.resume_tenant)
+    keys = _blocking(AsyncClient.keys)
+    key = _blocking(AsyncClient.key)
+    create_key = _blocking(AsyncClient.create_key)
+    revoke_key = _blocking(AsyncClient.revoke_key)
+    rotate_key = _blocking(AsyncClient.rotate_key)
+    token = _blocking(AsyncClient.token)
+    audit = _iterating(AsyncClient.audit)

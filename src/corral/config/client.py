@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -22,6 +23,12 @@ class ClientSettings(Section):
         default=DEFAULT_URL, description="coordinator URL; several, comma-separated, fail over"
     )
     api_key: SecretStr | None = Field(default=None, description="sent as a Bearer token")
+    token: SecretStr | None = Field(
+        default=None, description="an API token (POST /api/auth/token): used instead of the key"
+    )
+    token_file: Path | None = Field(
+        default=None, description="a file holding an API token, read at each client's start"
+    )
 
 
 class CliSettings(ClientSettings):

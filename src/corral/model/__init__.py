@@ -1,5 +1,14 @@
 """The domain: jobs, attempts, workers, their states and legal transitions. No I/O."""
 
+from corral.model.access import (
+    PERMISSIONS,
+    ROLE_RANK,
+    Permission,
+    Role,
+    TenantStatus,
+    allows,
+    check_grant,
+)
 from corral.model.errors import (
     AlreadyExists,
     Conflict,
@@ -13,6 +22,7 @@ from corral.model.errors import (
     ServerError,
     StaleAttempt,
     StaleRegistration,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
     Unreachable,
@@ -28,8 +38,6 @@ from corral.model.job import (
     retry_delay,
 )
 from corral.model.worker import (
-    ROLE_RANK,
-    Role,
     WorkerStatus,
     WorkerType,
     check_worker_transition,
@@ -40,6 +48,7 @@ DEFAULT_TENANT = "default"
 __all__ = [
     "ACTIVE_JOB_STATES",
     "DEFAULT_TENANT",
+    "PERMISSIONS",
     "ROLE_RANK",
     "TERMINAL_JOB_STATES",
     "AlreadyExists",
@@ -52,17 +61,22 @@ __all__ = [
     "JobState",
     "NotFound",
     "NotRegistered",
+    "Permission",
     "PermissionDenied",
     "Role",
     "ServerError",
     "StaleAttempt",
     "StaleRegistration",
+    "TenantStatus",
+    "TooManyRequests",
     "Unauthenticated",
     "Unavailable",
     "Unreachable",
     "WorkerBusy",
     "WorkerStatus",
     "WorkerType",
+    "allows",
+    "check_grant",
     "check_job_transition",
     "check_worker_transition",
     "next_after_attempt",

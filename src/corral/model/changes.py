@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from corral.model.access import TenantStatus
 from corral.model.history import Kind
 from corral.model.job import JobState
 from corral.model.worker import WorkerStatus
@@ -98,6 +99,45 @@ class DeleteWorker:
 
 
 @dataclass(frozen=True, slots=True)
+class InsertTenant:
+    values: Mapping[str, Any]
+    why: Why = Why()
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTenant:
+    """Suspend or resume (guarded: only from ``frm``)."""
+
+    tenant_id: str
+    frm: TenantStatus
+    to: TenantStatus
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    why: Why = Why()
+    then: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InsertKey:
+    values: Mapping[str, Any]  # every column but its plaintext, never stored
+    why: Why = Why()
+
+
+@dataclass(frozen=True, slots=True)
+class RotateKey:
+    key_id: str
+    tenant_id: str
+    fields: Mapping[str, Any]  # its new hash and prefix
+    why: Why = Why()
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteKey:
+    key_id: str
+    tenant_id: str
+    why: Why = Why()
+
+
+@dataclass(frozen=True, slots=True)
 class Assign:
     job_id: str
     attempt: int
@@ -158,4 +198,5 @@ class ForgetDrop:
 Change = (
     InsertJob | MoveJob | StartAttempt | UpdateAttempt | InsertWorker | MoveWorker
     | UpdateWorker | DeleteWorker | Notify | ClearOutbox | Record | EndStream | ForgetDrop
+    | InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey
 )  # fmt: skip

@@ -58,6 +58,19 @@ class NotFound(CorralError):
     code = "not_found"
 
 
+class TooManyRequests(CorralError):
+    """Too many refused attempts from this address: wait, then try again."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(
+        self, detail: str | None = None, *, field: str | None = None, retry_after_s: int = 60
+    ) -> None:
+        super().__init__(detail, field=field)
+        self.retry_after_s = retry_after_s
+
+
 class Conflict(CorralError):
     """The request conflicts with the current state."""
 

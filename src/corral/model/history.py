@@ -28,6 +28,14 @@ class Kind(StrEnum):
     WORKER_CONSTRAINED = "worker.constrained"  # it takes no new work, and says why
     WORKER_UNCONSTRAINED = "worker.unconstrained"
     WORKER_REMOVED = "worker.removed"
+    TENANT_ONBOARDED = "tenant.onboarded"
+    TENANT_SUSPENDED = "tenant.suspended"
+    TENANT_RESUMED = "tenant.resumed"
+    KEY_CREATED = "key.created"
+    KEY_ROTATED = "key.rotated"
+    KEY_REVOKED = "key.revoked"
+    AUTH_REFUSED = "auth.refused"  # a request without valid credentials (401)
+    ACCESS_DENIED = "access.denied"  # valid credentials asking for what they may not (403)
 
 
 class Reason(StrEnum):
@@ -42,6 +50,7 @@ class Reason(StrEnum):
     DISCONNECTED = "disconnected"
     EXPIRED = "expired"  # an offline ephemeral worker past its time to live
     DECLINED = "declined"  # its worker could not run it (its disk is full…) and said so
+    TENANT_SUSPENDED = "tenant_suspended"  # an operator suspended the worker's tenant
 
 
 def job_kind(frm: JobState | None, to: JobState) -> Kind:

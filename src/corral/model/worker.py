@@ -1,4 +1,4 @@
-"""Worker states as in SimpleTuner's guide, worker types and API roles."""
+"""Worker states as in SimpleTuner's guide, and worker types."""
 
 from __future__ import annotations
 
@@ -22,14 +22,6 @@ class WorkerType(StrEnum):
     EPHEMERAL = "ephemeral"  # exits after one job
     PERSISTENT = "persistent"
 
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    MEMBER = "member"
-    VIEWER = "viewer"
-
-
-ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2}
 
 _C, _I, _D, _O = (
     WorkerStatus.CONNECTING,

@@ -16,6 +16,7 @@ from corral.model.errors import (
     NotFound,
     PermissionDenied,
     ServerError,
+    TooManyRequests,
     Unauthenticated,
 )
 
@@ -29,6 +30,7 @@ _BY_STATUS: dict[int, type[CorralError]] = {
     409: Conflict,
     413: InvalidInput,
     422: InvalidInput,
+    429: TooManyRequests,
 }
 
 

@@ -371,6 +371,8 @@ class EventView(BaseModel):
     actor: str | None = Field(
         default=None, description="who: an API key id, a worker id, reaper, dispatcher"
     )
+    source: str | None = Field(default=None, description="the address the request came from")
+    tenant_id: str | None = Field(default=None, description="whose it is ('' : nobody's known)")
     detail: dict[str, Any] = Field(
         default={}, description="backoff_s, exit_code, outcome, address, capabilities, …"
     )

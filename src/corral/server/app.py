@@ -20,8 +20,8 @@ from corral import __version__
 from corral.config.private import private_dir, private_file
 from corral.model import CorralError
 from corral.server import errors, params, reaper
-from corral.server.api import admin, jobs, workers
-from corral.server.auth import ensure_admin_key
+from corral.server.api import accounts, admin, jobs, workers
+from corral.server.auth import ensure_operator_key
 from corral.server.cause import CauseMiddleware
 from corral.server.clock import Clock
 from corral.server.config import ServerSettings
@@ -52,9 +52,10 @@ def create_app(
         app.state.core = core
         app.state.dispatcher = dispatcher
         bootstrap = settings.bootstrap_admin_key
-        app.state.new_admin_key = await ensure_admin_key(
+        app.state.new_admin_key = await ensure_operator_key(
             core, bootstrap.get_secret_value() if bootstrap else None
         )
+        await core.tokens.start(store.tx)
         tasks: list[asyncio.Task[Any]] = []
         if background:
             tasks = [
@@ -82,6 +83,10 @@ def create_app(
     app.add_middleware(CauseMiddleware)  # outermost: a refused body gets its request id too
     app.include_router(workers.router)
     app.include_router(admin.router)
+    app.include_router(accounts.tenants)
+    app.include_router(accounts.keys)
+    app.include_router(accounts.auth)
+    app.include_router(accounts.audit_log)
     app.include_router(jobs.queue)
     app.include_router(jobs.router)
 

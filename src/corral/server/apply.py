@@ -11,21 +11,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from corral.model import ACTIVE_JOB_STATES, JobState, WorkerStatus
+from corral.model import ACTIVE_JOB_STATES, JobState, TenantStatus, WorkerStatus
 from corral.model.changes import (
     Assign,
     Cancel,
     Change,
     ClearOutbox,
+    DeleteKey,
     DeleteWorker,
     EndStream,
     ForgetDrop,
     InsertJob,
+    InsertKey,
+    InsertTenant,
     InsertWorker,
     MoveJob,
+    MoveTenant,
     MoveWorker,
     Notify,
     Record,
+    RotateKey,
     StartAttempt,
     UpdateAttempt,
     UpdateWorker,
@@ -34,6 +39,7 @@ from corral.model.changes import (
 from corral.model.history import Kind, job_kind, worker_kind
 from corral.protocol import JobAssign, JobCancel, WorkerDrain
 from corral.store import jobs as jobs_q
+from corral.store import keys as keys_q
 from corral.store import streams
 from corral.store import workers as workers_q
 
@@ -220,12 +226,48 @@ async def _one(t: Tx, c: Change) -> bool:
                attempt=c.attempt)  # fmt: skip
         if c.job_id:
             t.jobs.add(c.job_id)
+    elif isinstance(c, InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey):
+        return await _account(t, c)
     elif isinstance(c, EndStream):
         t.end_streams.add(c.worker_id)
     elif isinstance(c, ForgetDrop):
         t.forget_drops.add(c.worker_id)
     else:  # pragma: no cover - a new Change type without a branch here
         raise TypeError(f"apply does not know {type(c).__name__}")
+    return True
+
+
+async def _account(t: Tx, c: InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey) -> bool:
+    """Tenants and API keys: each change is an entry of the history, the audit's source."""
+    conn = t.conn
+    if isinstance(c, InsertTenant):
+        await keys_q.insert_tenant(conn, dict(c.values))
+        _entry(t, Kind.TENANT_ONBOARDED, c.values["id"], c.why, detail={"name": c.values["name"]})
+    elif isinstance(c, MoveTenant):
+        if not await keys_q.set_tenant_status(conn, c.tenant_id, c.frm, c.to, **c.fields):
+            return False
+        kind = Kind.TENANT_SUSPENDED if c.to is TenantStatus.SUSPENDED else Kind.TENANT_RESUMED
+        t.forget_tenants.add(c.tenant_id)
+        _entry(t, kind, c.tenant_id, c.why, from_state=c.frm, to_state=c.to)
+        await apply(t, c.then)
+    elif isinstance(c, InsertKey):
+        v = c.values
+        await keys_q.insert(conn, dict(v))
+        expires = v.get("expires_at")
+        _entry(t, Kind.KEY_CREATED, v["tenant_id"], c.why, detail={
+            "key_id": v["id"], "name": v["name"], "role": v["role"], "prefix": v.get("prefix"),
+            "expires_at": expires.isoformat() if expires else None})  # fmt: skip
+    elif isinstance(c, RotateKey):
+        if not await keys_q.update_key(conn, c.key_id, **c.fields):
+            return False
+        t.forget_keys.add(c.key_id)
+        _entry(t, Kind.KEY_ROTATED, c.tenant_id, c.why,
+               detail={"key_id": c.key_id, "prefix": c.fields.get("prefix")})  # fmt: skip
+    else:
+        if not await keys_q.delete_key(conn, c.key_id):
+            return False
+        t.forget_keys.add(c.key_id)
+        _entry(t, Kind.KEY_REVOKED, c.tenant_id, c.why, detail={"key_id": c.key_id})
     return True
 
 
@@ -253,5 +295,5 @@ def _entry(
         "to_state": str(to_state) if to_state else None,
         "reason": why.reason, "message": why.message,
         "detail": {**(detail or {}), **why.detail},
-        "cause": t.cause, "actor": why.actor or t.actor,
+        "cause": t.cause, "actor": why.actor or t.actor, "source": t.source,
     })  # fmt: skip

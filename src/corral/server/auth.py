@@ -6,7 +6,11 @@ Secrets are random, shown once, stored as SHA-256 and compared in constant time.
 Neither kind of secret costs a database round trip per request once seen (``Credentials``):
 a worker's token is checked again inside the transaction of what it asked for, against the
 row that transaction reads anyway, so a rotated or removed token stops working at once, on
-every coordinator; an API key is looked up again after ``KEY_TTL_S``.
+every coordinator; an API key is looked up again after ``KEY_TTL_S`` (at once on the
+coordinator that revoked or rotated it, or suspended its tenant).
+
+What a key may do is its role's permissions (``corral.model.access``), asked in one place:
+``require(permission)``, the dependency every route names.
 """
 
 from __future__ import annotations
@@ -15,19 +19,36 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+import structlog
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from corral.model import DEFAULT_TENANT, ROLE_RANK, PermissionDenied, Role, Unauthenticated
+from corral.model import (
+    DEFAULT_TENANT,
+    Permission,
+    PermissionDenied,
+    Role,
+    TenantStatus,
+    TooManyRequests,
+    Unauthenticated,
+    allows,
+)
+from corral.model.changes import InsertKey, Why
 from corral.protocol import WORKER_TOKEN_HEADER
+from corral.store import as_utc
 from corral.store import keys as keys_q
 from corral.store import workers as workers_q
 
+log = structlog.get_logger("corral.auth")
 _bearer = HTTPBearer(auto_error=False, description="API key")
 _worker_token = APIKeyHeader(name=WORKER_TOKEN_HEADER, auto_error=False, description="worker token")
 
@@ -49,6 +70,7 @@ class Identity:
     tenant_id: str
     role: Role
     key_id: str
+    token: bool = False  # it came as an API token issued for the key, not the key itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +83,34 @@ class WorkerIdentity:
     token_hash: str
 
 
+class Refusals:
+    """What each address has been refused lately."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._failures = RateLimitItemPerMinute(per_minute)
+        self._recorded = RateLimitItemPerMinute(per_minute)
+
+    def check(self, source: str | None) -> None:
+        """Before credentials are looked at: an address past its budget is refused."""
+        if source is not None and not self._limiter.test(self._failures, "auth", source):
+            reset, _ = self._limiter.get_window_stats(self._failures, "auth", source)
+            raise TooManyRequests(
+                "too many refused authentications from this address: try again in a minute",
+                retry_after_s=max(1, int(reset - datetime.now().timestamp()) + 1),
+            )
+
+    def refused(self, source: str | None, status: int) -> bool:
+        """Count a refusal; whether it is still worth a record in the audit log."""
+        key = source or "-"
+        if status == Unauthenticated.status:
+            return self._limiter.hit(self._failures, "auth", key)
+        return self._limiter.hit(self._recorded, "denied", key)
+
+
 KEY_TTL_S = 2.0  # how long a looked-up API key is trusted before it is read again
+LAST_USED_EVERY_S = 60.0  # a key's last use is written at most this often
+KEY_PREFIX_CHARS = 11  # "ck_" and 8 characters of the secret: shown, to tell keys apart
 MAX_CACHED = 100_000  # secrets remembered; past it the cache starts anew
 
 
@@ -105,18 +154,60 @@ class Credentials:
         for digest in [d for d, w in self._workers.items() if w.worker_id == worker_id]:
             del self._workers[digest]
 
-    async def key(self, conn_of: Any, digest: str) -> Identity:
-        cached = self._keys.get(digest)
+    async def key(self, conn_of: Any, digest: str, now: datetime) -> Identity:
+        """The key's identity, if it exists, has not expired and its tenant is active; its
+        last use is written at most every ``LAST_USED_EVERY_S``."""
+        return await self._lookup(conn_of, digest, now, lambda c: keys_q.by_hash(c, digest))
+
+    async def key_by_id(self, conn_of: Any, key_id: str, now: datetime) -> Identity:
+        """As ``key``, for the key an API token was issued for: revoking the key, or
+        suspending its tenant, ends its tokens too."""
+        return await self._lookup(conn_of, f"id:{key_id}", now, lambda c: keys_q.by_id(c, key_id))
+
+    async def _lookup(self, conn_of: Any, ref: str, now: datetime, read: Any) -> Identity:
+        cached = self._keys.get(ref)
         if cached is not None and cached[1] > self.clock():
             return cached[0]
+        self._keys.pop(ref, None)
         async with conn_of() as conn:
-            row = await keys_q.by_hash(conn, digest)
-        if row is None or not hmac.compare_digest(row["key_hash"], digest):
-            self._keys.pop(digest, None)
+            row = await read(conn)
+        if row is None or (not ref.startswith("id:")
+                           and not hmac.compare_digest(row["key_hash"], ref)):  # fmt: skip
             raise Unauthenticated("invalid API key")
+        expires = as_utc(row["expires_at"])
+        if expires is not None and expires <= now:
+            raise Unauthenticated(f"this API key expired at {expires:%Y-%m-%d %H:%M:%S} UTC")
+        if row["tenant_status"] != TenantStatus.ACTIVE:
+            raise PermissionDenied(f"tenant {row['tenant_id']} is suspended")
+        last = as_utc(row["last_used_at"])
+        if last is None or (now - last).total_seconds() >= LAST_USED_EVERY_S:
+            await self._used(conn_of, row["id"], now)
         who = Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"])
-        self._remember(self._keys, digest, (who, self.clock() + KEY_TTL_S))
+        trust = KEY_TTL_S
+        if expires is not None:
+            trust = min(trust, (expires - now).total_seconds())
+        self._remember(self._keys, ref, (who, self.clock() + trust))
         return who
+
+    @staticmethod
+    async def _used(conn_of: Any, key_id: str, now: datetime) -> None:
+        """Best effort, in a transaction of its own: a read must not fail because the
+        store cannot take this write (a full disk)."""
+        try:
+            async with conn_of() as conn:
+                await keys_q.used(conn, key_id, now, now - timedelta(seconds=LAST_USED_EVERY_S))
+        except Exception as exc:
+            log.warning("key.last_used_not_written", key_id=key_id, error=str(exc))
+
+    def forget_key(self, key_id: str) -> None:
+        for digest in [d for d, (who, _) in self._keys.items() if who.key_id == key_id]:
+            del self._keys[digest]
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        for digest in [d for d, (who, _) in self._keys.items() if who.tenant_id == tenant_id]:
+            del self._keys[digest]
+        for digest in [d for d, w in self._workers.items() if w.tenant_id == tenant_id]:
+            del self._workers[digest]
 
     @staticmethod
     def _remember(cache: dict[str, Any], digest: str, value: Any) -> None:
@@ -129,63 +220,100 @@ async def api_identity(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
-    if creds is None or not creds.credentials:
-        raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
     core = request.app.state.core
-    who: Identity = await core.credentials.key(core.store.tx, hash_secret(creds.credentials))
+    core.refusals.check(request.client.host if request.client else None)
+    if creds is None or not creds.credentials:
+        raise Unauthenticated("an API key or token is required: Authorization: Bearer <key>")
+    secret = creds.credentials
+    who: Identity
+    if secret.count(".") == 2:  # a JWT; an API key has no dots
+        claims = await core.tokens.verify(core.store.tx, secret)
+        who = await core.credentials.key_by_id(core.store.tx, claims["sub"], core.clock.now())
+        if who.tenant_id != claims["tid"]:
+            raise Unauthenticated("invalid API token")
+        who = replace(who, token=True)
+    else:
+        who = await core.credentials.key(core.store.tx, hash_secret(secret), core.clock.now())
     request.state.caller = who.key_id
+    request.state.tenant = who.tenant_id
     return who
 
 
-def require(role: Role) -> Any:
-    async def check(identity: Annotated[Identity, Depends(api_identity)]) -> Identity:
-        if ROLE_RANK[identity.role] < ROLE_RANK[role]:
-            raise PermissionDenied(f"this needs the {role} role")
-        return identity
+async def authorize(
+    scopes: SecurityScopes, identity: Annotated[Identity, Depends(api_identity)]
+) -> Identity:
+    """The one place a permission is checked: those the route names (``require``)."""
+    for name in scopes.scopes:
+        if not allows(identity.role, Permission(name)):
+            raise PermissionDenied(f"this needs the {name} permission, which a"
+                                   f" {identity.role} key does not have")  # fmt: skip
+    return identity
 
-    return Depends(check)
+
+def require(permission: Permission) -> Any:
+    """The dependency of a route that needs ``permission``. The OpenAPI document names it
+    in the route's security requirement (``{"HTTPBearer": ["jobs.read"]}``), so the route
+    table itself says what each route needs."""
+    return Security(authorize, scopes=[permission.value])
 
 
 async def worker_identity(
     request: Request, token: Annotated[str | None, Depends(_worker_token)]
 ) -> WorkerIdentity:
+    core = request.app.state.core
+    core.refusals.check(request.client.host if request.client else None)
     if not token:
         raise Unauthenticated(f"a worker token is required: {WORKER_TOKEN_HEADER}")
-    core = request.app.state.core
     who: WorkerIdentity = await core.credentials.worker(core.store.tx, hash_secret(token.strip()))
     request.state.caller = who.worker_id
+    request.state.tenant = who.tenant_id
     return who
 
 
-Admin = Annotated[Identity, require(Role.ADMIN)]
-Member = Annotated[Identity, require(Role.MEMBER)]
-Viewer = Annotated[Identity, require(Role.VIEWER)]
+AnyKey = Annotated[Identity, Security(authorize, scopes=[])]  # any valid key: no permission
+JobsRead = Annotated[Identity, require(Permission.JOBS_READ)]
+JobsSubmit = Annotated[Identity, require(Permission.JOBS_SUBMIT)]
+WorkersAdmin = Annotated[Identity, require(Permission.WORKERS_ADMIN)]
+KeysAdmin = Annotated[Identity, require(Permission.KEYS_ADMIN)]
+AuditRead = Annotated[Identity, require(Permission.AUDIT_READ)]
+TenantsAdmin = Annotated[Identity, require(Permission.TENANTS_ADMIN)]
 Worker = Annotated[WorkerIdentity, Depends(worker_identity)]
 
 
 BOOTSTRAP_KEY_NAME = "bootstrap admin"
 
 
-async def ensure_admin_key(core: Any, bootstrap: str | None) -> str | None:
-    """First start: create an admin key. Returns its plaintext if generated here.
+def key_values(
+    tenant_id: str, name: str, role: Role, now: datetime, *, secret: str | None = None,
+    expires_at: datetime | None = None, key_id: str | None = None,
+) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """A new key's plaintext (``secret``, or a fresh one) and the row that stores it."""
+    key = secret or new_secret("ck")
+    return key, {
+        "id": key_id or new_id("key"), "tenant_id": tenant_id, "name": name, "role": role.value,
+        "key_hash": hash_secret(key), "prefix": key[:KEY_PREFIX_CHARS] if not secret else None,
+        "expires_at": expires_at, "created_at": now,
+    }  # fmt: skip
+
+
+async def ensure_operator_key(core: Any, bootstrap: str | None) -> str | None:
+    """First start: create the operator's key. Returns its plaintext if generated here.
 
     A bootstrap key (CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY) is made valid on every start instead,
     so automation can always reach a coordinator without scraping its output.
     """
-    async with core.store.tx() as conn:
+    async with core.tx("coordinator start") as t:
         if bootstrap:
             digest = hash_secret(bootstrap)
             # The key this replaces, if another was the bootstrap key before, stops working.
-            await keys_q.delete_named_except(conn, BOOTSTRAP_KEY_NAME, digest)
-            if await keys_q.by_hash(conn, digest) is None:
-                await keys_q.insert(conn, id=new_id("key"), tenant_id=DEFAULT_TENANT,
-                                    name=BOOTSTRAP_KEY_NAME, key_hash=digest,
-                                    role=Role.ADMIN.value, now=core.clock.now())  # fmt: skip
+            await keys_q.delete_named_except(t.conn, BOOTSTRAP_KEY_NAME, digest)
+            if await keys_q.by_hash(t.conn, digest) is None:
+                _, row = key_values(DEFAULT_TENANT, BOOTSTRAP_KEY_NAME, Role.OPERATOR, t.now,
+                                    secret=bootstrap)  # fmt: skip
+                await t.apply([InsertKey(row, Why(message="the bootstrap key"))])
             return None
-        if await keys_q.count(conn):
+        if await keys_q.count(t.conn):
             return None
-        key = new_secret("ck")
-        await keys_q.insert(conn, id=new_id("key"), tenant_id=DEFAULT_TENANT, name="admin",
-                            key_hash=hash_secret(key), role=Role.ADMIN.value,
-                            now=core.clock.now())  # fmt: skip
+        key, row = key_values(DEFAULT_TENANT, "admin", Role.OPERATOR, t.now)
+        await t.apply([InsertKey(row, Why(message="the first start's key"))])
         return key

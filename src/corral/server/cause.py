@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 HEADER = "x-request-id"
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _current: ContextVar[str | None] = ContextVar("corral_cause", default=None)
+# The address a request came from (uvicorn's view: the peer, or what a trusted proxy said
+# with --forwarded-allow-ips), recorded with every change it makes.
+_source: ContextVar[str | None] = ContextVar("corral_source", default=None)
 
 
 def new(prefix: str) -> str:
@@ -28,6 +31,11 @@ def new(prefix: str) -> str:
 def current() -> str:
     """The id of the stimulus being handled; a fresh one outside any (a test calling in)."""
     return _current.get() or new("op")
+
+
+def source() -> str | None:
+    """The address of the request being handled; None outside a request."""
+    return _source.get()
 
 
 @contextmanager
@@ -60,5 +68,10 @@ class CauseMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        with bound(cause_id):
-            await self.app(scope, receive, send_with_id)
+        client = scope.get("client")
+        token = _source.set(str(client[0])[:100] if client else None)
+        try:
+            with bound(cause_id):
+                await self.app(scope, receive, send_with_id)
+        finally:
+            _source.reset(token)

@@ -45,6 +45,11 @@ class ServerSettings(Section):
         default=100 * 1024 * 1024, ge=1024 * 1024,
         description="a job's stored output; past it the first and last halves are kept",
     )  # fmt: skip
+    auth_failures_per_minute: int = Field(
+        default=30, ge=1, le=1_000_000,
+        description="refused authentications from one address in a minute before it is"
+                    " answered 429 until the minute has passed; each is in the audit log",
+    )  # fmt: skip
     max_request_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024 * 1024, le=2**31 - 1,
         description="a request body past it is refused (413) before it is read whole",

@@ -18,10 +18,11 @@ from corral.model.changes import Change
 from corral.model.snapshot import Policy
 from corral.server import cause
 from corral.server.apply import apply
-from corral.server.auth import Credentials
+from corral.server.auth import Credentials, Refusals
 from corral.server.clock import Clock
 from corral.server.config import ServerSettings
 from corral.server.hub import Hub
+from corral.server.tokens import Signer
 from corral.store import Store
 from corral.store import history as history_q
 
@@ -42,11 +43,14 @@ class Tx:
     cause: str
     actor: str | None
     policy: Policy
+    source: str | None = None  # the address of the request that made the changes
     jobs: set[str] = field(default_factory=set)  # their state, logs or history changed
     workers: set[str] = field(default_factory=set)  # their event outbox grew
     kick: bool = False  # the dispatcher may have work
     end_streams: set[str] = field(default_factory=set)
     forget_drops: set[str] = field(default_factory=set)
+    forget_keys: set[str] = field(default_factory=set)  # rotated or revoked: refuse at once
+    forget_tenants: set[str] = field(default_factory=set)  # suspended: its keys too
     entries: list[dict[str, Any]] = field(default_factory=list)  # history rows to write
     hooks: dict[str, Hook] = field(default_factory=dict)
 
@@ -85,16 +89,20 @@ class Core:
     acted_at: float | None = None  # monotonic time the reaper last completed a tick
     hooks: dict[str, Hook] = field(default_factory=dict)
     credentials: Credentials = field(default_factory=Credentials)
+    tokens: Signer = field(default_factory=Signer)
+    refusals: Refusals = field(init=False)  # what each address has been refused lately
 
     def __post_init__(self) -> None:
         self.policy = policy_of(self.settings)
+        self.refusals = Refusals(self.settings.auth_failures_per_minute)
         self.acted_at = self.monotonic()  # a gap from the start counts too
 
     @asynccontextmanager
     async def tx(self, actor: str | None = None) -> AsyncIterator[Tx]:
         """One transaction; what follows from it goes out only once it has committed."""
         async with self.store.tx() as conn:
-            t = Tx(conn, self.clock.now(), cause.current(), actor, self.policy, hooks=self.hooks)
+            t = Tx(conn, self.clock.now(), cause.current(), actor, self.policy,
+                   source=cause.source(), hooks=self.hooks)  # fmt: skip
             yield t
             await history_q.append(conn, t.entries)
         self._after_commit(t)
@@ -102,6 +110,10 @@ class Core:
     def _after_commit(self, t: Tx) -> None:
         for entry in t.entries:
             log.info(entry["kind"], **{k: v for k, v in entry.items() if k in _LOGGED and v})
+        for key_id in t.forget_keys:
+            self.credentials.forget_key(key_id)
+        for tenant_id in t.forget_tenants:
+            self.credentials.forget_tenant(tenant_id)
         for worker_id in t.forget_drops:
             self.hub.forget(worker_id)
         for worker_id in t.end_streams:

@@ -10,8 +10,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from corral.model import CorralError
+from corral.model import CorralError, PermissionDenied, TooManyRequests, Unauthenticated
 from corral.protocol import Problem, ProblemField
+from corral.server.audit import refused as audit_refused
 
 log = structlog.get_logger("corral.server")
 PROBLEM = "application/problem+json"
@@ -76,7 +77,12 @@ def install(app: FastAPI) -> None:
             resp.headers["Retry-After"] = RETRY_AFTER_S
             return resp
         refused(request, exc.status, exc.code, exc.detail)
-        return problem(exc.status, exc.code, exc.detail, errors)
+        resp = problem(exc.status, exc.code, exc.detail, errors)
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = str(exc.retry_after_s)
+        elif exc.status in (Unauthenticated.status, PermissionDenied.status):
+            await audit_refused(request.app.state.core, request, exc)
+        return resp
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,8 @@ from sqlalchemy.engine import RowMapping
 from corral.model import (
     AlreadyExists,
     NotFound,
+    PermissionDenied,
+    TenantStatus,
     WorkerBusy,
     WorkerStatus,
     WorkerType,
@@ -35,6 +37,7 @@ from corral.server.auth import Identity, WorkerIdentity, hash_secret, new_id, ne
 from corral.server.core import Core, Tx
 from corral.store import as_utc
 from corral.store import jobs as jobs_q
+from corral.store import keys as keys_q
 from corral.store import workers as workers_q
 
 
@@ -135,6 +138,9 @@ async def register(
     """Sync point: the worker says what it runs, we say what to keep; its outbox starts anew."""
     async with core.tx(w.worker_id) as t:
         row = await core.credentials.verify(t.conn, w, lock=True)  # against a drain meanwhile
+        tenant = await keys_q.tenant(t.conn, w.tenant_id)
+        if tenant is None or tenant["status"] != TenantStatus.ACTIVE:
+            raise PermissionDenied(f"tenant {w.tenant_id} is suspended: this worker is refused")
         gpus = [g.model_dump() for g in body.gpus]
         worker_type = WorkerType.PERSISTENT if body.persistent else WorkerType.EPHEMERAL
         # Its admin decides what it is: its name and labels stay theirs; it adds what it

@@ -20,11 +20,12 @@ def view(row: RowMapping) -> EventView:
         id=row["id"], at=as_utc(row["at"]), kind=row["kind"], job_id=row["job_id"],
         worker_id=row["worker_id"], attempt=row["attempt"], from_state=row["from_state"],
         to_state=row["to_state"], reason=row["reason"], message=row["message"],
-        cause=row["cause"], actor=row["actor"], detail=row["detail"] or {},
+        cause=row["cause"], actor=row["actor"], source=row["source"], tenant_id=row["tenant_id"],
+        detail=row["detail"] or {},
     )  # fmt: skip
 
 
-def _after(cursor: str | None) -> int:
+def cursor_after(cursor: str | None) -> int:
     if not cursor:
         return 0
     if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
@@ -32,7 +33,7 @@ def _after(cursor: str | None) -> int:
     return int(cursor)
 
 
-def _page(rows: Sequence[RowMapping], limit: int) -> EventList:
+def as_page(rows: Sequence[RowMapping], limit: int) -> EventList:
     events = [view(r) for r in rows]
     more = str(events[-1].id) if len(events) == limit else None
     return EventList(events=events, next_cursor=more)
@@ -43,24 +44,24 @@ async def of_job(
 ) -> EventList:
     """Its timeline. A job that is gone from the store keeps its history until the
     retention ends; only a job that never had one is not found."""
-    after = _after(cursor)
+    after = cursor_after(cursor)
     async with core.tx() as t:
         rows = await history_q.page(t.conn, tenant_id, job_id=job_id, after=after, limit=limit)
         if not rows and not after and await jobs_q.get(t.conn, tenant_id, job_id) is None:
             raise NotFound(f"no job {job_id}")
-    return _page(rows, limit)
+    return as_page(rows, limit)
 
 
 async def of_worker(
     core: Core, tenant_id: str, worker_id: str, *, cursor: str | None, limit: int
 ) -> EventList:
-    after = _after(cursor)
+    after = cursor_after(cursor)
     async with core.tx() as t:
         rows = await history_q.page(t.conn, tenant_id, worker_id=worker_id, after=after,
                                     limit=limit)  # fmt: skip
         if not rows and not after and await workers_q.get(t.conn, tenant_id, worker_id) is None:
             raise NotFound(f"no worker {worker_id}")
-    return _page(rows, limit)
+    return as_page(rows, limit)
 
 
 async def job_after(

@@ -45,3 +45,25 @@ async def prune(conn: AsyncConnection, cutoff: datetime, limit: int = 10_000) ->
     ids = select(history.c.id).where(history.c.at < cutoff).order_by(history.c.id).limit(limit)
     res = await conn.execute(delete(history).where(history.c.id.in_(ids.scalar_subquery())))
     return int(res.rowcount or 0)
+
+
+async def audit(
+    conn: AsyncConnection, tenant_id: str | None, *, after: int, limit: int,
+    since: datetime | None = None, actor: str | None = None, action: str | None = None,
+) -> Sequence[RowMapping]:  # fmt: skip
+    """Oldest first, from after entry ``after``: a tenant's entries (None: every tenant's),
+    from ``since``, by ``actor``, of kind ``action`` (``key.*``: every kind it begins)."""
+    q = select(history).where(history.c.id > after)
+    if tenant_id is not None:
+        q = q.where(history.c.tenant_id == tenant_id)
+    if since is not None:
+        q = q.where(history.c.at >= since)
+    if actor is not None:
+        q = q.where(history.c.actor == actor)
+    if action is not None:
+        if action.endswith("*"):
+            prefix = action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            q = q.where(history.c.kind.like(f"{prefix}%", escape="\\"))
+        else:
+            q = q.where(history.c.kind == action)
+    return (await conn.execute(q.order_by(history.c.id).limit(limit))).mappings().all()

@@ -34,8 +34,10 @@ tenants = Table(
     "tenants",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("name", String(200), nullable=False),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("status", String(20), nullable=False, server_default="active"),  # TenantStatus
     Column("created_at", TS, nullable=False),
+    Column("suspended_at", TS),
 )
 
 api_keys = Table(
@@ -45,7 +47,22 @@ api_keys = Table(
     Column("tenant_id", Id, ForeignKey("tenants.id"), nullable=False),
     Column("name", String(200), nullable=False),
     Column("key_hash", String(64), nullable=False, unique=True),
-    Column("role", String(20), nullable=False),
+    Column("role", String(20), nullable=False),  # model.Role
+    # The key's first characters, shown so that a person can tell keys apart ("ck_3fA9…").
+    Column("prefix", String(20)),
+    Column("expires_at", TS),
+    Column("last_used_at", TS),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_api_keys_tenant_name"),
+)
+
+# The secrets that sign short-lived API tokens (JWT, HS256), by key id: shared by every
+# coordinator of a store; the newest signs, any one still stored verifies.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("secret", String(100), nullable=False),
     Column("created_at", TS, nullable=False),
 )
 
@@ -189,6 +206,7 @@ history = Table(
     Column("message", Text),
     Column("cause", String(64), nullable=False),
     Column("actor", String(100)),
+    Column("source", String(100)),  # the address the request came from, if one did
     Column("detail", JSON, nullable=False),
     Index("ix_history_job", "job_id", "id"),
     Index("ix_history_worker", "worker_id", "id"),

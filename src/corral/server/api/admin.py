@@ -1,4 +1,4 @@
-"""Admin endpoints for the fleet (admin role)."""
+"""Admin endpoints for the fleet (permission workers.admin)."""
 
 from __future__ import annotations
 
@@ -8,46 +8,46 @@ from fastapi import APIRouter, Query, Request, Response
 
 from corral.protocol import EventList, WorkerCreate, WorkerCreated, WorkerList, WorkerView
 from corral.server import fleet, history
-from corral.server.auth import Admin
+from corral.server.auth import WorkersAdmin
 
 router = APIRouter(prefix="/api/admin/workers", tags=["admin"])
 
 
 @router.get("", response_model=WorkerList)
-async def list_workers(request: Request, who: Admin) -> WorkerList:
+async def list_workers(request: Request, who: WorkersAdmin) -> WorkerList:
     return await fleet.listing(request.app.state.core, who.tenant_id)
 
 
 @router.post("", response_model=WorkerCreated, status_code=201)
-async def create_worker(request: Request, who: Admin, body: WorkerCreate) -> WorkerCreated:
+async def create_worker(request: Request, who: WorkersAdmin, body: WorkerCreate) -> WorkerCreated:
     return await fleet.create(request.app.state.core, who, body)
 
 
 @router.delete("/{worker_id}", status_code=204, responses={409: {"description": "not offline"}})
-async def delete_worker(request: Request, who: Admin, worker_id: str) -> Response:
+async def delete_worker(request: Request, who: WorkersAdmin, worker_id: str) -> Response:
     await fleet.remove(request.app.state.core, who, worker_id)
     return Response(status_code=204)
 
 
 @router.post("/{worker_id}/drain", response_model=WorkerView)
-async def drain_worker(request: Request, who: Admin, worker_id: str) -> WorkerView:
+async def drain_worker(request: Request, who: WorkersAdmin, worker_id: str) -> WorkerView:
     return await fleet.drain(request.app.state.core, who, worker_id)
 
 
 @router.post("/{worker_id}/token", response_model=WorkerCreated)
-async def rotate_token(request: Request, who: Admin, worker_id: str) -> WorkerCreated:
+async def rotate_token(request: Request, who: WorkersAdmin, worker_id: str) -> WorkerCreated:
     return await fleet.rotate(request.app.state.core, who, worker_id)
 
 
 @router.get("/{worker_id}", response_model=WorkerView)
-async def get_worker(request: Request, who: Admin, worker_id: str) -> WorkerView:
+async def get_worker(request: Request, who: WorkersAdmin, worker_id: str) -> WorkerView:
     return await fleet.get(request.app.state.core, who.tenant_id, worker_id)
 
 
 @router.get("/{worker_id}/events", response_model=EventList)
 async def worker_events(
     request: Request,
-    who: Admin,
+    who: WorkersAdmin,
     worker_id: str,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

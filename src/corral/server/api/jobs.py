@@ -22,7 +22,7 @@ from corral.protocol import (
     WaitResult,
 )
 from corral.server import batch, history, jobs
-from corral.server.auth import Member, Viewer
+from corral.server.auth import JobsRead, JobsSubmit
 from corral.server.hub import wait
 
 queue = APIRouter(prefix="/api/queue", tags=["jobs"])
@@ -38,7 +38,7 @@ _REPLAY: dict[int | str, dict[str, Any]] = {
 async def submit(
     request: Request,
     response: Response,
-    who: Member,
+    who: JobsSubmit,
     body: JobSubmit,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JobView:
@@ -55,7 +55,7 @@ async def submit(
     description="Up to 1,000 jobs in one transaction: all are queued or none. An item's "
     "idempotency_key works as the Idempotency-Key header of a single submit.",
 )
-async def submit_batch(request: Request, who: Member, body: BatchSubmit) -> BatchResult:
+async def submit_batch(request: Request, who: JobsSubmit, body: BatchSubmit) -> BatchResult:
     return await batch.submit_many(request.app.state.core, who, body.jobs)
 
 
@@ -65,14 +65,14 @@ async def submit_batch(request: Request, who: Member, body: BatchSubmit) -> Batc
     description="Long poll: answers once at least one of ids has ended (with all that have), "
     "or after timeout_s with none.",
 )
-async def wait_jobs(request: Request, who: Viewer, body: WaitMany) -> WaitResult:
+async def wait_jobs(request: Request, who: JobsRead, body: WaitMany) -> WaitResult:
     return await batch.wait_many(request.app.state.core, who.tenant_id, body.ids, body.timeout_s)
 
 
 @router.get("", response_model=JobList)
 async def list_jobs(
     request: Request,
-    who: Viewer,
+    who: JobsRead,
     state: Annotated[list[str], Query(description="filter; repeat for several")] = [],  # noqa: B006
     worker_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -83,17 +83,17 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobView)
-async def get_job(request: Request, who: Viewer, job_id: str) -> JobView:
+async def get_job(request: Request, who: JobsRead, job_id: str) -> JobView:
     return await jobs.get(request.app.state.core, who.tenant_id, job_id, attempts=True)
 
 
 @router.post("/{job_id}/cancel", response_model=JobView)
-async def cancel_job(request: Request, who: Member, job_id: str) -> JobView:
+async def cancel_job(request: Request, who: JobsSubmit, job_id: str) -> JobView:
     return await jobs.cancel(request.app.state.core, who, job_id)
 
 
 @router.get("/{job_id}/result")
-async def job_result(request: Request, who: Viewer, job_id: str) -> dict[str, Any]:
+async def job_result(request: Request, who: JobsRead, job_id: str) -> dict[str, Any]:
     job = await jobs.get(request.app.state.core, who.tenant_id, job_id)
     return {"job_id": job.id, "state": job.state, "result": job.result,
             "exit_code": job.exit_code, "error": job.error}  # fmt: skip
@@ -107,7 +107,7 @@ async def job_result(request: Request, who: Viewer, job_id: str) -> dict[str, An
 )
 async def job_logs(
     request: Request,
-    who: Viewer,
+    who: JobsRead,
     job_id: str,
     follow: bool = False,
     last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0, lt=2**63)] = 0,
@@ -177,7 +177,7 @@ async def _follow(core: Any, tenant_id: str, job_id: str, after: int) -> AsyncIt
 )
 async def job_events(
     request: Request,
-    who: Viewer,
+    who: JobsRead,
     job_id: str,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

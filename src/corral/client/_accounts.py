@@ -1,0 +1,98 @@
+"""The client's calls for tenants (operators) and a tenant's API keys (admins)."""
+
+from __future__ import annotations
+
+from corral.client._valid import valid
+from corral.model import NotFound, Role
+from corral.protocol import (
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyView,
+    Onboarded,
+    TenantCreate,
+    TenantList,
+    TenantView,
+    TokenIssued,
+    TokenRequest,
+)
+from corral.protocol.transport import Transport
+
+
+class AccountCalls:
+    """Mixed into ``AsyncClient``."""
+
+    _t: Transport
+
+    # ---- tenants (operator) -----------------------------------------------------------
+
+    async def onboard(self, name: str) -> Onboarded:
+        """A new tenant and its first admin API key (shown only here)."""
+        body = valid(TenantCreate, {"name": name}).model_dump(mode="json")
+        return Onboarded.model_validate(await self._t.json("POST", "/api/admin/tenants", json=body))
+
+    async def tenants(self) -> list[TenantView]:
+        return TenantList.model_validate(await self._t.json("GET", "/api/admin/tenants")).tenants
+
+    async def tenant(self, ref: str) -> TenantView:
+        """A tenant by id, or by its name."""
+        listing = await self.tenants()
+        for match in ([t for t in listing if t.id == ref], [t for t in listing if t.name == ref]):
+            if match:
+                return match[0]
+        raise NotFound(f"no tenant with id or name {ref!r}")
+
+    async def suspend_tenant(self, ref: str) -> TenantView:
+        """Its keys are refused and its workers go offline until it is resumed."""
+        tid = (await self.tenant(ref)).id
+        body = await self._t.json("POST", f"/api/admin/tenants/{tid}/suspend", idempotent=True)
+        return TenantView.model_validate(body)
+
+    async def resume_tenant(self, ref: str) -> TenantView:
+        tid = (await self.tenant(ref)).id
+        body = await self._t.json("POST", f"/api/admin/tenants/{tid}/resume", idempotent=True)
+        return TenantView.model_validate(body)
+
+    # ---- API keys (admin) -------------------------------------------------------------
+
+    async def keys(self) -> list[KeyView]:
+        """The tenant's API keys (never their secrets)."""
+        return KeyList.model_validate(await self._t.json("GET", "/api/admin/keys")).keys
+
+    async def key(self, ref: str) -> KeyView:
+        """A key by id, or by its name."""
+        listing = await self.keys()
+        for match in ([k for k in listing if k.id == ref], [k for k in listing if k.name == ref]):
+            if match:
+                return match[0]
+        raise NotFound(f"no API key with id or name {ref!r}")
+
+    async def create_key(
+        self, name: str, *, role: Role | str = Role.MEMBER, expires_in_s: int | None = None
+    ) -> KeyCreated:
+        """A new API key of the tenant; its secret (``.key``) is shown only here."""
+        spec = valid(KeyCreate, {"name": name, "role": role, "expires_in_s": expires_in_s})
+        body = await self._t.json("POST", "/api/admin/keys", json=spec.model_dump(mode="json"))
+        return KeyCreated.model_validate(body)
+
+    async def revoke_key(self, ref: str) -> KeyView:
+        """The key stops working; returns it as it was."""
+        found = await self.key(ref)
+        await self._t.request("DELETE", f"/api/admin/keys/{found.id}")
+        return found
+
+    async def rotate_key(self, ref: str) -> KeyCreated:
+        """A new secret for the key; the old one stops working."""
+        kid = (await self.key(ref)).id
+        return KeyCreated.model_validate(
+            await self._t.json("POST", f"/api/admin/keys/{kid}/rotate")
+        )
+
+    # ---- API tokens -------------------------------------------------------------------
+
+    async def token(self, expires_in_s: int = 900) -> TokenIssued:
+        """A short-lived API token (a JWT) for this client's key: pass it as ``token=`` to
+        another client, or send it as the Bearer credential, wherever the key goes."""
+        spec = valid(TokenRequest, {"expires_in_s": expires_in_s})
+        body = await self._t.json("POST", "/api/auth/token", json=spec.model_dump(mode="json"))
+        return TokenIssued.model_validate(body)

@@ -1,0 +1,107 @@
+"""Short-lived API tokens: an API key exchanged for a JWT (``POST /api/auth/token``).
+
+PyJWT with one explicit algorithm (HS256: the coordinators that issue a token are the ones
+that verify it, so a shared secret is enough and nothing needs a public key), an expiry, an
+audience, an issuer and a key id. The signing secrets live in the store, so every
+coordinator of a store verifies what any of them issued; a start after ``ROTATE_AFTER_S``
+makes a new one, which signs from then on, while the older ones still verify the tokens
+they signed until those have expired.
+
+A token names the API key it was issued for (``sub``); that key is looked up as a key is
+(``Credentials.key_by_id``), so revoking the key or suspending its tenant ends its tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+
+from corral import protocol
+from corral.model import Unauthenticated
+from corral.store import as_utc
+from corral.store import keys as keys_q
+
+ALGORITHM = "HS256"
+ISSUER = "corral"
+AUDIENCE = "corral-api"
+MAX_TOKEN_S = protocol.MAX_TOKEN_S
+ROTATE_AFTER_S = 7 * 86400
+KEEP_S = ROTATE_AFTER_S + MAX_TOKEN_S  # a key older than this has signed nothing still valid
+RELOAD_EVERY_S = 1.0  # an unknown key id reads the store again at most this often
+_REQUIRED = ["exp", "iat", "sub", "aud", "iss", "tid"]
+
+
+def _now() -> datetime:
+    # Real time, as PyJWT checks it, whatever clock the coordinator's reaper runs on.
+    return datetime.now(UTC)
+
+
+@dataclass
+class Signer:
+    keys: dict[str, bytes] = field(default_factory=dict)  # key id -> secret
+    newest: str | None = None
+    _read_at: float = 0.0
+
+    async def start(self, conn_of: Any) -> None:
+        """Prune what can verify nothing, make a new signing key when the newest is old
+        (or there is none), and read them all."""
+        now = _now()
+        async with conn_of() as conn:
+            await keys_q.prune_signing_keys(conn, now - timedelta(seconds=KEEP_S))
+            rows = await keys_q.signing_keys(conn)
+            if not rows or as_utc(rows[0]["created_at"]) < now - timedelta(seconds=ROTATE_AFTER_S):
+                secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+                await keys_q.insert_signing_key(
+                    conn, {"id": f"sk_{secrets.token_hex(8)}", "secret": secret, "created_at": now}
+                )
+        await self._read(conn_of)
+
+    async def _read(self, conn_of: Any) -> None:
+        self._read_at = time.monotonic()
+        async with conn_of() as conn:
+            rows = await keys_q.signing_keys(conn)
+        self.keys = {r["id"]: base64.urlsafe_b64decode(r["secret"]) for r in rows}
+        self.newest = rows[0]["id"] if rows else None
+
+    def issue(self, key_id: str, tenant_id: str, role: str, seconds: int) -> tuple[str, datetime]:
+        if self.newest is None:  # pragma: no cover - start() always leaves one
+            raise RuntimeError("no signing key: the coordinator has not started")
+        now = _now()
+        expires = now + timedelta(seconds=seconds)
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": key_id, "tid": tenant_id, "role": role,
+                  "iat": now, "exp": expires, "jti": secrets.token_hex(8)}  # fmt: skip
+        token = jwt.encode(claims, self.keys[self.newest], algorithm=ALGORITHM,
+                           headers={"kid": self.newest})  # fmt: skip
+        return token, expires
+
+    async def verify(self, conn_of: Any, token: str) -> dict[str, Any]:
+        """Its claims, if a key of this store signed it and it holds; else Unauthenticated."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("invalid API token") from None
+        if not isinstance(kid, str):
+            raise Unauthenticated("invalid API token: it names no signing key")
+        if kid not in self.keys and time.monotonic() - self._read_at >= RELOAD_EVERY_S:
+            await self._read(conn_of)  # another coordinator may have made a new one
+        secret = self.keys.get(kid)
+        if secret is None:
+            raise Unauthenticated("invalid API token: unknown signing key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+                options={"require": _REQUIRED},
+            )  # fmt: skip
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("this API token has expired: ask for a new one") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("invalid API token") from None
+        if not isinstance(claims["sub"], str) or not isinstance(claims["tid"], str):
+            raise Unauthenticated("invalid API token")
+        return claims

@@ -1,0 +1,154 @@
+"""Every route of the OpenAPI document against every identity that must not pass: generated
+from the route table, so a route added tomorrow is attacked the day it is added.
+
+Each operation's security requirement names what it needs: ``{"HTTPBearer": [permission]}``
+for an API key holding that permission, ``{"APIKeyHeader": []}`` for a worker token; an
+operation with none must be one of the few that are public on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from corral.model import PERMISSIONS, Role
+from corral.store.tables import api_keys
+
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
+SKIP = {("GET", "/api/workers/stream")}  # never ends by design: its refusals are tested below
+# What a valid body for each worker route looks like, so that an identity that passes the
+# door reaches the handler (and its tenant check) rather than a 422.
+WORKER_BODIES = {
+    "/api/workers/job/{job_id}/status": {"attempt": 1, "status": "running"},
+    "/api/workers/job/{job_id}/logs": {"attempt": 1, "seq": 0, "data": "x"},
+}
+
+
+def operations(coord):
+    doc = httpx.get(coord.url + "/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            yield method.upper(), path, op.get("security")
+
+
+@pytest.fixture
+def world(coordinator):
+    """Tenant A with a job, a worker, keys of every kind; tenant B with its own admin and
+    worker. Returns the identities, by name, and the ids that fill A's paths."""
+    c = coordinator
+    with c.client() as op:
+        a = op.post("/api/admin/tenants", json={"name": "A"}).json()
+        b = op.post("/api/admin/tenants", json={"name": "B"}).json()
+    ids, tokens = {"tenant_id": a["tenant_id"]}, {}
+    for name, t in (("a", a), ("b", b)):
+        with c.client(t["api_key"]) as admin:
+            w = admin.post("/api/admin/workers", json={"name": "w", "worker_type": "persistent"})
+            tokens[name] = w.json()["token"]
+            if name == "a":
+                ids["worker_id"] = w.json()["id"]
+                ids["job_id"] = admin.post("/api/queue/submit", json={"command": ["true"]}).json()[
+                    "id"
+                ]
+                keys = {r: admin.post("/api/admin/keys", json={"name": r, "role": r}).json()
+                        for r in ("viewer", "member")}  # fmt: skip
+                expired = admin.post(
+                    "/api/admin/keys", json={"name": "old", "expires_in_s": 60}
+                ).json()
+                revoked = admin.post("/api/admin/keys", json={"name": "gone"}).json()
+                assert admin.delete(f"/api/admin/keys/{revoked['id']}").status_code == 204
+                ids["key_id"] = keys["member"]["id"]
+    core = c.app.state.core
+
+    async def expire():
+        async with core.store.tx() as conn:
+            past = core.clock.now() - timedelta(seconds=1)
+            await conn.execute(update(api_keys).where(api_keys.c.id == expired["id"])
+                               .values(expires_at=past))  # fmt: skip
+        core.credentials.forget_key(expired["id"])
+
+    c.call(expire())
+    bearer = lambda key: {"Authorization": f"Bearer {key}"}  # noqa: E731
+    return {
+        "A's admin": bearer(a["api_key"]), "A's worker": {"X-Worker-Token": tokens["a"]},
+        "B's admin": bearer(b["api_key"]), "B's worker": {"X-Worker-Token": tokens["b"]},
+        "A's viewer": bearer(keys["viewer"]["key"]),
+        "nothing": {}, "a garbage key": bearer("ck_" + "x" * 43),
+        "a worker token as an API key": bearer(tokens["a"]),
+        "an API key as a worker token": {"X-Worker-Token": a["api_key"]},
+        "an expired key": bearer(expired["key"]), "a revoked key": bearer(revoked["key"]),
+    }, ids, a["api_key"]  # fmt: skip
+
+
+def call(coord, method, path, ids, headers):
+    url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+    body = WORKER_BODIES.get(path, {"ids": [ids["job_id"]], "timeout_s": 0}
+                             if path == "/api/jobs/wait" else {})  # fmt: skip
+    with httpx.Client(base_url=coord.url, headers=headers, timeout=10) as h:
+        if method in ("GET", "DELETE"):
+            return h.request(method, url)
+        return h.request(method, url, json=body)
+
+
+def test_every_route_refuses_every_identity_it_must(coordinator, world):
+    who, ids, a_admin = world
+    tried = 0
+    viewer_may = {p.value for p in PERMISSIONS[Role.VIEWER]}
+    admin_may = {p.value for p in PERMISSIONS[Role.ADMIN]}
+    for method, path, security in operations(coordinator):
+        if (method, path) in SKIP:
+            continue
+        if not security:
+            assert (method, path) in PUBLIC, f"{method} {path} has no security requirement"
+            continue
+        ((scheme, needs),) = security[0].items()
+        refused = ["nothing", "a garbage key", "an expired key", "a revoked key"]
+        if scheme == "HTTPBearer":
+            refused += ["a worker token as an API key", "A's worker"]
+        else:
+            assert scheme == "APIKeyHeader" and needs == [], (method, path, security)
+            refused += ["an API key as a worker token", "A's admin"]
+        for name in refused:
+            r = call(coordinator, method, path, ids, who[name])
+            assert r.status_code == 401, (method, path, name, r.status_code, r.text[:200])
+            tried += 1
+        if scheme == "HTTPBearer":
+            r = call(coordinator, method, path, ids, who["A's viewer"])
+            if set(needs) <= viewer_may:
+                assert r.status_code not in (401, 403), (method, path, r.text[:200])
+            else:
+                assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
+            tried += 1
+            # Another tenant's admin: what it lacks is refused; where it names A's things,
+            # they do not exist for it; a listing shows none of them.
+            r = call(coordinator, method, path, ids, who["B's admin"])
+            tried += 1
+            if not set(needs) <= admin_may:
+                assert r.status_code == 403, (method, path, r.status_code)
+            elif "{" in path or path == "/api/jobs/wait":
+                assert r.status_code == 404, (method, path, r.status_code, r.text[:200])
+            elif method == "GET":
+                assert r.status_code == 200, (method, path, r.status_code)
+                assert not any(v in r.text for v in ids.values()), (method, path)
+        elif "{" in path:
+            r = call(coordinator, method, path, ids, who["B's worker"])
+            assert r.status_code == 404, (method, path, r.status_code, r.text[:200])
+            tried += 1
+    # Nothing above changed A's things: its job is still queued, its keys still work.
+    with coordinator.client(a_admin) as c:
+        assert c.get(f"/api/jobs/{ids['job_id']}").json()["state"] == "queued"
+    print(
+        f"route access: {len(list(operations(coordinator)))} operations, {tried} refusals checked"
+    )
+    assert tried > 200
+
+
+@pytest.mark.parametrize("name", ["nothing", "a garbage key", "an API key as a worker token",
+                                  "an expired key"])  # fmt: skip
+def test_the_worker_stream_refuses_what_is_not_a_worker_token(coordinator, world, name):
+    who, _, _ = world
+    with httpx.Client(base_url=coordinator.url, headers=who[name], timeout=10) as h:
+        assert h.get("/api/workers/stream").status_code == 401
