@@ -17,7 +17,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pr
 
 _PROBE = """
 import ctypes, os
-from corral.worker import _harden
+from corral.config import harden as _harden
 _harden.hide_token_from_jobs()
 libc = ctypes.CDLL(None)
 with open('/proc/self/environ', 'rb') as fh:

@@ -142,6 +142,9 @@ def test_worker_flag_beats_env_beats_old_env_beats_file(
         "kill_grace_s": "env CORRAL_WORKER_KILL_GRACE (deprecated)",
         "log_flush_stall_s": "default",
         "pass_env": f"file {path}",
+        "ca_file": "default",
+        "ssl_no_verify": "default",
+        "run_as_users": "default",
     }
 
 

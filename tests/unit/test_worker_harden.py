@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from corral.worker import _harden
+from corral.config import harden as _harden
 
 TOKEN = "wt_jobs_must_never_read_this"
 

@@ -12,9 +12,10 @@ import httpx
 import stamina
 
 from corral.cli._exit import ExitCode, Failure
-from corral.cli._output import shown
+from corral.cli._output import err, shown
 from corral.client import AsyncClient, CorralError, Unauthenticated, Unreachable
 from corral.local import BadSetting, FleetError
+from corral.protocol.transport import insecure
 
 T = TypeVar("T")
 
@@ -26,17 +27,23 @@ def connect(url: str | None, api_key: str | None) -> AsyncClient:
     # The CLI says in one line what failed; stamina's per-retry warnings would bury that
     # line. Set here, not at import, so a worker started by `corral worker` keeps them.
     stamina.instrumentation.set_on_retry_hooks([])
-    return AsyncClient(url, api_key, token=_token["token"], token_file=_token["file"],
-                       attempts=4, retry_timeout=15.0)  # fmt: skip
+    client = AsyncClient(url, api_key, token=_root["token"], token_file=_root["file"],
+                         ca_file=_root["ca_file"], verify=_root["verify"], attempts=4,
+                         retry_timeout=15.0)  # fmt: skip
+    for said in insecure(client.url, client.verifies):
+        err.print(f"corral: warning: {said}", markup=False, highlight=False, soft_wrap=True)
+    return client
 
 
-# The root's --token / --token-file of this invocation (set by its callback, before any
-# command runs): every command's client sends them instead of its key.
-_token: dict[str, Any] = {"token": None, "file": None}
+# The root's --token, --token-file, --ca-file and --ssl-no-verify of this invocation (set
+# by its callback, before any command runs): every command's client uses them.
+_root: dict[str, Any] = {"token": None, "file": None, "ca_file": None, "verify": None}
 
 
-def use_token(token: str | None, token_file: Path | None) -> None:
-    _token.update(token=token, file=token_file)
+def use_root(
+    token: str | None, token_file: Path | None, ca_file: Path | None, no_verify: bool
+) -> None:
+    _root.update(token=token, file=token_file, ca_file=ca_file, verify=False if no_verify else None)
 
 
 def explain(exc: CorralError | FleetError) -> Failure:
@@ -46,11 +53,12 @@ def explain(exc: CorralError | FleetError) -> Failure:
         code = ExitCode.USAGE if isinstance(exc, BadSetting) else ExitCode.JOB_FAILED
         return Failure(shown(exc.message), code)
     if isinstance(exc, Unreachable):
-        return Failure(
-            f"cannot reach the coordinator: {shown(exc.detail)} "
-            "(is it running? set --url or CORRAL_URL)",
-            ExitCode.UNREACHABLE,
-        )
+        hint = "(is it running? set --url or CORRAL_URL)"
+        if "CERTIFICATE_VERIFY_FAILED" in exc.detail:
+            hint = ("(a coordinator with its own CA: pass --ca-file <its data dir>/pki/ca.pem,"
+                    " or set CORRAL_CA_FILE)")  # fmt: skip
+        return Failure(f"cannot reach the coordinator: {shown(exc.detail)} {hint}",
+                       ExitCode.UNREACHABLE)  # fmt: skip
     fields = "; ".join(
         f"{e.get('field')}: {e.get('message')}"
         for e in exc.body.get("errors") or []

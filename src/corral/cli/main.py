@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from corral.cli import _output, accounts, bench, config, jobs, serve, up, workers
-from corral.cli._api import use_token
+from corral.cli._api import use_root
 from corral.cli._exit import ClickException, ExitCode, NoArgsIsHelpError, UsageError
 from corral.config import CONFIG_ENV, CliSettings, ConfigError, use_file
 
@@ -117,9 +117,29 @@ def _root(
             help="A file holding an API token, sent instead of the API key.",
         ),
     ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="CORRAL_CA_FILE",
+            show_envvar=True,
+            show_default=False,
+            metavar="FILE",
+            help="Trust this CA for an https:// coordinator (its <data-dir>/pki/ca.pem).",
+        ),
+    ] = None,
+    ssl_no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--ssl-no-verify",
+            envvar="CORRAL_SSL_NO_VERIFY",
+            show_envvar=True,
+            help="Do not check the coordinator's certificate (development only; warns).",
+        ),
+    ] = False,
 ) -> None:
     ctx.with_resource(use_file(config_file))
-    use_token(token, token_file)
+    use_root(token, token_file, ca_file, ssl_no_verify)
     # The top-level settings reach every command's --url, --api-key and --log-level as
     # their defaults (click still lets a flag or the option's env var win).
     cli = CliSettings.load()

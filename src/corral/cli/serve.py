@@ -12,6 +12,7 @@ import typer
 from corral.cli import _logging, _output, _parse
 from corral.cli._exit import ExitCode, Failure
 from corral.cli._net import ensure_free
+from corral.config import harden
 
 T = TypeVar("T")
 
@@ -130,17 +131,40 @@ def server(
             "Log each HTTP request, at info (default: off).",
         ),
     ] = None,
+    ssl: Annotated[
+        bool | None,
+        _opt(
+            "--ssl/--no-ssl",
+            "CORRAL_SERVER__SSL",
+            "Serve HTTPS with a certificate of the internal CA, made in <data-dir>/pki/ on"
+            " first start; clients trust <data-dir>/pki/ca.pem (--ca-file).",
+        ),
+    ] = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        _opt("--ssl-certfile", "CORRAL_SERVER__SSL_CERTFILE", "Serve HTTPS with this certificate."),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        _opt("--ssl-keyfile", "CORRAL_SERVER__SSL_KEYFILE", "The certificate's private key."),
+    ] = None,
     log_level: _logging.LogLevel = _logging.Level.INFO,
 ) -> None:
-    """Run a coordinator. The first start prints an admin API key, once."""
+    """Run a coordinator. The first start prints the operator's API key, once."""
     from corral.server.app import StartupFailed, serve
     from corral.server.config import ServerSettings
 
     settings = ServerSettings.load(_flags(ctx), flag_names=_flag_names(ctx))
+    # The settings hold the bootstrap key now: no job of this user reads it from us.
+    harden.hide_secrets(harden.BOOTSTRAP_KEY_ENVS)
     _logging.configure(log_level)
 
     def on_ready(url: str, new_admin_key: str | None) -> None:
         _output.err.print(f"coordinator listening on [bold]{url}[/]", soft_wrap=True)
+        if settings.ssl and settings.ssl_certfile is None:
+            ca = settings.data_dir / "pki" / "ca.pem"
+            _output.err.print(f"its CA certificate: {ca} (workers and the CLI: --ca-file {ca})",
+                              markup=False, soft_wrap=True)  # fmt: skip
         if new_admin_key:
             # stdout, not stderr: a script starting a fresh server may capture it.
             _output.out.print(f"Operator API key (shown once): {new_admin_key}", markup=False)
@@ -222,6 +246,31 @@ def worker(
             "--data-dir",
             "CORRAL_WORKER__DATA_DIR",
             "Where the worker keeps its local state and job directories.",
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        _opt(
+            "--ca-file",
+            "CORRAL_WORKER__CA_FILE",
+            "Trust this CA for an https:// coordinator (its <data-dir>/pki/ca.pem).",
+        ),
+    ] = None,
+    ssl_no_verify: Annotated[
+        bool | None,
+        _opt(
+            "--ssl-no-verify",
+            "CORRAL_WORKER__SSL_NO_VERIFY",
+            "Do not check the coordinator's certificate (development only; warns).",
+        ),
+    ] = None,
+    run_as_users: Annotated[
+        str | None,
+        _opt(
+            "--run-as-users",
+            "CORRAL_WORKER__RUN_AS_USERS",
+            "FIRST-LAST uids (the worker as root): each attempt runs as a free one of them, in"
+            " a directory of its own, and what it leaves running is killed when it ends.",
         ),
     ] = None,
     recover: Annotated[

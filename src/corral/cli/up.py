@@ -20,6 +20,7 @@ from corral.cli import _logging, _output
 from corral.cli._api import run
 from corral.cli._demo import run_demo
 from corral.cli._exit import ExitCode, Failure
+from corral.config import harden
 from corral.local import LocalFleet
 
 
@@ -46,6 +47,8 @@ def up(
         admin_key = _admin_key(data_dir)
     except OSError as exc:  # a file where the directory should be, no permission…
         raise Failure(f"cannot use --data-dir {data_dir}: {exc.strerror or exc}") from None
+    # This process holds the operator's key: the jobs of the fleet it starts run as its user.
+    harden.hide_secrets(harden.BOOTSTRAP_KEY_ENVS)
     fleet = LocalFleet(
         data_dir=data_dir,
         workers=workers,

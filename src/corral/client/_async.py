@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from corral.client import _calls, _stream
 from corral.client._accounts import AccountCalls
-from corral.client._config import check_urls, from_env
+from corral.client._config import check_urls, from_env, tls_from_env
 from corral.client._valid import valid as _valid
 from corral.model import CorralError, InvalidInput, NotFound, WorkerType
 from corral.protocol import (
@@ -45,7 +45,10 @@ class AsyncClient(AccountCalls):
     comma-separated: they fail over in order. Without ``url`` or ``api_key`` it reads
     ``CORRAL_URL`` and ``CORRAL_API_KEY``; the URL defaults to ``http://127.0.0.1:8001``.
     ``token`` (or ``token_file``, or ``CORRAL_TOKEN`` / ``CORRAL_TOKEN_FILE``) is an API
-    token (``POST /api/auth/token``), sent instead of the key.
+    token (``POST /api/auth/token``), sent instead of the key. ``ca_file`` (or
+    ``CORRAL_CA_FILE``) is the CA an https:// coordinator's certificate must come from (a
+    coordinator's own, ``<data-dir>/pki/ca.pem``); ``verify=False`` (or
+    ``CORRAL_SSL_NO_VERIFY``) checks nothing, for development only.
 
     ``timeout`` bounds each request (seconds). Idempotent calls are retried with backoff
     and jitter for up to ``attempts`` tries within ``retry_timeout`` seconds; a followed
@@ -61,12 +64,16 @@ class AsyncClient(AccountCalls):
         *,
         token: str | None = None,
         token_file: str | Path | None = None,
+        ca_file: str | Path | None = None,
+        verify: bool | None = None,
         timeout: float = 10.0,
         attempts: int = 5,
         retry_timeout: float = 60.0,
     ) -> None:
         url, api_key = from_env(url, api_key, token, token_file)
+        ca_path, check = tls_from_env(ca_file, verify)
         self.url = url
+        self.verifies = check  # whether an https:// coordinator's certificate is checked
         self.timeout = timeout
         self.retry_timeout = retry_timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -76,6 +83,8 @@ class AsyncClient(AccountCalls):
             timeout_s=timeout,
             attempts=attempts,
             retry_timeout_s=retry_timeout,
+            ca_file=ca_path,
+            verify=check,
         )
 
     async def __aenter__(self) -> AsyncClient:

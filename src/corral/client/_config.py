@@ -9,7 +9,7 @@ import httpx
 from corral.config import DEFAULT_URL, ClientSettings, ConfigError
 from corral.model.errors import InvalidInput
 
-__all__ = ["DEFAULT_URL", "check_urls", "from_env"]
+__all__ = ["DEFAULT_URL", "check_urls", "from_env", "tls_from_env"]
 
 
 def from_env(
@@ -39,6 +39,22 @@ def from_env(
         elif settings.api_key is not None:
             given = settings.api_key.get_secret_value()
     return url, given
+
+
+def tls_from_env(ca_file: str | Path | None, verify: bool | None) -> tuple[Path | None, bool]:
+    """How an https:// coordinator's certificate is checked: the given ``ca_file`` and
+    ``verify``, else ``CORRAL_CA_FILE`` and ``CORRAL_SSL_NO_VERIFY``, else the system's
+    store."""
+    if ca_file is not None and verify is not None:
+        return Path(ca_file), verify
+    try:
+        settings = ClientSettings.load()
+    except ConfigError as exc:
+        raise InvalidInput(str(exc), field="ca_file") from exc
+    path = Path(ca_file) if ca_file is not None else settings.ca_file
+    if path is not None and not path.is_file():
+        raise InvalidInput(f"ca_file: {path} is not a readable file", field="ca_file")
+    return path, (not settings.ssl_no_verify) if verify is None else verify
 
 
 def _read_token(path: str | Path, name: str) -> str:

@@ -103,12 +103,15 @@ class Client:
         *,
         token: str | None = None,
         token_file: str | Path | None = None,
+        ca_file: str | Path | None = None,
+        verify: bool | None = None,
         timeout: float = 10.0,
         attempts: int = 5,
         retry_timeout: float = 60.0,
     ) -> None:
         self._async = AsyncClient(
-            url, api_key, token=token, token_file=token_file, timeout=timeout,
+            url, api_key, token=token, token_file=token_file, ca_file=ca_file, verify=verify,
+            timeout=timeout,
             attempts=attempts, retry_timeout=retry_timeout,
         )  # fmt: skip
         self._loop = _Loop()

@@ -27,7 +27,7 @@ __all__ = [
 CONFIG_ENV = "CORRAL_CONFIG"
 SECTIONS = ("server", "worker")
 # The top-level settings (ClientSettings, CliSettings); a test keeps this list in step.
-ROOT_KEYS = ("url", "api_key", "token", "token_file", "log_level")
+ROOT_KEYS = ("url", "api_key", "token", "token_file", "ca_file", "ssl_no_verify", "log_level")
 
 # Set by the CLI for one command (``corral --config FILE …``); else CORRAL_CONFIG is read.
 _chosen: ContextVar[Path | None] = ContextVar("corral_config_file", default=None)

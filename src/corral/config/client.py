@@ -29,6 +29,12 @@ class ClientSettings(Section):
     token_file: Path | None = Field(
         default=None, description="a file holding an API token, read at each client's start"
     )
+    ca_file: Path | None = Field(
+        default=None, description="trust only this CA for https:// coordinators (pki/ca.pem)"
+    )
+    ssl_no_verify: bool = Field(
+        default=False, description="do not check the coordinator's certificate (development)"
+    )
 
 
 class CliSettings(ClientSettings):

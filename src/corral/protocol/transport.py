@@ -7,10 +7,13 @@ Only idempotent requests are retried blindly; the caller says which are.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -114,6 +117,42 @@ class CircuitBreaker:
             trial.done.set()
 
 
+def tls_verify(ca_file: str | Path | None, verify: bool = True) -> ssl.SSLContext | bool:
+    """How a coordinator's certificate is checked: against the system's store, or only
+    ``ca_file`` (a coordinator's internal CA, ``<data-dir>/pki/ca.pem``), or not at all."""
+    if not verify:
+        return False
+    if ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def insecure(urls: str | Sequence[str], verify: bool = True) -> list[str]:
+    """What a person should be told of how these URLs are reached: in the clear over a
+    network, or without checking who answers."""
+    if isinstance(urls, str):
+        urls = [u.strip() for u in urls.split(",") if u.strip()]
+    said = []
+    for url in urls:
+        parsed = httpx.URL(url)
+        if parsed.scheme == "http" and not _loopback(parsed.host):
+            said.append(f"{url} is plain http on a network: tokens and jobs travel in the clear"
+                        " (serve it with corral server --ssl and use https://)")  # fmt: skip
+    if not verify:
+        said.append("TLS verification is off (--ssl-no-verify): anyone on the path can answer"
+                    " as the coordinator; use --ca-file instead outside development")  # fmt: skip
+    return said
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Retryable(Exception):
     pass
 
@@ -131,6 +170,8 @@ class Transport:
         retry_timeout_s: float = 60.0,
         breaker_threshold: int = 5,
         breaker_cooldown_s: float = 10.0,
+        ca_file: str | Path | None = None,
+        verify: bool = True,
     ) -> None:
         if isinstance(urls, str):
             urls = [u for u in urls.split(",") if u.strip()]
@@ -145,6 +186,7 @@ class Transport:
         self.attempts = attempts
         self.retry_timeout_s = retry_timeout_s
         self._client = httpx.AsyncClient(
+            verify=tls_verify(ca_file, verify),
             headers=dict(headers or {}),
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),

@@ -29,6 +29,7 @@ from corral.server.core import Core
 from corral.server.dispatch import Dispatcher
 from corral.server.hub import Hub
 from corral.server.limits import BodyLimit
+from corral.server.pki import ServerTLS, default_hosts, server_tls
 from corral.store import Store, migrate
 
 OnReady = Callable[[str, str | None], Awaitable[None] | None]
@@ -177,6 +178,21 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _tls(settings: ServerSettings) -> ServerTLS | None:
+    """What HTTPS is served with: the operator's certificate, or the internal CA's."""
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        for path in (settings.ssl_certfile, settings.ssl_keyfile):
+            if not path.is_file():
+                raise StartupFailed(f"cannot serve HTTPS: {path} is not a readable file")
+        return ServerTLS(settings.ssl_certfile, settings.ssl_keyfile, None)
+    if not settings.ssl:
+        return None
+    try:
+        return server_tls(settings.data_dir, default_hosts(settings.host, settings.ssl_hosts))
+    except (OSError, ValueError) as exc:
+        raise StartupFailed(f"cannot make the coordinator's certificate: {exc}") from exc
+
+
 async def serve(
     settings: ServerSettings, *, on_ready: OnReady | None = None, app: FastAPI | None = None
 ) -> None:
@@ -188,6 +204,7 @@ async def serve(
     # Bound here rather than by uvicorn, which exits the process when it cannot bind.
     sock = _bind(settings.host, settings.port)
     app = app or create_app(settings)
+    tls = await asyncio.to_thread(_tls, settings)
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -195,6 +212,8 @@ async def serve(
         access_log=settings.access_log,
         lifespan="on",
         timeout_graceful_shutdown=3,
+        ssl_certfile=str(tls.certfile) if tls else None,
+        ssl_keyfile=str(tls.keyfile) if tls else None,
     )
     server = uvicorn.Server(config)
     # Shielded: cancelling serve() asks uvicorn to shut down gracefully (lifespan included)
@@ -208,7 +227,8 @@ async def serve(
             await asyncio.sleep(0.05)
         port = sock.getsockname()[1]
         if on_ready is not None:
-            result = on_ready(f"http://{settings.host}:{port}", app.state.new_admin_key)
+            scheme = "https" if tls else "http"
+            result = on_ready(f"{scheme}://{settings.host}:{port}", app.state.new_admin_key)
             if result is not None:
                 await result
         await asyncio.shield(task)

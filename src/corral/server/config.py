@@ -41,6 +41,16 @@ class ServerSettings(Section):
         default=30, ge=0, description="how long a job's and a worker's history is kept"
     )
     access_log: bool = Field(default=False, description="uvicorn's access log, one line a request")
+    ssl: bool = Field(
+        default=False, description="serve HTTPS with a certificate of the internal CA"
+        " (<data_dir>/pki/ca.pem is what clients trust), unless ssl_certfile is given",
+    )  # fmt: skip
+    ssl_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate")
+    ssl_keyfile: Path | None = Field(default=None, description="the certificate's private key")
+    ssl_hosts: list[str] = Field(
+        default=[], max_length=64,
+        description="more names or addresses for the internal CA's server certificate",
+    )  # fmt: skip
     job_log_max_bytes: int = Field(
         default=100 * 1024 * 1024, ge=1024 * 1024,
         description="a job's stored output; past it the first and last halves are kept",
@@ -73,6 +83,16 @@ class ServerSettings(Section):
                 " (python -c 'import secrets; print(\"ck_\" + secrets.token_urlsafe(32))')"
             )
         return value
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServerSettings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl or self.ssl_certfile is not None
 
     @model_validator(mode="after")
     def _timings_agree(self) -> ServerSettings:

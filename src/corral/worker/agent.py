@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ import httpx
 import structlog
 from httpx_sse import SSEError
 
+from corral.config import harden as _harden
 from corral.model import WorkerStatus
 from corral.model.errors import CorralError
 from corral.protocol import (
@@ -27,12 +29,14 @@ from corral.protocol import (
     RegisterResponse,
     WorkerDrain,
 )
-from corral.worker import _harden, _join, hardware
+from corral.protocol.transport import insecure
+from corral.worker import _join, hardware
 from corral.worker._retry import Backoff, Verdict, verdict
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
 from corral.worker.client import TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.heartbeat import Heartbeat
+from corral.worker.isolation import Users, open_path
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
 from corral.worker.process import StopReason
@@ -75,8 +79,9 @@ class Agent:
         self.settings = settings
         self.machine = machine or hardware.detect()
         self.client = client or WorkerClient.for_token(
-            settings.orchestrator_url, settings.worker_token.get_secret_value()
-        )
+            settings.orchestrator_url, settings.worker_token.get_secret_value(),
+            ca_file=settings.ca_file, verify=not settings.ssl_no_verify,
+        )  # fmt: skip
         self.pool = hardware.GpuPool([g.index for g in self.machine.gpus])
         self.log_interval_s = log_interval_s
         self.worker_id: str | None = None
@@ -99,11 +104,36 @@ class Agent:
 
     # ---- lifecycle -------------------------------------------------------------------
 
+    def _users(self) -> Users | str | None:
+        """``--run-as-users``: the pool, or why it cannot be used."""
+        uids = self.settings.users
+        if uids is None:
+            return None
+        if os.geteuid() != 0:
+            return "--run-as-users needs the worker to run as root (it starts jobs as others)"
+        work = self.settings.work_dir
+        try:
+            blocked = open_path(work, work / "attempts")
+        except OSError as exc:
+            return f"cannot open {work} to the attempts' users: {exc}"
+        if blocked:
+            return blocked
+        self.log.info("worker.run_as_users", first=uids[0], last=uids[-1])
+        return Users(uids)
+
     async def run(self) -> int:
+        for said in insecure(self.settings.orchestrator_url, not self.settings.ssl_no_verify):
+            self.log.warning("worker.insecure", detail=said)
         try:
             self.journal = Journal(self.settings.work_dir)
         except (JournalBusy, OSError) as exc:
             self.log.error("worker.data_dir_unusable", error=str(exc))
+            await self.client.aclose()
+            return EXIT_CONFIG
+        users = self._users()
+        if isinstance(users, str):
+            self.log.error("worker.run_as_users_unusable", error=users)
+            self.journal.close()
             await self.client.aclose()
             return EXIT_CONFIG
         self.outbox = Outbox(self.journal, self.client, on_change=self._check_exit)
@@ -123,6 +153,7 @@ class Agent:
             on_constrained=self.heartbeat.constrain,
             log_interval_s=self.log_interval_s,
             logger=self.log,
+            users=users,
         )
         installed = self._install_signals()
         try:

@@ -22,6 +22,7 @@ from corral.worker._retry import Verdict, retrying, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.environ import build_env
+from corral.worker.isolation import Users, hand_over
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
@@ -55,10 +56,13 @@ class AttemptContext:
     # Output still being shipped for attempts already reported (the coordinator was away).
     lingering: set[asyncio.Task[None]] = field(default_factory=set)
     warm: WarmPool | None = None  # the warm interpreters of call tasks, made on first use
+    users: Users | None = None  # each attempt a uid of its own (--run-as-users)
 
     def warm_pool(self) -> WarmPool:
         if self.warm is None:
-            self.warm = WarmPool(self.settings.max_concurrent_tasks, self.settings.work_dir)
+            user = self.users.call_user if self.users is not None else None
+            self.warm = WarmPool(self.settings.max_concurrent_tasks, self.settings.work_dir,
+                                 user=user)  # fmt: skip
         return self.warm
 
     async def close(self) -> None:
@@ -116,6 +120,7 @@ class RunningAttempt:
         self.assign = assign
         self.record = record
         self.process: AttemptProcess | WarmCall | None = None
+        self.uid: int | None = None  # the user it runs as, held until its processes are gone
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
         self._constraining: asyncio.Future[None] | None = None
@@ -154,6 +159,11 @@ class RunningAttempt:
             with contextlib.suppress(Exception):  # a full disk may refuse this too
                 self.ctx.journal.forget(self.job_id, self.attempt)
         finally:
+            if self.uid is not None and self.ctx.users is not None:
+                # What it left running (a daemon in a session of its own) goes with it.
+                left = await self.ctx.users.release(self.uid)
+                if left:
+                    self.log.info("attempt.leftovers_killed", processes=left, uid=self.uid)
             self.ctx.on_ended(self)
 
     async def _run(self) -> None:
@@ -161,6 +171,9 @@ class RunningAttempt:
             self.process = AttemptProcess.adopt(
                 self.record, kill_grace_s=self.ctx.settings.kill_grace_s
             )
+            if self.ctx.users is not None and (uid := self.ctx.users.owner_of(self.record.workdir)):
+                self.ctx.users.hold(uid)
+                self.uid = uid
             self.log.info("attempt.adopted", pid=self.process.pid)
         else:
             launched = await self._launch()
@@ -221,6 +234,12 @@ class RunningAttempt:
             self.ctx.journal.probe()  # before anything runs: can this worker record it?
             prepare_workdir(workdir)
             spec = kind.prepare(self.assign, workdir)
+            warm = bool(getattr(kind, "warm", False))
+            if self.ctx.users is not None:
+                uid = self.ctx.users.call_user if warm else self.ctx.users.take()
+                self.uid = None if warm else uid
+                hand_over(workdir, uid)
+                spec.env.setdefault("HOME", str(workdir))
         except UnknownKind as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))
         except Exception as exc:  # a plugin's own error, or the disk
@@ -238,7 +257,7 @@ class RunningAttempt:
         )
         try:
             process: AttemptProcess | WarmCall
-            if getattr(kind, "warm", False):
+            if warm:
                 # Started, not yet running: the call is sent once the journal holds it.
                 pool = self.ctx.warm_pool()
                 family = (tuple(sorted(spec.env.items())), tuple(self.gpus or ()))
@@ -252,6 +271,7 @@ class RunningAttempt:
                     workdir=workdir,
                     timeout_s=self.assign.timeout_s,
                     kill_grace_s=settings.kill_grace_s,
+                    user=self.uid,
                 )
         except StartFailed as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))

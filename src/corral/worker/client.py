@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -71,13 +72,16 @@ class WorkerClient:
 
     @classmethod
     def for_token(
-        cls, urls: str, token: str, *, timeout_s: float = 10.0, retry_timeout_s: float = 60.0
-    ) -> WorkerClient:
+        cls, urls: str, token: str, *, timeout_s: float = 10.0, retry_timeout_s: float = 60.0,
+        ca_file: Path | None = None, verify: bool = True,
+    ) -> WorkerClient:  # fmt: skip
         transport = Transport(
             urls,
             headers={WORKER_TOKEN_HEADER: token},
             timeout_s=timeout_s,
             retry_timeout_s=retry_timeout_s,
+            ca_file=ca_file,
+            verify=verify,
         )
         return cls(transport)
 

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from corral.config import Section, section_config
+from corral.worker.isolation import parse_range
 
 __all__ = ["WorkerSettings", "parse_labels"]
 
@@ -83,6 +84,17 @@ class WorkerSettings(Section):
         default_factory=list,
         description="extra env var names passed from the worker to its jobs",
     )
+    ca_file: Path | None = Field(
+        default=None, description="trust only this CA for https:// coordinators (pki/ca.pem)"
+    )
+    run_as_users: str | None = Field(
+        default=None,
+        description="FIRST-LAST uids: each attempt runs as a free one of them (the worker as"
+        " root); the first is the warm interpreters' of call tasks",
+    )
+    ssl_no_verify: bool = Field(
+        default=False, description="do not check the coordinator's certificate (development)"
+    )
 
     @field_validator("orchestrator_url")
     @classmethod
@@ -119,6 +131,27 @@ class WorkerSettings(Section):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("run_as_users")
+    @classmethod
+    def _users(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_range(value)
+        return value
+
+    @property
+    def users(self) -> range | None:
+        return parse_range(self.run_as_users) if self.run_as_users else None
+
+    @model_validator(mode="after")
+    def _enough_users(self) -> WorkerSettings:
+        users = self.users
+        if users is not None and len(users) < self.max_concurrent_tasks + 1:
+            raise ValueError(
+                f"run_as_users {self.run_as_users} has {len(users)} uids: it needs one per slot"
+                f" ({self.max_concurrent_tasks}) and one for call tasks"
+            )
+        return self
 
     @model_validator(mode="after")
     def _defaults(self) -> WorkerSettings:

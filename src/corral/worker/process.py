@@ -142,9 +142,14 @@ class AttemptProcess:
         workdir: Path,
         timeout_s: float | None,
         kill_grace_s: float,
+        user: int | None = None,
     ) -> AttemptProcess:
+        """``user``: the uid (and group) it runs as, with no other groups (isolation)."""
         _check_program(spec.argv[0], env, spec.cwd)
         started_at = time.time()
+        as_user: dict[str, Any] = (
+            {"user": user, "group": user, "extra_groups": []} if user is not None else {}
+        )
         with output_path(workdir).open("ab") as out:
             try:
                 child = await asyncio.create_subprocess_exec(
@@ -155,6 +160,7 @@ class AttemptProcess:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    **as_user,
                 )
             except OSError as exc:
                 where = f" ({exc.filename})" if exc.filename else ""

@@ -55,12 +55,16 @@ class Interpreter:
 
     @classmethod
     async def start(
-        cls, argv: list[str], env: Mapping[str, str], *, cwd: Path, family: Any
-    ) -> Interpreter:
+        cls, argv: list[str], env: Mapping[str, str], *, cwd: Path, family: Any,
+        user: int | None = None,
+    ) -> Interpreter:  # fmt: skip
+        as_user: dict[str, Any] = (
+            {"user": user, "group": user, "extra_groups": []} if user is not None else {}
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, start_new_session=True,
+                stderr=subprocess.DEVNULL, start_new_session=True, **as_user,
             )  # fmt: skip
         except OSError as exc:
             raise StartFailed(f"cannot start a Python interpreter ({argv[0]}): {exc}") from exc
@@ -116,9 +120,10 @@ class Interpreter:
 class WarmPool:
     """At most ``capacity`` interpreters (the worker's slots), busy and idle together."""
 
-    def __init__(self, capacity: int, home: Path) -> None:
+    def __init__(self, capacity: int, home: Path, user: int | None = None) -> None:
         self.capacity = capacity
         self.home = home  # an interpreter's working directory between tasks
+        self.user = user  # the uid its interpreters run as (isolation.Users.call_user)
         self._idle: list[Interpreter] = []
         self._busy = 0
         self._reaping: set[asyncio.Task[int]] = set()
@@ -143,7 +148,8 @@ class WarmPool:
             self._discard(self._idle.pop(0))  # the least recently used
         self._busy += 1
         try:
-            return await Interpreter.start(argv, env, cwd=self.home, family=family)
+            return await Interpreter.start(argv, env, cwd=self.home, family=family,
+                                           user=self.user)  # fmt: skip
         except BaseException:
             self._busy -= 1
             raise

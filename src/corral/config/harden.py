@@ -1,10 +1,12 @@
-"""Keep the worker token out of reach of the jobs the worker runs.
+"""Keep a Corral process's secrets out of reach of the jobs that run beside it.
 
-A job runs as the same user as its worker, and Linux lets a process read the environment
-and memory of any other process of its user: ``cat /proc/$PPID/environ`` (the worker is a
-job's grandparent, behind the shell that records its exit status) would print the token.
-The jobs' own environment is already scrubbed (``environ.build_env``); this closes the way
-round it.
+A job runs as the same user as its worker (and, under ``corral up``, as its coordinator),
+and Linux lets a process read the environment and memory of any other process of its user:
+``cat /proc/$PPID/environ`` (the worker is a job's grandparent, behind the shell that records
+its exit status) would print the worker's token, and the coordinator's the bootstrap key.
+The jobs' own environment is already scrubbed (``worker.environ.build_env``); this closes
+the way round it: each process that holds a secret becomes undumpable and forgets the
+variables it read the secret from, once its settings hold it.
 """
 
 from __future__ import annotations
@@ -13,19 +15,32 @@ import ctypes
 import os
 import sys
 
-__all__ = ["TOKEN_ENVS", "forget_env", "hide_token_from_jobs", "make_undumpable"]
+__all__ = [
+    "BOOTSTRAP_KEY_ENVS",
+    "TOKEN_ENVS",
+    "forget_env",
+    "hide_secrets",
+    "hide_token_from_jobs",
+    "make_undumpable",
+]
 
-# The token's variable, and its name before CORRAL_<SECTION>__<KEY> (still read, deprecated).
+# The variables of a secret, and their names before CORRAL_<SECTION>__<KEY> (still read).
 TOKEN_ENVS = ("CORRAL_WORKER__TOKEN", "CORRAL_WORKER_TOKEN")
+BOOTSTRAP_KEY_ENVS = ("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", "CORRAL_BOOTSTRAP_ADMIN_KEY")
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 
 
-def hide_token_from_jobs() -> None:
-    """Call once the settings hold the token, before any job starts."""
+def hide_secrets(names: tuple[str, ...]) -> None:
+    """Call once the settings hold the secrets, before any job starts."""
     make_undumpable()
-    for name in TOKEN_ENVS:
+    for name in names:
         forget_env(name)
+
+
+def hide_token_from_jobs() -> None:
+    """The worker's: its token."""
+    hide_secrets(TOKEN_ENVS)
 
 
 def _libc() -> ctypes.CDLL | None:
