@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from wire import next_event, register_worker
 
@@ -166,6 +167,30 @@ def test_a_request_body_past_the_limit_is_refused_before_it_is_read_whole(tmp_pa
         stop()
 
 
+def test_a_body_that_never_finishes_arriving_is_cut_off_with_408(tmp_path):
+    import socket
+
+    from harness import start_coordinator
+
+    coord, stop = start_coordinator(tmp_path / "s", f"sqlite:///{tmp_path / 'c.db'}",
+                                    body_timeout_s=1)  # fmt: skip
+    try:
+        host, port = coord.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer"
+                      f" {coord.admin_key}\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 1000\r\n\r\n{".encode())  # fmt: skip
+            started = time.monotonic()
+            answer = s.recv(65536).decode()
+            waited = time.monotonic() - started
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "request_timeout" in answer and 0.5 < waited < 10
+        with coord.client() as c:
+            assert c.get("/api/jobs").json()["jobs"] == []
+    finally:
+        stop()
+
+
 def test_a_result_past_its_cap_is_refused_naming_it(coordinator):
     _, wc = register_worker(coordinator)
     with coordinator.client() as c:
@@ -191,3 +216,34 @@ def test_environment_and_label_counts_and_sizes_are_capped(coordinator):
                  "worker_labels")  # fmt: skip
         ok = c.post("/api/queue/submit", json={"command": ["x"], "env": {"V": "x" * 1000}})
         assert ok.status_code == 201, ok.text
+
+
+def test_an_ended_attempts_output_closes_after_its_grace(coordinator):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from corral.store.tables import attempts
+
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["x"]}).json()["id"]
+        next_event(wc)
+        done = {"attempt": 1, "status": "succeeded", "exit_code": 0}
+        assert wc.post(f"/api/workers/job/{job}/status", json=done).status_code == 200
+        late = {"attempt": 1, "seq": 0, "data": "shipped after the end\n"}
+        assert wc.post(f"/api/workers/job/{job}/logs", json=late).status_code == 204
+        core = coordinator.app.state.core
+
+        async def long_ago():
+            async with core.store.tx() as conn:
+                then = core.clock.now() - timedelta(minutes=20)
+                await conn.execute(update(attempts).where(attempts.c.job_id == job)
+                                   .values(finished_at=then))  # fmt: skip
+
+        coordinator.call(long_ago())
+        later = {"attempt": 1, "seq": 1, "data": "rewritten history\n"}
+        r = wc.post(f"/api/workers/job/{job}/logs", json=later)
+        assert r.status_code == 409 and "closed" in r.json()["detail"]
+        text = c.get(f"/api/jobs/{job}/logs").text
+    assert "shipped after the end" in text and "rewritten" not in text

@@ -124,3 +124,19 @@ def test_audit_shows_who_did_what_from_where(coord):
     assert r.exit_code == 2 and "--since" in r.stderr
     theirs = doc(cli(coord, "audit", "--json", key=made["api_key"]))["events"]
     assert theirs and {e["tenant_id"] for e in theirs} == {made["tenant_id"]}
+
+
+def test_onboard_self_service_needs_no_key_where_allowed(tmp_path):
+    configure(Level.ERROR, stream=sys.__stderr__)
+    c, stop = start_coordinator(tmp_path / "s", f"sqlite:///{tmp_path / 's.db'}",
+                                self_onboarding=True)  # fmt: skip
+    try:
+        env = {"CORRAL_URL": c.url, "CORRAL_API_KEY": ""}
+        made = runner.invoke(app, ["onboard", "Walk-in", "--self-service", "--json"], env=env)
+        assert made.exit_code == 0, made.output
+        assert json.loads(made.stdout)["api_key"].startswith("ck_")
+        refused = runner.invoke(app, ["onboard", "Other"], env=env)  # the operator's route
+        assert refused.exit_code == 2 and "API key" in refused.stderr
+    finally:
+        stop()
+        structlog.reset_defaults()

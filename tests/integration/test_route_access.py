@@ -18,7 +18,8 @@ from sqlalchemy import update
 from corral.model import PERMISSIONS, Role
 from corral.store.tables import api_keys
 
-PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
+# Public on purpose; self-service onboarding is refused unless the server allows it.
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/api/onboard")}
 SKIP = {("GET", "/api/workers/stream")}  # never ends by design: its refusals are tested below
 # What a valid body for each worker route looks like, so that an identity that passes the
 # door reaches the handler (and its tenant check) rather than a 422.

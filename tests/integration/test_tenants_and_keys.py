@@ -304,3 +304,32 @@ def test_refusals_are_audited_and_a_source_that_keeps_failing_is_slowed(tmp_path
             assert v.get("/api/admin/audit").status_code == 403
     finally:
         stop()
+
+
+def test_self_service_onboarding_is_off_unless_allowed_and_then_rate_limited(tmp_path, db_url):
+    with httpx.Client() as anon:
+        # Off by default: only an operator onboards.
+        coord, stop = start_coordinator(tmp_path / "a", db_url)
+        try:
+            r = anon.post(coord.url + "/api/onboard", json={"name": "Walk-in"})
+            assert r.status_code == 403 and "operator" in r.json()["detail"]
+        finally:
+            stop()
+        coord, stop = start_coordinator(tmp_path / "b", db_url, self_onboarding=True,
+                                        self_onboarding_per_hour=2)  # fmt: skip
+        try:
+            made = anon.post(coord.url + "/api/onboard", json={"name": "Walk-in"})
+            assert made.status_code == 201, made.text
+            with coord.client(made.json()["api_key"]) as a:
+                assert a.get("/api/jobs").status_code == 200
+                assert a.get("/api/admin/tenants").status_code == 403  # an admin, no operator
+            r = anon.post(coord.url + "/api/onboard", json={"name": "Walk-in"})
+            assert r.status_code == 409  # counted, and refused: the name is taken
+            r = anon.post(coord.url + "/api/onboard", json={"name": "Third"})
+            assert r.status_code == 429 and "hour" in r.json()["detail"]
+            with coord.client() as op:
+                entries = op.get("/api/admin/audit", params={"action": "tenant.*"}).json()
+            [entry] = [e for e in entries["events"] if e["detail"].get("name") == "Walk-in"]
+            assert entry["actor"] == "self-service" and entry["source"] == "127.0.0.1"
+        finally:
+            stop()

@@ -26,16 +26,21 @@ KeyRef = Annotated[str, typer.Argument(help="Key id or name.")]
 
 def onboard(
     name: Annotated[str, typer.Argument(help='The tenant\'s name, e.g. "My Company".')],
+    self_service: Annotated[
+        bool,
+        typer.Option("--self-service", help="Without a key, where the coordinator allows it."),
+    ] = False,
     as_json: Json = False,
     url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """Create a tenant and its first admin API key (shown once), with the commands that
-    make and start its first worker. Needs an operator key."""
+    make and start its first worker. Needs an operator key, or --self-service on a
+    coordinator started with --allow-self-onboarding."""
 
     async def go() -> None:
         async with connect(url, api_key) as client:
-            made = await client.onboard(name)
+            made = await client.onboard(name, self_service=self_service)
         if as_json:
             _output.print_json({"tenant_id": made.tenant_id, "name": made.name,
                                 "key_id": made.key_id, "api_key": made.api_key})  # fmt: skip

@@ -148,6 +148,15 @@ def server(
         Path | None,
         _opt("--ssl-keyfile", "CORRAL_SERVER__SSL_KEYFILE", "The certificate's private key."),
     ] = None,
+    self_onboarding: Annotated[
+        bool | None,
+        _opt(
+            "--allow-self-onboarding/--no-self-onboarding",
+            "CORRAL_SERVER__SELF_ONBOARDING",
+            "Anyone may onboard a tenant without a key (POST /api/onboard), a few an hour from"
+            " one address (default: off: only operators onboard).",
+        ),
+    ] = None,
     log_level: _logging.LogLevel = _logging.Level.INFO,
 ) -> None:
     """Run a coordinator. The first start prints the operator's API key, once."""

@@ -26,10 +26,12 @@ class AccountCalls:
 
     # ---- tenants (operator) -----------------------------------------------------------
 
-    async def onboard(self, name: str) -> Onboarded:
-        """A new tenant and its first admin API key (shown only here)."""
+    async def onboard(self, name: str, *, self_service: bool = False) -> Onboarded:
+        """A new tenant and its first admin API key (shown only here): with an operator's
+        key, or ``self_service`` on a coordinator that allows it (no key needed)."""
         body = valid(TenantCreate, {"name": name}).model_dump(mode="json")
-        return Onboarded.model_validate(await self._t.json("POST", "/api/admin/tenants", json=body))
+        path = "/api/onboard" if self_service else "/api/admin/tenants"
+        return Onboarded.model_validate(await self._t.json("POST", path, json=body))
 
     async def tenants(self) -> list[TenantView]:
         return TenantList.model_validate(await self._t.json("GET", "/api/admin/tenants")).tenants

@@ -57,6 +57,7 @@ from corral.store import keys as keys_q
 from corral.store import workers as workers_q
 
 FIRST_KEY_NAME = "admin"
+SELF_SERVICE = "self-service"  # the actor of a tenant onboarded without an operator
 
 
 def tenant_view(row: RowMapping) -> TenantView:
@@ -74,19 +75,29 @@ def key_view(row: RowMapping) -> KeyView:
 # ---- tenants (operators) ----------------------------------------------------------------
 
 
-async def onboard(core: Core, who: Identity, body: TenantCreate) -> Onboarded:
-    """A tenant and its first admin key, whose plaintext only this answer holds."""
-    async with core.tx(who.key_id) as t:
+async def onboard(core: Core, who: Identity | None, body: TenantCreate) -> Onboarded:
+    """A tenant and its first admin key, whose plaintext only this answer holds. ``who``
+    None: self-service (the server allows it, within its address's budget)."""
+    actor = who.key_id if who is not None else SELF_SERVICE
+    async with core.tx(actor) as t:
         if await keys_q.tenant_named(t.conn, body.name) is not None:
             raise AlreadyExists(f"a tenant named {body.name!r} exists", field="name")
         tenant_id = new_id("t")
         key, row = key_values(tenant_id, FIRST_KEY_NAME, Role.ADMIN, t.now)
         await t.apply([
             InsertTenant({"id": tenant_id, "name": body.name, "created_at": t.now,
-                          "status": TenantStatus.ACTIVE.value}, Why(actor=who.key_id)),
-            InsertKey(row, Why(actor=who.key_id, message="the tenant's first admin key")),
+                          "status": TenantStatus.ACTIVE.value}, Why(actor=actor)),
+            InsertKey(row, Why(actor=actor, message="the tenant's first admin key")),
         ])  # fmt: skip
     return Onboarded(tenant_id=tenant_id, name=body.name, key_id=row["id"], api_key=key)
+
+
+async def onboard_self(core: Core, body: TenantCreate, source: str | None) -> Onboarded:
+    if not core.settings.self_onboarding:
+        raise PermissionDenied("self-service onboarding is off on this coordinator: an"
+                               " operator onboards tenants (corral onboard)")  # fmt: skip
+    core.refusals.onboard(source)
+    return await onboard(core, None, body)
 
 
 async def tenants(core: Core) -> TenantList:

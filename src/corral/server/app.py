@@ -80,13 +80,15 @@ def create_app(
         dependencies=[Depends(params.storable)],
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
+                       timeout_s=settings.body_timeout_s)  # fmt: skip
     app.add_middleware(CauseMiddleware)  # outermost: a refused body gets its request id too
     app.include_router(workers.router)
     app.include_router(admin.router)
     app.include_router(accounts.tenants)
     app.include_router(accounts.keys)
     app.include_router(accounts.auth)
+    app.include_router(accounts.public)
     app.include_router(accounts.audit_log)
     app.include_router(jobs.queue)
     app.include_router(jobs.router)

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.engine import RowMapping
@@ -84,12 +84,22 @@ class WorkerIdentity:
 
 
 class Refusals:
-    """What each address has been refused lately."""
+    """What each address has been refused lately, and what it may still do without a key
+    (self-service onboarding)."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, onboard_per_hour: int = 5) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._failures = RateLimitItemPerMinute(per_minute)
         self._recorded = RateLimitItemPerMinute(per_minute)
+        self._onboards = RateLimitItemPerHour(onboard_per_hour)
+
+    def onboard(self, source: str | None) -> None:
+        """A self-service onboarding from ``source``, within its budget an hour, or 429."""
+        if not self._limiter.hit(self._onboards, "onboard", source or "-"):
+            raise TooManyRequests(
+                "too many tenants onboarded from this address: try again in an hour, or ask"
+                " an operator", retry_after_s=3600,
+            )  # fmt: skip
 
     def check(self, source: str | None) -> None:
         """Before credentials are looked at: an address past its budget is refused."""

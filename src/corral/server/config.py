@@ -60,9 +60,24 @@ class ServerSettings(Section):
         description="refused authentications from one address in a minute before it is"
                     " answered 429 until the minute has passed; each is in the audit log",
     )  # fmt: skip
+    self_onboarding: bool = Field(
+        default=False, description="anyone may onboard a tenant (POST /api/onboard), rate-limited"
+    )
+    self_onboarding_per_hour: int = Field(
+        default=5, ge=1, le=10_000, description="self-service onboardings from one address an hour"
+    )
+    follow_streams_per_key: int = Field(
+        default=64, ge=1, le=100_000,
+        description="followed logs or histories and long polls one API key may hold open"
+                    " on a coordinator at once; past it 429",
+    )  # fmt: skip
     max_request_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024 * 1024, le=2**31 - 1,
         description="a request body past it is refused (413) before it is read whole",
+    )  # fmt: skip
+    body_timeout_s: float = Field(
+        default=30, gt=0, le=3600,
+        description="a request body whose next part takes longer to arrive is answered 408",
     )  # fmt: skip
     db_connect_timeout_s: float = Field(default=5, gt=0, le=300)
     db_statement_timeout_s: float = Field(

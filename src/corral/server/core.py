@@ -21,6 +21,7 @@ from corral.server.apply import apply
 from corral.server.auth import Credentials, Refusals
 from corral.server.clock import Clock
 from corral.server.config import ServerSettings
+from corral.server.follows import Follows
 from corral.server.hub import Hub
 from corral.server.tokens import Signer
 from corral.store import Store
@@ -91,10 +92,13 @@ class Core:
     credentials: Credentials = field(default_factory=Credentials)
     tokens: Signer = field(default_factory=Signer)
     refusals: Refusals = field(init=False)  # what each address has been refused lately
+    follows: Follows = field(init=False)  # long-lived answers open, per API key
 
     def __post_init__(self) -> None:
         self.policy = policy_of(self.settings)
-        self.refusals = Refusals(self.settings.auth_failures_per_minute)
+        self.refusals = Refusals(self.settings.auth_failures_per_minute,
+                                 self.settings.self_onboarding_per_hour)  # fmt: skip
+        self.follows = Follows(self.settings.follow_streams_per_key)
         self.acted_at = self.monotonic()  # a gap from the start counts too
 
     @asynccontextmanager

@@ -228,12 +228,7 @@ def _attempt_of(
     return JobSnap.of(row), att
 
 
-async def _current_attempt(
-    t: Tx, w: WorkerIdentity, job_id: str, attempt: int
-) -> tuple[JobSnap, AttemptSnap]:
-    """As ``_attempt_of``, read; the caller has verified the worker first."""
-    rows = await jobs_q.reported(t.conn, w.tenant_id, {job_id: attempt})
-    return _attempt_of(rows.get(job_id), w, job_id, attempt)
+LATE_LOGS_S = 600.0  # an ended attempt's output is taken for this long after its end
 
 
 async def report(core: Core, w: WorkerIdentity, job_id: str, r: AttemptReport) -> JobState:
@@ -314,9 +309,17 @@ async def _reports(
 
 
 async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatch) -> None:
+    """A batch of an attempt's output; once the attempt has ended, only for
+    ``LATE_LOGS_S`` (what a worker ships after its final report, the coordinator having been
+    away): a job's log is closed after that, and a batch is refused (409)."""
     async with core.tx() as t:
         await core.credentials.verify(t.conn, w, row=False)
-        await _current_attempt(t, w, job_id, batch.attempt)
+        rows = await jobs_q.reported(t.conn, w.tenant_id, {job_id: batch.attempt})
+        _attempt_of(rows.get(job_id), w, job_id, batch.attempt)
+        ended = as_utc(rows[job_id]["att_finished_at"])
+        if ended is not None and (t.now - ended).total_seconds() > LATE_LOGS_S:
+            raise StaleAttempt(f"attempt {batch.attempt} of {job_id} ended at"
+                               f" {ended:%H:%M:%S}: its output is closed")  # fmt: skip
         await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
                                  tenant_id=w.tenant_id, data=batch.data,
                                  max_bytes=core.settings.job_log_max_bytes)  # fmt: skip

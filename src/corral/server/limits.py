@@ -1,4 +1,5 @@
-"""A cap on every request body, enforced before the body is read whole.
+"""A cap on every request body, enforced before the body is read whole, and on how long it
+may take to arrive.
 
 Starlette's own limiter (``max_body_size``) answers in plain text and replaces the
 application's answer whenever the declared length is too large, so a client would not get
@@ -7,6 +8,8 @@ the problem+json every other refusal has; this one answers like the rest (413
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,11 +20,14 @@ __all__ = ["BodyLimit"]
 
 class BodyLimit:
     """Pure ASGI: a declared Content-Length past ``max_bytes`` is refused before anything is
-    read; a body without one is counted as it arrives and cut off where it passes."""
+    read; a body without one is counted as it arrives and cut off where it passes. A body
+    whose next part takes longer than ``timeout_s`` to arrive (a client that never finishes
+    its request, holding a connection and a task) is answered 408."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,23 +35,35 @@ class BodyLimit:
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, 413, "too_large", self._too_large())
             return
         seen = 0
-        started = refused = False
+        started = refused = whole = False
 
         async def counted() -> Message:
-            nonlocal seen, refused
+            nonlocal seen, refused, whole
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if whole:  # the body is in: what follows is a wait for the client to leave
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                if started:
+                    raise
+                refused = True
+                why = f"the request body did not arrive within {self.timeout_s:g} s"
+                await self._refuse(send, 408, "request_timeout", why)
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                whole = not message.get("more_body", False)
                 if seen > self.max_bytes and not started:
                     # Answered here and now; to the application the client has gone (it stops
                     # reading), and whatever it answers is dropped.
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, 413, "too_large", self._too_large())
                     return {"type": "http.disconnect"}
             return message
 
@@ -58,12 +76,14 @@ class BodyLimit:
 
         await self.app(scope, counted, watched)
 
-    async def _refuse(self, send: Send) -> None:
-        why = f"the request body is larger than {self.max_bytes} bytes"
-        body = Problem(title="too large", status=413, detail=why, code="too_large",
+    def _too_large(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
+
+    async def _refuse(self, send: Send, status: int, code: str, why: str) -> None:
+        body = Problem(title=code.replace("_", " "), status=status, detail=why, code=code,
                        errors=[ProblemField(field="body", message=why)])  # fmt: skip
         payload = body.model_dump_json().encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
+        await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(payload)).encode()),
             (b"connection", b"close"),

@@ -196,7 +196,8 @@ async def insert_attempts(conn: AsyncConnection, rows: Sequence[Mapping[str, Any
 _REPORTED = (jobs.c.id, jobs.c.tenant_id, jobs.c.state, jobs.c.attempt, jobs.c.worker_id,
              jobs.c.max_retries, jobs.c.gpus)  # fmt: skip
 _ATTEMPT = (attempts.c.worker_id.label("att_worker_id"), attempts.c.outcome,
-            attempts.c.assigned_at, attempts.c.reported_ns, attempts.c.number)  # fmt: skip
+            attempts.c.assigned_at, attempts.c.reported_ns, attempts.c.number,
+            attempts.c.finished_at.label("att_finished_at"))  # fmt: skip
 
 
 async def reported(

@@ -25,6 +25,7 @@ from corral.server.auth import AnyKey, AuditRead, KeysAdmin, TenantsAdmin
 tenants = APIRouter(prefix="/api/admin/tenants", tags=["tenants"])
 keys = APIRouter(prefix="/api/admin/keys", tags=["keys"])
 auth = APIRouter(prefix="/api/auth", tags=["auth"])
+public = APIRouter(tags=["tenants"])
 audit_log = APIRouter(prefix="/api/admin/audit", tags=["audit"])
 
 
@@ -57,6 +58,16 @@ async def token(request: Request, who: AnyKey, body: TokenRequest) -> TokenIssue
 async def onboard(request: Request, who: TenantsAdmin, body: TenantCreate) -> Onboarded:
     """A tenant and its first admin key (shown only in this answer)."""
     return await accounts.onboard(request.app.state.core, who, body)
+
+
+@public.post("/api/onboard", response_model=Onboarded, status_code=201,
+             responses={403: {"description": "self-service onboarding is off"},
+                        429: {"description": "too many from this address"}})  # fmt: skip
+async def onboard_self(request: Request, body: TenantCreate) -> Onboarded:
+    """Self-service: a tenant and its first admin key, without an operator, when the server
+    was started with --allow-self-onboarding; a few an hour from one address."""
+    source = request.client.host if request.client else None
+    return await accounts.onboard_self(request.app.state.core, body, source)
 
 
 @tenants.get("", response_model=TenantList)

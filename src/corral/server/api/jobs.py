@@ -66,7 +66,12 @@ async def submit_batch(request: Request, who: JobsSubmit, body: BatchSubmit) -> 
     "or after timeout_s with none.",
 )
 async def wait_jobs(request: Request, who: JobsRead, body: WaitMany) -> WaitResult:
-    return await batch.wait_many(request.app.state.core, who.tenant_id, body.ids, body.timeout_s)
+    core = request.app.state.core
+    core.follows.take(who.key_id)
+    try:
+        return await batch.wait_many(core, who.tenant_id, body.ids, body.timeout_s)
+    finally:
+        core.follows.give(who.key_id)
 
 
 @router.get("", response_model=JobList)
@@ -117,7 +122,10 @@ async def job_logs(
     if not follow:
         # Streamed a page at a time: a long log never sits whole in the coordinator's memory.
         return StreamingResponse(_text(core, who.tenant_id, job_id), media_type="text/plain")
-    return EventSourceResponse(_follow(core, who.tenant_id, job_id, last_event_id))
+    core.follows.take(who.key_id)
+    return EventSourceResponse(
+        core.follows.held(who.key_id, _follow(core, who.tenant_id, job_id, last_event_id))
+    )
 
 
 def _cut_before(page: jobs.LogPage, after: int, chunk_id: int) -> bool:
@@ -188,7 +196,10 @@ async def job_events(
     page = await history.of_job(core, who.tenant_id, job_id, cursor=cursor, limit=limit)
     if not follow:
         return page
-    return EventSourceResponse(_follow_events(core, who.tenant_id, job_id, last_event_id))
+    core.follows.take(who.key_id)
+    return EventSourceResponse(
+        core.follows.held(who.key_id, _follow_events(core, who.tenant_id, job_id, last_event_id))
+    )
 
 
 async def _follow_events(
