@@ -1,4 +1,6 @@
-"""Every route, fed what its OpenAPI schema allows and what it does not: never a 5xx."""
+"""Every route, fed what its OpenAPI schema allows and what it does not, by an operator with
+a worker's token and by another tenant's viewer: never a 5xx, and every answer what the
+document says it is (its status, its content type, its schema: errors are problem+json)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,11 @@ import pytest
 import schemathesis
 from harness import fresh_database, start_coordinator
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 
 @pytest.fixture(
@@ -26,23 +33,42 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             stop()
 
 
-def test_no_server_errors(live):
+CONFORMS = [response_schema_conformance, status_code_conformance, content_type_conformance]
+
+
+def identities(coord, token):
+    """An operator with a worker's token beside it, and another tenant's viewer."""
+    with coord.client() as op:
+        other = op.post("/api/admin/tenants", json={"name": "other"}).json()
+    with coord.client(other["api_key"]) as admin:
+        viewer = admin.post("/api/admin/keys", json={"name": "v", "role": "viewer"}).json()
+    return {
+        "operator": ({"Authorization": f"Bearer {coord.admin_key}", "X-Worker-Token": token}, 25),
+        "another tenant's viewer": ({"Authorization": f"Bearer {viewer['key']}"}, 8),
+    }
+
+
+def test_no_server_errors_and_every_answer_as_documented(live):
     coord, token = live
-    headers = {"Authorization": f"Bearer {coord.admin_key}", "X-Worker-Token": token}
     schema = schemathesis.openapi.from_url(coord.url + "/openapi.json")
     checked = 0
-    for result in schema.get_all_operations():
-        op = result.ok()
-        if op.path == "/api/workers/stream":
-            continue  # the worker's event stream never ends by design; it has its own tests
+    for name, (headers, examples) in identities(coord, token).items():
+        for result in schema.get_all_operations():
+            op = result.ok()
+            if op.path == "/api/workers/stream":
+                continue  # the worker's event stream never ends by design; it has its own tests
+            attack(op, name, headers, examples)
+            checked += 1
+    assert checked >= 60
 
-        @given(case=op.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)  # fmt: skip
-        def probe(case):
-            response = case.call(headers=headers, timeout=10)
-            assert response.status_code < 500, (case.method, case.path, response.text[:300])
 
-        probe()
-        checked += 1
-    assert checked >= 15
+def attack(op, name, headers, examples):
+    @given(case=op.as_strategy())
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck),
+              database=None)  # fmt: skip
+    def probe(case):
+        response = case.call(headers=headers, timeout=10)
+        assert response.status_code < 500, (name, case.method, case.path, response.text[:300])
+        case.validate_response(response, checks=CONFORMS, headers=headers)
+
+    probe()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -56,3 +57,37 @@ def test_a_running_server_shows_its_bootstrap_key_to_no_job(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("bootstrap", [True, False], ids=["bootstrap key", "first start's key"])
+def test_coordinators_starting_at_once_on_a_fresh_store_all_start(tmp_path, db_url, bootstrap):
+    # Each makes its operator key at its start: racing to insert it, the one that loses
+    # finds it made by another, rather than failing its start; only one key is printed.
+    from corral.server.auth import ensure_operator_key
+    from corral.server.clock import Clock
+    from corral.server.config import ServerSettings
+    from corral.server.core import Core
+    from corral.server.hub import Hub
+    from corral.store import Store
+    from corral.store.db import migrate
+
+    migrate(db_url)
+    key = f"ck_test_{'r' * 32}" if bootstrap else None
+    settings = ServerSettings(data_dir=tmp_path, db_url=db_url)
+
+    async def starts():
+        cores = []
+        for _ in range(4):
+            clock = Clock()
+            cores.append(Core(store=Store(db_url, settings.db_timeouts()), hub=Hub(clock),
+                              clock=clock, settings=settings))  # fmt: skip
+        try:
+            return await asyncio.gather(*(ensure_operator_key(c, key) for c in cores))
+        finally:
+            for c in cores:
+                await c.store.close()
+
+    printed = asyncio.run(starts())
+    assert sum(k is not None for k in printed) == (0 if bootstrap else 1), printed

@@ -80,6 +80,7 @@ def create_app(
         dependencies=[Depends(params.storable)],
     )
     errors.install(app)
+    errors.document(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
                        timeout_s=settings.body_timeout_s)  # fmt: skip
     app.add_middleware(CauseMiddleware)  # outermost: a refused body gets its request id too

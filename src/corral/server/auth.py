@@ -30,6 +30,7 @@ from limits import RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.model import (
@@ -312,6 +313,15 @@ async def ensure_operator_key(core: Any, bootstrap: str | None) -> str | None:
     A bootstrap key (CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY) is made valid on every start instead,
     so automation can always reach a coordinator without scraping its output.
     """
+    try:
+        return await _ensure_operator_key(core, bootstrap)
+    except IntegrityError:
+        # Another coordinator of this store, starting at the same moment, made it first:
+        # looked at again, it is there (and only the first start's key is ever printed).
+        return await _ensure_operator_key(core, bootstrap)
+
+
+async def _ensure_operator_key(core: Any, bootstrap: str | None) -> str | None:
     async with core.tx("coordinator start") as t:
         if bootstrap:
             digest = hash_secret(bootstrap)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import SQLAlchemyError
@@ -120,3 +123,38 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", error=repr(exc))
         return problem(500, "internal", "internal error; see the coordinator's log")
+
+
+def document(app: FastAPI) -> None:
+    """The OpenAPI document says what an error is: every status of 400 and above, and any
+    other (``default``), is ``application/problem+json`` with the ``Problem`` schema, never
+    FastAPI's own validation error, which this server does not send."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                          routes=app.routes)  # fmt: skip
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        defs = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(defs.pop("$defs", {}))
+        schemas["Problem"] = defs
+        error = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for ops in doc.get("paths", {}).values():
+            for op in ops.values():
+                responses = op.setdefault("responses", {})
+                for code, answer in responses.items():
+                    if code[:1] in "45":
+                        answer["content"] = error
+                        if code == "422":
+                            answer["description"] = "Invalid input: the errors name each field"
+                responses["default"] = {
+                    "description": "An error: 401, 403, 404, 409, 413, 422, 429, 503…",
+                    "content": error,
+                }
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
