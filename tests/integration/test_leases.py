@@ -241,3 +241,40 @@ def test_a_connected_worker_never_heard_from_is_timed_out(clocked):
         tick(coord)
         assert c.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
         assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline"
+
+
+def test_a_freeze_in_the_middle_of_a_tick_gives_every_worker_a_whole_timeout(clocked):
+    # The tick read its clock, then the process stood still (SIGSTOP) while the world went
+    # on: the heartbeats that waited meanwhile are taken only after it thaws. The next tick
+    # must not count them late and reap a healthy worker.
+    import time
+
+    coord, clock = clocked
+    core = coord.app.state.core
+    _, wc = register_worker(coord)
+    with coord.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["sleep", "1"]}).json()
+        assert next_event(wc)["data"]["job_id"] == job["id"]
+        wc.post(f"/api/workers/job/{job['id']}/status", json={"attempt": 1, "status": "running"})
+        held = wc.stream("GET", "/api/workers/stream", timeout=30)  # its stream stays open
+        assert held.__enter__().status_code == 200
+        tick(coord)
+        real, base, calls = core.monotonic, time.monotonic(), [0]
+
+        def frozen_mid_tick() -> float:
+            calls[0] += 1
+            if calls[0] == 3:  # the tick's end: it began 60 s ago, and 121 s went by
+                clock.advance(121)
+            return base if calls[0] < 3 else base + 60
+
+        core.monotonic = frozen_mid_tick
+        try:
+            tick(coord)
+        finally:
+            core.monotonic = real
+        assert calls[0] >= 3
+        tick(coord)
+        got = c.get(f"/api/jobs/{job['id']}").json()
+        assert got["state"] == "running" and got["attempt"] == 1, got
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] != "offline"
+        held.__exit__(None, None, None)

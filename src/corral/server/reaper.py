@@ -23,14 +23,14 @@ from corral.store import workers as workers_q
 log = structlog.get_logger("corral.reaper")
 
 
-def resumed_after(core: Core) -> float | None:
+def resumed_after(core: Core, since: float | None = None) -> float | None:
     """How long this coordinator could not act, if that was long enough to matter.
 
     Ticks come every ``reaper_interval_s``; a much longer gap since the last one that
-    completed means the process was frozen (SIGSTOP, a stalled VM) or its database was out
-    of reach. Workers were not heard meanwhile through no fault of theirs, so their silence
-    counts again from now, as after a restart."""
-    now, last = core.monotonic(), core.acted_at
+    completed (or, ``since``, since this one began) means the process was frozen (SIGSTOP, a
+    stalled VM) or its database was out of reach. Workers were not heard meanwhile through
+    no fault of theirs, so their silence counts again from now, as after a restart."""
+    now, last = core.monotonic(), core.acted_at if since is None else since
     if last is None:
         return None
     gap = now - last
@@ -40,14 +40,19 @@ def resumed_after(core: Core) -> float | None:
     return gap if gap > s.reaper_interval_s + s.heartbeat_timeout_s / 4 else None
 
 
+def _resumed(core: Core, gap: float) -> None:
+    core.listening_since = core.clock.now()
+    log.warning("coordinator.resumed", could_not_act_s=round(gap, 1),
+                hint="workers get a whole timeout before they are reaped")  # fmt: skip
+
+
 async def tick(core: Core) -> None:
     s = core.settings
+    began = core.monotonic()
     dropped = core.hub.dropped_longer_than(s.stream_grace_s)
     with cause.bound(cause.new("tick")):
         if (gap := resumed_after(core)) is not None:
-            core.listening_since = core.clock.now()
-            log.warning("coordinator.resumed", could_not_act_s=round(gap, 1),
-                        hint="workers get a whole timeout before they are reaped")  # fmt: skip
+            _resumed(core, gap)
         async with core.tx("reaper") as t:
             await _silent(core, t)
             await _dropped(t, dropped)
@@ -71,6 +76,10 @@ async def tick(core: Core) -> None:
                 t.conn, t.now - timedelta(seconds=max(s.ephemeral_ttl_s, 3600))
             )
             await history_q.prune(t.conn, t.now - timedelta(days=s.events_retention_days))
+        # Frozen in the middle of this tick (its clock read before): the heartbeats that
+        # waited meanwhile are still being taken, and the next tick must not count them late.
+        if (gap := resumed_after(core, since=began)) is not None:
+            _resumed(core, gap)
     core.acted_at = core.monotonic()
     for wid in dropped:
         core.hub.forget(wid)
