@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from corral.client._valid import valid
-from corral.model import NotFound, Role
+from corral.client._valid import by_ref, valid
+from corral.model import Role
 from corral.protocol import (
     KeyCreate,
     KeyCreated,
@@ -38,11 +38,7 @@ class AccountCalls:
 
     async def tenant(self, ref: str) -> TenantView:
         """A tenant by id, or by its name."""
-        listing = await self.tenants()
-        for match in ([t for t in listing if t.id == ref], [t for t in listing if t.name == ref]):
-            if match:
-                return match[0]
-        raise NotFound(f"no tenant with id or name {ref!r}")
+        return by_ref(await self.tenants(), ref, "tenant")
 
     async def suspend_tenant(self, ref: str) -> TenantView:
         """Its keys are refused and its workers go offline until it is resumed."""
@@ -63,11 +59,7 @@ class AccountCalls:
 
     async def key(self, ref: str) -> KeyView:
         """A key by id, or by its name."""
-        listing = await self.keys()
-        for match in ([k for k in listing if k.id == ref], [k for k in listing if k.name == ref]):
-            if match:
-                return match[0]
-        raise NotFound(f"no API key with id or name {ref!r}")
+        return by_ref(await self.keys(), ref, "API key")
 
     async def create_key(
         self, name: str, *, role: Role | str = Role.MEMBER, expires_in_s: int | None = None

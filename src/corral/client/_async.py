@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from corral.client import _calls, _stream
 from corral.client._accounts import AccountCalls
 from corral.client._config import check_urls, from_env, tls_from_env
+from corral.client._valid import by_ref
 from corral.client._valid import valid as _valid
 from corral.model import CorralError, InvalidInput, NotFound, WorkerType
 from corral.protocol import (
@@ -282,11 +283,7 @@ class AsyncClient(AccountCalls):
 
     async def worker(self, ref: str) -> WorkerView:
         """A worker by id, or by the name it was given."""
-        listing = await self.workers()
-        for match in ([w for w in listing if w.id == ref], [w for w in listing if w.name == ref]):
-            if match:
-                return match[0]
-        raise NotFound(f"no worker with id or name {ref!r}")
+        return by_ref(await self.workers(), ref, "worker")
 
     async def create_worker(
         self, name: str, *, persistent: bool = False, labels: Mapping[str, str] | None = None,

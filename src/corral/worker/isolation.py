@@ -26,10 +26,11 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-__all__ = ["NoFreeUser", "Users", "parse_range"]
+__all__ = ["NoFreeUser", "Users", "as_user", "parse_range"]
 
 KILL_WAIT_S = 5.0
 
@@ -87,6 +88,11 @@ class Users:
         except OSError:
             return None
         return uid if uid in self.attempt_uids else None
+
+
+def as_user(uid: int | None) -> dict[str, Any]:
+    """The arguments that start a process as ``uid`` (and its group, no other groups)."""
+    return {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
 
 
 def hand_over(workdir: Path, uid: int) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from corral.model import AttemptOutcome
 from corral.worker import _procs
+from corral.worker.isolation import as_user
 from corral.worker.journal import AttemptRecord
 from corral.worker.kinds import LaunchSpec
 from corral.worker.workdir import (
@@ -147,9 +148,6 @@ class AttemptProcess:
         """``user``: the uid (and group) it runs as, with no other groups (isolation)."""
         _check_program(spec.argv[0], env, spec.cwd)
         started_at = time.time()
-        as_user: dict[str, Any] = (
-            {"user": user, "group": user, "extra_groups": []} if user is not None else {}
-        )
         with output_path(workdir).open("ab") as out:
             try:
                 child = await asyncio.create_subprocess_exec(
@@ -160,7 +158,7 @@ class AttemptProcess:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    **as_user,
+                    **as_user(user),
                 )
             except OSError as exc:
                 where = f" ({exc.filename})" if exc.filename else ""

@@ -27,6 +27,7 @@ from typing import Any
 from corral.model import AttemptOutcome
 from corral.protocol import JobAssign, unstorable
 from corral.worker import _procs
+from corral.worker.isolation import as_user
 from corral.worker.process import Outcome, StartFailed, StopReason
 from corral.worker.workdir import output_path, output_tail
 
@@ -58,13 +59,10 @@ class Interpreter:
         cls, argv: list[str], env: Mapping[str, str], *, cwd: Path, family: Any,
         user: int | None = None,
     ) -> Interpreter:  # fmt: skip
-        as_user: dict[str, Any] = (
-            {"user": user, "group": user, "extra_groups": []} if user is not None else {}
-        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, start_new_session=True, **as_user,
+                stderr=subprocess.DEVNULL, start_new_session=True, **as_user(user),
             )  # fmt: skip
         except OSError as exc:
             raise StartFailed(f"cannot start a Python interpreter ({argv[0]}): {exc}") from exc
