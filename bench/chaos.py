@@ -53,7 +53,7 @@ from _faults import KINDS, Coordinator, Run, Worker, mount_disks, unmount_disks 
 from faultproxy import FaultProxy  # noqa: E402
 from harness_e2e import SERVER_ENV, Fleet, free_port, pid_alive  # noqa: E402
 
-from corral.client import Client, ServerError, Unreachable  # noqa: E402
+from corral.client import Client, ServerError, Unreachable, call_job  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -117,13 +117,21 @@ def kill_leftover_jobs(runs_dir: Path) -> int:
     return killed
 
 
-def submit_one(run: Run, client: Client, token: str, secs: float) -> None:
+def submit_one(run: Run, client: Client, token: str, secs: float, call: bool = False) -> None:
     """Submit with the job's token as its Idempotency-Key: a submit whose answer was lost (a
-    restart, a freeze) is sent again and must not make a second job."""
+    restart, a freeze) is sent again and must not make a second job. ``call``: as a call
+    job (``_chaos_call.run``, in a warm interpreter, which a busy worker may hold waiting for
+    a slot) rather than a process of its own."""
     command = [sys.executable, "-c", JOB_SCRIPT, token, f"{secs:.3f}", str(run.runs_dir)]
     while True:
         try:
-            job = client.submit(command, name=token, retries=10, idempotency_key=token)
+            if call:
+                spec = call_job("_chaos_call:run", (token, round(secs, 3), str(run.runs_dir)),
+                                name=token, retries=10, idempotency_key=token,
+                                env={"PYTHONPATH": str(ROOT / "bench")})  # fmt: skip
+                (job,) = client.submit_many([spec])
+            else:
+                job = client.submit(command, name=token, retries=10, idempotency_key=token)
             run.job_ids[token] = job.id
             return
         except (Unreachable, ServerError):
@@ -132,14 +140,14 @@ def submit_one(run: Run, client: Client, token: str, secs: float) -> None:
         time.sleep(0.2)
 
 
-def submitter(run: Run, specs: list[tuple[str, float]], spread_s: float) -> None:
+def submitter(run: Run, specs: list[tuple[str, float, bool]], spread_s: float) -> None:
     """Submit every job, paced over ``spread_s``. One try per call, so that every resend is
     counted here."""
     with run.fleet.client(attempts=1, retry_timeout=5.0) as client:
-        for i, (token, secs) in enumerate(specs):
+        for i, (token, secs, call) in enumerate(specs):
             due = run.t0 + spread_s * i / max(1, len(specs))
             time.sleep(max(0.0, due - time.monotonic()))
-            submit_one(run, client, token, secs)
+            submit_one(run, client, token, secs, call)
 
 
 def parse_faults(text: str) -> dict[str, float]:
@@ -190,10 +198,11 @@ def chaos(opts: dict[str, Any], root: Path, db_url: str) -> dict[str, Any]:
     run.runs_dir.mkdir()
     job_rng = random.Random(opts["seed"] + 1)
     specs = [
-        (f"chaos{opts['seed']}x{i:05d}x{secrets.token_hex(4)}", job_rng.uniform(0.05, 0.5))
+        (f"chaos{opts['seed']}x{i:05d}x{secrets.token_hex(4)}", job_rng.uniform(0.05, 0.5),
+         job_rng.random() < opts["calls"])
         for i in range(opts["jobs"])
-    ]
-    run.specs.extend(specs)
+    ]  # fmt: skip
+    run.specs.extend((token, secs) for token, secs, _ in specs)
     names = [f"w{i}" for i in range(opts["workers"])]
     disks = mount_disks(root, names) if weights.get("disk-full") else {}
     if weights.get("disk-full") and not disks:
@@ -225,8 +234,10 @@ def chaos(opts: dict[str, Any], root: Path, db_url: str) -> dict[str, Any]:
         sub.start()
         flood_client = fleet.client(attempts=1, retry_timeout=5.0)
 
+        flood_rng = random.Random(opts["seed"] + 2)
+
         def flood_submit(token: str, secs: float) -> None:
-            submit_one(run, flood_client, token, secs)
+            submit_one(run, flood_client, token, secs, flood_rng.random() < opts["calls"])
 
         inject = {
             "kill": run.kill,
@@ -279,6 +290,7 @@ def chaos(opts: dict[str, Any], root: Path, db_url: str) -> dict[str, Any]:
             k: v for k, v in server_env.items() if k != "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY"
         }
         report["weights"] = {k: weights[k] for k in kinds}
+        report["call_jobs"] = sum(1 for *_, call in specs if call)  # of the first submits
         return report
     finally:
         run.heal_everything()
@@ -315,6 +327,9 @@ def main(
         "kill=3,cut=2,restart=1,freeze=1,db-cut=1,disk-full=1,flood=1"
     ),
     flood_jobs: Annotated[int, typer.Option(min=1, help="Jobs in one flood.")] = 100,
+    calls: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of the jobs that are call jobs.")
+    ] = 0.3,
     seed: Annotated[int, typer.Option(help="Seeds the fault schedule and job lengths.")] = 1,
     max_seconds: Annotated[float, typer.Option(help="Bound on the whole run.")] = 300,
     drain_seconds: Annotated[float, typer.Option(help="No faults in this last part.")] = 90,

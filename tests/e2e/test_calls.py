@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,55 @@ def test_a_worker_killed_during_a_call_has_it_retried_never_accepted_twice(fleet
     assert outcomes in (["lost", "succeeded"], ["succeeded"]), outcomes
     succeeded = [e for e in fleet.calls.events(job) if e.kind == "job.succeeded"]
     assert len(succeeded) == 1
+
+
+def test_a_busy_worker_holds_calls_beyond_its_slots_and_starts_each_as_one_frees(fleet, tmp_path):
+    fleet.start_server()
+    fleet.start_worker("w", slots=1, CORRAL_WORKER__PREFETCH="2")
+    flag = str(tmp_path / "go")
+    first = _call(fleet, "wait_for", flag)
+    wait_until(lambda: os.path.exists(flag + ".started"), 60, "the first call to start")
+    held = [_call(fleet, "square", x) for x in (2, 3)]
+    wait_until(lambda: all(fleet.job(j)["state"] == "assigned" for j in held), 30,
+               "the next two calls to wait on the busy worker")  # fmt: skip
+    over = _call(fleet, "square", 4)
+    command = fleet.submit(["true"])["id"]
+    time.sleep(1.0)  # dispatch rounds come within milliseconds of a submit
+    # Past its prefetch a call waits in the queue; a command never waits on a busy worker.
+    assert fleet.job(over)["state"] == "queued"
+    assert fleet.job(command)["state"] == "queued"
+    # A waiting call cancelled ends without having run, and makes room for the next.
+    fleet.calls.cancel(held[1])
+    cancelled = _done(fleet, held[1])
+    assert cancelled["state"] == "cancelled", cancelled
+    assert cancelled["attempts"][0]["started_at"] is None
+    wait_until(lambda: fleet.job(over)["state"] == "assigned", 30, "the third call to be held")
+    Path(flag).touch()
+    ended = _done(fleet, first)
+    assert ended["state"] == "succeeded", ended
+    assert _done(fleet, held[0])["result"] == {"value": 4}
+    assert _done(fleet, over)["result"] == {"value": 16}
+    assert _done(fleet, command)["state"] == "succeeded"
+    # One slot: each waiting call started only once the one before it had ended.
+    spans = [fleet.job(j)["attempts"][-1] for j in (first, held[0], over)]
+    for before, after in itertools.pairwise(spans):
+        assert after["started_at"] >= before["finished_at"], spans
+
+
+def test_calls_waiting_on_a_killed_worker_run_elsewhere(fleet, tmp_path):
+    fleet.start_server()
+    worker = fleet.start_worker("a", slots=1, CORRAL_WORKER__PREFETCH="3")
+    flag = str(tmp_path / "go")
+    first = _call(fleet, "wait_for", flag, "again")
+    wait_until(lambda: os.path.exists(flag + ".started"), 60, "the first call to start")
+    held = [_call(fleet, "square", x) for x in (5, 6, 7)]
+    wait_until(lambda: all(fleet.job(j)["state"] == "assigned" for j in held), 30,
+               "the calls to wait on the busy worker")  # fmt: skip
+    worker.kill9()
+    Path(flag).touch()
+    fleet.start_worker("b", slots=2)
+    assert _done(fleet, first, 90)["result"] == {"value": "again"}
+    for job, x in zip(held, (5, 6, 7), strict=True):
+        done = _done(fleet, job, 90)
+        assert done["result"] == {"value": x * x}, done
+        assert [a["outcome"] for a in done["attempts"]] == ["lost", "succeeded"], done

@@ -139,6 +139,7 @@ def test_worker_flag_beats_env_beats_old_env_beats_file(
         "max_concurrent_tasks": f"file {path}",
         "persistent": "default",
         "heartbeat_interval_s": "default",
+        "prefetch": "default",
         "kill_grace_s": "env CORRAL_WORKER_KILL_GRACE (deprecated)",
         "log_flush_stall_s": "default",
         "pass_env": f"file {path}",

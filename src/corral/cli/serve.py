@@ -233,6 +233,16 @@ def worker(
             min=1,
         ),
     ] = None,
+    prefetch: Annotated[
+        int | None,
+        _opt(
+            "--prefetch",
+            "CORRAL_WORKER__PREFETCH",
+            "Call tasks held beyond the slots, each waiting for one (default: as many as the"
+            " slots; 0: none).",
+            min=0,
+        ),
+    ] = None,
     persistent: Annotated[
         bool | None,
         _opt(

@@ -85,6 +85,7 @@ class WorkerSnap:
     stream_owner: str | None = None
     constrained: str | None = None  # why it takes no new work, as it said
     heard_ns: int | None = None  # its clock at the newest of its requests taken
+    prefetch: int = 0  # call tasks it holds beyond its slots, waiting for one
 
     @classmethod
     def of(cls, row: Row) -> WorkerSnap:
@@ -102,6 +103,7 @@ class WorkerSnap:
             stream_owner=row["stream_owner"],
             constrained=row["constrained"],
             heard_ns=row["heard_ns"],
+            prefetch=row["prefetch"],
         )
 
 

@@ -156,6 +156,10 @@ class RegisterRequest(_Wire):
     gpus: list[GpuInfo] = Field(default=[], max_length=1024)
     labels: Labels = {}
     slots: int = Field(default=1, ge=1, le=1024, description="jobs it runs at once")
+    prefetch: int = Field(
+        default=0, ge=0, le=1024, description="call tasks (asking no GPU) it holds beyond its "
+        "slots, each waiting on it for a slot, so that the next starts as one ends",
+    )  # fmt: skip
     persistent: bool = False
     running: list[AttemptRef] = Field(
         default=[], max_length=10_000, description="attempts it is still running"

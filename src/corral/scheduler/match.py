@@ -2,6 +2,11 @@
 
 ``fits`` is the one rule for "may job j go to worker w now"; ``plan`` places a queue with it
 and ``still_fitting`` checks a plan against fresher offers with it.
+
+A worker may hold a few small tasks beyond its slots (``prefetch``), waiting on it for a
+slot, so that the next one starts the moment one ends instead of a round trip later. Only
+a job that says it may wait there (``JobDemand.queueable``: a call, asking no GPU) counts
+against that room: its slots then go below zero, down to minus the prefetch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class JobDemand:
     priority: int = 0
     gpus: int = 0
     worker_labels: Mapping[str, str] = ()  # type: ignore[assignment]  # label -> glob
+    queueable: bool = False  # may wait on a busy worker for a slot (see ``prefetch``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +34,13 @@ class WorkerOffer:
     id: str
     tenant_id: str
     labels: Mapping[str, str]
-    free_slots: int
+    free_slots: int  # below zero when it holds prefetched tasks
     free_gpus: int = 0
+    prefetch: int = 0  # queueable jobs it holds beyond its slots
+
+    def room(self, slots: int) -> bool:
+        """With ``slots`` left, may it take any job?"""
+        return slots > -self.prefetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +53,16 @@ def offer(worker: WorkerSnap, held: int, gpus_held: int) -> WorkerOffer | None:
     """What a worker can take now, given the attempts and GPUs it holds; None for nothing.
 
     Only a connected, idle worker takes work (not one draining, or constrained: it said it
-    cannot); an ephemeral one takes a single job per registration."""
+    cannot); an ephemeral one takes a single job per registration, and prefetches none."""
     if worker.status is not WorkerStatus.IDLE or worker.constrained:
         return None
-    free = worker.slots - held
+    free, prefetch = worker.slots - held, worker.prefetch
     if worker.worker_type is WorkerType.EPHEMERAL:
-        free = min(free, 1 - worker.taken)
-    if free <= 0:
+        free, prefetch = min(free, 1 - worker.taken), 0
+    if free <= -prefetch:
         return None
-    return WorkerOffer(worker.id, worker.tenant_id, worker.labels, free, worker.gpus - gpus_held)
+    return WorkerOffer(worker.id, worker.tenant_id, worker.labels, free, worker.gpus - gpus_held,
+                       prefetch)  # fmt: skip
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -61,7 +73,7 @@ def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool
 def fits(job: JobDemand, worker: WorkerOffer, slots: int, gpus: int) -> bool:
     """May ``job`` go to ``worker``, which has ``slots`` and ``gpus`` left?"""
     return (
-        slots > 0
+        slots > (-worker.prefetch if job.queueable else 0)
         and gpus >= job.gpus
         and worker.tenant_id == job.tenant_id
         and labels_match(job.worker_labels or {}, worker.labels)
@@ -82,7 +94,7 @@ def plan(jobs: Sequence[JobDemand], workers: Sequence[WorkerOffer]) -> list[Assi
             room[best.id][0] -= 1
             room[best.id][1] -= job.gpus
             out.append(Assignment(job.id, best.id))
-        if not any(r[0] > 0 for r in room.values()):
+        if not any(w.room(room[w.id][0]) for w in workers):
             break
     return out
 
@@ -114,6 +126,6 @@ def left_over(
     left = []
     for o in offers:
         n, g = used.get(o.id, (0, 0))
-        if o.free_slots - n > 0:
+        if o.room(o.free_slots - n):
             left.append(replace(o, free_slots=o.free_slots - n, free_gpus=o.free_gpus - g))
     return left

@@ -15,6 +15,7 @@ from sqlalchemy.engine import RowMapping
 from corral.model import decide
 from corral.model.changes import Change, MoveJob
 from corral.model.snapshot import JobSnap, WorkerSnap
+from corral.protocol import CALL_KIND
 from corral.scheduler import (
     Assignment,
     JobDemand,
@@ -130,7 +131,8 @@ async def _plan(
     chosen: list[Assignment] = []
     demands: dict[str, JobDemand] = {}
     after: RowMapping | None = None
-    size = min(BATCH, FIRST_PAGE_PER_SLOT * sum(o.free_slots for o in offers))
+    size = min(BATCH, FIRST_PAGE_PER_SLOT * sum(max(o.free_slots, 0) + o.prefetch
+                                                for o in offers))  # fmt: skip
     looked = 0
     while looked < MAX_ROWS:
         page: Sequence[RowMapping] = await jobs_q.ready(t.conn, now, size, tenants=tenants,
@@ -139,7 +141,8 @@ async def _plan(
         if not page:
             break
         batch = {r["id"]: JobDemand(id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"],
-                                    gpus=r["gpus"], worker_labels=r["worker_labels"])
+                                    gpus=r["gpus"], worker_labels=r["worker_labels"],
+                                    queueable=r["kind"] == CALL_KIND and not r["gpus"])
                  for r in page}  # fmt: skip
         placed = plan(list(batch.values()), offers)
         chosen += placed

@@ -150,13 +150,14 @@ async def register(
         fields = {
             "hostname": body.hostname,
             "cpu_count": body.cpu_count, "memory_bytes": body.memory_bytes, "gpus": gpus,
-            "labels": labels, "slots": body.slots,
+            "labels": labels, "slots": body.slots, "prefetch": body.prefetch,
             "worker_type": worker_type.value,
         }  # fmt: skip
         capabilities = {
             "address": address, "hostname": body.hostname, "cpu_count": body.cpu_count,
             "memory_bytes": body.memory_bytes, "gpus": [g.name for g in body.gpus],
-            "slots": body.slots, "labels": fields["labels"], "worker_type": worker_type.value,
+            "slots": body.slots, "prefetch": body.prefetch, "labels": fields["labels"],
+            "worker_type": worker_type.value,
             "version": body.version, "running": len(body.running),
         }  # fmt: skip
         active = await _active(t, w.worker_id)

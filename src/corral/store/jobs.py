@@ -130,7 +130,7 @@ async def ready(
     age); ``after`` is the last row of the previous page."""
     q = select(
         jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.created_at, jobs.c.gpus,
-        jobs.c.worker_labels,
+        jobs.c.worker_labels, jobs.c.kind,
     ).where(
         jobs.c.state == JobState.QUEUED.value,
         jobs.c.tenant_id.in_(list(tenants)),

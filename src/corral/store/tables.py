@@ -85,6 +85,8 @@ workers = Table(
     Column("memory_bytes", BigInteger),
     Column("gpus", JSON, nullable=False),
     Column("slots", Integer, nullable=False),
+    # Call tasks it holds beyond its slots, each waiting on it for one (RegisterRequest).
+    Column("prefetch", Integer, nullable=False, server_default="0"),
     # Jobs handed out since the last register: an ephemeral worker takes exactly one.
     Column("taken_since_register", Integer, nullable=False, server_default="0"),
     Column("last_heartbeat", TS),

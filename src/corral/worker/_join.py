@@ -119,6 +119,7 @@ def _request(
         gpus=machine.gpus,
         labels=settings.labels,
         slots=settings.max_concurrent_tasks,
+        prefetch=settings.call_prefetch,
         persistent=settings.persistent,
         # Ended attempts whose report is not through yet are offered too, so that a keep
         # holds them current until the report lands.

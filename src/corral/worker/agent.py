@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Iterable
 
 import httpx
@@ -22,6 +23,7 @@ from corral.config import harden as _harden
 from corral.model import WorkerStatus
 from corral.model.errors import CorralError
 from corral.protocol import (
+    CALL_KIND,
     AttemptRef,
     HeartbeatResponse,
     JobAssign,
@@ -86,7 +88,11 @@ class Agent:
         self.log_interval_s = log_interval_s
         self.worker_id: str | None = None
         self.log = log.bind(worker=settings.worker_name)
+        # Every attempt it holds: those running, and those waiting for a slot (``_waiting``).
         self.running: dict[tuple[str, int], RunningAttempt] = {}
+        # Call tasks handed to it beyond its slots (``prefetch``), started in order as slots
+        # free: the next starts the moment one ends, not a round trip to the coordinator later.
+        self._waiting: deque[RunningAttempt] = deque()
         self._seen: set[tuple[str, int]] = set()  # attempts taken by this process
         self._accepting = True
         self._draining = False
@@ -221,8 +227,8 @@ class Agent:
     async def _shutdown(self) -> None:
         self._accepting = False
         if self._kill_on_exit:
-            for ra in self.running.values():
-                ra.stop(StopReason.SHUTDOWN)
+            for ra in list(self.running.values()):
+                self._stop(ra, StopReason.SHUTDOWN)
         tasks = [ra.task for ra in self.running.values() if ra.task is not None]
         if tasks:
             self.log.info("worker.stopping_attempts", count=len(tasks))
@@ -307,9 +313,9 @@ class Agent:
             else:
                 ra.stop(StopReason.STALE)
             ra.start()
-        for key, ra in self.running.items():
+        for key, ra in list(self.running.items()):
             if key not in keep:
-                ra.stop(StopReason.STALE)
+                self._stop(ra, StopReason.STALE)
         self.log.info("worker.registered", keep=len(resp.keep), stop=len(resp.stop))
         self._registered.set()
 
@@ -388,7 +394,7 @@ class Agent:
             if ra is None:
                 self.log.info("cancel.not_running", job_id=event.job_id, attempt=event.attempt)
             else:
-                ra.stop(StopReason.CANCELLED)
+                self._stop(ra, StopReason.CANCELLED)
         else:
             self._drain()
 
@@ -416,12 +422,14 @@ class Agent:
             # when this worker disconnects.
             bound.warning("assign.declined", reason="draining" if self._draining else "done")
             return
-        for other in self.running.values():
+        for other in list(self.running.values()):
             if other.job_id == a.job_id and other.attempt < a.attempt:
-                other.stop(StopReason.STALE)  # a newer attempt of the same job supersedes it
-        busy = sum(1 for ra in self.running.values() if ra.stop_reason is not StopReason.STALE)
-        if busy >= self.settings.max_concurrent_tasks:
-            bound.warning("assign.declined", reason="no free slot", running=busy)
+                self._stop(other, StopReason.STALE)  # a newer attempt of the job supersedes it
+        busy = self._busy()
+        wait = busy >= self.settings.max_concurrent_tasks
+        if wait and not self._may_wait(a):
+            bound.warning("assign.declined", reason="no free slot", running=busy,
+                          waiting=len(self._waiting))  # fmt: skip
             return
         gpus: list[int] | None = None
         if self.pool.total:
@@ -435,12 +443,39 @@ class Agent:
         self._took_job = True
         ra = RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt, gpus=gpus, assign=a)
         self.running[key] = ra
-        ra.start()
+        if wait:
+            self._waiting.append(ra)
+        else:
+            ra.start()
+
+    def _busy(self) -> int:
+        """Slots in use: attempts started and not superseded."""
+        return sum(1 for ra in self.running.values()
+                   if ra.task is not None and ra.stop_reason is not StopReason.STALE)  # fmt: skip
+
+    def _may_wait(self, a: JobAssign) -> bool:
+        """May this assignment wait here for a slot (the coordinator's rule, ``prefetch``)?"""
+        return (
+            a.kind == CALL_KIND and not a.gpus and self.settings.persistent
+            and len(self._waiting) < self.settings.call_prefetch
+        )  # fmt: skip
+
+    def _stop(self, ra: RunningAttempt, reason: StopReason) -> None:
+        ra.stop(reason)
+        if ra.task is None:  # it waited for a slot: it ends now, without having run
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(ra)
+            ra.start()
+
+    def _start_waiting(self) -> None:
+        while self._waiting and self._busy() < self.settings.max_concurrent_tasks:
+            self._waiting.popleft().start()
 
     def _ended(self, ra: RunningAttempt) -> None:
         self.running.pop(ra.key, None)
         if ra.gpus:
             self.pool.give_back(ra.gpus)
+        self._start_waiting()
         self._prune()
         if not self.settings.persistent and self._took_job:
             self._accepting = False  # ephemeral: one job, then leave
@@ -473,7 +508,7 @@ class Agent:
         for ref in resp.stop:
             ra = self.running.get((ref.job_id, ref.attempt))
             if ra is not None:
-                ra.stop(StopReason.STALE)
+                self._stop(ra, StopReason.STALE)
         if resp.status is WorkerStatus.DRAINING:
             self._drain()  # in case the drain event was missed
         elif resp.status is WorkerStatus.OFFLINE:

@@ -175,6 +175,10 @@ class RunningAttempt:
                 self.ctx.users.hold(uid)
                 self.uid = uid
             self.log.info("attempt.adopted", pid=self.process.pid)
+        elif self.stop_reason is not None:  # stopped while it waited for a slot: it never ran
+            why = f"stopped by the worker ({self.stop_reason}) before it started"
+            self._finish(Outcome(AttemptOutcome.CANCELLED, None, why, stopped=self.stop_reason))
+            return
         else:
             launched = await self._launch()
             if isinstance(launched, Declined):

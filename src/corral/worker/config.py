@@ -69,6 +69,11 @@ class WorkerSettings(Section):
         default_factory=dict, description="k=v,k2=v2"
     )
     max_concurrent_tasks: int = Field(default=1, ge=1, le=1024)
+    prefetch: int | None = Field(
+        default=None, ge=0, le=1024,
+        description="call tasks (asking no GPU) held beyond the slots, each waiting for one,"
+        " so that the next starts as one ends (default: as many as the slots)",
+    )  # fmt: skip
     persistent: bool = False
     heartbeat_interval_s: float = Field(default=30.0, gt=0, le=3600)
     data_dir: Path | None = Field(default=None, description="default: ~/.corral/worker/<name>")
@@ -161,6 +166,11 @@ class WorkerSettings(Section):
             self.data_dir = Path.home() / ".corral" / "worker" / _safe(self.name)
         self.data_dir = self.data_dir.expanduser()
         return self
+
+    @property
+    def call_prefetch(self) -> int:
+        """How many call tasks it holds beyond its slots (``prefetch``, else its slots)."""
+        return self.max_concurrent_tasks if self.prefetch is None else self.prefetch
 
     @property
     def urls(self) -> list[str]:
