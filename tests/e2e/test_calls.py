@@ -182,3 +182,17 @@ def test_calls_waiting_on_a_killed_worker_run_elsewhere(fleet, tmp_path):
         done = _done(fleet, job, 90)
         assert done["result"] == {"value": x * x}, done
         assert [a["outcome"] for a in done["attempts"]] == ["lost", "succeeded"], done
+
+
+def test_a_call_that_ends_at_once_is_reported_by_its_end_alone(fleet):
+    fleet.start_server()
+    fleet.start_worker("w", slots=1)
+    kinds = []
+    for x in range(10):
+        job = _call(fleet, "square", x)
+        assert _done(fleet, job)["result"] == {"value": x * x}
+        kinds.append([e.kind for e in fleet.calls.events(job)])
+    # Its running report waited for company, and its end came first: one call, not two.
+    alone = [k for k in kinds if "job.running" not in k]
+    assert alone, kinds
+    assert all(k[-1] == "job.succeeded" and "job.assigned" in k for k in kinds), kinds

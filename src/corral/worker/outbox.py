@@ -32,6 +32,10 @@ Owed = tuple[str, int, AttemptReport]
 Said = dict[tuple[str, int], tuple[AttemptReport, asyncio.Future[Any]]]
 
 log = structlog.get_logger("corral.worker.outbox")
+# A running report with no call on its way waits this long for company: a job that ends
+# within it (a test case, a call, `true`) is said by its end alone, one call instead of two
+# one after the other; any other report sent meanwhile takes it along.
+HOLD_RUNNING_S = 0.02
 
 
 class Outbox:
@@ -57,6 +61,7 @@ class Outbox:
         self._delivered: set[tuple[str, int]] = set()
         # Running reports to go with the next call (see ``running``).
         self._running: Said = {}
+        self._delivering = False  # a call of deliver_pending is on its way
 
     @property
     def empty(self) -> bool:
@@ -88,18 +93,29 @@ class Outbox:
         """Say an attempt runs, with the next call; its outcome (None: its final report went
         in its place), or the error that refused it. Not journaled, and not retried: the
         final report is, and the coordinator takes it straight after the assignment too."""
-        future: asyncio.Future[ReportOutcome | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ReportOutcome | None] = loop.create_future()
         self._running[(job_id, report.attempt)] = (report, future)
-        # With the next call, at once when none is on its way: so a busy worker's reports
-        # share calls, and one whose job ended meanwhile (a test case, a call) is said by the
-        # end alone. Not later on an idle worker: a worker that dies before saying an
-        # attempt runs has its coordinator send the same attempt again.
-        self.wake()
+        # With the next call: so a busy worker's reports share calls, and one whose job ended
+        # meanwhile is said by the end alone. With none on its way, after HOLD_RUNNING_S at
+        # most (not later: a worker that dies before saying an attempt runs has its
+        # coordinator send the same attempt again).
+        if self._delivering or len(self._running) > 1:
+            self.wake()
+        else:
+            loop.call_later(HOLD_RUNNING_S, self.wake)
         return future
 
     async def deliver_pending(self) -> bool:
         """One pass over the journal (and what it could not take), with the running reports
         queued since the last, a batch a call; True when nothing is left to deliver."""
+        self._delivering = True
+        try:
+            return await self._deliver_pending()
+        finally:
+            self._delivering = False
+
+    async def _deliver_pending(self) -> bool:
         owed = [(p.job_id, p.attempt, p.report) for p in self.journal.pending_reports()]
         owed += [(j, a, r) for (j, a), r in self.unjournaled.items()]
         finals: list[Owed] = []
