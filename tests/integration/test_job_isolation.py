@@ -21,32 +21,53 @@ from corral.client import Client
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0, reason="needs root on Linux"
 )
-FIRST, LAST = 20000, 20004
+FIRST, LAST = 23000, 23004  # each test below has a range of its own: none overlaps another
+
+
+def start_worker(coord_url, token, data, uids, *, slots=2, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "corral.cli", "worker", "--orchestrator-url", coord_url,
+         "--persistent", "--max-concurrent-tasks", str(slots), "--run-as-users", uids,
+         "--data-dir", str(data)],
+        env={**os.environ, "CORRAL_WORKER__TOKEN": token},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw,
+    )  # fmt: skip
+
+
+def stop_worker(worker):
+    worker.terminate()
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
 
 
 @pytest.fixture
-def fleet(tmp_path):
+def site(tmp_path):
+    """A coordinator, and a root-owned place for workers' data (traversable by others, as
+    /var/lib is: pytest's own folders are 0700)."""
     coord, stop = start_coordinator(tmp_path / "server", f"sqlite:///{tmp_path / 'c.db'}")
-    # The attempts' users must be able to reach the data directory: pytest's are 0700.
     data = Path(tempfile.mkdtemp(prefix="corral-iso-", dir="/tmp"))
     data.chmod(0o711)
     client = Client(coord.url, coord.admin_key)
-    token = client.create_worker("iso", persistent=True).token
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli", "worker", "--orchestrator-url", coord.url,
-         "--persistent", "--max-concurrent-tasks", "2", "--run-as-users", f"{FIRST}-{LAST}",
-         "--data-dir", str(data / "w")],
-        env={**os.environ, "CORRAL_WORKER__TOKEN": token},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
     try:
-        yield client, data / "w"
+        yield coord, client, data
     finally:
-        worker.terminate()
-        worker.wait(30)
         client.close()
         stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def fleet(site):
+    coord, client, data = site
+    token = client.create_worker("iso", persistent=True).token
+    worker = start_worker(coord.url, token, data / "w", f"{FIRST}-{LAST}")
+    try:
+        yield client, data / "w"
+    finally:
+        stop_worker(worker)
 
 
 def run(client, script, **kw):
@@ -107,3 +128,102 @@ def test_a_range_too_small_for_the_slots_is_a_usage_error(tmp_path):
         timeout=60,
     )  # fmt: skip
     assert r.returncode == 2 and "one per slot" in r.stderr, r.stderr
+
+
+# ---- a job that points the worker's reads elsewhere ----------------------------------------
+
+
+@pytest.fixture
+def secrets(fleet):
+    """Files only root may read, beside the worker's data: what a job must never be sent."""
+    client, work = fleet
+    root = work.parent / "secrets"
+    root.mkdir(mode=0o700)
+    (root / "secret.txt").write_text("root-only-secret\n")
+    (root / "secret.json").write_text('{"secret": "root-only-secret"}')
+    (root / "output.log").write_text("root-only-secret\n")
+    (root / "result.json").write_text('{"secret": "root-only-secret"}')
+    for f in root.iterdir():
+        f.chmod(0o600)
+    return client, work, root
+
+
+def _ended(client, job, state="failed"):
+    done = client.wait(job.id, timeout=60)
+    assert done.state == state, done
+    return done, output(client, job.id)
+
+
+def test_a_job_that_turns_its_output_into_a_symlink_ships_only_its_own_output(secrets):
+    client, _, root = secrets
+    job = run(client, f"rm .corral/output.log; ln -s {root}/secret.txt .corral/output.log\n"
+                      "echo mine; exit 3")  # fmt: skip
+    done, seen = _ended(client, job)
+    assert "root-only-secret" not in seen and "root-only-secret" not in (done.error or ""), seen
+    assert "mine" in seen and "exited with code 3" in done.error
+
+
+def test_a_job_that_swaps_its_corral_directory_ships_only_its_own_output(secrets):
+    client, _, root = secrets
+    job = run(client, f"mv .corral .gone; ln -s {root} .corral; echo mine; exit 4")
+    done, seen = _ended(client, job)
+    assert "root-only-secret" not in seen and "root-only-secret" not in (done.error or ""), seen
+    assert "mine" in seen
+
+
+def test_a_job_whose_result_is_a_symlink_gets_no_result(secrets):
+    client, _, root = secrets
+    job = run(client, f"ln -s {root}/secret.json .corral/result.json; exit 0")
+    done, _ = _ended(client, job, "succeeded")
+    assert done.result is None and "ignored" in (done.error or ""), done
+    swapped = run(client, f"rm -r .corral; ln -s {root} .corral; exit 0")
+    done, _ = _ended(client, swapped, "succeeded")
+    assert done.result is None, done
+
+
+def test_a_job_with_a_hard_linked_result_gets_no_result(secrets):
+    # The kernel refuses a job a hard link to a file it cannot read and write where
+    # fs.protected_hardlinks is 1; where it is 0 it does not, and the worker must refuse
+    # the link itself. The link is made here, as root, as if the job had been let.
+    client, work, root = secrets
+    job = run(client, "while [ ! -e .corral/go ]; do sleep 0.1; done; exit 0")
+    deadline = time.monotonic() + 30
+    while not list((work / "attempts").glob("*/.corral")):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    corral = next((work / "attempts").glob("*/.corral"))
+    os.link(root / "secret.json", corral / "result.json")
+    (corral / "go").touch()
+    done, _ = _ended(client, job, "succeeded")
+    assert done.result is None and "ignored" in (done.error or ""), done
+
+
+def test_an_adopted_job_that_swaps_its_files_ships_only_its_own(site):
+    # A worker started again re-opens a running attempt's files: it must not follow them
+    # either.
+    coord, client, data = site
+    token = client.create_worker("iso", persistent=True).token
+    root = data / "secrets"
+    root.mkdir(mode=0o700)
+    (root / "secret.txt").write_text("root-only-secret\n")
+    (root / "secret.json").write_text('{"secret": "root-only-secret"}')
+    uids = f"{FIRST + 10}-{FIRST + 12}"
+    worker = start_worker(coord.url, token, data / "w", uids)
+    try:
+        job = run(client, "echo before; while [ ! -e go ]; do sleep 0.1; done\n"
+                          f"rm .corral/output.log; ln -s {root}/secret.txt .corral/output.log\n"
+                          f"ln -s {root}/secret.json .corral/result.json; exit 0")  # fmt: skip
+        deadline = time.monotonic() + 30
+        while "before" not in output(client, job.id):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        worker.kill()  # SIGKILL: the job runs on, for the next worker to adopt
+        worker.wait(10)
+        next((data / "w" / "attempts").glob("*/.corral")).parent.joinpath("go").touch()
+        worker = start_worker(coord.url, token, data / "w", uids)
+        done = client.wait(job.id, timeout=90)
+        seen = output(client, job.id)
+        assert "root-only-secret" not in seen and "root-only-secret" not in (done.error or "")
+        assert done.result is None, done
+    finally:
+        stop_worker(worker)

@@ -29,7 +29,7 @@ from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
 from corral.worker.warm import WarmCall, WarmPool
-from corral.worker.workdir import attempt_dir, output_path, prepare_workdir, result_path
+from corral.worker.workdir import AttemptFiles, attempt_dir, prepare_workdir, result_path
 
 __all__ = ["AttemptContext", "Declined", "RunningAttempt", "bug"]
 
@@ -121,6 +121,8 @@ class RunningAttempt:
         self.record = record
         self.process: AttemptProcess | WarmCall | None = None
         self.uid: int | None = None  # the user it runs as, held until its processes are gone
+        self.workdir = attempt_dir(ctx.settings.work_dir, job_id, attempt)
+        self.files: AttemptFiles | None = None  # its .corral, by descriptor
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
         self._constraining: asyncio.Future[None] | None = None
@@ -159,6 +161,8 @@ class RunningAttempt:
             with contextlib.suppress(Exception):  # a full disk may refuse this too
                 self.ctx.journal.forget(self.job_id, self.attempt)
         finally:
+            if self.files is not None:
+                self.files.close()
             if self.uid is not None and self.ctx.users is not None:
                 # What it left running (a daemon in a session of its own) goes with it.
                 left = await self.ctx.users.release(self.uid)
@@ -171,6 +175,7 @@ class RunningAttempt:
             self.process = AttemptProcess.adopt(
                 self.record, kill_grace_s=self.ctx.settings.kill_grace_s
             )
+            self.files = self.process.files
             if self.ctx.users is not None and (uid := self.ctx.users.owner_of(self.record.workdir)):
                 self.ctx.users.hold(uid)
                 self.uid = uid
@@ -190,7 +195,7 @@ class RunningAttempt:
 
         rec = self.record
         shipper = LogShipper(
-            output_path(self.process.workdir),
+            self.process.files.output_reader(),
             attempt=self.attempt,
             send=partial(self.ctx.client.send_logs, self.job_id),
             seq=rec.log_seq if rec else 0,
@@ -202,6 +207,7 @@ class RunningAttempt:
         # An adopted attempt reported running long ago.
         running = asyncio.create_task(self._report_running()) if rec is None else None
         shipping = asyncio.create_task(self._ship(shipper))
+        shipping.add_done_callback(lambda _: shipper.close())  # it may outlive the attempt
         try:
             outcome = await self.process.wait()
         finally:
@@ -226,19 +232,23 @@ class RunningAttempt:
     async def _launch(self) -> AttemptProcess | WarmCall | Outcome | Declined:
         assert self.assign is not None
         settings = self.ctx.settings
-        workdir = attempt_dir(settings.work_dir, self.job_id, self.attempt)
+        workdir = self.workdir
         if why := low_space(settings.work_dir):
             return Declined(why)
         try:
             kind = load_kind(self.assign.kind)
             self.ctx.journal.probe()  # before anything runs: can this worker record it?
             prepare_workdir(workdir)
+            # Opened while the directory is root's: what the worker reads of the attempt, it
+            # reads through these, never by a name the attempt's user could swap.
+            files = self.files = AttemptFiles.create(workdir)
             spec = kind.prepare(self.assign, workdir)
             warm = bool(getattr(kind, "warm", False))
             if self.ctx.users is not None:
                 uid = self.ctx.users.call_user if warm else self.ctx.users.take()
                 self.uid = None if warm else uid
                 hand_over(workdir, uid)
+                files.owner = uid
                 spec.env.setdefault("HOME", str(workdir))
         except UnknownKind as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))
@@ -263,7 +273,7 @@ class RunningAttempt:
                 family = (tuple(sorted(spec.env.items())), tuple(self.gpus or ()))
                 interp = await pool.acquire(family, spec.argv, env)
                 process = WarmCall(pool, interp, self.assign, env, workdir=workdir,
-                                   kill_grace_s=settings.kill_grace_s)  # fmt: skip
+                                   kill_grace_s=settings.kill_grace_s, files=files)  # fmt: skip
             else:
                 process = await AttemptProcess.spawn(
                     spec,
@@ -272,6 +282,7 @@ class RunningAttempt:
                     timeout_s=self.assign.timeout_s,
                     kill_grace_s=settings.kill_grace_s,
                     user=self.uid,
+                    files=files,
                 )
         except StartFailed as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))

@@ -5,9 +5,11 @@ An attempt takes a free uid of the range for as long as it runs: its directory i
 own (0700), its process runs as that uid and group with no other groups, and its ``HOME``
 is its directory. So it cannot read or write another attempt's files (their output, their
 ``result.json``), the worker's journal or data (root's, 0600 and 0700), or signal another
-attempt's processes. When the attempt ends, every process of its uid is killed before the
-uid is handed to another attempt: nothing it started (a daemon in a session of its own, a
-process that changed its name) outlives it.
+attempt's processes. What the worker reads of an attempt it reads by descriptor, never by a
+name the attempt's user could point elsewhere (``workdir.AttemptFiles``). When the attempt
+ends, every process of its uid is killed before the uid is handed to another attempt:
+nothing it started (a daemon in a session of its own, a process that changed its name)
+outlives it.
 
 The first uid of the range is the call user: the warm interpreters of ``call`` tasks run
 as it, apart from the worker and from command jobs, though not from each other (an
@@ -96,12 +98,14 @@ def as_user(uid: int | None) -> dict[str, Any]:
 
 
 def hand_over(workdir: Path, uid: int) -> None:
-    """The attempt's directory and what is in it become ``uid``'s, 0700."""
+    """The attempt's directory and what is in it become ``uid``'s, 0700. The directory itself
+    goes last: until then it is root's and 0700, so nothing of ``uid`` (the call user's
+    interpreters run on) can reach in to swap a name as the walk goes."""
+    workdir.chmod(0o700)
     for root, dirs, files in os.walk(workdir):
         for name in (*dirs, *files):
             os.lchown(os.path.join(root, name), uid, uid)
     os.chown(workdir, uid, uid)
-    workdir.chmod(0o700)
 
 
 def open_path(work_dir: Path, attempts: Path) -> str | None:
