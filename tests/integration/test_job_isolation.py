@@ -227,3 +227,146 @@ def test_an_adopted_job_that_swaps_its_files_ships_only_its_own(site):
         assert done.result is None, done
     finally:
         stop_worker(worker)
+
+
+# ---- a uid is one attempt's at a time ------------------------------------------------------
+
+
+def _as(uid, *argv):
+    return subprocess.Popen(list(argv), user=uid, group=uid, extra_groups=[], cwd="/",
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def _alive(uid):
+    return [p for p in psutil.process_iter(["uids", "status"])
+            if p.info["uids"] is not None and p.info["uids"].real == uid
+            and p.info["status"] != psutil.STATUS_ZOMBIE]  # fmt: skip
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+@pytest.fixture
+def unkillable():
+    """A process of a uid that SIGKILL does not end for now: frozen (cgroup v1 freezer), in
+    uninterruptible sleep until thawed, as a process stuck in a driver or a dead NFS mount is.
+    Yields (start, thaw)."""
+    group = FREEZER / f"corral-test-{os.getpid()}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"needs the cgroup v1 freezer: {exc}")
+    made = []
+
+    def start(uid):
+        proc = _as(uid, "sleep", "300")
+        made.append(proc)
+        (group / "cgroup.procs").write_text(str(proc.pid))
+        (group / "freezer.state").write_text("FROZEN")
+        deadline = time.monotonic() + 10
+        while (group / "freezer.state").read_text().strip() != "FROZEN":
+            assert time.monotonic() < deadline, "the freezer did not freeze"
+            time.sleep(0.05)
+        os.kill(proc.pid, 9)
+        time.sleep(0.5)
+        assert proc.poll() is None, "not frozen: SIGKILL ended it"
+        return proc
+
+    def thaw():
+        if group.exists():
+            (group / "freezer.state").write_text("THAWED")
+
+    try:
+        yield start, thaw
+    finally:
+        thaw()
+        for proc in made:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        if group.exists():
+            group.rmdir()
+
+
+def test_a_uid_is_not_handed_on_while_a_process_of_it_lives(site, unkillable):
+    # A process of the range's attempt uid, there before the worker, that SIGKILL cannot end:
+    # the uid must wait, swept again and again, and go to a job only once nothing is left.
+    coord, client, data = site
+    start, thaw = unkillable
+    call, uid = FIRST + 20, FIRST + 21
+    stuck = start(uid)
+    token = client.create_worker("iso", persistent=True).token
+    worker = start_worker(coord.url, token, data / "w", f"{call}-{uid}", slots=1)
+    try:
+        job = run(client, "id -u; pgrep -u $(id -u) -x sleep && echo SHARED; exit 0")
+        time.sleep(12)  # past the worker's first sweep of it, and a second
+        assert client.job(job.id).state not in ("running", "succeeded"), client.job(job.id)
+        assert stuck.poll() is None
+        thaw()
+        stuck.wait(10)  # the SIGKILL it was sent, now taken
+        done = client.wait(job.id, timeout=90)
+        assert done.state == "succeeded", done
+        seen = output(client, job.id)
+        assert int(seen.split()[0]) == uid and "SHARED" not in seen, seen
+    finally:
+        stop_worker(worker)
+
+
+def test_a_process_left_of_a_uid_before_the_worker_started_is_killed_before_it_is_used(site):
+    coord, client, data = site
+    call, uid = FIRST + 30, FIRST + 31
+    stray = _as(uid, "sleep", "300")
+    token = client.create_worker("iso", persistent=True).token
+    worker = start_worker(coord.url, token, data / "w", f"{call}-{uid}", slots=1)
+    try:
+        stray.wait(30)  # the worker's sweep at its start
+        job = run(client, "id -u; pgrep -u $(id -u) -x sleep && echo SHARED; exit 0")
+        assert client.wait(job.id, timeout=60).state == "succeeded"
+        seen = output(client, job.id)
+        assert int(seen.split()[0]) == uid and "SHARED" not in seen, seen
+    finally:
+        stop_worker(worker)
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait(10)
+
+
+def test_two_workers_on_one_host_never_share_a_uid(site):
+    coord, client, data = site
+    uids = f"{FIRST + 40}-{FIRST + 44}"  # both are given the same range
+    tokens = [client.create_worker(f"iso{i}", persistent=True).token for i in range(3)]
+    a = start_worker(coord.url, tokens[0], data / "a", uids, slots=2)
+    b = c = None
+    try:
+        _until_registered(client, 1)
+        b = start_worker(coord.url, tokens[1], data / "b", uids, slots=1)
+        _until_registered(client, 2)  # b holds its uids from before it registers
+        # A third finds too few uids of the range left: a usage error at its start.
+        c = start_worker(coord.url, tokens[2], data / "c", uids, slots=1)
+        try:
+            _, err = c.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            _, err = c.communicate()
+            raise AssertionError(err) from None
+        assert c.returncode == 2 and "held by another worker" in err, err
+        jobs = [run(client, "id -u; sleep 4") for _ in range(3)]
+        deadline = time.monotonic() + 60
+        while sum(client.job(j.id).state == "running" for j in jobs) < 3:
+            assert time.monotonic() < deadline, [client.job(j.id).state for j in jobs]
+            time.sleep(0.1)
+        for j in jobs:
+            assert client.wait(j.id, timeout=60).state == "succeeded"
+        seen = [int(output(client, j.id).split()[0]) for j in jobs]
+        assert len(set(seen)) == 3, seen
+    finally:
+        for w in (a, b, c):
+            if w is not None:
+                stop_worker(w)
+
+
+def _until_registered(client, count):
+    deadline = time.monotonic() + 30
+    while sum(w.status in ("idle", "busy") for w in client.workers()) < count:
+        assert time.monotonic() < deadline, client.workers()
+        time.sleep(0.2)

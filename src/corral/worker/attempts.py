@@ -22,7 +22,7 @@ from corral.worker._retry import Verdict, retrying, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.environ import build_env
-from corral.worker.isolation import Users, hand_over
+from corral.worker.isolation import NoFreeUser, Users, hand_over, take_back
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
@@ -66,9 +66,11 @@ class AttemptContext:
         return self.warm
 
     async def close(self) -> None:
-        """At the worker's exit: its warm interpreters go too."""
+        """At the worker's exit: its warm interpreters go too, and its uids' locks."""
         if self.warm is not None:
             await self.warm.close()
+        if self.users is not None:
+            await self.users.close()
 
     def linger(self, task: asyncio.Task[None]) -> None:
         self.lingering.add(task)
@@ -122,6 +124,7 @@ class RunningAttempt:
         self.process: AttemptProcess | WarmCall | None = None
         self.uid: int | None = None  # the user it runs as, held until its processes are gone
         self.workdir = attempt_dir(ctx.settings.work_dir, job_id, attempt)
+        self.handed = False  # its directory was handed to a user (isolation)
         self.files: AttemptFiles | None = None  # its .corral, by descriptor
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
@@ -163,11 +166,15 @@ class RunningAttempt:
         finally:
             if self.files is not None:
                 self.files.close()
+            workdir = self.process.workdir if self.process is not None else self.workdir
             if self.uid is not None and self.ctx.users is not None:
-                # What it left running (a daemon in a session of its own) goes with it.
-                left = await self.ctx.users.release(self.uid)
+                # What it left running (a daemon in a session of its own) goes with it; then
+                # its directory is root's again, out of reach of the uid's next attempt.
+                left = await self.ctx.users.release(self.uid, workdir)
                 if left:
                     self.log.info("attempt.leftovers_killed", processes=left, uid=self.uid)
+            elif self.handed:
+                take_back(workdir)  # a call's: the call user runs on, for other calls
             self.ctx.on_ended(self)
 
     async def _run(self) -> None:
@@ -177,8 +184,8 @@ class RunningAttempt:
             )
             self.files = self.process.files
             if self.ctx.users is not None and (uid := self.ctx.users.owner_of(self.record.workdir)):
-                self.ctx.users.hold(uid)
-                self.uid = uid
+                if self.ctx.users.hold(uid):
+                    self.uid = uid
             self.log.info("attempt.adopted", pid=self.process.pid)
         else:
             launched = await self._launch()
@@ -247,11 +254,14 @@ class RunningAttempt:
             if self.ctx.users is not None:
                 uid = self.ctx.users.call_user if warm else self.ctx.users.take()
                 self.uid = None if warm else uid
+                self.handed = True
                 hand_over(workdir, uid)
                 files.owner = uid
                 spec.env.setdefault("HOME", str(workdir))
         except UnknownKind as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))
+        except NoFreeUser as exc:  # some uid's processes outlived its attempt: not the job's
+            return Declined(str(exc))
         except Exception as exc:  # a plugin's own error, or the disk
             if why := disk_error(exc):
                 return Declined(why)
