@@ -12,13 +12,25 @@ import pytest
 
 from corral.protocol import MAX_NESTING, AttemptReport
 from corral.worker.workdir import (
+    AttemptFiles,
     attempt_dir,
     exit_code_path,
+    output_path,
     prepare_workdir,
     prune_workdirs,
     read_exit_code,
-    read_result,
+    result_path,
 )
+
+
+def read_result(path: Path) -> tuple[dict[str, object] | None, str | None]:
+    """What the worker makes of ``path`` as an attempt's result.json."""
+    workdir = path.parent / "w"
+    if not workdir.exists():
+        prepare_workdir(workdir)
+    result_path(workdir).write_bytes(path.read_bytes())
+    with AttemptFiles.open(workdir) as files:
+        return files.result()
 
 
 @pytest.mark.parametrize(
@@ -93,3 +105,72 @@ def test_a_result_larger_than_the_coordinator_takes_is_ignored_not_sent(tmp_path
     assert result is None and problem and "ignored" in problem
     path.write_text(json.dumps({"blob": "x" * 1000}))
     assert read_result(path) == ({"blob": "x" * 1000}, None)
+
+
+# ---- an isolated attempt's user owns its directory: what it points elsewhere is not read ----
+
+
+@pytest.fixture
+def isolated(tmp_path: Path) -> tuple[Path, AttemptFiles, Path]:
+    workdir = tmp_path / "w"
+    prepare_workdir(workdir)
+    files = AttemptFiles.create(workdir)
+    files.owner = os.getuid()  # as after hand_over: the files must be this user's
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"secret": 1}')
+    return workdir, files, secret
+
+
+def test_a_symlinked_result_or_exit_status_is_not_followed(isolated) -> None:
+    workdir, files, secret = isolated
+    result_path(workdir).symlink_to(secret)
+    exit_code_path(workdir).symlink_to(secret)
+    result, problem = files.result()
+    assert result is None and problem and "ignored" in problem
+    assert files.exit_code() is None
+
+
+def test_a_hard_linked_result_is_refused(isolated) -> None:
+    workdir, files, secret = isolated
+    os.link(secret, result_path(workdir))
+    assert files.result()[0] is None
+
+
+def test_a_result_of_another_user_is_refused(isolated) -> None:
+    workdir, files, _ = isolated
+    result_path(workdir).write_text('{"a": 1}')
+    assert files.result() == ({"a": 1}, None)
+    files.owner = os.getuid() + 1
+    assert files.result()[0] is None
+
+
+def test_a_fifo_for_a_result_does_not_hang_the_worker(isolated) -> None:
+    workdir, files, _ = isolated
+    os.mkfifo(result_path(workdir))
+    assert files.result()[0] is None
+
+
+def test_the_output_is_read_from_the_file_opened_before_the_job_started(isolated) -> None:
+    workdir, files, secret = isolated
+    with output_path(workdir).open("a") as fh:
+        fh.write("mine\n")
+    output_path(workdir).unlink()
+    output_path(workdir).symlink_to(secret)
+    assert files.output_tail() == "mine"
+    reader = files.output_reader()
+    assert reader is not None
+    try:
+        assert os.pread(reader, 100, 0) == b"mine\n"
+    finally:
+        os.close(reader)
+
+
+def test_a_swapped_corral_directory_is_not_followed_on_reopening(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    prepare_workdir(other)
+    result_path(other).write_text('{"secret": 1}')
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / ".corral").symlink_to(other / ".corral")
+    with AttemptFiles.open(workdir) as files:
+        assert files.result() == (None, None) and files.exit_code() is None

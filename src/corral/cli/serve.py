@@ -289,7 +289,8 @@ def worker(
             "--run-as-users",
             "CORRAL_WORKER__RUN_AS_USERS",
             "FIRST-LAST uids (the worker as root): each attempt runs as a free one of them, in"
-            " a directory of its own, and what it leaves running is killed when it ends.",
+            " a directory of its own, and what it leaves running is killed when it ends."
+            " Workers on one host never share a uid; one that finds too few free exits 2.",
         ),
     ] = None,
     recover: Annotated[

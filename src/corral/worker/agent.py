@@ -38,7 +38,7 @@ from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningA
 from corral.worker.client import TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.heartbeat import Heartbeat
-from corral.worker.isolation import Users, open_path
+from corral.worker.isolation import Users, UsersUnavailable, open_path
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
 from corral.worker.process import StopReason
@@ -124,8 +124,18 @@ class Agent:
             return f"cannot open {work} to the attempts' users: {exc}"
         if blocked:
             return blocked
-        self.log.info("worker.run_as_users", first=uids[0], last=uids[-1])
-        return Users(uids)
+        # The uids the attempts it will adopt ran as: this worker's again, if still free.
+        owners = set()
+        for rec in self.journal.attempts():
+            with contextlib.suppress(OSError):
+                owners.add(rec.workdir.stat().st_uid)
+        try:
+            users = Users.claim(uids, self.settings.max_concurrent_tasks + 1, prefer=owners)
+        except UsersUnavailable as exc:
+            return str(exc)
+        self.log.info("worker.run_as_users", first=uids[0], last=uids[-1],
+                      call_user=users.call_user, attempt_uids=users.attempt_uids)  # fmt: skip
+        return users
 
     async def run(self) -> int:
         for said in insecure(self.settings.orchestrator_url, not self.settings.ssl_no_verify):
@@ -181,6 +191,10 @@ class Agent:
         adoptable = _join.recover(self.journal, self.log)
         for rec in adoptable.values():
             self.pool.claim(rec.gpus)
+        if (users := self.ctx.users) is not None:
+            # Nothing a previous worker left (attempts dropped above, their daemons) runs on
+            # under a uid this one gives out.
+            await users.start(u for r in adoptable.values() if (u := users.owner_of(r.workdir)))
         self._prune(adoptable)
         self.log.info(
             "worker.starting",

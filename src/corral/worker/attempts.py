@@ -22,14 +22,14 @@ from corral.worker._retry import Verdict, retrying, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.environ import build_env
-from corral.worker.isolation import Users, hand_over
+from corral.worker.isolation import NoFreeUser, Users, hand_over, take_back
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
 from corral.worker.warm import WarmCall, WarmPool
-from corral.worker.workdir import attempt_dir, output_path, prepare_workdir, result_path
+from corral.worker.workdir import AttemptFiles, attempt_dir, prepare_workdir, result_path
 
 __all__ = ["AttemptContext", "Declined", "RunningAttempt", "bug"]
 
@@ -66,9 +66,11 @@ class AttemptContext:
         return self.warm
 
     async def close(self) -> None:
-        """At the worker's exit: its warm interpreters go too."""
+        """At the worker's exit: its warm interpreters go too, and its uids' locks."""
         if self.warm is not None:
             await self.warm.close()
+        if self.users is not None:
+            await self.users.close()
 
     def linger(self, task: asyncio.Task[None]) -> None:
         self.lingering.add(task)
@@ -121,6 +123,9 @@ class RunningAttempt:
         self.record = record
         self.process: AttemptProcess | WarmCall | None = None
         self.uid: int | None = None  # the user it runs as, held until its processes are gone
+        self.workdir = attempt_dir(ctx.settings.work_dir, job_id, attempt)
+        self.handed = False  # its directory was handed to a user (isolation)
+        self.files: AttemptFiles | None = None  # its .corral, by descriptor
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
         self._constraining: asyncio.Future[None] | None = None
@@ -159,11 +164,17 @@ class RunningAttempt:
             with contextlib.suppress(Exception):  # a full disk may refuse this too
                 self.ctx.journal.forget(self.job_id, self.attempt)
         finally:
+            if self.files is not None:
+                self.files.close()
+            workdir = self.process.workdir if self.process is not None else self.workdir
             if self.uid is not None and self.ctx.users is not None:
-                # What it left running (a daemon in a session of its own) goes with it.
-                left = await self.ctx.users.release(self.uid)
+                # What it left running (a daemon in a session of its own) goes with it; then
+                # its directory is root's again, out of reach of the uid's next attempt.
+                left = await self.ctx.users.release(self.uid, workdir)
                 if left:
                     self.log.info("attempt.leftovers_killed", processes=left, uid=self.uid)
+            elif self.handed:
+                take_back(workdir)  # a call's: the call user runs on, for other calls
             self.ctx.on_ended(self)
 
     async def _run(self) -> None:
@@ -171,9 +182,10 @@ class RunningAttempt:
             self.process = AttemptProcess.adopt(
                 self.record, kill_grace_s=self.ctx.settings.kill_grace_s
             )
+            self.files = self.process.files
             if self.ctx.users is not None and (uid := self.ctx.users.owner_of(self.record.workdir)):
-                self.ctx.users.hold(uid)
-                self.uid = uid
+                if self.ctx.users.hold(uid):
+                    self.uid = uid
             self.log.info("attempt.adopted", pid=self.process.pid)
         elif self.stop_reason is not None:  # stopped while it waited for a slot: it never ran
             why = f"stopped by the worker ({self.stop_reason}) before it started"
@@ -194,7 +206,7 @@ class RunningAttempt:
 
         rec = self.record
         shipper = LogShipper(
-            output_path(self.process.workdir),
+            self.process.files.output_reader(),
             attempt=self.attempt,
             send=partial(self.ctx.client.send_logs, self.job_id),
             seq=rec.log_seq if rec else 0,
@@ -206,6 +218,7 @@ class RunningAttempt:
         # An adopted attempt reported running long ago.
         running = asyncio.create_task(self._report_running()) if rec is None else None
         shipping = asyncio.create_task(self._ship(shipper))
+        shipping.add_done_callback(lambda _: shipper.close())  # it may outlive the attempt
         try:
             outcome = await self.process.wait()
         finally:
@@ -230,22 +243,29 @@ class RunningAttempt:
     async def _launch(self) -> AttemptProcess | WarmCall | Outcome | Declined:
         assert self.assign is not None
         settings = self.ctx.settings
-        workdir = attempt_dir(settings.work_dir, self.job_id, self.attempt)
+        workdir = self.workdir
         if why := low_space(settings.work_dir):
             return Declined(why)
         try:
             kind = load_kind(self.assign.kind)
             self.ctx.journal.probe()  # before anything runs: can this worker record it?
             prepare_workdir(workdir)
+            # Opened while the directory is root's: what the worker reads of the attempt, it
+            # reads through these, never by a name the attempt's user could swap.
+            files = self.files = AttemptFiles.create(workdir)
             spec = kind.prepare(self.assign, workdir)
             warm = bool(getattr(kind, "warm", False))
             if self.ctx.users is not None:
                 uid = self.ctx.users.call_user if warm else self.ctx.users.take()
                 self.uid = None if warm else uid
+                self.handed = True
                 hand_over(workdir, uid)
+                files.owner = uid
                 spec.env.setdefault("HOME", str(workdir))
         except UnknownKind as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))
+        except NoFreeUser as exc:  # some uid's processes outlived its attempt: not the job's
+            return Declined(str(exc))
         except Exception as exc:  # a plugin's own error, or the disk
             if why := disk_error(exc):
                 return Declined(why)
@@ -267,7 +287,7 @@ class RunningAttempt:
                 family = (tuple(sorted(spec.env.items())), tuple(self.gpus or ()))
                 interp = await pool.acquire(family, spec.argv, env)
                 process = WarmCall(pool, interp, self.assign, env, workdir=workdir,
-                                   kill_grace_s=settings.kill_grace_s)  # fmt: skip
+                                   kill_grace_s=settings.kill_grace_s, files=files)  # fmt: skip
             else:
                 process = await AttemptProcess.spawn(
                     spec,
@@ -276,6 +296,7 @@ class RunningAttempt:
                     timeout_s=self.assign.timeout_s,
                     kill_grace_s=settings.kill_grace_s,
                     user=self.uid,
+                    files=files,
                 )
         except StartFailed as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))

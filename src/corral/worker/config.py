@@ -95,7 +95,8 @@ class WorkerSettings(Section):
     run_as_users: str | None = Field(
         default=None,
         description="FIRST-LAST uids: each attempt runs as a free one of them (the worker as"
-        " root); the first is the warm interpreters' of call tasks",
+        " root); the first this worker holds is the warm interpreters' of call tasks; uids"
+        " another worker on the host holds are skipped",
     )
     ssl_no_verify: bool = Field(
         default=False, description="do not check the coordinator's certificate (development)"

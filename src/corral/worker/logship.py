@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ class LogsRefused(Exception):
 class LogShipper:
     def __init__(
         self,
-        path: Path,
+        source: Path | int | None,
         *,
         attempt: int,
         send: Callable[[LogBatch], Awaitable[None]],
@@ -49,7 +50,10 @@ class LogShipper:
         max_bytes: int = 64 * 1024,
         backoff_max_s: float = 10.0,
     ) -> None:
-        self.path = path
+        # A descriptor of the output file, opened before the job started, which the shipper
+        # owns (``close``): the worker never reads by a name the job controls (``workdir``).
+        # A path is read afresh each time (a file nobody else can swap). None: no output.
+        self.source = source
         self.attempt = attempt
         self.seq = seq
         self.offset = offset
@@ -66,6 +70,12 @@ class LogShipper:
     def finish(self) -> None:
         """The process ended: send what is left, then return."""
         self._finishing.set()
+
+    def close(self) -> None:
+        """Close the descriptor it reads from, once it is done (or will never run)."""
+        if isinstance(self.source, int):
+            os.close(self.source)
+            self.source = None
 
     async def run(self) -> None:
         full = False
@@ -86,9 +96,14 @@ class LogShipper:
     def _read(self, final: bool) -> bytes:
         size = self._resend_end - self.offset if self._resend_end else self.max_bytes
         try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(size)
+            if isinstance(self.source, int):
+                data = os.pread(self.source, size, self.offset)
+            elif self.source is not None:
+                with self.source.open("rb") as fh:
+                    fh.seek(self.offset)
+                    data = fh.read(size)
+            else:
+                return b""
         except FileNotFoundError:
             return b""
         if self._resend_end or (final and len(data) < size):

@@ -28,15 +28,7 @@ from corral.worker import _procs
 from corral.worker.isolation import as_user
 from corral.worker.journal import AttemptRecord
 from corral.worker.kinds import LaunchSpec
-from corral.worker.workdir import (
-    exit_code_path,
-    from_shell_status,
-    output_path,
-    output_tail,
-    read_exit_code,
-    read_result,
-    result_path,
-)
+from corral.worker.workdir import AttemptFiles, exit_code_path, from_shell_status
 
 __all__ = ["AttemptProcess", "Outcome", "StartFailed", "StopReason", "launch_argv"]
 
@@ -116,6 +108,7 @@ class AttemptProcess:
         timeout_s: float | None,
         started_at: float,
         kill_grace_s: float,
+        files: AttemptFiles,
         child: asyncio.subprocess.Process | None = None,
     ) -> None:
         self.pid = pid
@@ -125,6 +118,7 @@ class AttemptProcess:
         self.timeout_s = timeout_s
         self.started_at = started_at
         self.kill_grace_s = kill_grace_s
+        self.files = files  # what it leaves for the worker, read by descriptor (workdir)
         self._child = child
         self._timeout_at = (
             None if timeout_s is None else time.monotonic() + timeout_s - (time.time() - started_at)
@@ -144,12 +138,15 @@ class AttemptProcess:
         timeout_s: float | None,
         kill_grace_s: float,
         user: int | None = None,
+        files: AttemptFiles | None = None,
     ) -> AttemptProcess:
-        """``user``: the uid (and group) it runs as, with no other groups (isolation)."""
+        """``user``: the uid (and group) it runs as, with no other groups (isolation).
+        ``files``: its ``.corral``, opened before ``workdir`` was handed to ``user``."""
         _check_program(spec.argv[0], env, spec.cwd)
+        given, files = files is not None, files or AttemptFiles.create(workdir)
         started_at = time.time()
-        with output_path(workdir).open("ab") as out:
-            try:
+        try:
+            with os.fdopen(files.appender(), "ab") as out:
                 child = await asyncio.create_subprocess_exec(
                     *launch_argv(spec.argv, workdir),
                     cwd=spec.cwd,
@@ -160,11 +157,15 @@ class AttemptProcess:
                     start_new_session=True,
                     **as_user(user),
                 )
-            except OSError as exc:
-                where = f" ({exc.filename})" if exc.filename else ""
-                raise StartFailed(
-                    f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}{where}"
-                ) from exc
+        except BaseException as exc:
+            if not given:
+                files.close()
+            if not isinstance(exc, OSError):
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StartFailed(
+                f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}{where}"
+            ) from exc
         return cls(
             pid=child.pid,
             create_time=_procs.create_time(child.pid),
@@ -172,12 +173,14 @@ class AttemptProcess:
             timeout_s=timeout_s,
             started_at=started_at,
             kill_grace_s=kill_grace_s,
+            files=files,
             child=child,
         )
 
     @classmethod
     def adopt(cls, rec: AttemptRecord, *, kill_grace_s: float) -> AttemptProcess:
-        """Watch an attempt a previous worker process started; it is not our child."""
+        """Watch an attempt a previous worker process started; it is not our child. Its files
+        are opened anew, held to its user as they were when it started (``AttemptFiles``)."""
         return cls(
             pid=rec.pid,
             create_time=rec.create_time,
@@ -185,6 +188,7 @@ class AttemptProcess:
             timeout_s=rec.timeout_s,
             started_at=rec.started_at,
             kill_grace_s=kill_grace_s,
+            files=AttemptFiles.open(rec.workdir),
         )
 
     @property
@@ -248,7 +252,7 @@ class AttemptProcess:
         # Not our child, so no event tells us it exited: poll, then read what its shell wrote.
         while _procs.leader_alive(self.pid, self.create_time):  # noqa: ASYNC110
             await asyncio.sleep(_ADOPTED_POLL_S)
-        return read_exit_code(self.workdir)
+        return self.files.exit_code()
 
     async def _terminate(self, exit_task: asyncio.Future[int | None]) -> None:
         self._signalled = True
@@ -277,7 +281,7 @@ class AttemptProcess:
             return Outcome(
                 AttemptOutcome.TIMED_OUT,
                 code,
-                _error(f"ran past its timeout of {self.timeout_s:g}s; stopped", self.workdir),
+                _error(f"ran past its timeout of {self.timeout_s:g}s; stopped", self.files),
             )
         if self._signalled and self.stop_reason is not None:
             return Outcome(
@@ -293,20 +297,18 @@ class AttemptProcess:
                 "the worker restarted while this attempt ran, and it left no exit status",
             )
         if code == 0:
-            result, problem = read_result(result_path(self.workdir))
+            result, problem = self.files.result()
             return Outcome(AttemptOutcome.SUCCEEDED, 0, problem, result)
         if code < 0:
             try:
                 what = f"was killed by {signal.Signals(-code).name}"
             except ValueError:
                 what = f"was killed by signal {-code}"
-            return Outcome(AttemptOutcome.FAILED, code, _error(what, self.workdir))
-        return Outcome(
-            AttemptOutcome.FAILED, code, _error(f"exited with code {code}", self.workdir)
-        )
+            return Outcome(AttemptOutcome.FAILED, code, _error(what, self.files))
+        return Outcome(AttemptOutcome.FAILED, code, _error(f"exited with code {code}", self.files))
 
 
-def _error(what: str, workdir: Path) -> str:
-    tail = output_tail(workdir)
+def _error(what: str, files: AttemptFiles) -> str:
+    tail = files.output_tail()
     text = f"{what}; last output:\n{tail}" if tail else what
     return text[-_MAX_ERROR:]

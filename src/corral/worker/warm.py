@@ -29,7 +29,7 @@ from corral.protocol import JobAssign, unstorable
 from corral.worker import _procs
 from corral.worker.isolation import as_user
 from corral.worker.process import Outcome, StartFailed, StopReason
-from corral.worker.workdir import output_path, output_tail
+from corral.worker.workdir import AttemptFiles, output_path
 
 __all__ = ["Interpreter", "WarmCall", "WarmPool", "is_warm"]
 
@@ -41,7 +41,8 @@ _MARKER = "warm"  # in an attempt's .corral/: its process was a warm interpreter
 
 def is_warm(workdir: Path) -> bool:
     """Was the attempt in ``workdir`` a call in a warm interpreter (it cannot be adopted)?"""
-    return (workdir / ".corral" / _MARKER).exists()
+    with AttemptFiles.open(workdir) as files:
+        return files.has(_MARKER)
 
 
 class Interpreter:
@@ -183,7 +184,7 @@ class WarmCall:
 
     def __init__(
         self, pool: WarmPool, interp: Interpreter, assign: JobAssign, env: Mapping[str, str],
-        *, workdir: Path, kill_grace_s: float,
+        *, workdir: Path, kill_grace_s: float, files: AttemptFiles | None = None,
     ) -> None:  # fmt: skip
         assert assign.call is not None
         self.pool = pool
@@ -191,6 +192,8 @@ class WarmCall:
         self.pid = self.pgid = interp.pid
         self.create_time = interp.create_time
         self.workdir = workdir
+        # Its output, read by descriptor: the interpreter's user shares it with other calls.
+        self.files = files or AttemptFiles.create(workdir)
         self.timeout_s = assign.timeout_s
         self.kill_grace_s = kill_grace_s
         self.started_at = time.time()
@@ -202,7 +205,7 @@ class WarmCall:
             "op": "run", "call": assign.call.model_dump(mode="json"), "env": dict(env),
             "cwd": str(workdir), "output": str(output_path(workdir)),
         }  # fmt: skip
-        (workdir / ".corral" / _MARKER).touch()
+        self.files.mark(_MARKER)
 
     def alive(self) -> bool:
         return not self._done and self.interp.alive
@@ -269,7 +272,7 @@ class WarmCall:
         return Outcome(AttemptOutcome.CANCELLED, None, why, stopped=self.stop_reason)
 
     def _error(self, what: str) -> str:
-        tail = output_tail(self.workdir)
+        tail = self.files.output_tail()
         text = f"{what}; last output:\n{tail}" if tail else what
         return text[-_MAX_ERROR:]
 
