@@ -278,3 +278,40 @@ def test_a_freeze_in_the_middle_of_a_tick_gives_every_worker_a_whole_timeout(clo
         assert got["state"] == "running" and got["attempt"] == 1, got
         assert c.get("/api/admin/workers").json()["workers"][0]["status"] != "offline"
         held.__exit__(None, None, None)
+
+
+def test_a_busy_worker_is_offered_calls_and_the_commands_queued_are_not_read(clocked, monkeypatch):
+    from corral.server import dispatch
+
+    coord, _ = clocked
+    read: list[str] = []
+    ready = dispatch.jobs_q.ready
+
+    async def counted(*args, **kw):
+        rows = await ready(*args, **kw)
+        read.extend(r["kind"] for r in rows)
+        return rows
+
+    monkeypatch.setattr(dispatch.jobs_q, "ready", counted)
+    call = {"kind": "call", "call": {"target": "m:f", "args": [], "kwargs": {}}}
+    with coord.client() as c:
+        for _ in range(31):
+            c.post("/api/queue/submit", json={"command": ["true"]})
+        r = c.post("/api/queue/submit-batch", json={"jobs": [call]})
+        assert r.status_code in (200, 201), r.text
+        (held,) = r.json()["jobs"]
+        _, wc = register_worker(coord)
+        r = wc.post("/api/workers/register", json={"hostname": "h", "slots": 1, "prefetch": 2,
+                                                   "persistent": True})  # fmt: skip
+        assert r.status_code == 200, r.text
+        one = next_event(wc)
+        two = next_event(wc, one["id"])
+        # The slot takes a command (in claim order: under the fake clock they were all
+        # submitted at one instant); the prefetch takes the call, not another command.
+        assert one["data"]["kind"] == "command" and two["data"]["job_id"] == held["id"]
+        assert c.get(f"/api/jobs/{held['id']}").json()["state"] == "assigned"
+        queued = c.get("/api/jobs", params={"state": "queued", "limit": 100}).json()["jobs"]
+        assert len(queued) == 30
+    # Once the slot was taken only calls could be placed: the backlog of commands behind the
+    # first page was not read.
+    assert read.count("command") < 30, read

@@ -135,8 +135,12 @@ async def _plan(
                                                 for o in offers))  # fmt: skip
     looked = 0
     while looked < MAX_ROWS:
-        page: Sequence[RowMapping] = await jobs_q.ready(t.conn, now, size, tenants=tenants,
-                                                        after=after)  # fmt: skip
+        # With every slot taken, only jobs that may wait on a busy worker can be placed: the
+        # queue's other jobs are not read (a backlog of commands would be, every round).
+        waiting = None if any(o.free_slots > 0 for o in offers) else CALL_KIND
+        page: Sequence[RowMapping] = await jobs_q.ready(
+            t.conn, now, size, tenants=tenants, after=after, waiting_kind=waiting
+        )
         looked += len(page)
         if not page:
             break

@@ -125,9 +125,11 @@ async def ready(
     *,
     tenants: Collection[str],
     after: RowMapping | None = None,
+    waiting_kind: str | None = None,
 ) -> Sequence[RowMapping]:
     """Queued jobs of ``tenants`` whose backoff has passed, in claim order (priority, then
-    age); ``after`` is the last row of the previous page."""
+    age); ``after`` is the last row of the previous page. ``waiting_kind``: only jobs of
+    that kind asking no GPU (what a busy worker may hold waiting for a slot)."""
     q = select(
         jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.created_at, jobs.c.gpus,
         jobs.c.worker_labels, jobs.c.kind,
@@ -136,6 +138,8 @@ async def ready(
         jobs.c.tenant_id.in_(list(tenants)),
         or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
     )  # fmt: skip
+    if waiting_kind is not None:
+        q = q.where(jobs.c.kind == waiting_kind, jobs.c.gpus == 0)
     if after is not None:
         p, c, i = after["priority"], after["created_at"], after["id"]
         q = q.where(
