@@ -10,6 +10,7 @@ from datetime import timedelta
 import httpx
 import jwt
 from harness import start_coordinator
+from harness_e2e import wait_until
 from sqlalchemy import update
 from wire import next_event
 
@@ -257,6 +258,41 @@ def test_a_token_from_one_coordinator_holds_on_another_of_the_same_store(tmp_pat
         token = token_for(one, key)["access_token"]
         with two.client(token) as c:
             assert c.get("/api/jobs").status_code == 200
+    finally:
+        stop_two()
+        stop_one()
+
+
+def test_rotating_a_key_ends_its_tokens_on_every_coordinator(tmp_path, db_url):
+    # A token names its key's id, which rotation keeps: it must be bound to the secret too.
+    from corral.server.auth import KEY_TTL_S
+
+    key = f"ck_test_{'k' * 32}"
+    one, stop_one = start_coordinator(tmp_path / "a", db_url, bootstrap_admin_key=key)
+    two, stop_two = start_coordinator(tmp_path / "b", db_url, bootstrap_admin_key=key)
+    try:
+        acme = onboard(one)
+        with one.client(acme["api_key"]) as admin:
+            ci = admin.post("/api/admin/keys", json={"name": "ci", "role": "member"}).json()
+        before = token_for(one, ci["key"])["access_token"]
+        for coord in (one, two):
+            with coord.client(before) as c:
+                assert c.get("/api/jobs").status_code == 200
+        with one.client(acme["api_key"]) as admin:
+            rotated = admin.post(f"/api/admin/keys/{ci['id']}/rotate").json()
+        with one.client(before) as c:  # at once where it was rotated
+            r = c.get("/api/jobs")
+            assert r.status_code == 401 and "rotated" in r.json()["detail"], r.text
+        # Elsewhere as soon as the old secret itself stops there (KEY_TTL_S), and for good.
+        with two.client(before) as c, two.client(ci["key"]) as old:
+            wait_until(lambda: c.get("/api/jobs").status_code == 401, KEY_TTL_S + 5, "refusal")
+            assert old.get("/api/jobs").status_code == 401
+            time.sleep(KEY_TTL_S)
+            assert c.get("/api/jobs").status_code == 401
+        after = token_for(two, rotated["key"])["access_token"]
+        for coord in (one, two):
+            with coord.client(after) as c:
+                assert c.get("/api/jobs").status_code == 200
     finally:
         stop_two()
         stop_one()

@@ -46,6 +46,7 @@ from corral.server.auth import (
     KEY_PREFIX_CHARS,
     Identity,
     hash_secret,
+    key_tag,
     key_values,
     new_id,
     new_secret,
@@ -204,6 +205,7 @@ def issue_token(core: Core, who: Identity, body: TokenRequest) -> TokenIssued:
     """A short-lived token for the key that asks: a token cannot renew itself."""
     if who.token:
         raise PermissionDenied("a token is exchanged for a key, not for another token")
-    token, expires = core.tokens.issue(who.key_id, who.tenant_id, who.role, body.expires_in_s)
+    token, expires = core.tokens.issue(who.key_id, key_tag(who.key_hash), who.tenant_id, who.role,
+                                       body.expires_in_s)  # fmt: skip
     return TokenIssued(access_token=token, expires_at=expires, expires_in_s=body.expires_in_s,
                        key_id=who.key_id)  # fmt: skip

@@ -72,6 +72,16 @@ class Identity:
     role: Role
     key_id: str
     token: bool = False  # it came as an API token issued for the key, not the key itself
+    key_hash: str = field(default="", repr=False)  # the key's current secret, as stored
+
+
+KEY_TAG_CHARS = 16  # of a key's stored hash, in each token issued for it (its "kh" claim)
+
+
+def key_tag(key_hash: str) -> str:
+    """What binds a token to its key's current secret: rotating the key changes it, so a
+    token issued before the rotation no longer matches its key."""
+    return key_hash[:KEY_TAG_CHARS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +180,15 @@ class Credentials:
         last use is written at most every ``LAST_USED_EVERY_S``."""
         return await self._lookup(conn_of, digest, now, lambda c: keys_q.by_hash(c, digest))
 
-    async def key_by_id(self, conn_of: Any, key_id: str, now: datetime) -> Identity:
-        """As ``key``, for the key an API token was issued for: revoking the key, or
-        suspending its tenant, ends its tokens too."""
-        return await self._lookup(conn_of, f"id:{key_id}", now, lambda c: keys_q.by_id(c, key_id))
+    async def key_by_id(self, conn_of: Any, key_id: str, now: datetime, tag: str) -> Identity:
+        """As ``key``, for the key an API token was issued for, while its secret is still
+        the one the token was issued under (``tag``, its ``kh`` claim): revoking or
+        rotating the key, or suspending its tenant, ends its tokens too."""
+        who = await self._lookup(conn_of, f"id:{key_id}", now, lambda c: keys_q.by_id(c, key_id))
+        if not hmac.compare_digest(key_tag(who.key_hash), tag):
+            raise Unauthenticated("this API token was issued before its key was rotated:"
+                                  " ask for a new one")  # fmt: skip
+        return who
 
     async def _lookup(self, conn_of: Any, ref: str, now: datetime, read: Any) -> Identity:
         cached = self._keys.get(ref)
@@ -193,7 +208,8 @@ class Credentials:
         last = as_utc(row["last_used_at"])
         if last is None or (now - last).total_seconds() >= LAST_USED_EVERY_S:
             await self._used(conn_of, row["id"], now)
-        who = Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"])
+        who = Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"],
+                       key_hash=row["key_hash"])  # fmt: skip
         trust = KEY_TTL_S
         if expires is not None:
             trust = min(trust, (expires - now).total_seconds())
@@ -239,7 +255,8 @@ async def api_identity(
     who: Identity
     if secret.count(".") == 2:  # a JWT; an API key has no dots
         claims = await core.tokens.verify(core.store.tx, secret)
-        who = await core.credentials.key_by_id(core.store.tx, claims["sub"], core.clock.now())
+        who = await core.credentials.key_by_id(core.store.tx, claims["sub"], core.clock.now(),
+                                               claims["kh"])  # fmt: skip
         if who.tenant_id != claims["tid"]:
             raise Unauthenticated("invalid API token")
         who = replace(who, token=True)

@@ -7,8 +7,9 @@ coordinator of a store verifies what any of them issued; a start after ``ROTATE_
 makes a new one, which signs from then on, while the older ones still verify the tokens
 they signed until those have expired.
 
-A token names the API key it was issued for (``sub``); that key is looked up as a key is
-(``Credentials.key_by_id``), so revoking the key or suspending its tenant ends its tokens.
+A token names the API key it was issued for (``sub``) and the secret it had then (``kh``, a
+prefix of its stored hash); that key is looked up as a key is (``Credentials.key_by_id``),
+so revoking or rotating the key, or suspending its tenant, ends its tokens.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ MAX_TOKEN_S = protocol.MAX_TOKEN_S
 ROTATE_AFTER_S = 7 * 86400
 KEEP_S = ROTATE_AFTER_S + MAX_TOKEN_S  # a key older than this has signed nothing still valid
 RELOAD_EVERY_S = 1.0  # an unknown key id reads the store again at most this often
-_REQUIRED = ["exp", "iat", "sub", "aud", "iss", "tid"]
+_REQUIRED = ["exp", "iat", "sub", "aud", "iss", "tid", "kh"]
 
 
 def _now() -> datetime:
@@ -69,13 +70,16 @@ class Signer:
         self.keys = {r["id"]: base64.urlsafe_b64decode(r["secret"]) for r in rows}
         self.newest = rows[0]["id"] if rows else None
 
-    def issue(self, key_id: str, tenant_id: str, role: str, seconds: int) -> tuple[str, datetime]:
+    def issue(
+        self, key_id: str, key_tag: str, tenant_id: str, role: str, seconds: int
+    ) -> tuple[str, datetime]:
         if self.newest is None:  # pragma: no cover - start() always leaves one
             raise RuntimeError("no signing key: the coordinator has not started")
         now = _now()
         expires = now + timedelta(seconds=seconds)
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": key_id, "tid": tenant_id, "role": role,
-                  "iat": now, "exp": expires, "jti": secrets.token_hex(8)}  # fmt: skip
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": key_id, "kh": key_tag, "tid": tenant_id,
+                  "role": role, "iat": now, "exp": expires,
+                  "jti": secrets.token_hex(8)}  # fmt: skip
         token = jwt.encode(claims, self.keys[self.newest], algorithm=ALGORITHM,
                            headers={"kid": self.newest})  # fmt: skip
         return token, expires
@@ -102,6 +106,6 @@ class Signer:
             raise Unauthenticated("this API token has expired: ask for a new one") from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid API token") from None
-        if not isinstance(claims["sub"], str) or not isinstance(claims["tid"], str):
+        if not all(isinstance(claims[c], str) for c in ("sub", "tid", "kh")):
             raise Unauthenticated("invalid API token")
         return claims
