@@ -263,6 +263,69 @@ def test_a_token_from_one_coordinator_holds_on_another_of_the_same_store(tmp_pat
         stop_one()
 
 
+def signing_keys(coord, **backdate):
+    """The store's signing keys (id -> when made), after putting those named in
+    ``backdate`` (id -> seconds) that far in the past."""
+    from datetime import UTC, datetime
+
+    from corral.store.tables import signing_keys as table
+
+    async def go():
+        async with coord.app.state.core.store.tx() as conn:
+            for kid, ago in backdate.items():
+                then = datetime.now(UTC) - timedelta(seconds=ago)
+                await conn.execute(update(table).where(table.c.id == kid).values(created_at=then))
+            rows = (await conn.execute(table.select())).mappings().all()
+            return {r["id"]: r["created_at"] for r in rows}
+
+    return coord.call(go())
+
+
+def test_a_signing_key_is_kept_while_a_coordinator_may_still_sign_with_it(tmp_path, db_url):
+    from corral.server.tokens import PRUNE_AFTER_S
+
+    key = f"ck_test_{'k' * 32}"
+    day = 86400
+    one, stop_one = start_coordinator(tmp_path / "a", db_url, bootstrap_admin_key=key)
+    stop_two = None
+    try:
+        [first] = signing_keys(one)
+        signing_keys(one, **{first: 8.5 * day})  # one has signed with it for 8.5 days
+        early = token_for(one, key)["access_token"]
+        assert jwt.get_unverified_header(early)["kid"] == first
+        # A coordinator starting now makes a new key, and keeps the one the other signs with.
+        two, stop_two = start_coordinator(tmp_path / "b", db_url, bootstrap_admin_key=key)
+        made = signing_keys(two)
+        assert first in made and len(made) == 2
+        [second] = set(made) - {first}
+        still = token_for(one, key)["access_token"]  # one has not looked again yet
+        for coord in (one, two):
+            for token in (early, still):
+                with coord.client(token) as c:
+                    assert c.get("/api/jobs").status_code == 200
+        assert jwt.get_unverified_header(token_for(two, key)["access_token"])["kid"] == second
+        # Running, the first reads the keys again and signs with the newest.
+        core = one.app.state.core
+        one.call(core.tokens.refresh(core.store.tx))
+        late = token_for(one, key)["access_token"]
+        assert jwt.get_unverified_header(late)["kid"] == second
+        # The old key goes once its successor has been the newest for longer than any
+        # token lives, and not before.
+        signing_keys(two, **{second: PRUNE_AFTER_S - 600})
+        one.call(core.tokens.refresh(core.store.tx))
+        assert set(signing_keys(one)) == {first, second}
+        signing_keys(two, **{second: PRUNE_AFTER_S + 60})
+        one.call(core.tokens.refresh(core.store.tx))
+        assert set(signing_keys(one)) == {second}
+        for coord in (one, two):
+            with coord.client(late) as c:
+                assert c.get("/api/jobs").status_code == 200
+    finally:
+        if stop_two is not None:
+            stop_two()
+        stop_one()
+
+
 def test_rotating_a_key_ends_its_tokens_on_every_coordinator(tmp_path, db_url):
     # A token names its key's id, which rotation keeps: it must be bound to the secret too.
     from corral.server.auth import KEY_TTL_S

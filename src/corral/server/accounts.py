@@ -201,11 +201,12 @@ async def rotate_key(core: Core, who: Identity, key_id: str) -> KeyCreated:
 # ---- API tokens -------------------------------------------------------------------------
 
 
-def issue_token(core: Core, who: Identity, body: TokenRequest) -> TokenIssued:
+async def issue_token(core: Core, who: Identity, body: TokenRequest) -> TokenIssued:
     """A short-lived token for the key that asks: a token cannot renew itself."""
     if who.token:
         raise PermissionDenied("a token is exchanged for a key, not for another token")
-    token, expires = core.tokens.issue(who.key_id, key_tag(who.key_hash), who.tenant_id, who.role,
-                                       body.expires_in_s)  # fmt: skip
+    token, expires = await core.tokens.issue(core.store.tx, who.key_id, key_tag(who.key_hash),
+                                             who.tenant_id, who.role,
+                                             body.expires_in_s)  # fmt: skip
     return TokenIssued(access_token=token, expires_at=expires, expires_in_s=body.expires_in_s,
                        key_id=who.key_id)  # fmt: skip
