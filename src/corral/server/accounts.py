@@ -125,16 +125,19 @@ async def suspend(core: Core, who: Identity, tenant_id: str) -> TenantView:
         raise Conflict("an operator's own tenant cannot be suspended")
     async with core.tx(who.key_id) as t:
         row = await _tenant(t, tenant_id)
-        if row["status"] == TenantStatus.ACTIVE:
+        moved = MoveTenant(tenant_id, TenantStatus.ACTIVE, TenantStatus.SUSPENDED,
+                           {"suspended_at": t.now}, Why(actor=who.key_id))  # fmt: skip
+        # The status first, then its workers, locked: a register holds the tenant's row
+        # (FOR SHARE) until it commits, so one that read the tenant active has committed
+        # before this reads its worker, and one that comes later waits and is refused.
+        if row["status"] == TenantStatus.ACTIVE and not await t.apply([moved]):
             offline: list[Change] = []
-            for w in await workers_q.all_of(t.conn, tenant_id):
+            for w in await workers_q.locked_of(t.conn, tenant_id):
                 active = [JobSnap.of(j) for j in await jobs_q.active_on(t.conn, w["id"])]
                 offline += decide.go_offline(
                     WorkerSnap.of(w), active, Reason.TENANT_SUSPENDED, "its tenant was suspended",
                     now=t.now, policy=t.policy)  # fmt: skip
-            await t.apply([MoveTenant(tenant_id, TenantStatus.ACTIVE, TenantStatus.SUSPENDED,
-                                      {"suspended_at": t.now}, Why(actor=who.key_id),
-                                      then=tuple(offline))])  # fmt: skip
+            await t.apply(offline)
         return tenant_view(await _tenant(t, tenant_id))
 
 

@@ -82,7 +82,9 @@ class Dispatcher:
         if not await jobs_q.any_ready(t.conn, t.now):
             return 0
         # Free slots next: with none, the queue is not read at all.
-        workers = {r["id"]: WorkerSnap.of(r) for r in await workers_q.by_ids(t.conn, connected)}
+        workers = {
+            r["id"]: WorkerSnap.of(r) for r in await workers_q.of_active_tenants(t.conn, connected)
+        }
         offers = await _offers(t, workers.values())
         if not offers:
             return 0
