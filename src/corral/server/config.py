@@ -79,6 +79,10 @@ class ServerSettings(Section):
         default=30, gt=0, le=3600,
         description="a request body whose next part takes longer to arrive is answered 408",
     )  # fmt: skip
+    body_deadline_s: float = Field(
+        default=120, gt=0, le=86400,
+        description="a request body not whole this long after it began is answered 408",
+    )  # fmt: skip
     db_connect_timeout_s: float = Field(default=5, gt=0, le=300)
     db_statement_timeout_s: float = Field(
         default=30, gt=0, le=3600, description="past it a statement fails: 503, retry"
