@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from corral.model import (
     AlreadyExists,
@@ -80,16 +81,24 @@ async def onboard(core: Core, who: Identity | None, body: TenantCreate) -> Onboa
     """A tenant and its first admin key, whose plaintext only this answer holds. ``who``
     None: self-service (the server allows it, within its address's budget)."""
     actor = who.key_id if who is not None else SELF_SERVICE
-    async with core.tx(actor) as t:
-        if await keys_q.tenant_named(t.conn, body.name) is not None:
-            raise AlreadyExists(f"a tenant named {body.name!r} exists", field="name")
-        tenant_id = new_id("t")
-        key, row = key_values(tenant_id, FIRST_KEY_NAME, Role.ADMIN, t.now)
-        await t.apply([
-            InsertTenant({"id": tenant_id, "name": body.name, "created_at": t.now,
-                          "status": TenantStatus.ACTIVE.value}, Why(actor=actor)),
-            InsertKey(row, Why(actor=actor, message="the tenant's first admin key")),
-        ])  # fmt: skip
+    taken = AlreadyExists(f"a tenant named {body.name!r} exists", field="name")
+    try:
+        async with core.tx(actor) as t:
+            if await keys_q.tenant_named(t.conn, body.name) is not None:
+                raise taken
+            tenant_id = new_id("t")
+            key, row = key_values(tenant_id, FIRST_KEY_NAME, Role.ADMIN, t.now)
+            await t.apply([
+                InsertTenant({"id": tenant_id, "name": body.name, "created_at": t.now,
+                              "status": TenantStatus.ACTIVE.value}, Why(actor=actor)),
+                InsertKey(row, Why(actor=actor, message="the tenant's first admin key")),
+            ])  # fmt: skip
+    except IntegrityError as exc:
+        # Another onboarding of the name committed between this one's check and its insert.
+        async with core.tx() as t:
+            if await keys_q.tenant_named(t.conn, body.name) is not None:
+                raise taken from exc
+        raise
     return Onboarded(tenant_id=tenant_id, name=body.name, key_id=row["id"], api_key=key)
 
 
@@ -155,13 +164,21 @@ async def resume(core: Core, who: Identity, tenant_id: str) -> TenantView:
 
 async def create_key(core: Core, who: Identity, body: KeyCreate) -> KeyCreated:
     check_grant(who.role, body.role)
-    async with core.tx(who.key_id) as t:
-        if await keys_q.named(t.conn, who.tenant_id, body.name) is not None:
-            raise AlreadyExists(f"a key named {body.name!r} exists", field="name")
-        expires = t.now + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
-        key, row = key_values(who.tenant_id, body.name, body.role, t.now, expires_at=expires)
-        await t.apply([InsertKey(row, Why(actor=who.key_id))])
-        stored = await keys_q.get(t.conn, who.tenant_id, row["id"])
+    taken = AlreadyExists(f"a key named {body.name!r} exists", field="name")
+    try:
+        async with core.tx(who.key_id) as t:
+            if await keys_q.named(t.conn, who.tenant_id, body.name) is not None:
+                raise taken
+            expires = t.now + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
+            key, row = key_values(who.tenant_id, body.name, body.role, t.now, expires_at=expires)
+            await t.apply([InsertKey(row, Why(actor=who.key_id))])
+            stored = await keys_q.get(t.conn, who.tenant_id, row["id"])
+    except IntegrityError as exc:
+        # Another key of the name committed between this one's check and its insert.
+        async with core.tx() as t:
+            if await keys_q.named(t.conn, who.tenant_id, body.name) is not None:
+                raise taken from exc
+        raise
     assert stored is not None
     return KeyCreated(**key_view(stored).model_dump(), key=key)
 

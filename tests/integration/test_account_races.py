@@ -1,5 +1,7 @@
-"""A tenant suspended while its workers register: no worker of it stays online, and no job
-of a suspended tenant is handed to a worker, whatever order the transactions meet in."""
+"""Accounts meeting each other: a tenant suspended while its workers register (no worker of
+it stays online, no job of a suspended tenant is handed to a worker), and two onboardings or
+two keys of one name (the second is told the name is taken), whatever order the
+transactions meet in. The races need two writers: PostgreSQL."""
 
 from __future__ import annotations
 
@@ -48,6 +50,27 @@ def _store(coord: Coordinator, *statements: Any, read: Any = None) -> Any:
 REGISTER = {"hostname": "h", "slots": 1, "persistent": True}
 
 
+def _waiting(url: str) -> int:
+    """How many of the database's statements wait for a lock."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as look:
+        [(n,)] = look.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        ).fetchall()
+    return int(n)
+
+
+def _in_thread(fn: Any, answers: dict[str, Any], name: str) -> threading.Thread:
+    def run() -> None:
+        answers[name] = fn()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
 @pytest.mark.postgres
 def test_a_suspension_meeting_registers_leaves_none_of_its_workers_online(tmp_path):
     import psycopg
@@ -64,20 +87,10 @@ def test_a_suspension_meeting_registers_leaves_none_of_its_workers_online(tmp_pa
             answers: dict[str, int] = {}
 
             def call(name: str, fn: Any) -> threading.Thread:
-                def run() -> None:
-                    answers[name] = fn().status_code
+                return _in_thread(lambda: fn().status_code, answers, name)
 
-                th = threading.Thread(target=run, daemon=True)
-                th.start()
-                return th
-
-            def waiting() -> int:  # the coordinator's statements waiting for a lock
-                with psycopg.connect(url, autocommit=True) as look:
-                    [(n,)] = look.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND wait_event_type = 'Lock'"
-                    ).fetchall()
-                return int(n)
+            def waiting() -> int:
+                return _waiting(url)
 
             # Another transaction holds the tenant's row, as a slow suspension would: the
             # suspension stops at its write of the row while the registers run.
@@ -139,3 +152,36 @@ def test_a_suspended_tenants_job_is_never_handed_to_its_connected_worker(coordin
             assert _store(coordinator, read=state) == [("assigned",)]
     finally:
         wc.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("what", ["tenant", "key"])
+def test_a_name_taken_while_it_was_being_checked_answers_409(tmp_path, what):
+    # Another transaction inserts the name and is slow to commit: the check of the name
+    # finds nothing, the insert waits for the other and then meets the unique constraint.
+    import psycopg
+
+    with fresh_database("postgres", tmp_path) as url:
+        coord, stop = start_coordinator(tmp_path / "s", url)
+        try:
+            answers: dict[str, Any] = {}
+            with psycopg.connect(url) as other, coord.client() as op:
+                if what == "tenant":
+                    other.execute("INSERT INTO tenants (id, name, status, created_at)"
+                                  " VALUES ('t_other', 'Acme', 'active', now())")  # fmt: skip
+                    path, body = "/api/admin/tenants", {"name": "Acme"}
+                else:
+                    other.execute("INSERT INTO api_keys (id, tenant_id, name, key_hash, role,"
+                                  " created_at) VALUES ('key_other', 'default', 'ci',"
+                                  " 'h' || md5(random()::text), 'member', now())")  # fmt: skip
+                    path, body = "/api/admin/keys", {"name": "ci", "role": "member"}
+                th = _in_thread(lambda: op.post(path, json=body), answers, "second")
+                wait_until(lambda: _waiting(url) == 1, 10, "the insert waiting")
+                other.commit()
+                th.join(30)
+            r = answers["second"]
+            assert r.status_code == 409, r.text
+            assert r.json()["code"] == "already_exists"
+            assert r.json()["errors"][0]["field"] == "name"
+        finally:
+            stop()
