@@ -47,6 +47,7 @@ from corral.server.auth import (
     KEY_PREFIX_CHARS,
     Identity,
     hash_secret,
+    is_bootstrap,
     key_tag,
     key_values,
     new_id,
@@ -164,6 +165,10 @@ async def resume(core: Core, who: Identity, tenant_id: str) -> TenantView:
 
 async def create_key(core: Core, who: Identity, body: KeyCreate) -> KeyCreated:
     check_grant(who.role, body.role)
+    if body.name == BOOTSTRAP_KEY_NAME:
+        raise Conflict(f"the name {body.name!r} is reserved for the bootstrap key, which a"
+                       " start with CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY replaces",
+                       field="name")  # fmt: skip
     taken = AlreadyExists(f"a key named {body.name!r} exists", field="name")
     try:
         async with core.tx(who.key_id) as t:
@@ -207,7 +212,7 @@ async def rotate_key(core: Core, who: Identity, key_id: str) -> KeyCreated:
     """A new secret for the same key (name, role, expiry); the old secret stops working."""
     async with core.tx(who.key_id) as t:
         row = await _key(t, who, key_id)
-        if row["name"] == BOOTSTRAP_KEY_NAME:
+        if is_bootstrap(row):
             raise Conflict("the bootstrap key is what CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY says:"
                            " change it there and restart")  # fmt: skip
         key = new_secret("ck")

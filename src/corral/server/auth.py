@@ -43,7 +43,7 @@ from corral.model import (
     Unauthenticated,
     allows,
 )
-from corral.model.changes import InsertKey, Why
+from corral.model.changes import DeleteKey, InsertKey, Why
 from corral.protocol import WORKER_TOKEN_HEADER
 from corral.store import as_utc
 from corral.store import keys as keys_q
@@ -308,7 +308,13 @@ TenantsAdmin = Annotated[Identity, require(Permission.TENANTS_ADMIN)]
 Worker = Annotated[WorkerIdentity, Depends(worker_identity)]
 
 
-BOOTSTRAP_KEY_NAME = "bootstrap admin"
+BOOTSTRAP_KEY_NAME = "bootstrap admin"  # reserved: no key is created with it through the API
+
+
+def is_bootstrap(row: Any) -> bool:
+    """Whether a stored key is the bootstrap key (CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY's)."""
+    return bool(row["tenant_id"] == DEFAULT_TENANT and row["name"] == BOOTSTRAP_KEY_NAME
+                and row["role"] == Role.OPERATOR.value)  # fmt: skip
 
 
 def key_values(
@@ -342,8 +348,13 @@ async def _ensure_operator_key(core: Any, bootstrap: str | None) -> str | None:
     async with core.tx("coordinator start") as t:
         if bootstrap:
             digest = hash_secret(bootstrap)
-            # The key this replaces, if another was the bootstrap key before, stops working.
-            await keys_q.delete_named_except(t.conn, BOOTSTRAP_KEY_NAME, digest)
+            # The key this replaces, if another was the bootstrap key before, stops working;
+            # a key of that name in another tenant or of another role is none of its business.
+            replaced = await keys_q.named_except(t.conn, DEFAULT_TENANT, BOOTSTRAP_KEY_NAME,
+                                                 Role.OPERATOR.value, digest)  # fmt: skip
+            await t.apply([DeleteKey(r["id"], DEFAULT_TENANT,
+                                     Why(message="replaced by another bootstrap key"))
+                           for r in replaced])  # fmt: skip
             if await keys_q.by_hash(t.conn, digest) is None:
                 _, row = key_values(DEFAULT_TENANT, BOOTSTRAP_KEY_NAME, Role.OPERATOR, t.now,
                                     secret=bootstrap)  # fmt: skip

@@ -77,10 +77,15 @@ async def delete_key(conn: AsyncConnection, key_id: str) -> bool:
     return bool((await conn.execute(delete(api_keys).where(api_keys.c.id == key_id))).rowcount)
 
 
-async def delete_named_except(conn: AsyncConnection, name: str, keep_hash: str) -> int:
-    """Drop the keys called ``name`` but the one whose hash is ``keep_hash``."""
-    q = delete(api_keys).where(api_keys.c.name == name, api_keys.c.key_hash != keep_hash)
-    return int((await conn.execute(q)).rowcount or 0)
+async def named_except(
+    conn: AsyncConnection, tenant_id: str, name: str, role: str, keep_hash: str
+) -> Sequence[RowMapping]:
+    """The tenant's keys called ``name`` of ``role``, but the one whose hash is ``keep_hash``."""
+    q = select(api_keys).where(
+        api_keys.c.tenant_id == tenant_id, api_keys.c.name == name, api_keys.c.role == role,
+        api_keys.c.key_hash != keep_hash,
+    )  # fmt: skip
+    return (await conn.execute(q)).mappings().all()
 
 
 # ---- tenants ----------------------------------------------------------------------------
