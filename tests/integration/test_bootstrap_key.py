@@ -131,3 +131,25 @@ def test_only_the_bootstrap_key_is_replaced_and_its_name_is_reserved(tmp_path, d
         assert entry["tenant_id"] == "default" and "bootstrap" in entry["message"]
     finally:
         stop()
+
+
+def test_a_bootstrap_key_with_two_dots_is_a_key_and_one_that_is_a_token_is_refused(
+    tmp_path, db_url
+):
+    from pydantic import ValidationError
+
+    from corral.server.config import ServerSettings
+
+    dotted = "ck_test." + "d" * 16 + "." + "e" * 16  # as a password manager might make it
+    coord, stop = start_coordinator(tmp_path / "a", db_url, bootstrap_admin_key=dotted)
+    try:
+        with coord.client(dotted) as c:
+            assert c.get("/api/jobs").status_code == 200
+            token = c.post("/api/auth/token", json={}).json()["access_token"]
+        with coord.client(token) as c:  # a token is still a token
+            assert c.get("/api/jobs").status_code == 200
+    finally:
+        stop()
+    # One that would be taken for a token never becomes a key.
+    with pytest.raises(ValidationError, match="token"):
+        ServerSettings(data_dir=tmp_path, bootstrap_admin_key=token)

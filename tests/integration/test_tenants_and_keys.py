@@ -239,13 +239,17 @@ def test_forged_expired_and_foreign_tokens_are_refused(coordinator):
         "no expiry": sign({k: v for k, v in claims.items() if k != "exp"}),
         "unknown kid": sign(claims, kid="sk_x"),
         "another tenant": sign({**claims, "tid": "t_other"}),
-        "not a token": "a.b.c",
+        "no key secret": sign({k: v for k, v in claims.items() if k != "kh"}),
+        "another key secret": sign({**claims, "kh": "0" * 16}),
     }
     for name, token in forged.items():
         with coordinator.client(token) as c:
             r = c.get("/api/jobs")
         assert r.status_code == 401, (name, r.text)
         assert "token" in r.json()["detail"], (name, r.text)
+    with coordinator.client("a.b.c") as c:  # no header: not a token, and no key either
+        r = c.get("/api/jobs")
+        assert r.status_code == 401 and "API key" in r.json()["detail"], r.text
     with coordinator.client(good) as c:
         assert c.get("/api/jobs").status_code == 200
 

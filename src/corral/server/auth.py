@@ -45,6 +45,7 @@ from corral.model import (
 )
 from corral.model.changes import DeleteKey, InsertKey, Why
 from corral.protocol import WORKER_TOKEN_HEADER
+from corral.server.tokens import looks_like_token
 from corral.store import as_utc
 from corral.store import keys as keys_q
 from corral.store import workers as workers_q
@@ -253,7 +254,7 @@ async def api_identity(
         raise Unauthenticated("an API key or token is required: Authorization: Bearer <key>")
     secret = creds.credentials
     who: Identity
-    if secret.count(".") == 2:  # a JWT; an API key has no dots
+    if looks_like_token(secret):
         claims = await core.tokens.verify(core.store.tx, secret)
         who = await core.credentials.key_by_id(core.store.tx, claims["sub"], core.clock.now(),
                                                claims["kh"])  # fmt: skip

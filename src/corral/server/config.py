@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from corral.config import Section, section_config
+from corral.server.tokens import looks_like_token
 from corral.store import Timeouts, default_url
 
 MIN_BOOTSTRAP_KEY = 32  # characters
@@ -101,6 +102,8 @@ class ServerSettings(Section):
                 f"is too short to be a secret: at least {MIN_BOOTSTRAP_KEY} characters"
                 " (python -c 'import secrets; print(\"ck_\" + secrets.token_urlsafe(32))')"
             )
+        if value is not None and looks_like_token(value.get_secret_value().strip()):
+            raise ValueError("looks like an API token (a JWT): it would be taken for one")
         return value
 
     @model_validator(mode="after")

@@ -46,6 +46,21 @@ RELOAD_EVERY_S = 1.0  # an unknown key id reads the store again at most this oft
 _REQUIRED = ["exp", "iat", "sub", "aud", "iss", "tid", "kh"]
 
 
+def looks_like_token(secret: str) -> bool:
+    """Whether a bearer secret is a JWT: three dot-separated parts whose first is a JSON
+    header. An API key is never one (a generated key has no dots; a bootstrap key that
+    would be one is refused at start), so a key with two dots is still taken for a key."""
+    if secret.count(".") != 2:
+        return False
+    try:
+        jwt.get_unverified_header(secret)
+    except jwt.DecodeError:
+        return False
+    except jwt.InvalidTokenError:  # a header with something wrong in it: a token still
+        pass
+    return True
+
+
 def _now() -> datetime:
     # Real time, as PyJWT checks it, whatever clock the coordinator's reaper runs on.
     return datetime.now(UTC)
