@@ -194,6 +194,39 @@ def test_a_body_that_never_finishes_arriving_is_cut_off_with_408(tmp_path):
         stop()
 
 
+def test_a_body_that_arrives_a_byte_at_a_time_is_cut_off_at_its_deadline(tmp_path):
+    import select
+    import socket
+
+    from harness import start_coordinator
+
+    # Each byte comes well within the per-part timeout; the whole never comes in time.
+    coord, stop = start_coordinator(tmp_path / "s", f"sqlite:///{tmp_path / 'c.db'}",
+                                    body_timeout_s=1, body_deadline_s=2)  # fmt: skip
+    try:
+        host, port = coord.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer"
+                      f" {coord.admin_key}\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 1000\r\n\r\n{".encode())  # fmt: skip
+            started = time.monotonic()
+            # A byte every 0.3 s until the answer is there (never once it is: a byte sent
+            # after the server closed would reset the connection, and lose the answer).
+            while time.monotonic() - started < 8 and not select.select([s], [], [], 0.3)[0]:
+                s.sendall(b" ")
+            waited = time.monotonic() - started
+            parts = [s.recv(65536)]
+            while parts[-1]:  # the answer may come in several segments; then it closes
+                parts.append(s.recv(65536))
+        text = b"".join(parts).decode()
+        assert text.startswith("HTTP/1.1 408"), (text, waited)
+        assert "request_timeout" in text and "within 2 s" in text and 1.5 < waited < 6
+        with coord.client() as c:
+            assert c.get("/api/jobs").json()["jobs"] == []
+    finally:
+        stop()
+
+
 def test_a_result_past_its_cap_is_refused_naming_it(coordinator):
     _, wc = register_worker(coordinator)
     with coordinator.client() as c:

@@ -91,3 +91,65 @@ def test_coordinators_starting_at_once_on_a_fresh_store_all_start(tmp_path, db_u
 
     printed = asyncio.run(starts())
     assert sum(k is not None for k in printed) == (0 if bootstrap else 1), printed
+
+
+def test_only_the_bootstrap_key_is_replaced_and_its_name_is_reserved(tmp_path, db_url):
+    from corral.model import Role
+    from corral.server.auth import BOOTSTRAP_KEY_NAME, key_values
+    from corral.store import keys as keys_q
+
+    first, stop = start_coordinator(tmp_path / "a", db_url)
+    try:
+        with first.client() as op:
+            acme = op.post("/api/admin/tenants", json={"name": "Acme"}).json()
+            r = op.post("/api/admin/keys", json={"name": BOOTSTRAP_KEY_NAME, "role": "operator"})
+            assert r.status_code == 409 and r.json()["errors"][0]["field"] == "name", r.text
+        with first.client(acme["api_key"]) as a:
+            r = a.post("/api/admin/keys", json={"name": BOOTSTRAP_KEY_NAME, "role": "admin"})
+            assert r.status_code == 409 and r.json()["errors"][0]["field"] == "name", r.text
+        # One made before the name was reserved, in another tenant.
+        core = first.app.state.core
+
+        async def made_before() -> str:
+            async with core.store.tx() as conn:
+                key, row = key_values(acme["tenant_id"], BOOTSTRAP_KEY_NAME, Role.ADMIN,
+                                      core.clock.now())  # fmt: skip
+                await keys_q.insert(conn, row)
+                return key
+
+        theirs = first.call(made_before())
+    finally:
+        stop()
+    second, stop = start_coordinator(tmp_path / "b", db_url)  # another bootstrap key
+    try:
+        with second.client(first.admin_key) as old, second.client(theirs) as t:
+            assert old.get("/api/jobs").status_code == 401
+            assert t.get("/api/jobs").status_code == 200  # not the bootstrap key: kept
+        with second.client() as op:
+            revoked = op.get("/api/admin/audit", params={"action": "key.revoked"}).json()
+        [entry] = revoked["events"]
+        assert entry["tenant_id"] == "default" and "bootstrap" in entry["message"]
+    finally:
+        stop()
+
+
+def test_a_bootstrap_key_with_two_dots_is_a_key_and_one_that_is_a_token_is_refused(
+    tmp_path, db_url
+):
+    from pydantic import ValidationError
+
+    from corral.server.config import ServerSettings
+
+    dotted = "ck_test." + "d" * 16 + "." + "e" * 16  # as a password manager might make it
+    coord, stop = start_coordinator(tmp_path / "a", db_url, bootstrap_admin_key=dotted)
+    try:
+        with coord.client(dotted) as c:
+            assert c.get("/api/jobs").status_code == 200
+            token = c.post("/api/auth/token", json={}).json()["access_token"]
+        with coord.client(token) as c:  # a token is still a token
+            assert c.get("/api/jobs").status_code == 200
+    finally:
+        stop()
+    # One that would be taken for a token never becomes a key.
+    with pytest.raises(ValidationError, match="token"):
+        ServerSettings(data_dir=tmp_path, bootstrap_admin_key=token)

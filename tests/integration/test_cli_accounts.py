@@ -105,7 +105,8 @@ def test_a_token_from_corral_token_works_by_flag_env_and_file(coord, tmp_path):
     assert cli(coord, "--token-file", str(path), "jobs", "ls", key="ck_wrong").exit_code == 0
     r = cli(coord, "--token-file", str(tmp_path / "missing"), "jobs", "ls")
     assert r.exit_code == 2 and "cannot read" in r.stderr
-    r = cli(coord, "--token", "a.b.c", "jobs", "ls")
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    r = cli(coord, "--token", forged, "jobs", "ls")
     assert r.exit_code == 2 and "invalid API token" in r.stderr
 
 

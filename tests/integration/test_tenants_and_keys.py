@@ -10,6 +10,7 @@ from datetime import timedelta
 import httpx
 import jwt
 from harness import start_coordinator
+from harness_e2e import wait_until
 from sqlalchemy import update
 from wire import next_event
 
@@ -238,13 +239,17 @@ def test_forged_expired_and_foreign_tokens_are_refused(coordinator):
         "no expiry": sign({k: v for k, v in claims.items() if k != "exp"}),
         "unknown kid": sign(claims, kid="sk_x"),
         "another tenant": sign({**claims, "tid": "t_other"}),
-        "not a token": "a.b.c",
+        "no key secret": sign({k: v for k, v in claims.items() if k != "kh"}),
+        "another key secret": sign({**claims, "kh": "0" * 16}),
     }
     for name, token in forged.items():
         with coordinator.client(token) as c:
             r = c.get("/api/jobs")
         assert r.status_code == 401, (name, r.text)
         assert "token" in r.json()["detail"], (name, r.text)
+    with coordinator.client("a.b.c") as c:  # no header: not a token, and no key either
+        r = c.get("/api/jobs")
+        assert r.status_code == 401 and "API key" in r.json()["detail"], r.text
     with coordinator.client(good) as c:
         assert c.get("/api/jobs").status_code == 200
 
@@ -257,6 +262,104 @@ def test_a_token_from_one_coordinator_holds_on_another_of_the_same_store(tmp_pat
         token = token_for(one, key)["access_token"]
         with two.client(token) as c:
             assert c.get("/api/jobs").status_code == 200
+    finally:
+        stop_two()
+        stop_one()
+
+
+def signing_keys(coord, **backdate):
+    """The store's signing keys (id -> when made), after putting those named in
+    ``backdate`` (id -> seconds) that far in the past."""
+    from datetime import UTC, datetime
+
+    from corral.store.tables import signing_keys as table
+
+    async def go():
+        async with coord.app.state.core.store.tx() as conn:
+            for kid, ago in backdate.items():
+                then = datetime.now(UTC) - timedelta(seconds=ago)
+                await conn.execute(update(table).where(table.c.id == kid).values(created_at=then))
+            rows = (await conn.execute(table.select())).mappings().all()
+            return {r["id"]: r["created_at"] for r in rows}
+
+    return coord.call(go())
+
+
+def test_a_signing_key_is_kept_while_a_coordinator_may_still_sign_with_it(tmp_path, db_url):
+    from corral.server.tokens import PRUNE_AFTER_S
+
+    key = f"ck_test_{'k' * 32}"
+    day = 86400
+    one, stop_one = start_coordinator(tmp_path / "a", db_url, bootstrap_admin_key=key)
+    stop_two = None
+    try:
+        [first] = signing_keys(one)
+        signing_keys(one, **{first: 8.5 * day})  # one has signed with it for 8.5 days
+        early = token_for(one, key)["access_token"]
+        assert jwt.get_unverified_header(early)["kid"] == first
+        # A coordinator starting now makes a new key, and keeps the one the other signs with.
+        two, stop_two = start_coordinator(tmp_path / "b", db_url, bootstrap_admin_key=key)
+        made = signing_keys(two)
+        assert first in made and len(made) == 2
+        [second] = set(made) - {first}
+        still = token_for(one, key)["access_token"]  # one has not looked again yet
+        for coord in (one, two):
+            for token in (early, still):
+                with coord.client(token) as c:
+                    assert c.get("/api/jobs").status_code == 200
+        assert jwt.get_unverified_header(token_for(two, key)["access_token"])["kid"] == second
+        # Running, the first reads the keys again and signs with the newest.
+        core = one.app.state.core
+        one.call(core.tokens.refresh(core.store.tx))
+        late = token_for(one, key)["access_token"]
+        assert jwt.get_unverified_header(late)["kid"] == second
+        # The old key goes once its successor has been the newest for longer than any
+        # token lives, and not before.
+        signing_keys(two, **{second: PRUNE_AFTER_S - 600})
+        one.call(core.tokens.refresh(core.store.tx))
+        assert set(signing_keys(one)) == {first, second}
+        signing_keys(two, **{second: PRUNE_AFTER_S + 60})
+        one.call(core.tokens.refresh(core.store.tx))
+        assert set(signing_keys(one)) == {second}
+        for coord in (one, two):
+            with coord.client(late) as c:
+                assert c.get("/api/jobs").status_code == 200
+    finally:
+        if stop_two is not None:
+            stop_two()
+        stop_one()
+
+
+def test_rotating_a_key_ends_its_tokens_on_every_coordinator(tmp_path, db_url):
+    # A token names its key's id, which rotation keeps: it must be bound to the secret too.
+    from corral.server.auth import KEY_TTL_S
+
+    key = f"ck_test_{'k' * 32}"
+    one, stop_one = start_coordinator(tmp_path / "a", db_url, bootstrap_admin_key=key)
+    two, stop_two = start_coordinator(tmp_path / "b", db_url, bootstrap_admin_key=key)
+    try:
+        acme = onboard(one)
+        with one.client(acme["api_key"]) as admin:
+            ci = admin.post("/api/admin/keys", json={"name": "ci", "role": "member"}).json()
+        before = token_for(one, ci["key"])["access_token"]
+        for coord in (one, two):
+            with coord.client(before) as c:
+                assert c.get("/api/jobs").status_code == 200
+        with one.client(acme["api_key"]) as admin:
+            rotated = admin.post(f"/api/admin/keys/{ci['id']}/rotate").json()
+        with one.client(before) as c:  # at once where it was rotated
+            r = c.get("/api/jobs")
+            assert r.status_code == 401 and "rotated" in r.json()["detail"], r.text
+        # Elsewhere as soon as the old secret itself stops there (KEY_TTL_S), and for good.
+        with two.client(before) as c, two.client(ci["key"]) as old:
+            wait_until(lambda: c.get("/api/jobs").status_code == 401, KEY_TTL_S + 5, "refusal")
+            assert old.get("/api/jobs").status_code == 401
+            time.sleep(KEY_TTL_S)
+            assert c.get("/api/jobs").status_code == 401
+        after = token_for(two, rotated["key"])["access_token"]
+        for coord in (one, two):
+            with coord.client(after) as c:
+                assert c.get("/api/jobs").status_code == 200
     finally:
         stop_two()
         stop_one()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from corral.model import (
     AlreadyExists,
@@ -46,6 +47,8 @@ from corral.server.auth import (
     KEY_PREFIX_CHARS,
     Identity,
     hash_secret,
+    is_bootstrap,
+    key_tag,
     key_values,
     new_id,
     new_secret,
@@ -79,16 +82,24 @@ async def onboard(core: Core, who: Identity | None, body: TenantCreate) -> Onboa
     """A tenant and its first admin key, whose plaintext only this answer holds. ``who``
     None: self-service (the server allows it, within its address's budget)."""
     actor = who.key_id if who is not None else SELF_SERVICE
-    async with core.tx(actor) as t:
-        if await keys_q.tenant_named(t.conn, body.name) is not None:
-            raise AlreadyExists(f"a tenant named {body.name!r} exists", field="name")
-        tenant_id = new_id("t")
-        key, row = key_values(tenant_id, FIRST_KEY_NAME, Role.ADMIN, t.now)
-        await t.apply([
-            InsertTenant({"id": tenant_id, "name": body.name, "created_at": t.now,
-                          "status": TenantStatus.ACTIVE.value}, Why(actor=actor)),
-            InsertKey(row, Why(actor=actor, message="the tenant's first admin key")),
-        ])  # fmt: skip
+    taken = AlreadyExists(f"a tenant named {body.name!r} exists", field="name")
+    try:
+        async with core.tx(actor) as t:
+            if await keys_q.tenant_named(t.conn, body.name) is not None:
+                raise taken
+            tenant_id = new_id("t")
+            key, row = key_values(tenant_id, FIRST_KEY_NAME, Role.ADMIN, t.now)
+            await t.apply([
+                InsertTenant({"id": tenant_id, "name": body.name, "created_at": t.now,
+                              "status": TenantStatus.ACTIVE.value}, Why(actor=actor)),
+                InsertKey(row, Why(actor=actor, message="the tenant's first admin key")),
+            ])  # fmt: skip
+    except IntegrityError as exc:
+        # Another onboarding of the name committed between this one's check and its insert.
+        async with core.tx() as t:
+            if await keys_q.tenant_named(t.conn, body.name) is not None:
+                raise taken from exc
+        raise
     return Onboarded(tenant_id=tenant_id, name=body.name, key_id=row["id"], api_key=key)
 
 
@@ -124,16 +135,19 @@ async def suspend(core: Core, who: Identity, tenant_id: str) -> TenantView:
         raise Conflict("an operator's own tenant cannot be suspended")
     async with core.tx(who.key_id) as t:
         row = await _tenant(t, tenant_id)
-        if row["status"] == TenantStatus.ACTIVE:
+        moved = MoveTenant(tenant_id, TenantStatus.ACTIVE, TenantStatus.SUSPENDED,
+                           {"suspended_at": t.now}, Why(actor=who.key_id))  # fmt: skip
+        # The status first, then its workers, locked: a register holds the tenant's row
+        # (FOR SHARE) until it commits, so one that read the tenant active has committed
+        # before this reads its worker, and one that comes later waits and is refused.
+        if row["status"] == TenantStatus.ACTIVE and not await t.apply([moved]):
             offline: list[Change] = []
-            for w in await workers_q.all_of(t.conn, tenant_id):
+            for w in await workers_q.locked_of(t.conn, tenant_id):
                 active = [JobSnap.of(j) for j in await jobs_q.active_on(t.conn, w["id"])]
                 offline += decide.go_offline(
                     WorkerSnap.of(w), active, Reason.TENANT_SUSPENDED, "its tenant was suspended",
                     now=t.now, policy=t.policy)  # fmt: skip
-            await t.apply([MoveTenant(tenant_id, TenantStatus.ACTIVE, TenantStatus.SUSPENDED,
-                                      {"suspended_at": t.now}, Why(actor=who.key_id),
-                                      then=tuple(offline))])  # fmt: skip
+            await t.apply(offline)
         return tenant_view(await _tenant(t, tenant_id))
 
 
@@ -151,13 +165,25 @@ async def resume(core: Core, who: Identity, tenant_id: str) -> TenantView:
 
 async def create_key(core: Core, who: Identity, body: KeyCreate) -> KeyCreated:
     check_grant(who.role, body.role)
-    async with core.tx(who.key_id) as t:
-        if await keys_q.named(t.conn, who.tenant_id, body.name) is not None:
-            raise AlreadyExists(f"a key named {body.name!r} exists", field="name")
-        expires = t.now + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
-        key, row = key_values(who.tenant_id, body.name, body.role, t.now, expires_at=expires)
-        await t.apply([InsertKey(row, Why(actor=who.key_id))])
-        stored = await keys_q.get(t.conn, who.tenant_id, row["id"])
+    if body.name == BOOTSTRAP_KEY_NAME:
+        raise Conflict(f"the name {body.name!r} is reserved for the bootstrap key, which a"
+                       " start with CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY replaces",
+                       field="name")  # fmt: skip
+    taken = AlreadyExists(f"a key named {body.name!r} exists", field="name")
+    try:
+        async with core.tx(who.key_id) as t:
+            if await keys_q.named(t.conn, who.tenant_id, body.name) is not None:
+                raise taken
+            expires = t.now + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
+            key, row = key_values(who.tenant_id, body.name, body.role, t.now, expires_at=expires)
+            await t.apply([InsertKey(row, Why(actor=who.key_id))])
+            stored = await keys_q.get(t.conn, who.tenant_id, row["id"])
+    except IntegrityError as exc:
+        # Another key of the name committed between this one's check and its insert.
+        async with core.tx() as t:
+            if await keys_q.named(t.conn, who.tenant_id, body.name) is not None:
+                raise taken from exc
+        raise
     assert stored is not None
     return KeyCreated(**key_view(stored).model_dump(), key=key)
 
@@ -186,7 +212,7 @@ async def rotate_key(core: Core, who: Identity, key_id: str) -> KeyCreated:
     """A new secret for the same key (name, role, expiry); the old secret stops working."""
     async with core.tx(who.key_id) as t:
         row = await _key(t, who, key_id)
-        if row["name"] == BOOTSTRAP_KEY_NAME:
+        if is_bootstrap(row):
             raise Conflict("the bootstrap key is what CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY says:"
                            " change it there and restart")  # fmt: skip
         key = new_secret("ck")
@@ -200,10 +226,12 @@ async def rotate_key(core: Core, who: Identity, key_id: str) -> KeyCreated:
 # ---- API tokens -------------------------------------------------------------------------
 
 
-def issue_token(core: Core, who: Identity, body: TokenRequest) -> TokenIssued:
+async def issue_token(core: Core, who: Identity, body: TokenRequest) -> TokenIssued:
     """A short-lived token for the key that asks: a token cannot renew itself."""
     if who.token:
         raise PermissionDenied("a token is exchanged for a key, not for another token")
-    token, expires = core.tokens.issue(who.key_id, who.tenant_id, who.role, body.expires_in_s)
+    token, expires = await core.tokens.issue(core.store.tx, who.key_id, key_tag(who.key_hash),
+                                             who.tenant_id, who.role,
+                                             body.expires_in_s)  # fmt: skip
     return TokenIssued(access_token=token, expires_at=expires, expires_in_s=body.expires_in_s,
                        key_id=who.key_id)  # fmt: skip

@@ -82,7 +82,8 @@ def create_app(
     errors.install(app)
     errors.document(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
-                       timeout_s=settings.body_timeout_s)  # fmt: skip
+                       timeout_s=settings.body_timeout_s,
+                       deadline_s=settings.body_deadline_s)  # fmt: skip
     app.add_middleware(CauseMiddleware)  # outermost: a refused body gets its request id too
     app.include_router(workers.router)
     app.include_router(admin.router)

@@ -43,8 +43,9 @@ from corral.model import (
     Unauthenticated,
     allows,
 )
-from corral.model.changes import InsertKey, Why
+from corral.model.changes import DeleteKey, InsertKey, Why
 from corral.protocol import WORKER_TOKEN_HEADER
+from corral.server.tokens import looks_like_token
 from corral.store import as_utc
 from corral.store import keys as keys_q
 from corral.store import workers as workers_q
@@ -72,6 +73,16 @@ class Identity:
     role: Role
     key_id: str
     token: bool = False  # it came as an API token issued for the key, not the key itself
+    key_hash: str = field(default="", repr=False)  # the key's current secret, as stored
+
+
+KEY_TAG_CHARS = 16  # of a key's stored hash, in each token issued for it (its "kh" claim)
+
+
+def key_tag(key_hash: str) -> str:
+    """What binds a token to its key's current secret: rotating the key changes it, so a
+    token issued before the rotation no longer matches its key."""
+    return key_hash[:KEY_TAG_CHARS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +181,15 @@ class Credentials:
         last use is written at most every ``LAST_USED_EVERY_S``."""
         return await self._lookup(conn_of, digest, now, lambda c: keys_q.by_hash(c, digest))
 
-    async def key_by_id(self, conn_of: Any, key_id: str, now: datetime) -> Identity:
-        """As ``key``, for the key an API token was issued for: revoking the key, or
-        suspending its tenant, ends its tokens too."""
-        return await self._lookup(conn_of, f"id:{key_id}", now, lambda c: keys_q.by_id(c, key_id))
+    async def key_by_id(self, conn_of: Any, key_id: str, now: datetime, tag: str) -> Identity:
+        """As ``key``, for the key an API token was issued for, while its secret is still
+        the one the token was issued under (``tag``, its ``kh`` claim): revoking or
+        rotating the key, or suspending its tenant, ends its tokens too."""
+        who = await self._lookup(conn_of, f"id:{key_id}", now, lambda c: keys_q.by_id(c, key_id))
+        if not hmac.compare_digest(key_tag(who.key_hash), tag):
+            raise Unauthenticated("this API token was issued before its key was rotated:"
+                                  " ask for a new one")  # fmt: skip
+        return who
 
     async def _lookup(self, conn_of: Any, ref: str, now: datetime, read: Any) -> Identity:
         cached = self._keys.get(ref)
@@ -193,7 +209,8 @@ class Credentials:
         last = as_utc(row["last_used_at"])
         if last is None or (now - last).total_seconds() >= LAST_USED_EVERY_S:
             await self._used(conn_of, row["id"], now)
-        who = Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"])
+        who = Identity(tenant_id=row["tenant_id"], role=Role(row["role"]), key_id=row["id"],
+                       key_hash=row["key_hash"])  # fmt: skip
         trust = KEY_TTL_S
         if expires is not None:
             trust = min(trust, (expires - now).total_seconds())
@@ -237,9 +254,10 @@ async def api_identity(
         raise Unauthenticated("an API key or token is required: Authorization: Bearer <key>")
     secret = creds.credentials
     who: Identity
-    if secret.count(".") == 2:  # a JWT; an API key has no dots
+    if looks_like_token(secret):
         claims = await core.tokens.verify(core.store.tx, secret)
-        who = await core.credentials.key_by_id(core.store.tx, claims["sub"], core.clock.now())
+        who = await core.credentials.key_by_id(core.store.tx, claims["sub"], core.clock.now(),
+                                               claims["kh"])  # fmt: skip
         if who.tenant_id != claims["tid"]:
             raise Unauthenticated("invalid API token")
         who = replace(who, token=True)
@@ -291,7 +309,13 @@ TenantsAdmin = Annotated[Identity, require(Permission.TENANTS_ADMIN)]
 Worker = Annotated[WorkerIdentity, Depends(worker_identity)]
 
 
-BOOTSTRAP_KEY_NAME = "bootstrap admin"
+BOOTSTRAP_KEY_NAME = "bootstrap admin"  # reserved: no key is created with it through the API
+
+
+def is_bootstrap(row: Any) -> bool:
+    """Whether a stored key is the bootstrap key (CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY's)."""
+    return bool(row["tenant_id"] == DEFAULT_TENANT and row["name"] == BOOTSTRAP_KEY_NAME
+                and row["role"] == Role.OPERATOR.value)  # fmt: skip
 
 
 def key_values(
@@ -325,8 +349,13 @@ async def _ensure_operator_key(core: Any, bootstrap: str | None) -> str | None:
     async with core.tx("coordinator start") as t:
         if bootstrap:
             digest = hash_secret(bootstrap)
-            # The key this replaces, if another was the bootstrap key before, stops working.
-            await keys_q.delete_named_except(t.conn, BOOTSTRAP_KEY_NAME, digest)
+            # The key this replaces, if another was the bootstrap key before, stops working;
+            # a key of that name in another tenant or of another role is none of its business.
+            replaced = await keys_q.named_except(t.conn, DEFAULT_TENANT, BOOTSTRAP_KEY_NAME,
+                                                 Role.OPERATOR.value, digest)  # fmt: skip
+            await t.apply([DeleteKey(r["id"], DEFAULT_TENANT,
+                                     Why(message="replaced by another bootstrap key"))
+                           for r in replaced])  # fmt: skip
             if await keys_q.by_hash(t.conn, digest) is None:
                 _, row = key_values(DEFAULT_TENANT, BOOTSTRAP_KEY_NAME, Role.OPERATOR, t.now,
                                     secret=bootstrap)  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from corral.config import Section, section_config
+from corral.server.tokens import looks_like_token
 from corral.store import Timeouts, default_url
 
 MIN_BOOTSTRAP_KEY = 32  # characters
@@ -79,6 +80,10 @@ class ServerSettings(Section):
         default=30, gt=0, le=3600,
         description="a request body whose next part takes longer to arrive is answered 408",
     )  # fmt: skip
+    body_deadline_s: float = Field(
+        default=120, gt=0, le=86400,
+        description="a request body not whole this long after it began is answered 408",
+    )  # fmt: skip
     db_connect_timeout_s: float = Field(default=5, gt=0, le=300)
     db_statement_timeout_s: float = Field(
         default=30, gt=0, le=3600, description="past it a statement fails: 503, retry"
@@ -97,6 +102,8 @@ class ServerSettings(Section):
                 f"is too short to be a secret: at least {MIN_BOOTSTRAP_KEY} characters"
                 " (python -c 'import secrets; print(\"ck_\" + secrets.token_urlsafe(32))')"
             )
+        if value is not None and looks_like_token(value.get_secret_value().strip()):
+            raise ValueError("looks like an API token (a JWT): it would be taken for one")
         return value
 
     @model_validator(mode="after")

@@ -82,8 +82,10 @@ class Dispatcher:
         # with an empty queue costs one index probe a round, not a read of every worker.
         if not await jobs_q.any_ready(t.conn, t.now):
             return 0
-        # Free slots next: with none, the queue is not read at all.
-        workers = {r["id"]: WorkerSnap.of(r) for r in await workers_q.by_ids(t.conn, connected)}
+        # Free slots (or prefetch room) next: with none, the queue is not read at all.
+        workers = {
+            r["id"]: WorkerSnap.of(r) for r in await workers_q.of_active_tenants(t.conn, connected)
+        }
         offers = await _offers(t, workers.values())
         if not offers:
             return 0

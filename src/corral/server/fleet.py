@@ -137,8 +137,11 @@ async def register(
 ) -> RegisterResponse:
     """Sync point: the worker says what it runs, we say what to keep; its outbox starts anew."""
     async with core.tx(w.worker_id) as t:
+        # The tenant first, held until commit: a suspension under way is waited for and
+        # seen, and one that comes after finds this worker registered and takes it offline.
+        # (Tenant before worker before job: the suspension locks in that order too.)
+        tenant = await keys_q.tenant(t.conn, w.tenant_id, share=True)
         row = await core.credentials.verify(t.conn, w, lock=True)  # against a drain meanwhile
-        tenant = await keys_q.tenant(t.conn, w.tenant_id)
         if tenant is None or tenant["status"] != TenantStatus.ACTIVE:
             raise PermissionDenied(f"tenant {w.tenant_id} is suspended: this worker is refused")
         gpus = [g.model_dump() for g in body.gpus]

@@ -21,13 +21,17 @@ __all__ = ["BodyLimit"]
 class BodyLimit:
     """Pure ASGI: a declared Content-Length past ``max_bytes`` is refused before anything is
     read; a body without one is counted as it arrives and cut off where it passes. A body
-    whose next part takes longer than ``timeout_s`` to arrive (a client that never finishes
-    its request, holding a connection and a task) is answered 408."""
+    whose next part takes longer than ``timeout_s`` to arrive, or that is not whole
+    ``deadline_s`` after it was first read (a client that never finishes its request, or
+    sends a byte now and then, holding a connection and a task), is answered 408."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0, deadline_s: float = 120.0
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,21 +43,29 @@ class BodyLimit:
             return
         seen = 0
         started = refused = whole = False
+        deadline: float | None = None  # the whole body by then, from its first read
 
         async def counted() -> Message:
-            nonlocal seen, refused, whole
+            nonlocal seen, refused, whole, deadline
             if refused:
                 return {"type": "http.disconnect"}
             if whole:  # the body is in: what follows is a wait for the client to leave
                 return await receive()
+            now = asyncio.get_running_loop().time()
+            if deadline is None:
+                deadline = now + self.deadline_s
+            overall = deadline - now < self.timeout_s
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout_at(min(deadline, now + self.timeout_s)):
                     message = await receive()
             except TimeoutError:
                 if started:
                     raise
                 refused = True
-                why = f"the request body did not arrive within {self.timeout_s:g} s"
+                if overall:
+                    why = f"the request body was not whole within {self.deadline_s:g} s"
+                else:
+                    why = f"the request body did not arrive within {self.timeout_s:g} s"
                 await self._refuse(send, 408, "request_timeout", why)
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":

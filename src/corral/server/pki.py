@@ -5,13 +5,16 @@
 for the names the coordinator is reached by (localhost, 127.0.0.1, its host name, the
 ``--host`` it binds and any ``ssl_hosts``). Workers and the CLI trust ``ca.pem``
 (``--ca-file``). The server certificate is made again at a start when it is within
-``RENEW_BEFORE`` of its end or does not name every host asked for. Keys are EC P-256.
+``RENEW_BEFORE`` of its end, does not name every host asked for, or is not for the key
+beside it (a crash between writing the two). Each file is written whole or not at all
+(a file beside it, renamed over it); keys are 0600 from their creation. Keys are EC P-256.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,11 +40,39 @@ class ServerTLS:
     ca_file: Path | None  # the internal CA's certificate, when it made the server's
 
 
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Written whole or not at all: a file beside it (``mode`` from its creation), synced,
+    then renamed over it. A crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)  # whatever the umask took away
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    path.chmod(0o600)
+    _write(path, data, 0o600)
+
+
+def _same_key(cert: x509.Certificate, key: object) -> bool:
+    """Whether ``cert`` is for ``key``: two files cannot be renamed at once, so a crash
+    between writing a new key and its certificate leaves a pair that does not match."""
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        return False
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(cert.public_key().public_bytes(*der) == key.public_key().public_bytes(*der))
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -60,7 +91,9 @@ def ensure_ca(pki: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     if cert_path.exists() and key_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_key(cert, key):
+            # Not made again: clients trust this ca.pem. Someone replaced one of the two.
+            raise ValueError(f"{key_path} is not the key of {cert_path}")
         return cert, key
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
@@ -78,8 +111,9 @@ def ensure_ca(pki: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )  # fmt: skip
-    _write_private(key_path, _key_pem(key))  # the key first: a CA without it is no CA
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # The key first: a certificate without its key is made again, with a new key.
+    _write_private(key_path, _key_pem(key))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -102,13 +136,16 @@ def default_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
     return [*hosts, *extra]
 
 
-def _still_good(path: Path, sans: list[x509.GeneralName], ca: x509.Certificate) -> bool:
+def _still_good(
+    path: Path, key_path: Path, sans: list[x509.GeneralName], ca: x509.Certificate
+) -> bool:
     try:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
         named = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, x509.ExtensionNotFound):
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, x509.ExtensionNotFound):
         return False
-    return (cert.issuer == ca.subject and set(sans) <= set(named)
+    return (cert.issuer == ca.subject and set(sans) <= set(named) and _same_key(cert, key)
             and cert.not_valid_after_utc - RENEW_BEFORE > datetime.now(UTC))  # fmt: skip
 
 
@@ -118,7 +155,9 @@ def server_tls(data_dir: Path, hosts: Iterable[str]) -> ServerTLS:
     ca, ca_key = ensure_ca(pki)
     cert_path, key_path = pki / "server.pem", pki / "server.key"
     sans = _sans(hosts)
-    if not (key_path.exists() and _still_good(cert_path, sans, ca)):
+    for stale in pki.glob(".*.tmp"):  # what a crash in the middle of a write left
+        stale.unlink(missing_ok=True)
+    if not _still_good(cert_path, key_path, sans, ca):
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         cert = (
@@ -135,5 +174,5 @@ def server_tls(data_dir: Path, hosts: Iterable[str]) -> ServerTLS:
             .sign(ca_key, hashes.SHA256())
         )  # fmt: skip
         _write_private(key_path, _key_pem(key))
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return ServerTLS(cert_path, key_path, pki / "ca.pem")

@@ -83,6 +83,8 @@ async def tick(core: Core) -> None:
     core.acted_at = core.monotonic()
     for wid in dropped:
         core.hub.forget(wid)
+    if core.tokens.due():  # a coordinator that runs for weeks rotates and prunes too
+        await core.tokens.refresh(core.store.tx)
 
 
 async def _silent(core: Core, t: Tx) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from corral.store._dialect import one_writer
 from corral.store.tables import api_keys, tenants
 from corral.store.tables import signing_keys as signing_keys_t
 
@@ -76,10 +77,15 @@ async def delete_key(conn: AsyncConnection, key_id: str) -> bool:
     return bool((await conn.execute(delete(api_keys).where(api_keys.c.id == key_id))).rowcount)
 
 
-async def delete_named_except(conn: AsyncConnection, name: str, keep_hash: str) -> int:
-    """Drop the keys called ``name`` but the one whose hash is ``keep_hash``."""
-    q = delete(api_keys).where(api_keys.c.name == name, api_keys.c.key_hash != keep_hash)
-    return int((await conn.execute(q)).rowcount or 0)
+async def named_except(
+    conn: AsyncConnection, tenant_id: str, name: str, role: str, keep_hash: str
+) -> Sequence[RowMapping]:
+    """The tenant's keys called ``name`` of ``role``, but the one whose hash is ``keep_hash``."""
+    q = select(api_keys).where(
+        api_keys.c.tenant_id == tenant_id, api_keys.c.name == name, api_keys.c.role == role,
+        api_keys.c.key_hash != keep_hash,
+    )  # fmt: skip
+    return (await conn.execute(q)).mappings().all()
 
 
 # ---- tenants ----------------------------------------------------------------------------
@@ -89,8 +95,15 @@ async def insert_tenant(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(tenants.insert().values(**values))
 
 
-async def tenant(conn: AsyncConnection, tenant_id: str) -> RowMapping | None:
-    return (await conn.execute(select(tenants).where(tenants.c.id == tenant_id))).mappings().first()
+async def tenant(
+    conn: AsyncConnection, tenant_id: str, *, share: bool = False
+) -> RowMapping | None:
+    """``share`` holds the row against a suspension until commit (FOR SHARE on PostgreSQL;
+    SQLite has one writer): a suspension that started first is waited for, and seen."""
+    q = select(tenants).where(tenants.c.id == tenant_id)
+    if share and not one_writer(conn):
+        q = q.with_for_update(read=True)
+    return (await conn.execute(q)).mappings().first()
 
 
 async def tenant_named(conn: AsyncConnection, name: str) -> RowMapping | None:

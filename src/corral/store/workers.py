@@ -10,9 +10,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from corral.model import WorkerStatus, check_worker_transition
+from corral.model import TenantStatus, WorkerStatus, check_worker_transition
 from corral.store._dialect import one_writer
-from corral.store.tables import workers
+from corral.store.tables import tenants, workers
 
 
 async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -51,10 +51,29 @@ async def all_of(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:
     return (await conn.execute(q)).mappings().all()
 
 
+async def locked_of(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:
+    """The tenant's workers, locked until commit in id order (PostgreSQL; SQLite has one
+    writer), as a dispatch round locks them."""
+    q = select(workers).where(workers.c.tenant_id == tenant_id).order_by(workers.c.id)
+    if not one_writer(conn):
+        q = q.with_for_update(key_share=True)
+    return (await conn.execute(q)).mappings().all()
+
+
 async def by_ids(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMapping]:
     if not ids:
         return []
     return (await conn.execute(select(workers).where(workers.c.id.in_(list(ids))))).mappings().all()
+
+
+async def of_active_tenants(conn: AsyncConnection, ids: Collection[str]) -> Sequence[RowMapping]:
+    """Of ``ids``, the workers whose tenant is active: a suspended tenant's worker is never
+    offered work, even if it were still connected."""
+    if not ids:
+        return []
+    active = select(tenants.c.id).where(tenants.c.status == TenantStatus.ACTIVE.value)
+    q = select(workers).where(workers.c.id.in_(list(ids)), workers.c.tenant_id.in_(active))
+    return (await conn.execute(q)).mappings().all()
 
 
 async def lock(conn: AsyncConnection, worker_id: str) -> None:

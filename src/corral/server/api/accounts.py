@@ -50,8 +50,8 @@ async def audit_entries(
 async def token(request: Request, who: AnyKey, body: TokenRequest) -> TokenIssued:
     """Exchange the API key in the Authorization header for a short-lived token (a JWT)
     that is accepted wherever the key is, with the key's role, until it expires or the
-    key is revoked."""
-    return accounts.issue_token(request.app.state.core, who, body)
+    key is revoked or rotated."""
+    return await accounts.issue_token(request.app.state.core, who, body)
 
 
 @tenants.post("", response_model=Onboarded, status_code=201)
