@@ -144,3 +144,16 @@ def test_only_corral_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError) as info:
         WorkerSettings()
     assert {e["type"] for e in info.value.errors()} == {"missing"}
+
+
+def test_prefetch_defaults_to_four_calls_a_slot_and_takes_zero(tmp_path: Path) -> None:
+    def prefetch(**kw: object) -> int:
+        s = WorkerSettings(orchestrator_url="http://c:1", worker_token="wt_x",  # type: ignore[arg-type]
+                           data_dir=tmp_path, **kw)  # fmt: skip
+        return s.call_prefetch
+
+    assert prefetch(max_concurrent_tasks=3) == 12
+    assert prefetch(max_concurrent_tasks=1000) == 1024
+    assert prefetch(max_concurrent_tasks=3, prefetch=0) == 0
+    with pytest.raises(ValidationError):
+        prefetch(prefetch=-1)

@@ -238,7 +238,7 @@ def worker(
         _opt(
             "--prefetch",
             "CORRAL_WORKER__PREFETCH",
-            "Call tasks held beyond the slots, each waiting for one (default: as many as the"
+            "Call tasks held beyond the slots, each waiting for one (default: four times the"
             " slots; 0: none).",
             min=0,
         ),

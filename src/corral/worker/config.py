@@ -41,6 +41,9 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
+PREFETCH_PER_SLOT = 4  # the default prefetch, per slot
+
+
 class WorkerSettings(Section):
     """Everything ``corral worker`` needs: ``CORRAL_WORKER__<KEY>`` or ``[worker]`` in the
     config file (see corral.config). The token is a SecretStr: hidden in repr and logs."""
@@ -72,7 +75,7 @@ class WorkerSettings(Section):
     prefetch: int | None = Field(
         default=None, ge=0, le=1024,
         description="call tasks (asking no GPU) held beyond the slots, each waiting for one,"
-        " so that the next starts as one ends (default: as many as the slots)",
+        " so that the next starts as one ends (default: four times the slots)",
     )  # fmt: skip
     persistent: bool = False
     heartbeat_interval_s: float = Field(default=30.0, gt=0, le=3600)
@@ -170,8 +173,11 @@ class WorkerSettings(Section):
 
     @property
     def call_prefetch(self) -> int:
-        """How many call tasks it holds beyond its slots (``prefetch``, else its slots)."""
-        return self.max_concurrent_tasks if self.prefetch is None else self.prefetch
+        """How many call tasks it holds beyond its slots (``prefetch``, else four times its
+        slots: docs/PERFORMANCE.md has what each depth gave)."""
+        if self.prefetch is not None:
+            return self.prefetch
+        return min(PREFETCH_PER_SLOT * self.max_concurrent_tasks, 1024)
 
     @property
     def urls(self) -> list[str]:
