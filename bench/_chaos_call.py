@@ -1,9 +1,12 @@
-"""The chaos benchmark's job as a call (kind ``call``, run in a worker's warm interpreter):
-the same evidence as its command job (``chaos.JOB_SCRIPT``), written the same way."""
+"""The chaos benchmark's job: a call (kind ``call``, in a worker's warm interpreter), or the
+same as a process of its own (``python _chaos_call.py TOKEN SECONDS RUNS_DIR``). It records
+its pid, sleeps, prints its token, then notes that this attempt ran to the end: the note is
+the evidence behind an accepted result."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 
@@ -15,3 +18,7 @@ def run(tok: str, secs: float, runs: str) -> str:
     with open(os.path.join(runs, tok + ".done"), "a") as fh:
         fh.write(att + "\n")
     return tok
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], float(sys.argv[2]), sys.argv[3])

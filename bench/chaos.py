@@ -59,18 +59,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 console = Console()
 
-# The job: record its pid (for clean-up), sleep, print its token, then note that this
-# attempt ran to the end. The note is the evidence behind an accepted result.
-JOB_SCRIPT = """\
-import os, sys, time
-tok, secs, runs = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-att = os.environ.get('CORRAL_ATTEMPT', '?')
-open(os.path.join(runs, f'{tok}.{att}.{os.getpid()}.pid'), 'w').close()
-time.sleep(secs)
-print(tok, 'attempt', att, flush=True)
-with open(os.path.join(runs, tok + '.done'), 'a') as fh:
-    fh.write(att + '\\n')
-"""
+# The job, as a process or as a call: see _chaos_call.py.
+JOB = ROOT / "bench" / "_chaos_call.py"
 
 
 # Long enough to ride out a coordinator's restart: its calls retry (they are idempotent).
@@ -122,7 +112,7 @@ def submit_one(run: Run, client: Client, token: str, secs: float, call: bool = F
     restart, a freeze) is sent again and must not make a second job. ``call``: as a call
     job (``_chaos_call.run``, in a warm interpreter, which a busy worker may hold waiting for
     a slot) rather than a process of its own."""
-    command = [sys.executable, "-c", JOB_SCRIPT, token, f"{secs:.3f}", str(run.runs_dir)]
+    command = [sys.executable, str(JOB), token, f"{secs:.3f}", str(run.runs_dir)]
     while True:
         try:
             if call:

@@ -167,6 +167,13 @@ def test_a_request_body_past_the_limit_is_refused_before_it_is_read_whole(tmp_pa
         stop()
 
 
+def _begin_submit(s, key: str) -> None:
+    """A submit's headers and the first byte of a body of 1,000 that never all comes."""
+    head = (f"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")  # fmt: skip
+    s.sendall(head.encode() + b"{")
+
+
 def test_a_body_that_never_finishes_arriving_is_cut_off_with_408(tmp_path):
     import socket
 
@@ -177,9 +184,7 @@ def test_a_body_that_never_finishes_arriving_is_cut_off_with_408(tmp_path):
     try:
         host, port = coord.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(f"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer"
-                      f" {coord.admin_key}\r\nContent-Type: application/json\r\n"
-                      "Content-Length: 1000\r\n\r\n{".encode())  # fmt: skip
+            _begin_submit(s, coord.admin_key)
             started = time.monotonic()
             parts = [s.recv(65536)]
             waited = time.monotonic() - started
@@ -206,9 +211,7 @@ def test_a_body_that_arrives_a_byte_at_a_time_is_cut_off_at_its_deadline(tmp_pat
     try:
         host, port = coord.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(f"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer"
-                      f" {coord.admin_key}\r\nContent-Type: application/json\r\n"
-                      "Content-Length: 1000\r\n\r\n{".encode())  # fmt: skip
+            _begin_submit(s, coord.admin_key)
             started = time.monotonic()
             # A byte every 0.3 s until the answer is there (never once it is: a byte sent
             # after the server closed would reset the connection, and lose the answer).

@@ -304,3 +304,16 @@ def test_a_bootstrap_key_too_short_to_be_a_secret_is_refused() -> None:
     assert "bootstrap_admin_key" in str(refused.value) and "too short" in str(refused.value)
     ok = ServerSettings(bootstrap_admin_key="ck_" + "x" * 29)  # type: ignore[arg-type]
     assert ok.bootstrap_admin_key is not None
+
+
+def test_a_session_left_in_a_transaction_ends_well_inside_the_heartbeat_timeout() -> None:
+    # A frozen coordinator's locks on a worker's row hold that worker's heartbeats through
+    # another coordinator until PostgreSQL ends its session: that must come first.
+    for timeout, statement in [(6, 3), (120, 30), (30, 60), (2, 1)]:
+        s = ServerSettings(
+            heartbeat_timeout_s=timeout, heartbeat_interval_s=timeout / 4,
+            reaper_interval_s=timeout / 8, db_statement_timeout_s=statement,
+        )  # fmt: skip
+        idle = s.db_timeouts().idle_in_transaction_s
+        assert idle <= timeout / 3 or idle == 1.0, (timeout, statement, idle)
+        assert idle <= 2 * statement

@@ -143,5 +143,11 @@ class ServerSettings(Section):
             connect_s=self.db_connect_timeout_s,
             statement_s=self.db_statement_timeout_s,
             pool_s=self.db_pool_timeout_s,
-            idle_in_transaction_s=2 * self.db_statement_timeout_s,
+            # A coordinator frozen (or cut off) in the middle of a transaction holds its
+            # locks until PostgreSQL ends that session: a worker whose row it holds cannot
+            # beat through another coordinator meanwhile, so the session must end well
+            # inside the worker's heartbeat timeout.
+            idle_in_transaction_s=max(
+                1.0, min(2 * self.db_statement_timeout_s, self.heartbeat_timeout_s / 3)
+            ),
         )
