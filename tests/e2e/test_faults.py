@@ -184,3 +184,18 @@ def test_output_still_on_its_way_when_the_job_is_reported_follows_it(db_url, tmp
         proxy.restore()
         fleet.close()
         proxy.stop()
+
+
+def test_a_worker_started_on_a_full_disk_says_so_and_exits_2(fleet, tmp_path):
+    fleet.start_server()
+    umount = _mount_tmpfs(tmp_path / "worker-full")
+    try:
+        _fill(tmp_path / "worker-full")
+        worker = fleet.start_worker("full", data_dir=tmp_path / "worker-full" / "data")
+        assert worker.wait(30) == 2
+        out = worker.output()
+        assert "Traceback" not in out, out[-3000:]
+        assert "journal" in out and "full" in out, out[-3000:]
+    finally:
+        fleet.close()
+        umount()

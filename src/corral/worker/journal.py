@@ -95,12 +95,17 @@ class Journal:
         except OSError as exc:
             os.close(self._lock_fd)
             raise JournalBusy(f"another worker is using {data_dir}") from exc
-        self.path = private_file(data_dir / "journal.sqlite3")
+        self.path = data_dir / "journal.sqlite3"
+        private_file(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # its disk is full, or the file is not a journal
+            self.close()
+            raise OSError(f"its journal {self.path} cannot be opened: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()
