@@ -3,11 +3,14 @@ stores: one transaction, one cause, one wake-up of the dispatcher, idempotency p
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from wire import next_event, register_worker
 
 from corral.protocol import MAX_BATCH
+from corral.server import batch
 
 
 def _batch(c: Any, jobs: list[dict[str, Any]], **kw: Any) -> Any:
@@ -130,3 +133,49 @@ def test_wait_answers_once_one_has_ended(clocked):
         assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "ids"
         over = c.post("/api/jobs/wait", json={"ids": ids, "timeout_s": 61})
         assert over.status_code == 422 and over.json()["errors"][0]["field"] == "timeout_s"
+
+
+_WOKEN_S = 4  # a wait's timeout_s is 8: a lost wake-up answers only then
+
+
+def test_concurrent_waits_on_overlapping_jobs_each_get_their_ends(clocked, monkeypatch):
+    """Two long polls share a job: each is woken by the jobs it asked for, the shared one
+    included, and none by the polling fallback (set past the waits' own timeout) or by the
+    reading of all at that timeout (an answer comes well before it)."""
+    coord, _ = clocked
+    core = coord.app.state.core
+    monkeypatch.setattr(batch, "_FALLBACK_S", 60.0)
+
+    async def watched() -> int:
+        return len(core.hub.jobs)
+
+    def until_watched(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while coord.call(watched()) < n:
+            assert time.monotonic() < deadline, "the waits never started watching"
+            time.sleep(0.01)
+
+    with coord.client() as c, ThreadPoolExecutor(2) as pool:
+        a, b, c_ = [j["id"] for j in _batch(c, [{"command": ["true"]}] * 3).json()["jobs"]]
+
+        def wait(ids: list[str]) -> Any:
+            with coord.client() as own:
+                return own.post("/api/jobs/wait", json={"ids": ids, "timeout_s": 8}).json()
+
+        left, right = pool.submit(wait, [a, b]), pool.submit(wait, [b, c_])
+        until_watched(3)  # a, b and c: both waits are in
+        assert c.post(f"/api/jobs/{b}/cancel").status_code == 200
+        assert [j["id"] for j in left.result(_WOKEN_S)["jobs"]] == [b]
+        assert [j["id"] for j in right.result(_WOKEN_S)["jobs"]] == [b]
+        assert left.result()["pending"] == [a] and right.result()["pending"] == [c_]
+        # One woken by a job the other does not wait for: the other waits on, and is woken
+        # by its own job later.
+        right = pool.submit(wait, [c_])
+        until_watched(1)
+        left = pool.submit(wait, [a, c_])
+        until_watched(2)
+        assert c.post(f"/api/jobs/{a}/cancel").status_code == 200
+        assert left.result(_WOKEN_S) == {"jobs": left.result()["jobs"], "pending": [c_]}
+        assert [j["id"] for j in left.result()["jobs"]] == [a] and not right.done()
+        assert c.post(f"/api/jobs/{c_}/cancel").status_code == 200
+        assert [j["id"] for j in right.result(_WOKEN_S)["jobs"]] == [c_]
