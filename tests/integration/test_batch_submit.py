@@ -11,6 +11,7 @@ from wire import next_event, register_worker
 
 from corral.protocol import MAX_BATCH
 from corral.server import batch
+from corral.store import jobs as jobs_q
 
 
 def _batch(c: Any, jobs: list[dict[str, Any]], **kw: Any) -> Any:
@@ -179,3 +180,27 @@ def test_concurrent_waits_on_overlapping_jobs_each_get_their_ends(clocked, monke
         assert [j["id"] for j in left.result()["jobs"]] == [a] and not right.done()
         assert c.post(f"/api/jobs/{c_}/cancel").status_code == 200
         assert [j["id"] for j in right.result(_WOKEN_S)["jobs"]] == [c_]
+
+
+def test_the_states_of_a_batch_read_in_one_statement_are_the_tenants_only(clocked):
+    coord, _ = clocked
+    core = coord.app.state.core
+    with coord.client() as c:
+        ids = [j["id"] for j in _batch(c, [{"command": ["true"]}] * MAX_BATCH).json()["jobs"]]
+        assert c.post(f"/api/jobs/{ids[7]}/cancel").status_code == 200
+
+    async def read(tenant_id: str, wanted: list[str], states: list[str] | None = None) -> Any:
+        async with core.store.tx() as conn:
+            return (await jobs_q.states_of(conn, tenant_id, wanted, states),
+                    set(await jobs_q.of_tenant(conn, tenant_id, wanted)))  # fmt: skip
+
+    async def tenant() -> str:
+        async with core.store.tx() as conn:
+            return str((await jobs_q.by_ids(conn, ids[:1]))[0]["tenant_id"])
+
+    mine = coord.call(tenant())
+    states, rows = coord.call(read(mine, [*ids, "job_nope"]))
+    assert set(states) == rows == set(ids) and states[ids[7]] == "cancelled"
+    assert coord.call(read(mine, ids, ["cancelled"]))[0] == {ids[7]: "cancelled"}
+    assert coord.call(read("tenant_other", ids)) == ({}, set())
+    assert coord.call(read(mine, [])) == ({}, set())
