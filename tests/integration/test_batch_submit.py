@@ -3,11 +3,15 @@ stores: one transaction, one cause, one wake-up of the dispatcher, idempotency p
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from wire import next_event, register_worker
 
 from corral.protocol import MAX_BATCH
+from corral.server import batch
+from corral.store import jobs as jobs_q
 
 
 def _batch(c: Any, jobs: list[dict[str, Any]], **kw: Any) -> Any:
@@ -130,3 +134,73 @@ def test_wait_answers_once_one_has_ended(clocked):
         assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "ids"
         over = c.post("/api/jobs/wait", json={"ids": ids, "timeout_s": 61})
         assert over.status_code == 422 and over.json()["errors"][0]["field"] == "timeout_s"
+
+
+_WOKEN_S = 4  # a wait's timeout_s is 8: a lost wake-up answers only then
+
+
+def test_concurrent_waits_on_overlapping_jobs_each_get_their_ends(clocked, monkeypatch):
+    """Two long polls share a job: each is woken by the jobs it asked for, the shared one
+    included, and none by the polling fallback (set past the waits' own timeout) or by the
+    reading of all at that timeout (an answer comes well before it)."""
+    coord, _ = clocked
+    core = coord.app.state.core
+    monkeypatch.setattr(batch, "_FALLBACK_S", 60.0)
+
+    async def watched() -> int:
+        return len(core.hub.jobs)
+
+    def until_watched(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while coord.call(watched()) < n:
+            assert time.monotonic() < deadline, "the waits never started watching"
+            time.sleep(0.01)
+
+    with coord.client() as c, ThreadPoolExecutor(2) as pool:
+        a, b, c_ = [j["id"] for j in _batch(c, [{"command": ["true"]}] * 3).json()["jobs"]]
+
+        def wait(ids: list[str]) -> Any:
+            with coord.client() as own:
+                return own.post("/api/jobs/wait", json={"ids": ids, "timeout_s": 8}).json()
+
+        left, right = pool.submit(wait, [a, b]), pool.submit(wait, [b, c_])
+        until_watched(3)  # a, b and c: both waits are in
+        assert c.post(f"/api/jobs/{b}/cancel").status_code == 200
+        assert [j["id"] for j in left.result(_WOKEN_S)["jobs"]] == [b]
+        assert [j["id"] for j in right.result(_WOKEN_S)["jobs"]] == [b]
+        assert left.result()["pending"] == [a] and right.result()["pending"] == [c_]
+        # One woken by a job the other does not wait for: the other waits on, and is woken
+        # by its own job later.
+        right = pool.submit(wait, [c_])
+        until_watched(1)
+        left = pool.submit(wait, [a, c_])
+        until_watched(2)
+        assert c.post(f"/api/jobs/{a}/cancel").status_code == 200
+        assert left.result(_WOKEN_S) == {"jobs": left.result()["jobs"], "pending": [c_]}
+        assert [j["id"] for j in left.result()["jobs"]] == [a] and not right.done()
+        assert c.post(f"/api/jobs/{c_}/cancel").status_code == 200
+        assert [j["id"] for j in right.result(_WOKEN_S)["jobs"]] == [c_]
+
+
+def test_the_states_of_a_batch_read_in_one_statement_are_the_tenants_only(clocked):
+    coord, _ = clocked
+    core = coord.app.state.core
+    with coord.client() as c:
+        ids = [j["id"] for j in _batch(c, [{"command": ["true"]}] * MAX_BATCH).json()["jobs"]]
+        assert c.post(f"/api/jobs/{ids[7]}/cancel").status_code == 200
+
+    async def read(tenant_id: str, wanted: list[str], states: list[str] | None = None) -> Any:
+        async with core.store.tx() as conn:
+            return (await jobs_q.states_of(conn, tenant_id, wanted, states),
+                    set(await jobs_q.of_tenant(conn, tenant_id, wanted)))  # fmt: skip
+
+    async def tenant() -> str:
+        async with core.store.tx() as conn:
+            return str((await jobs_q.by_ids(conn, ids[:1]))[0]["tenant_id"])
+
+    mine = coord.call(tenant())
+    states, rows = coord.call(read(mine, [*ids, "job_nope"]))
+    assert set(states) == rows == set(ids) and states[ids[7]] == "cancelled"
+    assert coord.call(read(mine, ids, ["cancelled"]))[0] == {ids[7]: "cancelled"}
+    assert coord.call(read("tenant_other", ids)) == ({}, set())
+    assert coord.call(read(mine, [])) == ({}, set())

@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import asyncio
 
-from corral.server.hub import Signals, wait_any
+from corral.server.hub import Signals, wait
 
 
-async def test_one_event_wakes_a_wait_for_many_keys() -> None:
+async def test_one_event_wakes_a_watch_for_many_keys_and_names_the_key() -> None:
     s = Signals()
-    events = s.watch_many([f"job{i}" for i in range(1000)])
-    assert len(events) == 1
-    s.notify("job500")
-    await asyncio.wait_for(wait_any(events, 5), 1)
-    assert events[0].is_set()
+    with s.watching([f"job{i}" for i in range(1000)]) as w:
+        s.notify("job500")
+        await asyncio.wait_for(wait(w.event, 5), 1)
+        assert w.take() == {"job500"}
+        assert not w.event.is_set() and w.take() == set()
+    assert len(s) == 0  # the block's keys go with it
 
 
-async def test_a_wait_for_many_keys_leaves_other_waiters_theirs() -> None:
+async def test_a_watch_for_many_keys_leaves_other_waiters_theirs() -> None:
     s = Signals()
     single = s.watch("b")
-    events = s.watch_many(["a", "b", "c"])
-    assert single in events and len(events) == 2
-    s.notify("b")  # the single waiter is woken, and so is the wait for many
-    assert single.is_set()
-    await asyncio.wait_for(wait_any(events, 5), 1)
+    with s.watching(["a", "b", "c"]) as w:
+        s.notify("b")  # the single waiter is woken, and so is the watch for many
+        assert single.is_set() and w.event.is_set() and w.take() == {"b"}
 
 
-async def test_watching_again_after_a_wake_up_takes_a_fresh_event() -> None:
+async def test_overlapping_watches_each_get_their_keys() -> None:
     s = Signals()
-    first = s.watch_many(["a", "b"])
-    s.notify("a")
-    again = s.watch_many(["a", "b"])  # "b" still holds the first, already set, event
-    assert len(again) == 1 and not again[0].is_set()
-    s.notify("b")
-    assert again[0].is_set() and first[0].is_set()
+    with s.watching(["a", "b"]) as one, s.watching(["b", "c"]) as two:
+        s.notify("b")
+        assert one.take() == {"b"} and two.take() == {"b"}
+        s.notify("a")
+        s.notify("c")
+        assert one.take() == {"a"} and two.take() == {"c"}
+    assert len(s) == 0
+
+
+async def test_a_notify_between_two_reads_is_kept_not_lost() -> None:
+    s = Signals()
+    with s.watching(["a", "b"]) as w, s.watching(["b"]) as other:
+        s.notify("a")
+        assert w.take() == {"a"}  # woken, and reading "a"
+        s.notify("b")  # before it waits again: held for the next wait, for both watches
+        await asyncio.wait_for(wait(w.event, 5), 1)
+        assert w.take() == {"b"} and other.take() == {"b"}
+    with s.watching(["b"]) as later:
+        s.notify("b")
+        assert later.take() == {"b"}

@@ -88,39 +88,39 @@ async def submit_many(core: Core, who: Identity, items: list[BatchJob]) -> Batch
 
 async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float) -> WaitResult:
     """Those of ``ids`` that have ended, once at least one has, or all still pending after
-    ``timeout_s``. Woken by the jobs' own signals, not by polling; only the jobs not yet
-    seen ended are read again."""
+    ``timeout_s``. Woken by the jobs' own signals, not by polling; after the first read,
+    only the jobs whose signal fired are read again."""
     wanted = list(dict.fromkeys(ids))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    pending, done = set(wanted), set[str]()
-    first = True
-    while True:
-        signals = core.hub.jobs.watch_many(pending)  # before reading, as everywhere
+    with core.hub.jobs.watching(wanted) as signals:  # before reading, as everywhere
         # Their states only: a map waits on a thousand jobs at a time; whole rows are read
         # once, for the answer.
-        async with core.tx() as t:
-            if first:  # every job once, to know they exist; then only those that ended
-                states = await jobs_q.states_of(t.conn, tenant_id, pending)
-                for j in wanted:
-                    if j not in states:
-                        raise NotFound(f"no job {j}", field="ids")
+        async with core.tx() as t:  # every job once, to know they exist
+            states = await jobs_q.states_of(t.conn, tenant_id, wanted)
+        for j in wanted:
+            if j not in states:
+                raise NotFound(f"no job {j}", field="ids")
+        done = {j for j, state in states.items() if state in TERMINAL_JOB_STATES}
+        pending = set(wanted) - done
+        gathered = False
+        while pending and not gathered and (left := deadline - loop.time()) > 0:
+            if done:
+                # Others are about to end too (a map's tasks end together): one answer for
+                # them all a moment later, rather than a request each.
+                await asyncio.sleep(min(_GATHER_S, left))
+                gathered = True
             else:
-                states = await jobs_q.states_of(t.conn, tenant_id, pending, _ENDED)
-        first = False
-        ended = {j for j, state in states.items() if state in TERMINAL_JOB_STATES}
-        gathered = bool(done)
-        done |= ended
-        pending -= ended
-        left = deadline - loop.time()
-        if not pending or left <= 0 or gathered:
-            break
-        if done:
-            # Others are about to end too (a map's tasks end together): one answer for them
-            # all a moment later, rather than a request each.
-            await asyncio.sleep(min(_GATHER_S, left))
-        else:
-            await hub.wait_any(signals, min(left, _FALLBACK_S))
+                await hub.wait(signals.event, min(left, _FALLBACK_S))
+            if signals.event.is_set() or gathered:
+                again = pending & signals.take()
+            else:  # no signal: one may have been lost to another coordinator's commit
+                again = pending
+            if again:
+                async with core.tx() as t:
+                    ended = set(await jobs_q.states_of(t.conn, tenant_id, again, _ENDED))
+                done |= ended
+                pending -= ended
     async with core.tx() as t:
         rows = await jobs_q.of_tenant(t.conn, tenant_id, done) if done else {}
     ended_rows = [view(rows[j]) for j in wanted if j in rows]

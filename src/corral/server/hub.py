@@ -10,26 +10,46 @@ import asyncio
 import itertools
 import secrets
 import weakref
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from corral.server.clock import Clock
+
+
+class Watch:
+    """One waiter's keys, held while it waits: those notified since it last looked collect
+    in ``fired``, so a read after a wake-up need only look at them."""
+
+    __slots__ = ("event", "fired")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.fired: set[Hashable] = set()
+
+    def take(self) -> set[Hashable]:
+        """The keys notified since the last take; the event is cleared for the next."""
+        fired, self.fired = self.fired, set()
+        self.event.clear()
+        return fired
 
 
 class Signals:
     """Wake whoever watches a key. Watch *before* reading the database, then wait.
 
     Events are held weakly: once no waiter holds a key's event, the key is gone, so keys of
-    finished jobs and departed workers do not pile up.
+    finished jobs and departed workers do not pile up. A ``watching`` block's keys go when
+    the block ends.
     """
 
     def __init__(self) -> None:
         self._events: weakref.WeakValueDictionary[Hashable, asyncio.Event] = (
             weakref.WeakValueDictionary()
         )
+        self._watches: dict[Hashable, list[Watch]] = {}
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events) + len(self._watches)
 
     def watch(self, key: Hashable) -> asyncio.Event:
         ev = self._events.get(key)
@@ -37,24 +57,32 @@ class Signals:
             ev = self._events[key] = asyncio.Event()
         return ev
 
-    def watch_many(self, keys: Iterable[Hashable]) -> list[asyncio.Event]:
-        """Events to wait on for a notify of any of ``keys``: one shared by the keys no one
-        else watches (a wait for a thousand jobs costs one event, not a thousand), plus
-        those of other waiters, which keep theirs."""
-        mine = asyncio.Event()
-        theirs: dict[int, asyncio.Event] = {}
-        for key in keys:
-            ev = self._events.get(key)
-            if ev is None or ev.is_set():
-                self._events[key] = mine
-            elif ev is not mine:
-                theirs[id(ev)] = ev
-        return [mine, *theirs.values()]
+    @contextmanager
+    def watching(self, keys: Iterable[Hashable]) -> Iterator[Watch]:
+        """Watch ``keys`` for the whole block, not one wake-up: a notify between two reads
+        is kept in ``fired``, not lost, and a wait for a thousand keys is one event."""
+        w = Watch()
+        held = list(keys)
+        for key in held:
+            self._watches.setdefault(key, []).append(w)
+        try:
+            yield w
+        finally:
+            for key in held:
+                ws = self._watches.get(key)
+                if ws is None:
+                    continue
+                ws.remove(w)
+                if not ws:
+                    del self._watches[key]
 
     def notify(self, key: Hashable) -> None:
         ev = self._events.pop(key, None)
         if ev is not None:
             ev.set()
+        for w in self._watches.get(key, ()):
+            w.fired.add(key)
+            w.event.set()
 
 
 async def wait(ev: asyncio.Event, seconds: float) -> None:
@@ -63,19 +91,6 @@ async def wait(ev: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(ev.wait(), seconds)
     except TimeoutError:
         pass
-
-
-async def wait_any(events: list[asyncio.Event], seconds: float) -> None:
-    """Wait for any of ``events`` (from ``Signals.watch_many``), or ``seconds``."""
-    if len(events) == 1:
-        return await wait(events[0], seconds)
-    waits = [asyncio.ensure_future(ev.wait()) for ev in events]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
 
 
 class Hub:
