@@ -283,7 +283,7 @@ def test_a_freeze_in_the_middle_of_a_tick_gives_every_worker_a_whole_timeout(clo
 def test_a_busy_worker_is_offered_calls_and_the_commands_queued_are_not_read(clocked, monkeypatch):
     from corral.server import dispatch
 
-    coord, _ = clocked
+    coord, clock = clocked
     read: list[str] = []
     ready = dispatch.jobs_q.ready
 
@@ -297,6 +297,7 @@ def test_a_busy_worker_is_offered_calls_and_the_commands_queued_are_not_read(clo
     with coord.client() as c:
         for _ in range(31):
             c.post("/api/queue/submit", json={"command": ["true"]})
+        clock.advance(1)  # the call behind the commands in claim order
         r = c.post("/api/queue/submit-batch", json={"jobs": [call]})
         assert r.status_code in (200, 201), r.text
         (held,) = r.json()["jobs"]
@@ -306,8 +307,8 @@ def test_a_busy_worker_is_offered_calls_and_the_commands_queued_are_not_read(clo
         assert r.status_code == 200, r.text
         one = next_event(wc)
         two = next_event(wc, one["id"])
-        # The slot takes a command (in claim order: under the fake clock they were all
-        # submitted at one instant); the prefetch takes the call, not another command.
+        # The slot takes a command (the commands were all submitted at one instant of the
+        # fake clock, before the call); the prefetch takes the call, not another command.
         assert one["data"]["kind"] == "command" and two["data"]["job_id"] == held["id"]
         assert c.get(f"/api/jobs/{held['id']}").json()["state"] == "assigned"
         queued = c.get("/api/jobs", params={"state": "queued", "limit": 100}).json()["jobs"]
