@@ -137,6 +137,9 @@ jobs = Table(
     Column("result", JSON),
     # Claim order: highest priority first, then oldest.
     Index("ix_jobs_queue", "state", "priority", "created_at"),
+    # A dispatch round with every slot taken looks only for queued calls asking no GPU (those
+    # a busy worker may hold): found by this index, not by walking the whole queue.
+    Index("ix_jobs_queue_kind", "state", "kind", "gpus", "priority", "created_at"),
     Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     Index("ix_jobs_worker_state", "worker_id", "state"),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),

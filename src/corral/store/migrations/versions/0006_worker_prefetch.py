@@ -1,4 +1,5 @@
-"""workers: how many call tasks each holds beyond its slots, waiting for one
+"""workers: how many call tasks each holds beyond its slots, waiting for one; jobs: an
+index that finds the queued calls such a worker may take
 
 Revision ID: 0006
 Revises: 0005
@@ -19,8 +20,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("workers") as batch:
         batch.add_column(sa.Column("prefetch", sa.Integer(), nullable=False, server_default="0"))
+    op.create_index(
+        "ix_jobs_queue_kind", "jobs", ["state", "kind", "gpus", "priority", "created_at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_queue_kind", table_name="jobs")
     with op.batch_alter_table("workers") as batch:
         batch.drop_column("prefetch")
