@@ -113,7 +113,6 @@ class MoveTenant:
     to: TenantStatus
     fields: Mapping[str, Any] = field(default_factory=dict)
     why: Why = Why()
-    then: tuple[Change, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

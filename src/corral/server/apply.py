@@ -249,7 +249,6 @@ async def _account(t: Tx, c: InsertTenant | MoveTenant | InsertKey | RotateKey |
         kind = Kind.TENANT_SUSPENDED if c.to is TenantStatus.SUSPENDED else Kind.TENANT_RESUMED
         t.forget_tenants.add(c.tenant_id)
         _entry(t, kind, c.tenant_id, c.why, from_state=c.frm, to_state=c.to)
-        await apply(t, c.then)
     elif isinstance(c, InsertKey):
         v = c.values
         await keys_q.insert(conn, dict(v))
