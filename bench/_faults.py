@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from faultproxy import FaultProxy
-from harness_e2e import Fleet, Proc
+from harness_e2e import ADMIN_KEY, Fleet, Proc
 
 KINDS = ("kill", "cut", "restart", "freeze", "db-cut", "disk-full", "flood")
 
@@ -38,6 +38,7 @@ class Worker:
     worker_id: str
     token: str
     proxy: FaultProxy | None
+    enrolled: bool = False  # it enrols with a certificate (an API key) and signs its requests
     disk: Path | None = None  # its data directory, on a small tmpfs of its own
     proc: Proc | None = None
     cut: bool = False
@@ -124,13 +125,16 @@ class Run:
         urls = (
             self.urls() if w.proxy is None else ",".join([w.proxy.url, *self.urls().split(",")[1:]])
         )
+        # An enrolled worker takes over the row made for its name: the same worker id.
+        creds = {"CORRAL_WORKER__API_KEY": ADMIN_KEY} if w.enrolled else {}
         w.proc = self.fleet.start_worker(
             w.name,
-            token=w.token,
+            token=None if w.enrolled else w.token,
             url=urls,
             slots=self.slots,
             heartbeat=self.heartbeat,
             data_dir=w.disk,
+            **creds,
         )
         w.killed = False
 

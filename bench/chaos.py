@@ -13,7 +13,8 @@ start it again under the same token), ``cut`` (a proxied worker's link), ``resta
 (SIGKILL a coordinator, start it again on the same store and port), ``freeze`` (SIGSTOP a
 coordinator past the heartbeat timeout, then SIGCONT), ``db-cut`` (black-hole the link to
 PostgreSQL; PostgreSQL only), ``disk-full`` (fill a worker's data directory, a tmpfs of its
-own; needs root), ``flood`` (a burst of ``--flood-jobs`` short jobs). Then everything heals,
+own; needs root), ``flood`` (a burst of ``--flood-jobs`` short jobs). ``--enrolled`` of the
+workers (half) enrol with a certificate and sign every request. Then everything heals,
 drains and is read back. Prints, overall and per fault: jobs lost, results accepted twice,
 healthy attempts killed (lost although their worker was neither killed nor cut off), and
 the time from a fault's end until a job ends again; and why each lost attempt was lost,
@@ -211,7 +212,8 @@ def chaos(opts: dict[str, Any], root: Path, db_url: str) -> dict[str, Any]:
             if i < opts["proxied"]:
                 proxy = FaultProxy("127.0.0.1", fleet.port).start()
                 proxies.append(proxy)
-            w = Worker(name, created["id"], created["token"], proxy, disk=disks.get(name))
+            w = Worker(name, created["id"], created["token"], proxy, disk=disks.get(name),
+                       enrolled=i >= opts["workers"] - opts["enrolled"])  # fmt: skip
             run.workers.append(w)
             run.start_worker(w)
         run.t0 = time.monotonic()
@@ -310,6 +312,10 @@ def main(
     proxied: Annotated[
         int | None, typer.Option(help="Workers behind a cuttable proxy [half].")
     ] = None,
+    enrolled: Annotated[
+        int | None,
+        typer.Option(help="Workers that enrol with a certificate and sign each request [half]."),
+    ] = None,
     coordinators: Annotated[
         int, typer.Option(min=1, max=4, help="Coordinators on one store (PostgreSQL for 2+).")
     ] = 1,
@@ -343,6 +349,7 @@ def main(
     opts = {k: v for k, v in locals().items() if k not in ("out", "keep")}
     opts["faults"] = parse_faults(faults)
     opts["proxied"] = (workers + 1) // 2 if proxied is None else min(proxied, workers)
+    opts["enrolled"] = workers // 2 if enrolled is None else min(enrolled, workers)
     opts["store"] = "postgresql" if db else "sqlite"
     if coordinators > 1 and not db:
         raise typer.BadParameter(

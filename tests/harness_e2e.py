@@ -147,7 +147,9 @@ class Fleet:
         slots: int = 1, url: str | None = None, token: str | None = None,
         heartbeat: float = 1.0, data_dir: Path | None = None, **env: str,
     ) -> Proc:  # fmt: skip
-        token = token or self.create_worker(name, labels)["token"]
+        # A worker given an API key or a registration token enrols with a certificate.
+        enrols = {"CORRAL_WORKER__API_KEY", "CORRAL_WORKER__REGISTRATION_TOKEN"} & set(env)
+        token = token or (None if enrols else self.create_worker(name, labels)["token"])
         argv = [sys.executable, "-m", "corral.cli", "worker", "--orchestrator-url",
                 url or self.url, "--name", name, "--max-concurrent-tasks", str(slots),
                 "--heartbeat-interval", str(heartbeat),
@@ -155,8 +157,8 @@ class Fleet:
                 "--persistent" if persistent else "--ephemeral"]  # fmt: skip
         if labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
-        proc = Proc(argv, self.root / f"worker-{name}.log",
-                    self._env({"CORRAL_WORKER__TOKEN": token, **env}))  # fmt: skip
+        creds = {"CORRAL_WORKER__TOKEN": token} if token else {}
+        proc = Proc(argv, self.root / f"worker-{name}.log", self._env({**creds, **env}))
         proc.token = token  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc

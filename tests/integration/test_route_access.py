@@ -2,8 +2,9 @@
 from the route table, so a route added tomorrow is attacked the day it is added.
 
 Each operation's security requirement names what it needs: ``{"HTTPBearer": [permission]}``
-for an API key holding that permission, ``{"APIKeyHeader": []}`` for a worker token; an
-operation with none must be one of the few that are public on purpose.
+for an API key holding that permission, ``{"APIKeyHeader": []}`` for a worker (its token, or
+a request signed with its certificate's key), ``{"RegistrationToken": []}`` for a worker
+enrolling; an operation with none must be one of the few that are public on purpose.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 
 from corral.model import PERMISSIONS, Role
+from corral.protocol import Enrolled, signing
 from corral.store.tables import api_keys
+from corral.worker.identity import Held, SignedAuth
 
 # Public on purpose; self-service onboarding is refused unless the server allows it.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/api/onboard")}
@@ -26,7 +33,28 @@ SKIP = {("GET", "/api/workers/stream")}  # never ends by design: its refusals ar
 WORKER_BODIES = {
     "/api/workers/job/{job_id}/status": {"attempt": 1, "status": "running"},
     "/api/workers/job/{job_id}/logs": {"attempt": 1, "seq": 0, "data": "x"},
+    "/api/workers/renew": {"csr": "x"},
+    "/api/workers/enrol": {"csr": "x"},
 }
+
+
+def signed_worker(coord, api_key, name):
+    """A worker of ``api_key``'s tenant enrolled with a certificate: its requests' signer."""
+    with coord.client(api_key) as admin:
+        spec = {"name": name, "worker_type": "persistent"}
+        token = admin.post("/api/admin/workers/registrations", json=spec).json()["token"]
+    key = Ed25519PrivateKey.generate()
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+           .sign(key, None).public_bytes(serialization.Encoding.PEM).decode())  # fmt: skip
+    with httpx.Client(base_url=coord.url, timeout=10) as h:
+        r = h.post("/api/workers/enrol", json={"csr": csr},
+                   headers={signing.REGISTRATION_TOKEN_HEADER: token})  # fmt: skip
+    assert r.status_code == 201, r.text
+    answer = Enrolled.model_validate(r.json())
+    held = Held(answer.worker_id, name, key, "", answer.expires_at, answer.server_time, 0.0, 0.0)
+    held.take(answer)
+    return SignedAuth(held)
 
 
 def operations(coord):
@@ -81,6 +109,11 @@ def world(coordinator):
         "a worker token as an API key": bearer(tokens["a"]),
         "an API key as a worker token": {"X-Worker-Token": a["api_key"]},
         "an expired key": bearer(expired["key"]), "a revoked key": bearer(revoked["key"]),
+        "A's signed worker": signed_worker(c, a["api_key"], "signed"),
+        "B's signed worker": signed_worker(c, b["api_key"], "signed"),
+        "an API key as a registration token": {signing.REGISTRATION_TOKEN_HEADER: a["api_key"]},
+        "a worker token as a registration token":
+            {signing.REGISTRATION_TOKEN_HEADER: tokens["a"]},
     }, ids, a["api_key"]  # fmt: skip
 
 
@@ -88,7 +121,9 @@ def call(coord, method, path, ids, headers):
     url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
     body = WORKER_BODIES.get(path, {"ids": [ids["job_id"]], "timeout_s": 0}
                              if path == "/api/jobs/wait" else {})  # fmt: skip
-    with httpx.Client(base_url=coord.url, headers=headers, timeout=10) as h:
+    auth = headers if isinstance(headers, httpx.Auth) else None
+    headers = None if auth is not None else headers
+    with httpx.Client(base_url=coord.url, headers=headers, auth=auth, timeout=10) as h:
         if method in ("GET", "DELETE"):
             return h.request(method, url)
         return h.request(method, url, json=body)
@@ -108,7 +143,10 @@ def test_every_route_refuses_every_identity_it_must(coordinator, world):
         ((scheme, needs),) = security[0].items()
         refused = ["nothing", "a garbage key", "an expired key", "a revoked key"]
         if scheme == "HTTPBearer":
-            refused += ["a worker token as an API key", "A's worker"]
+            refused += ["a worker token as an API key", "A's worker", "A's signed worker"]
+        elif scheme == "RegistrationToken":
+            refused += ["an API key as a registration token",
+                        "a worker token as a registration token", "A's signed worker"]  # fmt: skip
         else:
             assert scheme == "APIKeyHeader" and needs == [], (method, path, security)
             refused += ["an API key as a worker token", "A's admin"]
@@ -134,10 +172,11 @@ def test_every_route_refuses_every_identity_it_must(coordinator, world):
             elif method == "GET":
                 assert r.status_code == 200, (method, path, r.status_code)
                 assert not any(v in r.text for v in ids.values()), (method, path)
-        elif "{" in path:
-            r = call(coordinator, method, path, ids, who["B's worker"])
-            assert r.status_code == 404, (method, path, r.status_code, r.text[:200])
-            tried += 1
+        elif scheme == "APIKeyHeader" and "{" in path:
+            for other in ("B's worker", "B's signed worker"):
+                r = call(coordinator, method, path, ids, who[other])
+                assert r.status_code == 404, (method, path, other, r.status_code, r.text[:200])
+                tried += 1
     # Nothing above changed A's things: its job is still queued, its keys still work.
     with coordinator.client(a_admin) as c:
         assert c.get(f"/api/jobs/{ids['job_id']}").json()["state"] == "queued"

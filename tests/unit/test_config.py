@@ -134,6 +134,8 @@ def test_worker_flag_beats_env_beats_old_env_beats_file(
     assert {k: str(v) for k, v in s.origins.items() if k != "data_dir"} == {
         "orchestrator_url": f"file {path}",
         "worker_token": "env CORRAL_WORKER__TOKEN",
+        "api_key": "default",
+        "registration_token": "default",
         "name": "flag",
         "labels": f"file {path}",
         "max_concurrent_tasks": f"file {path}",
@@ -232,6 +234,9 @@ def test_config_show_says_where_each_value_came_from_and_hides_secrets(
     for secret in SECRETS:
         assert secret not in result.output
     lines = {line.split(" = ")[0]: line for line in out.splitlines() if " = " in line}
+    cli = {line.split(" = ")[0]: line  # the CLI's api_key, not the worker's of [worker]
+           for line in out.split("[server]")[0].splitlines() if " = " in line}  # fmt: skip
+    lines["api_key"] = cli["api_key"]
     assert lines["api_key"].endswith("# env CORRAL_API_KEY") and "<redacted>" in lines["api_key"]
     assert lines["log_level"].endswith(f"# file {path}") and '"debug"' in lines["log_level"]
     assert lines["url"].endswith("# default")
@@ -259,7 +264,7 @@ def test_config_show_json_is_one_document(tmp_path: Path) -> None:
         "value": "<redacted>",
         "source": "env CORRAL_WORKER__TOKEN",
         "env": "CORRAL_WORKER__TOKEN",
-        "required": True,
+        "required": False,
     }
     assert doc["worker"]["orchestrator_url"]["value"] is None
     assert doc["cli"]["api_key"]["value"] == "<redacted>"
@@ -317,3 +322,18 @@ def test_a_session_left_in_a_transaction_ends_well_inside_the_heartbeat_timeout(
         idle = s.db_timeouts().idle_in_transaction_s
         assert idle <= timeout / 3 or idle == 1.0, (timeout, statement, idle)
         assert idle <= 2 * statement
+
+
+def test_a_worker_has_one_kind_of_credential(tmp_path: Path) -> None:
+    from corral.config._file import ConfigError
+
+    base = {"orchestrator_url": "http://c:1", "data_dir": tmp_path / "w"}
+    with pytest.raises(ConfigError, match="not both"):
+        WorkerSettings.load({**base, "worker_token": "wt_x", "api_key": "ck_x"})
+    assert "a worker token is needed" in (WorkerSettings.load(base).missing_credentials() or "")
+    s = WorkerSettings.load({**base, "registration_token": "wr_x\n"})
+    assert s.missing_credentials() is None and s.secrets() == ["wr_x"]
+    # A worker that enrolled before needs nothing more: it holds its certificate.
+    s.identity_file.parent.mkdir(parents=True)
+    s.identity_file.write_text("{}")
+    assert WorkerSettings.load(base).missing_credentials() is None

@@ -82,6 +82,12 @@ def ago(when: datetime | None, now: datetime | None = None) -> str:
     return f"{int(seconds)}s ago" if seconds < 60 else f"{duration(seconds)} ago"
 
 
+def until(when: datetime, now: datetime | None = None) -> str:
+    """``cert 23h`` / ``expired``: how long a certificate still holds."""
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return f"cert {duration(seconds)}" if seconds > 0 else "cert expired"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -212,6 +212,23 @@ def worker(
             "Token from 'corral workers create' (prefer the env var: argv is visible).",
         ),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        _opt(
+            "--api-key",
+            "CORRAL_WORKER__API_KEY",
+            "Enrol with a certificate instead of a token, asking with this API key"
+            " (workers.admin); the key of its own that the worker makes never leaves it.",
+        ),
+    ] = None,
+    registration_token: Annotated[
+        str | None,
+        _opt(
+            "--registration-token",
+            "CORRAL_WORKER__REGISTRATION_TOKEN",
+            "Enrol with a certificate, with a single-use token from 'corral workers enrol'.",
+        ),
+    ] = None,
     name: Annotated[
         str | None, _opt("--name", "CORRAL_WORKER__NAME", "Name (default: the host name).")
     ] = None,

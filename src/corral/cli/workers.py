@@ -1,4 +1,4 @@
-"""``corral workers ls|create|drain|rotate-token|rm|events``: the fleet, for admins."""
+"""``corral workers ls|create|enrol|drain|rotate-token|rm|events``: the fleet, for admins."""
 
 from __future__ import annotations
 
@@ -38,10 +38,11 @@ def ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
                 w.gpu_count,
                 ", ".join(f"{k}={v}" for k, v in w.labels.items()) or "-",
                 _output.ago(w.last_heartbeat),
+                _output.until(w.cert_expires_at) if w.cert_expires_at else "token",
             )
             for w in workers
         ]
-        cols = ("NAME", "ID", "STATUS", "TYPE", "JOBS", "GPUS", "LABELS", "SEEN")
+        cols = ("NAME", "ID", "STATUS", "TYPE", "JOBS", "GPUS", "LABELS", "SEEN", "CREDENTIAL")
         _output.out.print(_output.table(None, cols, rows))
 
     run(go())
@@ -75,6 +76,53 @@ def create(
             created = await client.create_worker(name, persistent=persistent, labels=parsed,
                                                  allow_labels=allow_label or [])  # fmt: skip
         _print_token(created, client.url, as_json, persistent=persistent)
+
+    run(go())
+
+
+@app.command("enrol")
+def enrol(
+    name: Annotated[str, typer.Argument(help="Worker name, unique in the fleet.")],
+    persistent: Annotated[
+        bool, typer.Option("--persistent", help="Stays between jobs (default: one job, then exit).")
+    ] = False,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="k=v,… the scheduler matches jobs against; the worker cannot change them."
+        ),
+    ] = None,
+    allow_label: Annotated[
+        list[str] | None,
+        typer.Option("--allow-label", help="A label key (glob) the worker may set itself; repeat."),
+    ] = None,
+    as_json: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Print a single-use registration token for a worker that enrols with a certificate:
+    it makes its own key, which never leaves its machine. A worker of that name that exists
+    is taken over when it enrols (its old credentials stop)."""
+    parsed = _parse.labels(labels)
+
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            issued = await client.registration(name, persistent=persistent, labels=parsed,
+                                               allow_labels=allow_label or [])  # fmt: skip
+        if as_json:
+            _output.print_json(issued)
+            return
+        until = f": registration token, single use, until {issued.expires_at:%H:%M:%S} UTC:"
+        _output.out.print(_output.line("worker ", _output.styled(issued.name, "bold"), until),
+                          soft_wrap=True)  # fmt: skip
+        _output.out.print(_output.line(_output.styled(issued.token, "bold")), soft_wrap=True)
+        flag = " --persistent" if persistent else ""
+        _output.err.print("start it with (in the environment: a command line is visible to"
+                          " every user of the host):", soft_wrap=True, markup=False)  # fmt: skip
+        _output.err.print(_output.line(
+            f"  CORRAL_WORKER__REGISTRATION_TOKEN={shlex.quote(issued.token)} corral worker"
+            f" --orchestrator-url {shlex.quote(client.url)} --name {shlex.quote(issued.name)}{flag}"
+        ), soft_wrap=True)  # fmt: skip
 
     run(go())
 

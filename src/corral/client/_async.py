@@ -26,6 +26,7 @@ from corral.protocol import (
     JobList,
     JobSubmit,
     JobView,
+    RegistrationIssued,
     WorkerCreate,
     WorkerCreated,
     WorkerList,
@@ -292,18 +293,21 @@ class AsyncClient(AccountCalls):
         """A worker and its token (shown only here). ``persistent``: it stays for more
         jobs; else it exits after one. ``labels``: what jobs' label globs match; the worker
         cannot change them. ``allow_labels``: label keys (globs) it may set itself."""
-        spec = _valid(
-            WorkerCreate,
-            {
-                "name": name,
-                "worker_type": WorkerType.PERSISTENT if persistent else WorkerType.EPHEMERAL,
-                "labels": dict(labels or {}),
-                "allow_labels": list(allow_labels),
-            },
-            {"worker_type": "persistent"},
-        )
+        spec = _worker_spec(name, persistent, labels, allow_labels)
         body = await self._t.json("POST", "/api/admin/workers", json=spec.model_dump(mode="json"))
         return WorkerCreated.model_validate(body)
+
+    async def registration(
+        self, name: str, *, persistent: bool = False, labels: Mapping[str, str] | None = None,
+        allow_labels: Sequence[str] = (),
+    ) -> RegistrationIssued:  # fmt: skip
+        """A single-use registration token for the worker ``name`` (as ``create_worker``
+        describes it): started with it (``corral worker --registration-token``), the worker
+        enrols with a certificate for a key of its own, which never leaves it."""
+        spec = _worker_spec(name, persistent, labels, allow_labels)
+        body = await self._t.json("POST", "/api/admin/workers/registrations",
+                                  json=spec.model_dump(mode="json"))  # fmt: skip
+        return RegistrationIssued.model_validate(body)
 
     async def drain_worker(self, ref: str) -> WorkerView:
         """It finishes what it runs and takes nothing new."""
@@ -384,3 +388,18 @@ def _json(data: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def _worker_spec(
+    name: str, persistent: bool, labels: Mapping[str, str] | None, allow_labels: Sequence[str]
+) -> WorkerCreate:
+    return _valid(
+        WorkerCreate,
+        {
+            "name": name,
+            "worker_type": WorkerType.PERSISTENT if persistent else WorkerType.EPHEMERAL,
+            "labels": dict(labels or {}),
+            "allow_labels": list(allow_labels),
+        },
+        {"worker_type": "persistent"},
+    )

@@ -159,6 +159,7 @@ class Client:
     workers = _blocking(AsyncClient.workers)
     worker = _blocking(AsyncClient.worker)
     create_worker = _blocking(AsyncClient.create_worker)
+    registration = _blocking(AsyncClient.registration)
     drain_worker = _blocking(AsyncClient.drain_worker)
     rotate_token = _blocking(AsyncClient.rotate_token)
     remove_worker = _blocking(AsyncClient.remove_worker)

@@ -137,6 +137,23 @@ class DeleteKey:
 
 
 @dataclass(frozen=True, slots=True)
+class InsertRegistration:
+    """A single-use registration token for a worker to enrol with (its hash)."""
+
+    values: Mapping[str, Any]
+    why: Why = Why()
+
+
+@dataclass(frozen=True, slots=True)
+class UseRegistration:
+    """Guarded: lands once, and only before the token ends."""
+
+    registration_id: str
+    tenant_id: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Assign:
     job_id: str
     attempt: int
@@ -197,5 +214,6 @@ class ForgetDrop:
 Change = (
     InsertJob | MoveJob | StartAttempt | UpdateAttempt | InsertWorker | MoveWorker
     | UpdateWorker | DeleteWorker | Notify | ClearOutbox | Record | EndStream | ForgetDrop
-    | InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey
+    | InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey | InsertRegistration
+    | UseRegistration
 )  # fmt: skip

@@ -312,7 +312,9 @@ def drain(worker: WorkerSnap, *, actor: str | None) -> list[Change]:
 
 def rotate_token(worker: WorkerSnap, token_hash: str, *, actor: str | None) -> list[Change]:
     """A new token; the old one's open stream ends once this commits."""
-    return [UpdateWorker(worker.id, {"token_hash": token_hash}),
+    # A certificate it enrolled with is revoked with it: its key no longer matches.
+    revoked = {"token_hash": token_hash, "cert_pem": None, "cert_expires_at": None}
+    return [UpdateWorker(worker.id, revoked),
             Record(Kind.WORKER_TOKEN_ROTATED, worker.tenant_id, worker_id=worker.id,
                    why=Why(actor=actor)),
             EndStream(worker.id)]  # fmt: skip

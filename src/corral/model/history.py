@@ -28,6 +28,9 @@ class Kind(StrEnum):
     WORKER_CONSTRAINED = "worker.constrained"  # it takes no new work, and says why
     WORKER_UNCONSTRAINED = "worker.unconstrained"
     WORKER_REMOVED = "worker.removed"
+    WORKER_REGISTRATION_ISSUED = "worker.registration_issued"  # a single-use enrolment token
+    WORKER_ENROLLED = "worker.enrolled"  # it traded one and a CSR for a certificate
+    WORKER_CERT_RENEWED = "worker.certificate_renewed"
     TENANT_ONBOARDED = "tenant.onboarded"
     TENANT_SUSPENDED = "tenant.suspended"
     TENANT_RESUMED = "tenant.resumed"

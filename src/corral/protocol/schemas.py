@@ -421,6 +421,9 @@ class WorkerView(BaseModel):
     last_heartbeat: datetime | None
     created_at: datetime
     constrained: str | None = Field(default=None, description="why it takes no new work")
+    cert_expires_at: datetime | None = Field(
+        default=None, description="when its certificate ends, if it enrolled with one"
+    )
 
 
 class WorkerList(BaseModel):

@@ -172,6 +172,7 @@ class Transport:
         breaker_cooldown_s: float = 10.0,
         ca_file: str | Path | None = None,
         verify: bool = True,
+        auth: httpx.Auth | None = None,
     ) -> None:
         if isinstance(urls, str):
             urls = [u for u in urls.split(",") if u.strip()]
@@ -188,6 +189,7 @@ class Transport:
         self._client = httpx.AsyncClient(
             verify=tls_verify(ca_file, verify),
             headers=dict(headers or {}),
+            auth=auth,  # run again for every try: a signed request is signed anew each time
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )

@@ -29,7 +29,7 @@ from corral.server.core import Core
 from corral.server.dispatch import Dispatcher
 from corral.server.hub import Hub
 from corral.server.limits import BodyLimit
-from corral.server.pki import ServerTLS, default_hosts, server_tls
+from corral.server.pki import ServerTLS, default_hosts, ensure_ca, server_tls
 from corral.store import Store, migrate
 
 OnReady = Callable[[str, str | None], Awaitable[None] | None]
@@ -50,6 +50,7 @@ def create_app(
                     listening_since=the_clock.now())  # fmt: skip
         dispatcher = Dispatcher(core)
         core.kick_dispatcher = dispatcher.kick
+        core.ca = await asyncio.to_thread(ensure_ca, private_dir(settings.data_dir / "pki"))
         app.state.core = core
         app.state.dispatcher = dispatcher
         bootstrap = settings.bootstrap_admin_key

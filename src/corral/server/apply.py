@@ -23,6 +23,7 @@ from corral.model.changes import (
     ForgetDrop,
     InsertJob,
     InsertKey,
+    InsertRegistration,
     InsertTenant,
     InsertWorker,
     MoveJob,
@@ -34,6 +35,7 @@ from corral.model.changes import (
     StartAttempt,
     UpdateAttempt,
     UpdateWorker,
+    UseRegistration,
     Why,
 )
 from corral.model.history import Kind, job_kind, worker_kind
@@ -228,6 +230,13 @@ async def _one(t: Tx, c: Change) -> bool:
             t.jobs.add(c.job_id)
     elif isinstance(c, InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey):
         return await _account(t, c)
+    elif isinstance(c, InsertRegistration):
+        await workers_q.insert_registration(conn, dict(c.values))
+        _entry(t, Kind.WORKER_REGISTRATION_ISSUED, c.values["tenant_id"], c.why, detail={
+            "registration_id": c.values["id"], "name": c.values["spec"]["name"],
+            "expires_at": c.values["expires_at"].isoformat()})  # fmt: skip
+    elif isinstance(c, UseRegistration):
+        return await workers_q.use_registration(conn, c.registration_id, c.now)
     elif isinstance(c, EndStream):
         t.end_streams.add(c.worker_id)
     elif isinstance(c, ForgetDrop):

@@ -1,7 +1,13 @@
-"""Who is calling: API keys (Authorization: Bearer) and worker tokens (X-Worker-Token).
+"""Who is calling: API keys (Authorization: Bearer), worker tokens (X-Worker-Token) and
+workers' signed requests (X-Corral-Signature, ``corral.protocol.signing``).
 
 Authentication is a dependency that yields an identity; handlers never parse credentials.
 Secrets are random, shown once, stored as SHA-256 and compared in constant time.
+
+A signed request is checked against the public key of the certificate stored at enrolment
+(cached, as a token is, and confirmed in the request's transaction), within
+``signing.WINDOW_S`` of this clock, and its nonce is written in that transaction: one seen
+before, on any coordinator of the store, is a replay and refused.
 
 Neither kind of secret costs a database round trip per request once seen (``Credentials``):
 a worker's token is checked again inside the transaction of what it asked for, against the
@@ -20,10 +26,12 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute
@@ -44,7 +52,7 @@ from corral.model import (
     allows,
 )
 from corral.model.changes import DeleteKey, InsertKey, Why
-from corral.protocol import WORKER_TOKEN_HEADER
+from corral.protocol import WORKER_TOKEN_HEADER, signing
 from corral.server.tokens import looks_like_token
 from corral.store import as_utc
 from corral.store import keys as keys_q
@@ -52,7 +60,11 @@ from corral.store import workers as workers_q
 
 log = structlog.get_logger("corral.auth")
 _bearer = HTTPBearer(auto_error=False, description="API key")
-_worker_token = APIKeyHeader(name=WORKER_TOKEN_HEADER, auto_error=False, description="worker token")
+_worker_token = APIKeyHeader(
+    name=WORKER_TOKEN_HEADER, auto_error=False,
+    description="worker token; or, for a worker enrolled with a certificate, a signed request"
+    f" ({signing.SIGNATURE_HEADER}, docs/SECURITY.md)",
+)  # fmt: skip
 
 
 def new_secret(prefix: str) -> str:
@@ -92,7 +104,19 @@ class WorkerIdentity:
 
     worker_id: str
     tenant_id: str
-    token_hash: str
+    token_hash: str  # the token's hash, or the certificate key's fingerprint
+    nonce: str | None = None  # a signed request's, written when it is verified
+    nonce_until: datetime | None = None  # how long it must be remembered
+
+
+@dataclass(frozen=True, slots=True)
+class _Enrolled:
+    """A worker's certificate key, as last looked up."""
+
+    who: WorkerIdentity
+    key: Ed25519PublicKey
+    expires_at: datetime
+    trust_until: float
 
 
 class Refusals:
@@ -134,6 +158,7 @@ KEY_TTL_S = 2.0  # how long a looked-up API key is trusted before it is read aga
 LAST_USED_EVERY_S = 60.0  # a key's last use is written at most this often
 KEY_PREFIX_CHARS = 11  # "ck_" and 8 characters of the secret: shown, to tell keys apart
 MAX_CACHED = 100_000  # secrets remembered; past it the cache starts anew
+NONCE_SLACK_S = 5  # a nonce is remembered this much past its window: coordinators' clocks differ
 
 
 @dataclass
@@ -143,6 +168,53 @@ class Credentials:
     clock: Any = time.monotonic
     _workers: dict[str, WorkerIdentity] = field(default_factory=dict)
     _keys: dict[str, tuple[Identity, float]] = field(default_factory=dict)
+    _enrolled: dict[str, _Enrolled] = field(default_factory=dict)
+
+    async def signed(
+        self, conn_of: Any, s: signing.Signed, now: datetime, method: str, target: str,
+        body: bytes,
+    ) -> WorkerIdentity:  # fmt: skip
+        """The worker whose certificate key signed this request, if it is still its key and
+        the request is inside the window; its nonce is checked in the request's transaction
+        (``verify``)."""
+        skew = s.ts - now.timestamp()
+        if abs(skew) > signing.WINDOW_S:
+            raise Unauthenticated(
+                f"this signed request's time is {skew:+.0f} s from the coordinator's (at most"
+                f" {signing.WINDOW_S} s): a replay, or the worker's clock is wrong"
+            )
+        held = self._enrolled.get(s.worker_id)
+        if held is None or held.trust_until <= self.clock() or held.expires_at <= now:
+            held = await self._enrolment(conn_of, s.worker_id, now)
+        try:
+            signing.verify(held.key, s, method, target, body)
+        except signing.BadSignature as exc:
+            raise Unauthenticated(str(exc)) from None
+        until = datetime.fromtimestamp(s.ts + signing.WINDOW_S + NONCE_SLACK_S, UTC)
+        return replace(held.who, nonce=s.nonce, nonce_until=until)
+
+    async def _enrolment(self, conn_of: Any, worker_id: str, now: datetime) -> _Enrolled:
+        self._enrolled.pop(worker_id, None)
+        async with conn_of() as conn:
+            row = await workers_q.key_of(conn, worker_id)
+        if row is None or row["cert_pem"] is None:
+            raise Unauthenticated("invalid worker signature: no such enrolled worker")
+        cert = x509.load_pem_x509_certificate(row["cert_pem"].encode())
+        key = cert.public_key()
+        if not isinstance(key, Ed25519PublicKey) or not hmac.compare_digest(
+            row["token_hash"], signing.key_fingerprint(key)
+        ):
+            raise Unauthenticated("invalid worker signature: its credentials were rotated")
+        expires = as_utc(row["cert_expires_at"]) or now
+        if expires <= now:
+            raise Unauthenticated(
+                f"this worker's certificate expired at {expires:%Y-%m-%d %H:%M:%S} UTC:"
+                " enrol it again"
+            )
+        who = WorkerIdentity(row["id"], row["tenant_id"], row["token_hash"])
+        held = _Enrolled(who, key, expires, self.clock() + KEY_TTL_S)
+        self._remember(self._enrolled, worker_id, held)
+        return held
 
     async def worker(self, conn_of: Any, digest: str) -> WorkerIdentity:
         found = self._workers.get(digest)
@@ -167,7 +239,12 @@ class Credentials:
             found = await workers_q.token_of(conn, w.tenant_id, w.worker_id, for_update=lock)
         if found is None or not hmac.compare_digest(found["token_hash"], w.token_hash):
             self._workers.pop(w.token_hash, None)
+            self._enrolled.pop(w.worker_id, None)
             raise Unauthenticated("invalid worker token")
+        if w.nonce is not None:
+            assert w.nonce_until is not None
+            if not await workers_q.use_nonce(conn, w.worker_id, w.nonce, w.nonce_until):
+                raise Unauthenticated("this signed request was taken before: a replay")
         return found
 
     def forget_worker(self, worker_id: str) -> None:
@@ -175,6 +252,7 @@ class Credentials:
         transaction reads it again."""
         for digest in [d for d, w in self._workers.items() if w.worker_id == worker_id]:
             del self._workers[digest]
+        self._enrolled.pop(worker_id, None)
 
     async def key(self, conn_of: Any, digest: str, now: datetime) -> Identity:
         """The key's identity, if it exists, has not expired and its tenant is active; its
@@ -236,6 +314,8 @@ class Credentials:
             del self._keys[digest]
         for digest in [d for d, w in self._workers.items() if w.tenant_id == tenant_id]:
             del self._workers[digest]
+        for wid in [i for i, e in self._enrolled.items() if e.who.tenant_id == tenant_id]:
+            del self._enrolled[wid]
 
     @staticmethod
     def _remember(cache: dict[str, Any], digest: str, value: Any) -> None:
@@ -291,12 +371,29 @@ async def worker_identity(
 ) -> WorkerIdentity:
     core = request.app.state.core
     core.refusals.check(request.client.host if request.client else None)
-    if not token:
-        raise Unauthenticated(f"a worker token is required: {WORKER_TOKEN_HEADER}")
-    who: WorkerIdentity = await core.credentials.worker(core.store.tx, hash_secret(token.strip()))
+    who: WorkerIdentity
+    if (header := request.headers.get(signing.SIGNATURE_HEADER)) is not None:
+        try:
+            s = signing.parse(header)
+        except signing.BadSignature as exc:
+            raise Unauthenticated(str(exc)) from None
+        who = await core.credentials.signed(core.store.tx, s, core.clock.now(), request.method,
+                                            _target(request), await request.body())  # fmt: skip
+    elif token:
+        who = await core.credentials.worker(core.store.tx, hash_secret(token.strip()))
+    else:
+        raise Unauthenticated(f"a worker token is required: {WORKER_TOKEN_HEADER}"
+                              f" (or a signed request: {signing.SIGNATURE_HEADER})")  # fmt: skip
     request.state.caller = who.worker_id
     request.state.tenant = who.tenant_id
     return who
+
+
+def _target(request: Request) -> str:
+    """The path and query as the client sent them, which is what it signed."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string") or b""
+    return (raw + b"?" + query if query else raw).decode("latin-1")
 
 
 AnyKey = Annotated[Identity, Security(authorize, scopes=[])]  # any valid key: no permission

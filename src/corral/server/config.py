@@ -84,6 +84,14 @@ class ServerSettings(Section):
         default=120, gt=0, le=86400,
         description="a request body not whole this long after it began is answered 408",
     )  # fmt: skip
+    worker_cert_s: int = Field(
+        default=86400, ge=5, le=366 * 86400,
+        description="how long a worker's certificate lasts; it renews after two thirds",
+    )  # fmt: skip
+    registration_ttl_s: int = Field(
+        default=600, ge=10, le=7 * 86400,
+        description="how long a single-use registration token can be enrolled with",
+    )  # fmt: skip
     db_connect_timeout_s: float = Field(default=5, gt=0, le=300)
     db_statement_timeout_s: float = Field(
         default=30, gt=0, le=3600, description="past it a statement fails: 503, retry"

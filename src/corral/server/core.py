@@ -93,6 +93,7 @@ class Core:
     tokens: Signer = field(default_factory=Signer)
     refusals: Refusals = field(init=False)  # what each address has been refused lately
     follows: Follows = field(init=False)  # long-lived answers open, per API key
+    ca: Any = None  # the internal CA's (certificate, key): it signs workers' certificates
 
     def __post_init__(self) -> None:
         self.policy = policy_of(self.settings)

@@ -60,6 +60,7 @@ def view(row: RowMapping, running: int) -> WorkerView:
         last_heartbeat=as_utc(row["last_heartbeat"]),
         created_at=as_utc(row["created_at"]),
         constrained=row["constrained"],
+        cert_expires_at=as_utc(row["cert_expires_at"]),
     )
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -176,3 +177,32 @@ def server_tls(data_dir: Path, hosts: Iterable[str]) -> ServerTLS:
         _write_private(key_path, _key_pem(key))
         _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return ServerTLS(cert_path, key_path, pki / "ca.pem")
+
+
+def worker_uri(tenant_id: str, worker_id: str) -> str:
+    """The name a worker's certificate is bound to (its subject alternative name)."""
+    return f"urn:corral:tenant:{tenant_id}:worker:{worker_id}"
+
+
+def worker_certificate(
+    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, public_key: Any,
+    tenant_id: str, worker_id: str, not_after: datetime,
+) -> x509.Certificate:  # fmt: skip
+    """A client certificate for a worker's own key, bound to the worker and its tenant."""
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corral"),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, tenant_id[:64]),
+                         x509.NameAttribute(NameOID.COMMON_NAME, worker_id[:64])])  # fmt: skip
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(ca.subject).public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(worker_uri(tenant_id, worker_id))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip

@@ -75,6 +75,7 @@ async def tick(core: Core) -> None:
             await streams.prune_events(
                 t.conn, t.now - timedelta(seconds=max(s.ephemeral_ttl_s, 3600))
             )
+            await workers_q.prune_nonces(t.conn, t.now)
             await history_q.prune(t.conn, t.now - timedelta(days=s.events_retention_days))
         # Frozen in the middle of this tick (its clock read before): the heartbeats that
         # waited meanwhile are still being taken, and the next tick must not count them late.

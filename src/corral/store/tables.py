@@ -99,7 +99,37 @@ workers = Table(
     # The worker's clock at the newest of its requests taken (see RegisterRequest.sent_ns).
     Column("heard_ns", BigInteger),
     Column("created_at", TS, nullable=False),
+    # A worker enrolled with a certificate: the one the coordinator signed for its key, and
+    # when it ends. Its ``token_hash`` is then the key's fingerprint (protocol.signing).
+    Column("cert_pem", Text),
+    Column("cert_expires_at", TS),
     Index("ix_workers_tenant_status", "tenant_id", "status"),
+)
+
+# Single-use registration tokens: an API key's holder asks for one, a worker trades it and a
+# CSR for a certificate (docs/SECURITY.md "Enrolment with a certificate").
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("tenant_id", Id, ForeignKey("tenants.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("spec", JSON, nullable=False),  # the worker it enrols: a WorkerCreate
+    Column("created_by", Id),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("used_at", TS),
+    Index("ix_registrations_expires", "expires_at"),
+)
+
+# The nonces of signed worker requests still inside their window: one seen again is a replay.
+worker_nonces = Table(
+    "worker_nonces",
+    metadata,
+    Column("worker_id", Id, primary_key=True),
+    Column("nonce", String(32), primary_key=True),
+    Column("expires_at", TS, nullable=False),
+    Index("ix_worker_nonces_expires", "expires_at"),
 )
 
 jobs = Table(

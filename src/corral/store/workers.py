@@ -11,8 +11,8 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.model import TenantStatus, WorkerStatus, check_worker_transition
-from corral.store._dialect import one_writer
-from corral.store.tables import tenants, workers
+from corral.store._dialect import insert_ignore, one_writer
+from corral.store.tables import registrations, tenants, worker_nonces, workers
 
 
 async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -44,6 +44,52 @@ async def token_of(
 async def by_token_hash(conn: AsyncConnection, token_hash: str) -> RowMapping | None:
     q = select(workers).where(workers.c.token_hash == token_hash)
     return (await conn.execute(q)).mappings().first()
+
+
+async def key_of(conn: AsyncConnection, worker_id: str) -> RowMapping | None:
+    """What a signed request's worker id needs checked: its tenant, credential and
+    certificate (any tenant's: the signature then says whether the caller holds its key)."""
+    q = select(workers.c.id, workers.c.tenant_id, workers.c.token_hash, workers.c.cert_pem,
+               workers.c.cert_expires_at).where(workers.c.id == worker_id)  # fmt: skip
+    return (await conn.execute(q)).mappings().first()
+
+
+async def use_nonce(
+    conn: AsyncConnection, worker_id: str, nonce: str, expires_at: datetime
+) -> bool:
+    """False if this worker's nonce was seen before (and is still remembered): a replay.
+    In the request's own transaction, so a request that fails leaves its nonce unused."""
+    q = insert_ignore(conn, worker_nonces).values(
+        worker_id=worker_id, nonce=nonce, expires_at=expires_at
+    )
+    # RETURNING, not rowcount: a driver may not count an INSERT's rows.
+    return (await conn.execute(q.returning(worker_nonces.c.nonce))).first() is not None
+
+
+async def prune_nonces(conn: AsyncConnection, now: datetime) -> int:
+    """Forget nonces past their window (a request that old is refused by its timestamp) and
+    registration tokens past their end."""
+    n = (await conn.execute(delete(worker_nonces).where(worker_nonces.c.expires_at < now))).rowcount
+    await conn.execute(delete(registrations).where(registrations.c.expires_at < now))
+    return int(n or 0)
+
+
+async def insert_registration(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(registrations.insert().values(**values))
+
+
+async def registration(conn: AsyncConnection, token_hash: str) -> RowMapping | None:
+    q = select(registrations).where(registrations.c.token_hash == token_hash)
+    return (await conn.execute(q)).mappings().first()
+
+
+async def use_registration(conn: AsyncConnection, reg_id: str, now: datetime) -> bool:
+    """Guarded: it is used once, and not after it ends."""
+    q = update(registrations).where(
+        registrations.c.id == reg_id, registrations.c.used_at.is_(None),
+        registrations.c.expires_at > now,
+    ).values(used_at=now)  # fmt: skip
+    return bool((await conn.execute(q)).rowcount == 1)
 
 
 async def all_of(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:

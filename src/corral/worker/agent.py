@@ -14,6 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 import httpx
 import structlog
@@ -21,7 +22,7 @@ from httpx_sse import SSEError
 
 from corral.config import harden as _harden
 from corral.model import WorkerStatus
-from corral.model.errors import CorralError
+from corral.model.errors import CorralError, Unauthenticated
 from corral.protocol import (
     CALL_KIND,
     AttemptRef,
@@ -31,9 +32,9 @@ from corral.protocol import (
     RegisterResponse,
     WorkerDrain,
 )
-from corral.protocol.transport import insecure
-from corral.worker import _join, hardware
-from corral.worker._retry import Backoff, Verdict, verdict
+from corral.protocol.transport import Transport, insecure
+from corral.worker import _join, hardware, identity
+from corral.worker._retry import Backoff, Verdict, retrying, verdict
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
 from corral.worker.client import TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
@@ -80,10 +81,19 @@ class Agent:
     ) -> None:
         self.settings = settings
         self.machine = machine or hardware.detect()
-        self.client = client or WorkerClient.for_token(
-            settings.orchestrator_url, settings.worker_token.get_secret_value(),
-            ca_file=settings.ca_file, verify=not settings.ssl_no_verify,
-        )  # fmt: skip
+        self._tls: dict[str, Any] = {"ca_file": settings.ca_file,
+                                     "verify": not settings.ssl_no_verify}  # fmt: skip
+        # A worker without a token proves itself with a certificate, enrolled in ``run``.
+        self.signer = identity.SignedAuth() if settings.worker_token is None else None
+        if client is None and self.signer is not None:
+            client = WorkerClient(Transport(settings.orchestrator_url, auth=self.signer,
+                                            **self._tls))  # fmt: skip
+        elif client is None:
+            assert settings.worker_token is not None
+            client = WorkerClient.for_token(settings.orchestrator_url,
+                                            settings.worker_token.get_secret_value(),
+                                            **self._tls)  # fmt: skip
+        self.client = client
         self.pool = hardware.GpuPool([g.index for g in self.machine.gpus])
         self.log_interval_s = log_interval_s
         self.worker_id: str | None = None
@@ -140,10 +150,18 @@ class Agent:
     async def run(self) -> int:
         for said in insecure(self.settings.orchestrator_url, not self.settings.ssl_no_verify):
             self.log.warning("worker.insecure", detail=said)
+        if (missing := self.settings.missing_credentials()) is not None:
+            self.log.error("worker.no_credentials", error=missing)
+            await self.client.aclose()
+            return EXIT_CONFIG
         try:
             self.journal = Journal(self.settings.work_dir)
         except (JournalBusy, OSError) as exc:
             self.log.error("worker.data_dir_unusable", error=str(exc))
+            await self.client.aclose()
+            return EXIT_CONFIG
+        if self.signer is not None and not await self._enrol():
+            self.journal.close()
             await self.client.aclose()
             return EXIT_CONFIG
         users = self._users()
@@ -210,6 +228,8 @@ class Agent:
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")
                 tg.create_task(self._outbox_loop(), name="outbox")
                 tg.create_task(self._wait_exit(), name="exit")
+                if self.signer is not None:
+                    tg.create_task(self._renew(), name="renew")
         except* _Leave:
             pass
         except* TokenRefused as group:
@@ -223,6 +243,30 @@ class Agent:
             self.log.error("worker.registration_refused", error=str(group.exceptions[0]))
             self._exit_code, self._kill_on_exit = EXIT_CONFIG, True
         await self._shutdown()
+
+    async def _enrol(self) -> bool:
+        """The certificate to sign with: held, renewed, or enrolled for now; retried while
+        the coordinator is away. False (said why) when it is refused."""
+        assert self.signer is not None
+        try:
+            said = lambda exc: self.log.warning("enrol.failed", error=str(exc))  # noqa: E731
+            async for attempt in retrying(initial_s=1.0, max_s=30.0, on_retry=said):
+                with attempt:
+                    held = await identity.ensure(self.settings, self._tls)
+        except (identity.EnrolmentRefused, CorralError, OSError) as exc:
+            self.log.error("worker.enrolment_refused", error=str(exc))
+            return False
+        self.signer.held = held
+        self.log.info("worker.enrolled", worker_id=held.worker_id,
+                      certificate_expires_at=held.expires_at.isoformat())  # fmt: skip
+        return True
+
+    async def _renew(self) -> None:
+        assert self.signer is not None and self.signer.held is not None
+        try:
+            await identity.renew_loop(self.settings, self.signer.held, self._tls)
+        except Unauthenticated as exc:
+            raise TokenRefused(f"the certificate's renewal was refused: {exc}") from exc
 
     async def _wait_exit(self) -> None:
         await self._exit.wait()

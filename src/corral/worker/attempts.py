@@ -277,7 +277,7 @@ class RunningAttempt:
             result_file=result_path(workdir),
             gpus=self.gpus,
             pass_env=settings.pass_env,
-            secrets=[settings.worker_token.get_secret_value()],
+            secrets=settings.secrets(),
         )
         try:
             process: AttemptProcess | WarmCall

@@ -66,7 +66,14 @@ class WorkerSettings(Section):
         description="coordinator URL; several, comma-separated, fail over in order",
     )
     # Its key is "token": CORRAL_WORKER__TOKEN, `token` under [worker].
-    worker_token: SecretStr = Field(validation_alias="CORRAL_WORKER__TOKEN")
+    worker_token: SecretStr | None = Field(default=None, validation_alias="CORRAL_WORKER__TOKEN")
+    # Or a certificate (worker.identity): enrolled with an API key or a registration token.
+    api_key: SecretStr | None = Field(
+        default=None, description="enrol with a certificate, asking with this API key"
+    )
+    registration_token: SecretStr | None = Field(
+        default=None, description="enrol with a certificate, with this single-use token"
+    )
     name: str | None = Field(default=None, description="default: hostname")
     labels: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="k=v,k2=v2"
@@ -116,13 +123,15 @@ class WorkerSettings(Section):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return ",".join(urls)
 
-    @field_validator("worker_token")
+    @field_validator("worker_token", "api_key", "registration_token")
     @classmethod
-    def _token(cls, value: SecretStr) -> SecretStr:
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
         # Pasted tokens often carry a newline; a header with one is refused by httpx.
+        if value is None:
+            return None
         token = value.get_secret_value().strip()
         if not token:
-            raise ValueError("the worker token is empty")
+            raise ValueError("is empty")
         return SecretStr(token)
 
     @field_validator("labels", mode="before")
@@ -170,6 +179,34 @@ class WorkerSettings(Section):
             self.data_dir = Path.home() / ".corral" / "worker" / _safe(self.name)
         self.data_dir = self.data_dir.expanduser()
         return self
+
+    @model_validator(mode="after")
+    def _credentials(self) -> WorkerSettings:
+        enrols = self.api_key is not None or self.registration_token is not None
+        if self.worker_token is not None and enrols:
+            raise ValueError("a worker token, or an API key / registration token to enrol with"
+                             " a certificate: not both")  # fmt: skip
+        return self
+
+    def missing_credentials(self) -> str | None:
+        """Why this worker cannot prove itself, or None: a token, an API key or registration
+        token to enrol with, or a certificate it enrolled with before."""
+        enrols = self.api_key is not None or self.registration_token is not None
+        if self.worker_token is None and not enrols and not self.identity_file.exists():
+            return ("a worker token is needed (CORRAL_WORKER__TOKEN, from corral workers"
+                    " create), or --api-key / --registration-token to enrol with a"
+                    " certificate")  # fmt: skip
+        return None
+
+    @property
+    def identity_file(self) -> Path:
+        """What a worker enrolled with a certificate holds (``corral.worker.identity``)."""
+        return self.work_dir / "identity" / "identity.json"
+
+    def secrets(self) -> list[str]:
+        """What no job may be handed, even by name (``--pass-env``)."""
+        held = (self.worker_token, self.api_key, self.registration_token)
+        return [s.get_secret_value() for s in held if s is not None]
 
     @property
     def call_prefetch(self) -> int:

@@ -6,8 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from corral.protocol import EventList, WorkerCreate, WorkerCreated, WorkerList, WorkerView
-from corral.server import fleet, history
+from corral.protocol import (
+    EventList,
+    RegistrationIssued,
+    WorkerCreate,
+    WorkerCreated,
+    WorkerList,
+    WorkerView,
+)
+from corral.server import enrolment, fleet, history
 from corral.server.auth import WorkersAdmin
 
 router = APIRouter(prefix="/api/admin/workers", tags=["admin"])
@@ -21,6 +28,15 @@ async def list_workers(request: Request, who: WorkersAdmin) -> WorkerList:
 @router.post("", response_model=WorkerCreated, status_code=201)
 async def create_worker(request: Request, who: WorkersAdmin, body: WorkerCreate) -> WorkerCreated:
     return await fleet.create(request.app.state.core, who, body)
+
+
+@router.post("/registrations", response_model=RegistrationIssued, status_code=201)
+async def issue_registration(
+    request: Request, who: WorkersAdmin, body: WorkerCreate
+) -> RegistrationIssued:
+    """A single-use registration token for the worker ``body`` describes: the worker trades
+    it and a CSR for its own key for a certificate (``POST /api/workers/enrol``)."""
+    return await enrolment.issue(request.app.state.core, who, body)
 
 
 @router.delete("/{worker_id}", status_code=204, responses={409: {"description": "not offline"}})

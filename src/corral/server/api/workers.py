@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response, Security
+from fastapi.security import APIKeyHeader
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from corral.model import InvalidInput
+from corral.model import InvalidInput, Unauthenticated
 from corral.protocol import (
     AttemptReport,
+    CertificateRequest,
+    Enrolled,
     HeartbeatRequest,
     HeartbeatResponse,
     LogBatch,
@@ -20,8 +24,9 @@ from corral.protocol import (
     ReportAck,
     ReportBatch,
     ReportBatchAck,
+    signing,
 )
-from corral.server import fleet, jobs
+from corral.server import enrolment, fleet, jobs
 from corral.server.auth import Worker, WorkerIdentity
 from corral.server.hub import wait
 from corral.store import streams
@@ -32,6 +37,41 @@ router = APIRouter(prefix="/api/workers", tags=["workers"])
 # wake-up and, as the fallback for a lost one, at least every POLL_S.
 PING_S = 5.0
 POLL_S = 30.0
+
+
+_registration = APIKeyHeader(
+    name=signing.REGISTRATION_TOKEN_HEADER, scheme_name="RegistrationToken", auto_error=False,
+    description="single-use, from POST /api/admin/workers/registrations",
+)  # fmt: skip
+
+
+async def _registration_token(
+    request: Request, token: Annotated[str | None, Security(_registration)]
+) -> str:
+    # A dependency, so that a request without one is a 401 before its body is looked at.
+    request.app.state.core.refusals.check(request.client.host if request.client else None)
+    if not token:
+        raise Unauthenticated(
+            f"a registration token is required: {signing.REGISTRATION_TOKEN_HEADER}"
+        )
+    return token
+
+
+@router.post("/enrol", response_model=Enrolled, status_code=201)
+async def enrol(
+    request: Request,
+    token: Annotated[str, Depends(_registration_token)],
+    body: CertificateRequest,
+) -> Enrolled:
+    """Trade a registration token and a CSR for the worker's own Ed25519 key for a client
+    certificate; from then on the worker signs each request with that key."""
+    return await enrolment.enrol(request.app.state.core, token, body)
+
+
+@router.post("/renew", response_model=Enrolled)
+async def renew(request: Request, worker: Worker, body: CertificateRequest) -> Enrolled:
+    """A new certificate for the key the worker enrolled with, before its certificate ends."""
+    return await enrolment.renew(request.app.state.core, worker, body)
 
 
 @router.post("/register", response_model=RegisterResponse)
@@ -56,7 +96,7 @@ def _last_event_id(
 async def _registered(request: Request, worker: Worker) -> WorkerIdentity:
     # A dependency, so a worker that never registered gets its 409 before the stream starts.
     await fleet.check_registered(request.app.state.core, worker)
-    return worker
+    return replace(worker, nonce=None)  # its nonce is used up by that check
 
 
 @router.get(
