@@ -47,3 +47,7 @@ def wait_for(path: str, then: str = "done") -> str:
 
 def not_json() -> object:
     return object()
+
+
+def listing(path: str) -> list[str]:
+    return sorted(os.listdir(path))

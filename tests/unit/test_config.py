@@ -148,6 +148,8 @@ def test_worker_flag_beats_env_beats_old_env_beats_file(
         "ca_file": "default",
         "ssl_no_verify": "default",
         "run_as_users": "default",
+        "sandbox": "default",
+        "sandbox_hide": "default",
     }
 
 

@@ -130,7 +130,8 @@ def test_token_never_shown() -> None:
         {"orchestrator_url": "http://c:3", "worker_token": "t", "max_concurrent_tasks": 0},
         {"orchestrator_url": "http://c:3", "worker_token": "t", "labels": "nope"},
         {"orchestrator_url": "http://c:3", "worker_token": "t", "bogus": 1},
-        {"orchestrator_url": "http://c:3"},
+        {"orchestrator_url": "http://c:3", "worker_token": "t", "api_key": "k"},  # not both
+        {"orchestrator_url": "http://c:3", "worker_token": "t", "sandbox": "maybe"},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:

@@ -300,6 +300,16 @@ def worker(
             "Do not check the coordinator's certificate (development only; warns).",
         ),
     ] = None,
+    sandbox: Annotated[
+        str | None,
+        _opt(
+            "--sandbox",
+            "CORRAL_WORKER__SANDBOX",
+            "on|auto|off: run each attempt in namespaces that hide this worker's data"
+            " directory (journal, other attempts, keys) from it, and its own processes from"
+            " others (default: off; auto: where the machine allows it).",
+        ),
+    ] = None,
     run_as_users: Annotated[
         str | None,
         _opt(

@@ -142,6 +142,10 @@ class LocalFleet:
         # Only its own token, under its one name; none of the fleet's other secrets.
         env = {k: v for k, v in {**os.environ, **self.worker_env}.items() if k not in _SECRETS}
         env["CORRAL_WORKER__TOKEN"] = token
+        # Its jobs run as this user: where the machine allows it, in namespaces that hide
+        # the whole data directory (the database, admin.key, the other workers' journals).
+        env.setdefault("CORRAL_WORKER__SANDBOX", "auto")
+        env.setdefault("CORRAL_WORKER__SANDBOX_HIDE", str(self.data_dir))
         # `python` in a job means this interpreter (and its packages), activated or not.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         worker.proc = await spawn(

@@ -43,6 +43,8 @@ from corral.worker.isolation import Users, UsersUnavailable, open_path
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
 from corral.worker.process import StopReason
+from corral.worker.sandbox import Sandbox
+from corral.worker.sandbox import available as sandbox_available
 from corral.worker.workdir import attempt_dir, prune_workdirs
 
 __all__ = ["Agent", "run_worker"]
@@ -147,6 +149,23 @@ class Agent:
                       call_user=users.call_user, attempt_uids=users.attempt_uids)  # fmt: skip
         return users
 
+    async def _sandbox(self) -> Sandbox | str | None:
+        """``--sandbox``: the namespaces attempts start in, or why they cannot (``on``); with
+        ``auto`` a machine that does not allow them runs attempts without, and says so."""
+        mode = self.settings.sandbox
+        if mode == "off":
+            return None
+        why = await asyncio.to_thread(sandbox_available)
+        if why is None:
+            hidden = [str(p) for p in (self.settings.work_dir, *self.settings.sandbox_hide)]
+            self.log.info("worker.sandbox", hidden=hidden)
+            return Sandbox(self.settings.work_dir, self.settings.sandbox_hide)
+        if mode == "on":
+            return f"--sandbox on: {why}"
+        hint = "jobs run without namespaces: they can read this user's files"
+        self.log.warning("worker.no_sandbox", reason=why, hint=hint)
+        return None
+
     async def run(self) -> int:
         for said in insecure(self.settings.orchestrator_url, not self.settings.ssl_no_verify):
             self.log.warning("worker.insecure", detail=said)
@@ -161,6 +180,12 @@ class Agent:
             await self.client.aclose()
             return EXIT_CONFIG
         if self.signer is not None and not await self._enrol():
+            self.journal.close()
+            await self.client.aclose()
+            return EXIT_CONFIG
+        sandbox = await self._sandbox()
+        if isinstance(sandbox, str):
+            self.log.error("worker.sandbox_unavailable", error=sandbox)
             self.journal.close()
             await self.client.aclose()
             return EXIT_CONFIG
@@ -188,6 +213,7 @@ class Agent:
             log_interval_s=self.log_interval_s,
             logger=self.log,
             users=users,
+            sandbox=sandbox,
         )
         installed = self._install_signals()
         try:

@@ -28,6 +28,7 @@ from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
+from corral.worker.sandbox import Sandbox
 from corral.worker.warm import WarmCall, WarmPool
 from corral.worker.workdir import AttemptFiles, attempt_dir, prepare_workdir, result_path
 
@@ -57,12 +58,13 @@ class AttemptContext:
     lingering: set[asyncio.Task[None]] = field(default_factory=set)
     warm: WarmPool | None = None  # the warm interpreters of call tasks, made on first use
     users: Users | None = None  # each attempt a uid of its own (--run-as-users)
+    sandbox: Sandbox | None = None  # namespaces that hide the fleet's files (--sandbox)
 
     def warm_pool(self) -> WarmPool:
         if self.warm is None:
             user = self.users.call_user if self.users is not None else None
             self.warm = WarmPool(self.settings.max_concurrent_tasks, self.settings.work_dir,
-                                 user=user)  # fmt: skip
+                                 user=user, sandbox=self.sandbox)  # fmt: skip
         return self.warm
 
     async def close(self) -> None:
@@ -297,6 +299,7 @@ class RunningAttempt:
                     kill_grace_s=settings.kill_grace_s,
                     user=self.uid,
                     files=files,
+                    sandbox=self.ctx.sandbox,
                 )
         except StartFailed as exc:
             return Outcome(AttemptOutcome.FAILED, None, str(exc))

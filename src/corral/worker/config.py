@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -108,6 +108,14 @@ class WorkerSettings(Section):
         " root); the first this worker holds is the warm interpreters' of call tasks; uids"
         " another worker on the host holds are skipped",
     )
+    sandbox: Literal["off", "on", "auto"] = Field(
+        default="off",
+        description="run each attempt in user, mount and PID namespaces that hide this"
+        " worker's data directory and sandbox_hide from it (auto: where the machine allows)",
+    )  # fmt: skip
+    sandbox_hide: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="more directories a sandboxed job cannot see"
+    )
     ssl_no_verify: bool = Field(
         default=False, description="do not check the coordinator's certificate (development)"
     )
@@ -141,6 +149,13 @@ class WorkerSettings(Section):
             return parse_labels(value)
         if isinstance(value, list | tuple):  # repeated --label k=v flags
             return parse_labels(",".join(str(v) for v in value))
+        return value
+
+    @field_validator("sandbox_hide", mode="before")
+    @classmethod
+    def _hide(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [Path(v.strip()) for v in value.split(",") if v.strip()]
         return value
 
     @field_validator("pass_env", mode="before")
@@ -190,7 +205,8 @@ class WorkerSettings(Section):
 
     def missing_credentials(self) -> str | None:
         """Why this worker cannot prove itself, or None: a token, an API key or registration
-        token to enrol with, or a certificate it enrolled with before."""
+        token to enrol with, or a certificate it enrolled with before (with a registration
+        token: it keeps that one on disk)."""
         enrols = self.api_key is not None or self.registration_token is not None
         if self.worker_token is None and not enrols and not self.identity_file.exists():
             return ("a worker token is needed (CORRAL_WORKER__TOKEN, from corral workers"

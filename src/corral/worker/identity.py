@@ -3,11 +3,16 @@ for it, and the signature it puts on every request (docs/SECURITY.md).
 
 ``corral worker --api-key KEY`` asks for a single-use registration token with the key, or
 ``--registration-token T`` brings one an admin made (``corral workers enrol NAME``); the
-worker makes an Ed25519 key, sends a CSR for it, and keeps what it gets in
-``<data-dir>/identity/`` (the key 0600, never sent). A later start uses it again: it renews
-the certificate first, which also tells it whether the certificate still holds. One
-refused (its admin rotated or removed the worker) is replaced by enrolling again when the
-worker has an API key; without one the worker says so and exits.
+worker makes an Ed25519 key and sends a CSR for it. The key is never sent.
+
+Where it is kept: a worker with an API key keeps its key in memory only, as it keeps the API
+key (the process is undumpable, its environment scrubbed), and enrols anew at each start,
+taking over its own name: the same worker. A worker enrolled with a registration token has
+nothing to enrol with again, so it keeps what it got in ``<data-dir>/identity/`` (the key
+0600 in a 0700 directory); a later start renews the certificate first, which also tells it
+whether the certificate still holds, and says so and exits when it is refused. A job running
+as the worker's own user can read that file: run such a worker with ``--run-as-users`` (as
+root), so that jobs run as others (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -123,8 +128,11 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _save(settings: WorkerSettings, held: Held, ca_pem: str | None = None) -> None:
-    """Best effort: a worker whose disk is full goes on with what it holds in memory (its
-    next start renews the certificate on disk, or enrols again)."""
+    """Only for a worker without an API key (it enrols anew at each start). Best effort: a
+    worker whose disk is full goes on with what it holds in memory (its next start renews
+    the certificate on disk)."""
+    if settings.api_key is not None:
+        return
     try:
         _write_all(settings, held, ca_pem)
     except OSError as exc:
@@ -174,23 +182,24 @@ def _csr(key: Ed25519PrivateKey, name: str) -> str:
 
 
 async def ensure(settings: WorkerSettings, transport_kw: dict[str, Any]) -> Held:
-    """The identity to sign with: the one held, renewed, or a new enrolment. Raises
-    EnrolmentRefused, or what the transport raised (Unreachable: try again later)."""
+    """The identity to sign with: a new enrolment (with an API key), or the one held,
+    renewed. Raises EnrolmentRefused, or what the transport raised (Unreachable: try again
+    later)."""
+    if settings.api_key is not None:
+        return await _enrol(settings, transport_kw)
     held = _load(settings)
-    if held is not None:
-        try:
-            await _renew(settings, held, transport_kw)
-            log.info("identity.renewed", worker_id=held.worker_id, expires_at=held.expires_at)
-            return held
-        except Unauthenticated as exc:
-            if settings.api_key is None:
-                raise EnrolmentRefused(
-                    f"the certificate this worker holds is refused ({exc}): enrol it again"
-                    " (corral workers enrol NAME, then --registration-token), or start it"
-                    " with --api-key"
-                ) from exc
-            log.warning("identity.refused", error=str(exc), hint="enrolling again")
-    return await _enrol(settings, transport_kw)
+    if held is None:
+        return await _enrol(settings, transport_kw)
+    try:
+        await _renew(settings, held, transport_kw)
+    except Unauthenticated as exc:
+        raise EnrolmentRefused(
+            f"the certificate this worker holds is refused ({exc}): enrol it again"
+            " (corral workers enrol NAME, then --registration-token), or start it"
+            " with --api-key"
+        ) from exc
+    log.info("identity.renewed", worker_id=held.worker_id, expires_at=held.expires_at)
+    return held
 
 
 async def _enrol(settings: WorkerSettings, transport_kw: dict[str, Any]) -> Held:

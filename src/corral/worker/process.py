@@ -28,6 +28,7 @@ from corral.worker import _procs
 from corral.worker.isolation import as_user
 from corral.worker.journal import AttemptRecord
 from corral.worker.kinds import LaunchSpec
+from corral.worker.sandbox import Sandbox
 from corral.worker.workdir import AttemptFiles, exit_code_path, from_shell_status
 
 __all__ = ["AttemptProcess", "Outcome", "StartFailed", "StopReason", "launch_argv"]
@@ -139,16 +140,21 @@ class AttemptProcess:
         kill_grace_s: float,
         user: int | None = None,
         files: AttemptFiles | None = None,
+        sandbox: Sandbox | None = None,
     ) -> AttemptProcess:
         """``user``: the uid (and group) it runs as, with no other groups (isolation).
-        ``files``: its ``.corral``, opened before ``workdir`` was handed to ``user``."""
+        ``files``: its ``.corral``, opened before ``workdir`` was handed to ``user``.
+        ``sandbox``: started in namespaces that hide the fleet's files (worker.sandbox)."""
         _check_program(spec.argv[0], env, spec.cwd)
         given, files = files is not None, files or AttemptFiles.create(workdir)
         started_at = time.time()
         try:
             with os.fdopen(files.appender(), "ab") as out:
+                argv = launch_argv(spec.argv, workdir)
+                if sandbox is not None:
+                    argv = sandbox.command(argv, attempt_dir=workdir, cwd=spec.cwd, user=user)
                 child = await asyncio.create_subprocess_exec(
-                    *launch_argv(spec.argv, workdir),
+                    *argv,
                     cwd=spec.cwd,
                     env=dict(env),
                     stdin=subprocess.DEVNULL,

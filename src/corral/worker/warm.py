@@ -29,6 +29,7 @@ from corral.protocol import JobAssign, unstorable
 from corral.worker import _procs
 from corral.worker.isolation import as_user
 from corral.worker.process import Outcome, StartFailed, StopReason
+from corral.worker.sandbox import Sandbox
 from corral.worker.workdir import AttemptFiles, output_path
 
 __all__ = ["Interpreter", "WarmCall", "WarmPool", "is_warm"]
@@ -119,10 +120,15 @@ class Interpreter:
 class WarmPool:
     """At most ``capacity`` interpreters (the worker's slots), busy and idle together."""
 
-    def __init__(self, capacity: int, home: Path, user: int | None = None) -> None:
+    def __init__(
+        self, capacity: int, home: Path, user: int | None = None, sandbox: Sandbox | None = None
+    ) -> None:
         self.capacity = capacity
         self.home = home  # an interpreter's working directory between tasks
         self.user = user  # the uid its interpreters run as (isolation.Users.call_user)
+        # In a sandbox an interpreter sees the attempts' directories (its calls come and go
+        # there) and nothing else of the worker's.
+        self.sandbox = sandbox
         self._idle: list[Interpreter] = []
         self._busy = 0
         self._reaping: set[asyncio.Task[int]] = set()
@@ -147,6 +153,10 @@ class WarmPool:
             self._discard(self._idle.pop(0))  # the least recently used
         self._busy += 1
         try:
+            if self.sandbox is not None:
+                attempts = self.home / "attempts"
+                argv = self.sandbox.command(argv, attempt_dir=attempts, cwd=attempts,
+                                            user=self.user)  # fmt: skip
             return await Interpreter.start(argv, env, cwd=self.home, family=family,
                                            user=self.user)  # fmt: skip
         except BaseException:
