@@ -370,3 +370,26 @@ def _until_registered(client, count):
     while sum(w.status in ("idle", "busy") for w in client.workers()) < count:
         assert time.monotonic() < deadline, client.workers()
         time.sleep(0.2)
+
+
+def test_a_user_of_its_own_in_a_sandbox_sees_only_its_own_directory(site):
+    from corral.worker.sandbox import available
+
+    if (why := available()) is not None:
+        pytest.skip(f"no sandbox here: {why}")
+    coord, client, data = site
+    token = client.create_worker("boxed", persistent=True).token
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "corral.cli", "worker", "--orchestrator-url", coord.url,
+         "--persistent", "--run-as-users", f"{FIRST + 50}-{FIRST + 54}", "--sandbox", "on",
+         "--data-dir", str(data / "w")],
+        env={**os.environ, "CORRAL_WORKER__TOKEN": token},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        job = run(client, f"id -u; ls -A {data / 'w'}; echo x > mine.txt && cat mine.txt")
+        assert client.wait(job.id, timeout=60).state == "succeeded", output(client, job.id)
+        uid, *rest = output(client, job.id).split()
+        assert FIRST + 50 < int(uid) <= FIRST + 54 and rest == ["attempts", "x"], rest
+    finally:
+        stop_worker(worker)
