@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
+import pytest
 from wire import next_event, register_worker
 
 from corral.protocol import MAX_NESTING
@@ -226,6 +228,41 @@ def test_a_body_that_arrives_a_byte_at_a_time_is_cut_off_at_its_deadline(tmp_pat
         assert "request_timeout" in text and "within 2 s" in text and 1.5 < waited < 6
         with coord.client() as c:
             assert c.get("/api/jobs").json()["jobs"] == []
+    finally:
+        stop()
+
+
+@pytest.mark.parametrize("first", [b"GET /api/jobs HTTP/1.1\r\nHost: x\r\n", b""])
+def test_headers_that_arrive_a_byte_at_a_time_are_cut_off(tmp_path, first):
+    """A slow-headers client: a byte of a header every 0.3 s, or nothing at all after it
+    connects. Answered 408 and closed after the header timeout, while a normal request on
+    another connection, and a keep-alive connection's second request, are answered."""
+    import select
+    import socket
+
+    from harness import start_coordinator
+
+    coord, stop = start_coordinator(tmp_path / "s", f"sqlite:///{tmp_path / 'c.db'}",
+                                    header_timeout_s=1.5)  # fmt: skip
+    try:
+        host, port = coord.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(first)
+            started = time.monotonic()
+            while time.monotonic() - started < 8 and not select.select([s], [], [], 0.3)[0]:
+                if first:
+                    s.sendall(b"X")
+            waited = time.monotonic() - started
+            parts = [s.recv(65536)]
+            while parts[-1]:
+                parts.append(s.recv(65536))
+        text = b"".join(parts).decode()
+        assert text.startswith("HTTP/1.1 408") and "headers took too long" in text, text
+        assert 1.0 < waited < 5, waited
+        with httpx.Client(base_url=coord.url, timeout=10) as h:  # kept alive past the timeout
+            assert h.get("/healthz").status_code == 200
+            time.sleep(2)
+            assert h.get("/healthz").status_code == 200
     finally:
         stop()
 

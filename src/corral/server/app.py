@@ -27,6 +27,7 @@ from corral.server.clock import Clock
 from corral.server.config import ServerSettings
 from corral.server.core import Core
 from corral.server.dispatch import Dispatcher
+from corral.server.headers import with_header_timeout
 from corral.server.hub import Hub
 from corral.server.limits import BodyLimit
 from corral.server.pki import ServerTLS, default_hosts, ensure_ca, server_tls
@@ -217,6 +218,7 @@ async def serve(
         access_log=settings.access_log,
         lifespan="on",
         timeout_graceful_shutdown=3,
+        http=with_header_timeout(settings.header_timeout_s),
         ssl_certfile=str(tls.certfile) if tls else None,
         ssl_keyfile=str(tls.keyfile) if tls else None,
     )

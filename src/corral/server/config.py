@@ -76,6 +76,11 @@ class ServerSettings(Section):
         default=32 * 1024 * 1024, ge=1024 * 1024, le=2**31 - 1,
         description="a request body past it is refused (413) before it is read whole",
     )  # fmt: skip
+    header_timeout_s: float = Field(
+        default=10, gt=0, le=3600,
+        description="a request whose headers are not whole this long after its first byte (or"
+        " after its connection opened) is answered 408 and its connection closed",
+    )  # fmt: skip
     body_timeout_s: float = Field(
         default=30, gt=0, le=3600,
         description="a request body whose next part takes longer to arrive is answered 408",
