@@ -17,9 +17,12 @@ from corral.model import ACTIVE_JOB_STATES, JobState
 
 def local_fleet(tmp: str, workers: int, slots: int, db_url: str | None, **kw: Any) -> LocalFleet:
     """The coordinator as a child process, so the client that measures does not share its
-    interpreter."""
+    interpreter. Its workers run jobs as ``corral worker`` does by default, without the
+    sandbox ``corral up`` gives them (docs/PERFORMANCE.md has what a sandbox costs)."""
+    env = {"CORRAL_WORKER__SANDBOX": "off", **kw.pop("worker_env", {})}
     return LocalFleet(
         data_dir=Path(tmp),
+        worker_env=env,
         workers=workers,
         port=0,
         slots=slots,
