@@ -51,10 +51,7 @@ def signed_worker(coord, api_key, name):
         r = h.post("/api/workers/enrol", json={"csr": csr},
                    headers={signing.REGISTRATION_TOKEN_HEADER: token})  # fmt: skip
     assert r.status_code == 201, r.text
-    answer = Enrolled.model_validate(r.json())
-    held = Held(answer.worker_id, name, key, "", answer.expires_at, answer.server_time, 0.0, 0.0)
-    held.take(answer)
-    return SignedAuth(held)
+    return SignedAuth(Held.of(key, Enrolled.model_validate(r.json())))
 
 
 def operations(coord):

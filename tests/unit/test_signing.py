@@ -6,6 +6,7 @@ import hashlib
 import time
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from corral.protocol import signing
@@ -48,4 +49,7 @@ def test_a_key_fingerprint_is_never_a_tokens_hash():
     fp = signing.key_fingerprint(key)
     assert len(fp) == 64 and fp == signing.key_fingerprint(key)
     assert fp != signing.key_fingerprint(Ed25519PrivateKey.generate().public_key())
-    assert fp != hashlib.sha256(fp.encode()).hexdigest()  # sent as a token, it is hashed again
+    # Tagged: not the plain hash of the key's bytes, which a "token" of those bytes would have.
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    assert fp != hashlib.sha256(der).hexdigest()

@@ -16,6 +16,18 @@ from corral.protocol import EventList, WorkerCreated, WorkerList
 app = typer.Typer(help="Manage workers and their tokens (admin).", no_args_is_help=True)
 
 WorkerRef = Annotated[str, typer.Argument(help="Worker id or name.")]
+# What an admin says a worker is, whether it gets a token or enrols (create, enrol).
+Persistent = Annotated[
+    bool, typer.Option("--persistent", help="Stays between jobs (default: one job, then exit).")
+]
+Labels = Annotated[
+    str | None,
+    typer.Option(help="k=v,… the scheduler matches jobs against; the worker cannot change them."),
+]
+AllowLabels = Annotated[
+    list[str] | None,
+    typer.Option("--allow-label", help="A label key (glob) the worker may set itself; repeat."),
+]
 
 
 @app.command("ls")
@@ -51,19 +63,9 @@ def ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="Worker name, unique in the fleet.")],
-    persistent: Annotated[
-        bool, typer.Option("--persistent", help="Stays between jobs (default: one job, then exit).")
-    ] = False,
-    labels: Annotated[
-        str | None,
-        typer.Option(
-            help="k=v,… the scheduler matches jobs against; the worker cannot change them."
-        ),
-    ] = None,
-    allow_label: Annotated[
-        list[str] | None,
-        typer.Option("--allow-label", help="A label key (glob) the worker may set itself; repeat."),
-    ] = None,
+    persistent: Persistent = False,
+    labels: Labels = None,
+    allow_label: AllowLabels = None,
     as_json: Json = False,
     url: Url = None,
     api_key: ApiKey = None,
@@ -83,19 +85,9 @@ def create(
 @app.command("enrol")
 def enrol(
     name: Annotated[str, typer.Argument(help="Worker name, unique in the fleet.")],
-    persistent: Annotated[
-        bool, typer.Option("--persistent", help="Stays between jobs (default: one job, then exit).")
-    ] = False,
-    labels: Annotated[
-        str | None,
-        typer.Option(
-            help="k=v,… the scheduler matches jobs against; the worker cannot change them."
-        ),
-    ] = None,
-    allow_label: Annotated[
-        list[str] | None,
-        typer.Option("--allow-label", help="A label key (glob) the worker may set itself; repeat."),
-    ] = None,
+    persistent: Persistent = False,
+    labels: Labels = None,
+    allow_label: AllowLabels = None,
     as_json: Json = False,
     url: Url = None,
     api_key: ApiKey = None,

@@ -5,9 +5,10 @@ journal and its jobs' output."""
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
-__all__ = ["private_dir", "private_file"]
+__all__ = ["private_dir", "private_file", "write_whole"]
 
 
 def private_dir(path: Path) -> Path:
@@ -25,3 +26,25 @@ def private_file(path: Path) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
     return path
+
+
+def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Written whole or not at all: a file beside it (``mode`` from its creation), synced,
+    then renamed over it. A crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)  # whatever the umask took away
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

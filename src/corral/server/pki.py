@@ -13,8 +13,6 @@ beside it (a crash between writing the two). Each file is written whole or not a
 from __future__ import annotations
 
 import ipaddress
-import os
-import secrets
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from corral.config.private import private_dir
+from corral.config.private import private_dir, write_whole
 
 CA_DAYS = 3650
 SERVER_DAYS = 90
@@ -41,30 +39,8 @@ class ServerTLS:
     ca_file: Path | None  # the internal CA's certificate, when it made the server's
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Written whole or not at all: a file beside it (``mode`` from its creation), synced,
-    then renamed over it. A crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # whatever the umask took away
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def _write_private(path: Path, data: bytes) -> None:
-    _write(path, data, 0o600)
+    write_whole(path, data, 0o600)
 
 
 def _same_key(cert: x509.Certificate, key: object) -> bool:
@@ -114,7 +90,7 @@ def ensure_ca(pki: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     )  # fmt: skip
     # The key first: a certificate without its key is made again, with a new key.
     _write_private(key_path, _key_pem(key))
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_whole(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -175,7 +151,7 @@ def server_tls(data_dir: Path, hosts: Iterable[str]) -> ServerTLS:
             .sign(ca_key, hashes.SHA256())
         )  # fmt: skip
         _write_private(key_path, _key_pem(key))
-        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_whole(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return ServerTLS(cert_path, key_path, pki / "ca.pem")
 
 

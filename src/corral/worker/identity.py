@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from corral.config.private import private_dir
+from corral.config.private import private_dir, write_whole
 from corral.model import WorkerType
 from corral.model.errors import CorralError, Unauthenticated
 from corral.protocol import (
@@ -78,6 +76,14 @@ class Held:
         life = (self.expires_at - self.issued_at).total_seconds()
         return max(0.0, self.received_mono + life * RENEW_AT - time.monotonic())
 
+    @classmethod
+    def of(cls, key: Ed25519PrivateKey, answer: Enrolled) -> Held:
+        """What an enrolment answered, for ``key``."""
+        held = cls(answer.worker_id, answer.name, key, "", answer.expires_at, answer.server_time,
+                   0.0, 0.0)  # fmt: skip
+        held.take(answer)
+        return held
+
     def take(self, answer: Enrolled) -> None:
         self.worker_id, self.name = answer.worker_id, answer.name
         self.certificate, self.expires_at = answer.certificate, answer.expires_at
@@ -112,21 +118,6 @@ def _dir(settings: WorkerSettings) -> Path:
     return settings.work_dir / "identity"
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Whole or not at all, ``mode`` from its creation."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save(settings: WorkerSettings, held: Held, ca_pem: str | None = None) -> None:
     """Only for a worker without an API key (it enrols anew at each start). Best effort: a
     worker whose disk is full goes on with what it holds in memory (its next start renews
@@ -143,14 +134,14 @@ def _write_all(settings: WorkerSettings, held: Held, ca_pem: str | None) -> None
     d = private_dir(_dir(settings))
     key_pem = held.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                      serialization.NoEncryption())  # fmt: skip
-    _write(d / "worker.key", key_pem, 0o600)
-    _write(d / "worker.pem", held.certificate.encode(), 0o644)
+    write_whole(d / "worker.key", key_pem, 0o600)
+    write_whole(d / "worker.pem", held.certificate.encode(), 0o644)
     if ca_pem is not None:
-        _write(d / "ca.pem", ca_pem.encode(), 0o644)
+        write_whole(d / "ca.pem", ca_pem.encode(), 0o644)
     facts = {"worker_id": held.worker_id, "name": held.name,
              "expires_at": held.expires_at.isoformat(), "issued_at": held.issued_at.isoformat(),
              "coordinator": settings.orchestrator_url}  # fmt: skip
-    _write(d / "identity.json", json.dumps(facts).encode(), 0o600)
+    write_whole(d / "identity.json", json.dumps(facts).encode(), 0o600)
 
 
 def _load(settings: WorkerSettings) -> Held | None:
@@ -216,9 +207,7 @@ async def _enrol(settings: WorkerSettings, transport_kw: dict[str, Any]) -> Held
                 raise EnrolmentRefused(f"enrolment refused: {exc}") from exc
             raise
     answer = Enrolled.model_validate(data)
-    held = Held(answer.worker_id, answer.name, key, "", answer.expires_at, answer.server_time,
-                0.0, 0.0)  # fmt: skip
-    held.take(answer)
+    held = Held.of(key, answer)
     _save(settings, held, answer.ca_certificate)
     log.info("identity.enrolled", worker_id=held.worker_id, expires_at=held.expires_at)
     return held
