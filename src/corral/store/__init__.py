@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from corral.model import Unavailable
 from corral.store._dialect import one_writer
-from corral.store.db import Timeouts, default_url, migrate, open_engine
+from corral.store._inline_sqlite import Checkpointer
+from corral.store.db import Timeouts, default_url, migrate, open_engine, sqlite_path
 from corral.store.tables import probes
 
 
@@ -27,6 +28,9 @@ class Store:
         self.timeouts = timeouts or Timeouts()
         self.engine: AsyncEngine = open_engine(url, self.timeouts)
         self.dialect = self.engine.dialect.name
+        self._checkpointer = (
+            Checkpointer(sqlite_path(self.engine.url)) if self.dialect == "sqlite" else None
+        )
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncConnection]:
@@ -50,6 +54,8 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.close)
 
 
 @overload

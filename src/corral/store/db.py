@@ -9,9 +9,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from corral.store import _inline_sqlite
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,6 +38,13 @@ def sync_url(url: str) -> str:
     if u.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+asyncpg"):
         return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
+
+
+def sqlite_path(url: URL) -> str:
+    """The database file of a SQLite URL."""
+    if not url.database or url.database == ":memory:":
+        raise ValueError(f"{url}: the store needs a SQLite database file")
+    return url.database
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -111,12 +120,15 @@ def _pg_connect_args(t: Timeouts) -> dict[str, Any]:
 def open_engine(url: str, timeouts: Timeouts | None = None) -> AsyncEngine:
     t = timeouts or Timeouts()
     aurl = async_url(url)
-    if make_url(aurl).get_backend_name() == "sqlite":
+    u = make_url(aurl)
+    if u.get_backend_name() == "sqlite":
         # SQLite has one writer: a single pooled connection serialises the coordinator's
-        # transactions in-process instead of failing them with "database is locked".
+        # transactions in-process instead of failing them with "database is locked". Its
+        # statements run on the loop's thread (_inline_sqlite says why).
         engine = create_async_engine(
             aurl, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0,
             pool_timeout=max(t.pool_s, t.statement_s),
+            async_creator=_inline_sqlite.connector(sqlite_path(u)),
         )  # fmt: skip
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
