@@ -95,17 +95,18 @@ async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float
     deadline = loop.time() + timeout_s
     with core.hub.jobs.watching(wanted) as signals:  # before reading, as everywhere
         # Their states only: a map waits on a thousand jobs at a time; whole rows are read
-        # once, for the answer.
+        # only of those that have ended (an ended job does not change again).
         async with core.tx() as t:  # every job once, to know they exist
             states = await jobs_q.states_of(t.conn, tenant_id, wanted)
-        for j in wanted:
-            if j not in states:
-                raise NotFound(f"no job {j}", field="ids")
-        done = {j for j, state in states.items() if state in TERMINAL_JOB_STATES}
-        pending = set(wanted) - done
+            for j in wanted:
+                if j not in states:
+                    raise NotFound(f"no job {j}", field="ids")
+            done = [j for j, state in states.items() if state in TERMINAL_JOB_STATES]
+            rows = dict(await jobs_q.of_tenant(t.conn, tenant_id, done)) if done else {}
+        pending = set(wanted) - rows.keys()
         gathered = False
         while pending and not gathered and (left := deadline - loop.time()) > 0:
-            if done:
+            if rows:
                 # Others are about to end too (a map's tasks end together): one answer for
                 # them all a moment later, rather than a request each.
                 await asyncio.sleep(min(_GATHER_S, left))
@@ -118,11 +119,8 @@ async def wait_many(core: Core, tenant_id: str, ids: list[str], timeout_s: float
                 again = pending
             if again:
                 async with core.tx() as t:
-                    ended = set(await jobs_q.states_of(t.conn, tenant_id, again, _ENDED))
-                done |= ended
-                pending -= ended
-    async with core.tx() as t:
-        rows = await jobs_q.of_tenant(t.conn, tenant_id, done) if done else {}
+                    ended = await jobs_q.of_tenant(t.conn, tenant_id, again, _ENDED)
+                rows.update(ended)
+                pending -= ended.keys()
     ended_rows = [view(rows[j]) for j in wanted if j in rows]
-    have = {v.id for v in ended_rows}
-    return WaitResult(jobs=ended_rows, pending=[j for j in wanted if j not in have])
+    return WaitResult(jobs=ended_rows, pending=[j for j in wanted if j not in rows])

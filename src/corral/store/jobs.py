@@ -270,8 +270,12 @@ async def states_of(
 
 
 async def of_tenant(
-    conn: AsyncConnection, tenant_id: str, ids: Collection[str]
-) -> dict[str, RowMapping]:
-    """id -> job, for those of ``ids`` that are the tenant's."""
+    conn: AsyncConnection, tenant_id: str, ids: Collection[str],
+    states: Collection[str] | None = None,
+) -> dict[str, RowMapping]:  # fmt: skip
+    """id -> job, for those of ``ids`` that are the tenant's, and only those in ``states``
+    when it is given."""
     q = select(jobs).where(jobs.c.tenant_id == tenant_id, jobs.c.id.in_(list(ids)))
+    if states is not None:
+        q = q.where(jobs.c.state.in_(list(states)))
     return {r["id"]: r for r in (await conn.execute(q)).mappings().all()}
