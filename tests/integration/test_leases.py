@@ -316,3 +316,36 @@ def test_a_busy_worker_is_offered_calls_and_the_commands_queued_are_not_read(clo
     # Once the slot was taken only calls could be placed: the backlog of commands behind the
     # first page was not read.
     assert read.count("command") < 30, read
+
+
+def test_the_round_keeps_worker_snapshots_and_sees_each_change(clocked):
+    """A round reads a connected worker once and keeps it (so a fleet of thousands is not
+    read every round); a change to the worker here is seen by the very next round."""
+    from sqlalchemy import event
+
+    coord, _ = clocked
+    created, wc = register_worker(coord, slots=4)
+    engine = coord.app.state.core.store.engine.sync_engine
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        if statement.lstrip().startswith("SELECT") and "FROM workers" in statement:
+            reads.append(statement)
+
+    with wc.stream("GET", "/api/workers/stream"), coord.client() as c:
+        wait_until(lambda: coord.app.state.core.hub.connected())
+        first = c.post("/api/queue/submit", json={"command": ["true"]}).json()
+        wait_until(lambda: c.get(f"/api/jobs/{first['id']}").json()["state"] == "assigned")
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            second = c.post("/api/queue/submit", json={"command": ["true"]}).json()
+            wait_until(lambda: c.get(f"/api/jobs/{second['id']}").json()["state"] == "assigned")
+            # Kept, not read again (PostgreSQL still locks and reads the chosen one).
+            unlocked = [s for s in reads if "workers.slots" in s and " FOR " not in s]
+            assert not unlocked, unlocked
+            assert c.post(f"/api/admin/workers/{created['id']}/drain").status_code == 200
+            third = c.post("/api/queue/submit", json={"command": ["true"]}).json()
+            coord.call(coord.app.state.dispatcher.round())
+            assert c.get(f"/api/jobs/{third['id']}").json()["state"] == "queued"
+        finally:
+            event.remove(engine, "before_cursor_execute", count)

@@ -194,6 +194,7 @@ async def _one(t: Tx, c: Change) -> bool:
     elif isinstance(c, MoveWorker):
         if not await workers_q.set_status(conn, c.worker_id, c.frm, c.to, **c.fields):
             return False
+        t.changed_workers.add(c.worker_id)
         kind = worker_kind(c.frm, c.to)
         if kind is not None:
             _entry(t, kind, c.tenant_id, c.why, worker_id=c.worker_id, from_state=c.frm,
@@ -210,14 +211,17 @@ async def _one(t: Tx, c: Change) -> bool:
         await jobs_q.update_attempts(conn, sorted(c.fields), [(c.job_id, c.number, c.fields)])
     elif isinstance(c, UpdateWorker):
         await workers_q.update_fields(conn, c.worker_id, **c.fields)
+        t.changed_workers.add(c.worker_id)
     elif isinstance(c, InsertWorker):
         await workers_q.insert(conn, dict(c.values))
+        t.changed_workers.add(c.values["id"])
         _entry(t, Kind.WORKER_CREATED, c.values["tenant_id"], c.why, worker_id=c.values["id"],
                detail={"name": c.values["name"], "labels": c.values["labels"],
                        "worker_type": c.values["worker_type"]})  # fmt: skip
     elif isinstance(c, DeleteWorker):
         if not await workers_q.delete_offline(conn, c.worker_id):
             return False
+        t.changed_workers.add(c.worker_id)
         _entry(t, Kind.WORKER_REMOVED, c.tenant_id, c.why, worker_id=c.worker_id)
     elif isinstance(c, Notify):
         await _notify(t, [c])

@@ -5,7 +5,7 @@ ended streams, one log line per change — runs only once it has committed."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +47,7 @@ class Tx:
     source: str | None = None  # the address of the request that made the changes
     jobs: set[str] = field(default_factory=set)  # their state, logs or history changed
     workers: set[str] = field(default_factory=set)  # their event outbox grew
+    changed_workers: set[str] = field(default_factory=set)  # their row changed
     kick: bool = False  # the dispatcher may have work
     end_streams: set[str] = field(default_factory=set)
     forget_drops: set[str] = field(default_factory=set)
@@ -82,6 +83,9 @@ class Core:
     clock: Clock
     settings: ServerSettings
     kick_dispatcher: Callable[[], None] = lambda: None
+    # Told after each commit which workers' rows changed (None: any of them, a tenant's
+    # status changed): the dispatcher keeps their snapshots between rounds.
+    workers_changed: Callable[[Collection[str] | None], None] = lambda ids: None
     # Since when this coordinator has been able to listen: its start, or the end of the
     # last stretch it could not act (frozen, or its database unreachable). A worker's
     # silence counts only from here (see reaper.listening).
@@ -119,6 +123,10 @@ class Core:
             self.credentials.forget_key(key_id)
         for tenant_id in t.forget_tenants:
             self.credentials.forget_tenant(tenant_id)
+        if t.forget_tenants:
+            self.workers_changed(None)
+        elif t.changed_workers:
+            self.workers_changed(t.changed_workers)
         for worker_id in t.forget_drops:
             self.hub.forget(worker_id)
         for worker_id in t.end_streams:

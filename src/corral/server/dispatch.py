@@ -38,6 +38,10 @@ log = structlog.get_logger("corral.dispatch")
 FIRST_PAGE_PER_SLOT = 2
 BATCH = 500
 MAX_ROWS = 10_000  # at most this many queued jobs looked at per round
+# A connected worker's snapshot is kept between rounds and read again when its row changes
+# here, or after this long: another coordinator's change (PostgreSQL) is seen within it,
+# and until then the round's locked re-read of its chosen workers keeps the plan right.
+SNAPSHOT_S = 10.0
 
 
 class Dispatcher:
@@ -45,6 +49,25 @@ class Dispatcher:
         self.core = core
         self.poll_s = poll_s
         self._wake = asyncio.Event()
+        # Reading every connected worker each round cost a round 40 ms at 2,000 workers
+        # (docs/PERFORMANCE.md); their rows change rarely, and every change here says so.
+        self._snaps: dict[str, tuple[float, WorkerSnap]] = {}  # id -> (read at, snapshot)
+        self._changes = 0  # how many times workers_changed was told
+        self._changed_at: dict[str, int] = {}  # worker id -> _changes when it last changed
+        self._cleared_at = 0
+        core.workers_changed = self.forget
+
+    def forget(self, ids: Collection[str] | None) -> None:
+        """These workers' rows changed (None: any worker's may have): read them again."""
+        self._changes += 1
+        if ids is None:
+            self._snaps.clear()
+            self._changed_at.clear()
+            self._cleared_at = self._changes
+            return
+        for worker_id in ids:
+            self._snaps.pop(worker_id, None)
+            self._changed_at[worker_id] = self._changes
 
     def kick(self) -> None:
         self._wake.set()
@@ -83,9 +106,7 @@ class Dispatcher:
         if not await jobs_q.any_ready(t.conn, t.now):
             return 0
         # Free slots (or prefetch room) next: with none, the queue is not read at all.
-        workers = {
-            r["id"]: WorkerSnap.of(r) for r in await workers_q.of_active_tenants(t.conn, connected)
-        }
+        workers = await self._snapshots(t, connected)
         offers = await _offers(t, workers.values())
         if not offers:
             return 0
@@ -114,6 +135,41 @@ class Dispatcher:
         if placed:
             log.debug("placed", attempts=len(placed))
         return len(placed)
+
+    async def _snapshots(self, t: Tx, connected: Collection[str]) -> dict[str, WorkerSnap]:
+        """The connected workers of active tenants: kept snapshots (of tenants still
+        active), and a read of those without one (new, changed, or kept longer than
+        ``SNAPSHOT_S``)."""
+        now = self.core.monotonic()
+        out: dict[str, WorkerSnap] = {}
+        stale: list[str] = []
+        for worker_id in connected:
+            kept = self._snaps.get(worker_id)
+            if kept is not None and now - kept[0] < SNAPSHOT_S:
+                out[worker_id] = kept[1]
+            else:
+                stale.append(worker_id)
+        # A tenant's status is read every round, not kept: a suspension committed by another
+        # coordinator, or written as a race would leave it, stops its workers at once.
+        if out and (inactive := await workers_q.inactive_tenants(t.conn)):
+            out = {w: snap for w, snap in out.items() if snap.tenant_id not in inactive}
+        if not stale:
+            return out
+        mark = self._changes
+        for r in await workers_q.of_active_tenants(t.conn, stale):
+            snap = WorkerSnap.of(r)
+            out[snap.id] = snap
+            # Kept only if no change was told since the read began: one told meanwhile may
+            # have committed after the read (PostgreSQL), so the next round reads it again.
+            if self._cleared_at <= mark and self._changed_at.get(snap.id, -1) <= mark:
+                self._snaps[snap.id] = (now, snap)
+        # Those whose stream is gone are read afresh when they are back. (What was told of
+        # them can go too: the next read's mark is later than all of it.)
+        for worker_id in set(self._snaps).difference(connected):
+            del self._snaps[worker_id]
+        for worker_id in set(self._changed_at).difference(connected):
+            del self._changed_at[worker_id]
+        return out
 
 
 async def _offers(t: Tx, workers: Collection[WorkerSnap]) -> list[WorkerOffer]:

@@ -122,6 +122,12 @@ async def of_active_tenants(conn: AsyncConnection, ids: Collection[str]) -> Sequ
     return (await conn.execute(q)).mappings().all()
 
 
+async def inactive_tenants(conn: AsyncConnection) -> set[str]:
+    """The tenants that are not active (suspended): none of their workers takes work."""
+    q = select(tenants.c.id).where(tenants.c.status != TenantStatus.ACTIVE.value)
+    return set((await conn.execute(q)).scalars().all())
+
+
 async def lock(conn: AsyncConnection, worker_id: str) -> None:
     """Lock the worker's row until commit (PostgreSQL; SQLite has one writer). The lock
     order is the worker before its jobs, everywhere (see docs/architecture.md)."""
