@@ -127,6 +127,27 @@ def test_dropped_stream_is_suspect_then_offline_unless_heard_from(clocked):
     assert status == {"quiet": "offline", "talker": "idle"}
 
 
+def test_a_stream_dropped_while_the_coordinator_could_not_act_gets_a_whole_grace(clocked):
+    # Its stream dropped while the database was out of reach: the worker's reconnects were
+    # refused (503), through no fault of its own. Once the coordinator acts again the
+    # worker gets the stream grace from then, not from the drop.
+    coord, clock = clocked
+    core = coord.app.state.core
+    grace = core.settings.stream_grace_s
+    _, wc = register_worker(coord)
+    with wc.stream("GET", "/api/workers/stream"), coord.client() as c:
+        wait_until(lambda: c.get("/api/admin/workers").json()["workers"][0]["status"] == "idle")
+    wait_until(lambda: not core.hub.connected())  # dropped
+    clock.advance(grace + 5)  # longer ago than the grace...
+    core.acted_at = core.monotonic() - 60  # ...while the coordinator could not act
+    tick(coord)
+    with coord.client() as c:
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] != "offline"
+        clock.advance(grace + 1)  # and it never came back
+        tick(coord)
+        assert c.get("/api/admin/workers").json()["workers"][0]["status"] == "offline"
+
+
 def test_attempt_its_worker_does_not_hold_is_lost_after_the_grace(clocked):
     coord, clock = clocked
     _, wc = register_worker(coord)

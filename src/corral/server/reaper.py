@@ -55,7 +55,7 @@ async def tick(core: Core) -> None:
             _resumed(core, gap)
         async with core.tx("reaper") as t:
             await _silent(core, t)
-            await _dropped(t, dropped)
+            waiting = await _dropped(core, t, dropped)
             # Anything still holding a slot on a worker that is gone has lost its attempt.
             lost: list[Change] = []
             for row in await jobs_q.orphaned(t.conn):
@@ -82,7 +82,7 @@ async def tick(core: Core) -> None:
         if (gap := resumed_after(core, since=began)) is not None:
             _resumed(core, gap)
     core.acted_at = core.monotonic()
-    for wid in dropped:
+    for wid in dropped.keys() - waiting:
         core.hub.forget(wid)
     if core.tokens.due():  # a coordinator that runs for weeks rotates and prunes too
         await core.tokens.refresh(core.store.tx)
@@ -99,7 +99,11 @@ async def _silent(core: Core, t: Tx) -> None:
         await _offline(t, row, Reason.HEARTBEAT_TIMEOUT, message)
 
 
-async def _dropped(t: Tx, dropped: dict[str, tuple[datetime, str]]) -> None:
+async def _dropped(core: Core, t: Tx, dropped: dict[str, tuple[datetime, str]]) -> set[str]:
+    """Take offline the workers whose stream dropped longer than the grace ago; returns
+    those whose grace is not over yet, counted from when this coordinator could act again."""
+    grace = timedelta(seconds=core.settings.stream_grace_s)
+    waiting: set[str] = set()
     for row in await workers_q.by_ids(t.conn, dropped):
         dropped_at, owner = dropped[row["id"]]
         # Its stream is now someone else's (it reconnected, here or at another coordinator),
@@ -107,7 +111,14 @@ async def _dropped(t: Tx, dropped: dict[str, tuple[datetime, str]]) -> None:
         heard = as_utc(row["last_heartbeat"])
         if row["stream_owner"] != owner or (heard is not None and heard > dropped_at):
             continue
+        # A stream that dropped while this coordinator could not act (frozen, its database
+        # out of reach: the worker's reconnects were refused) gets its grace from then on.
+        since = max(dropped_at, core.listening_since or dropped_at)
+        if t.now - since < grace:
+            waiting.add(row["id"])
+            continue
         await _offline(t, row, Reason.STREAM_DROPPED, "its event stream dropped")
+    return waiting
 
 
 async def _offline(t: Tx, row: RowMapping, reason: Reason, message: str) -> None:
