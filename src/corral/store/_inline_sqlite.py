@@ -2,10 +2,9 @@
 
 SQLAlchemy's asyncio engine talks to SQLite through aiosqlite, which hands every call (each
 statement, each fetch, the commit) to a thread of its own and back through
-``call_soon_threadsafe``. On the store's one connection that hand-off cost more than the
-statements themselves: a profile of ``corral bench calls`` put a fifth of the
-coordinator's CPU in it, and on a loaded machine each hand-off waits for the loop to be
-scheduled again (docs/PERFORMANCE.md). A statement on a local SQLite file takes
+``call_soon_threadsafe``. A profile of ``corral bench calls`` put 17 % of the
+coordinator's CPU in that hand-off, and on a loaded machine each one waits for the loop to
+be scheduled again (docs/PERFORMANCE.md). A statement on a local SQLite file takes
 microseconds, so this module gives SQLAlchemy's aiosqlite dialect a connection with the same
 awaitable surface that runs each call at once, where it is awaited.
 
