@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from corral.cli import _logging, _output, _parse
+from corral.cli import _gc, _logging, _output, _parse
 from corral.cli._exit import ExitCode, Failure
 from corral.cli._net import ensure_free
 from corral.config import harden
@@ -185,6 +185,7 @@ def server(
 
     ensure_free(settings.host, settings.port)
     try:
+        _gc.tune_for_a_server()
         _run(serve(settings, on_ready=on_ready))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a foreground server is meant to stop

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import _logging, _output
+from corral.cli import _gc, _logging, _output
 from corral.cli._api import run
 from corral.cli._demo import run_demo
 from corral.cli._exit import ExitCode, Failure
@@ -56,6 +56,7 @@ def up(
         port=port,
         admin_key=admin_key,
     )
+    _gc.tune_for_a_server()  # the coordinator runs in this process
     code = run(_up(fleet, demo=demo, epochs=epochs))
     raise typer.Exit(code)
 
