@@ -21,7 +21,6 @@ SQLAlchemy's own adapters both run the driver on a thread."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -83,29 +82,13 @@ class Cursor:
         self._cursor.close()
 
 
-class _AtOnce:
-    """What SQLAlchemy's adapter puts on aiosqlite's queue for its thread (only its
-    isolation-level setter does): ``(future, function)``, here run at once."""
-
-    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
-        future, function = item
-        try:
-            result = function()
-        except BaseException as exc:  # handed to the awaiting caller, as aiosqlite does
-            if future is not None:
-                future.set_exception(exc)
-            return
-        if future is not None:
-            future.set_result(result)
-
-
 class Connection:
     """An ``aiosqlite.Connection``'s surface (what SQLAlchemy's aiosqlite dialect uses) over a
-    ``sqlite3.Connection`` used on the calling thread."""
+    ``sqlite3.Connection`` used on the calling thread. Not its isolation-level setter, which
+    reaches into aiosqlite's thread queue: the store's engine sets no isolation level."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._connection: sqlite3.Connection | None = conn
-        self._tx = _AtOnce()
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -119,9 +102,6 @@ class Connection:
 
     def cursor(self) -> Cursor:
         return Cursor(self._conn.cursor())
-
-    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
-        return await self.cursor().execute(sql, parameters)
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)
