@@ -1,84 +1,152 @@
-"""What this machine has: CPUs, memory and NVIDIA GPUs (through NVML, when a driver answers)."""
+"""What this machine has: CPUs, memory and accelerators (NVIDIA through NVML, AMD through
+amdsmi or rocm-smi, Apple's MPS through torch), and which of its GPUs this worker owns."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import structlog
 
 from corral.protocol import GpuInfo
+from corral.worker._gpus import _amd, _mps, _nvidia, gpu_usage
 
-__all__ = ["GpuPool", "Hardware", "detect", "detect_gpus", "usage"]
+__all__ = [
+    "GpuPool",
+    "Hardware",
+    "detect",
+    "detect_gpus",
+    "gpu_usage",
+    "summary",
+    "usage",
+]
 
 log = structlog.get_logger("corral.worker.hardware")
 
 
 @dataclass(frozen=True)
 class Hardware:
+    # gpus stays fourth: callers build Hardware(host, cpus, memory, gpus) positionally.
     hostname: str
     cpu_count: int
     memory_bytes: int
     gpus: list[GpuInfo] = field(default_factory=list)
+    cpu_model: str = ""
+    accelerator: str = "cpu"  # cpu, cuda, rocm or mps (corral.protocol.Accelerator)
+    note: str = ""  # why no accelerator was found, in words
 
 
-def detect() -> Hardware:
+def detect(gpu_ids: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Hardware:
+    """This machine, with only the GPUs this worker owns: ``gpu_ids`` (indices or uuids) when
+    given, else the ``*_VISIBLE_DEVICES`` of ``environ`` (default ``os.environ``)."""
+    memory = int(psutil.virtual_memory().total)
+    accelerator, gpus, note = _find(gpu_ids, os.environ if environ is None else environ, memory)
     return Hardware(
         hostname=platform.node(),
         cpu_count=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
-        memory_bytes=int(psutil.virtual_memory().total),
-        gpus=detect_gpus(),
+        memory_bytes=memory,
+        gpus=gpus,
+        cpu_model=_cpu_model(),
+        accelerator=accelerator,
+        note=note,
     )
 
 
 def detect_gpus() -> list[GpuInfo]:
-    """GPUs as NVML numbers them, or [] when NVML or its driver is missing.
+    """The GPUs :func:`detect` would offer, without the rest."""
+    return _find(None, os.environ, int(psutil.virtual_memory().total))[1]
 
-    A ``CUDA_VISIBLE_DEVICES`` given to the worker itself limits which GPUs it offers, so an
-    operator can split one machine between several workers.
-    """
-    try:
-        import pynvml  # nvidia-ml-py, optional
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # no driver, no device, container without /dev/nvidia*
-        log.debug("nvml.unavailable", error=str(exc))
-        return []
-    gpus: list[GpuInfo] = []
-    try:
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            gpus.append(
-                GpuInfo(
-                    index=index,
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    memory_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
-                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                )
-            )
-    except Exception as exc:
-        log.warning("nvml.query_failed", error=str(exc))
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
-    return _visible(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+def summary(hw: Hardware) -> dict[str, Any]:
+    """The fields of the line the worker logs when it starts."""
+    drivers = sorted({g.driver for g in hw.gpus if g.driver})
+    return {
+        "hostname": hw.hostname,
+        "cpu_model": hw.cpu_model,
+        "cpu_count": hw.cpu_count,
+        "memory_gib": round(hw.memory_bytes / 2**30, 1),
+        "accelerator": hw.accelerator,
+        "gpu_count": len(hw.gpus),
+        "gpus": [_describe(g) for g in hw.gpus],
+        "driver": ", ".join(drivers),
+        "note": hw.note,
+    }
+
+
+def _describe(gpu: GpuInfo) -> str:
+    text = f"{gpu.index}: {gpu.name}, {gpu.memory_bytes / 2**30:.0f} GiB"
+    return f"{text}, {gpu.uuid}" if gpu.uuid else text
+
+
+def _find(
+    gpu_ids: list[str] | None, env: Mapping[str, str], memory_bytes: int
+) -> tuple[str, list[GpuInfo], str]:
+    """(accelerator, owned GPUs, note); the first vendor that shows a GPU wins."""
+    notes: list[str] = []
+    for accelerator, finder, variables in (
+        ("cuda", _nvidia, ("CUDA_VISIBLE_DEVICES",)),
+        ("rocm", _amd, ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")),
+        ("mps", lambda: _mps(memory_bytes), ()),
+    ):
+        found, why = finder()
+        if why:
+            notes.append(why)
+        if not found:
+            continue
+        wanted: list[str] | None
+        if gpu_ids is not None:
+            source, wanted = "--gpu-ids", [s.strip() for s in gpu_ids if s.strip()]
+        else:
+            source = next((v for v in variables if v in env), "")
+            wanted = _split(env[source]) if source else None
+        owned = _owned(found, wanted, source)
+        if not owned:
+            notes.append(f"{len(found)} {accelerator} GPUs, none of them this worker's ({source})")
+            return "cpu", [], "; ".join(notes)
+        return accelerator, owned, ""
+    return "cpu", [], "; ".join(notes)
+
+
+def _split(spec: str) -> list[str]:
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def _owned(gpus: list[GpuInfo], wanted: list[str] | None, source: str) -> list[GpuInfo]:
+    """Those of ``gpus`` that ``wanted`` names by index or uuid, in the driver's order."""
+    if wanted is None:
+        return gpus
+    chosen: set[int] = set()
+    for entry in wanted:
+        match = [g.index for g in gpus if entry in (str(g.index), g.uuid)]
+        if not match:
+            log.warning("gpu_id.unknown", gpu_id=entry, source=source, known=len(gpus))
+        chosen.update(match)
+    return [g for g in gpus if g.index in chosen]
 
 
 def _visible(gpus: list[GpuInfo], spec: str | None) -> list[GpuInfo]:
-    if spec is None:
-        return gpus
-    wanted = [s.strip() for s in spec.split(",") if s.strip()]
-    return [g for g in gpus if str(g.index) in wanted or (g.uuid and g.uuid in wanted)]
+    return _owned(gpus, None if spec is None else _split(spec), "CUDA_VISIBLE_DEVICES")
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    if sys.platform.startswith("linux"):
+        try:
+            with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
+                for line in lines:
+                    key, _, value = line.partition(":")
+                    if key.strip().lower() == "model name" and value.strip():
+                        return value.strip()[:200]
+        except OSError:
+            pass
+    try:
+        return platform.processor().strip()[:200]
+    except Exception:
+        return ""
 
 
 def usage() -> tuple[float, int]:
@@ -108,6 +176,14 @@ class GpuPool:
         chosen = sorted(self._free)[:count]
         self._free.difference_update(chosen)
         return chosen
+
+    def take_these(self, indices: list[int]) -> bool:
+        """Claim exactly these GPUs if each is this pool's and free; else claim none."""
+        wanted = set(indices)
+        if len(wanted) != len(indices) or not wanted <= self._free:
+            return False
+        self._free -= wanted
+        return True
 
     def claim(self, indices: list[int]) -> None:
         """Mark GPUs as held (by an attempt adopted after a restart)."""
