@@ -150,6 +150,20 @@ def test_worker_flag_beats_env_beats_old_env_beats_file(
         "run_as_users": "default",
         "sandbox": "default",
         "sandbox_hide": "default",
+        **dict.fromkeys(
+            (
+                "profile",
+                "tags",
+                "gpu_ids",
+                "memory_buffer",
+                "max_cpu_percent",
+                "max_memory_percent",
+                "max_gpu_percent",
+                "cooldown_s",
+                "task_timeout_s",
+            ),
+            "default",
+        ),
     }
 
 
@@ -339,3 +353,26 @@ def test_a_worker_has_one_kind_of_credential(tmp_path: Path) -> None:
     s.identity_file.parent.mkdir(parents=True)
     s.identity_file.write_text("{}")
     assert WorkerSettings.load(base).missing_credentials() is None
+
+
+def test_a_worker_profile_presets_values_that_every_other_setting_overrides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = toml(tmp_path, '[worker]\norchestrator_url = "http://x:1"\nprofile = "light"\n'
+                'max_cpu_percent = 70\n')  # fmt: skip
+    monkeypatch.setenv("CORRAL_CONFIG", str(path))
+    monkeypatch.setenv("CORRAL_WORKER__TASK_TIMEOUT_S", "90")
+    s = WorkerSettings.load({"max_concurrent_tasks": 3}, partial=True)
+    assert (s.profile, s.max_concurrent_tasks, s.task_timeout_s, s.max_cpu_percent) == (
+        "light", 3, 90, 70,
+    )  # fmt: skip
+    assert s.max_memory_percent == 85  # the profile's own, nothing said otherwise
+    assert {k: str(s.origins[k]) for k in ("max_memory_percent", "max_concurrent_tasks",
+                                           "task_timeout_s", "max_cpu_percent")} == {
+        "max_memory_percent": "profile light", "max_concurrent_tasks": "flag",
+        "task_timeout_s": "env CORRAL_WORKER__TASK_TIMEOUT_S", "max_cpu_percent": f"file {path}",
+    }  # fmt: skip
+    bench = WorkerSettings.load({"profile": "benchmark"}, partial=True)
+    assert (bench.max_concurrent_tasks, bench.prefetch, bench.call_prefetch) == (1, 0, 0)
+    with pytest.raises(ConfigError, match="profile"):
+        WorkerSettings.load({"profile": "fast"}, partial=True)

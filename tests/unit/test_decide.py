@@ -21,7 +21,7 @@ from corral.model.changes import (
     UpdateWorker,
 )
 from corral.model.history import Kind, Reason, job_kind, worker_kind
-from corral.model.snapshot import AttemptSnap, JobSnap, Policy, WorkerSnap
+from corral.model.snapshot import AttemptSnap, JobSnap, Policy, WorkerLoad, WorkerSnap
 from corral.model.worker import WorkerStatus, WorkerType, shown_status
 from corral.scheduler import offer
 
@@ -34,7 +34,7 @@ def job(id="j1", state=JobState.RUNNING, attempt=1, worker="w1", retries=3) -> J
 
 
 def worker(status=WorkerStatus.IDLE, kind=WorkerType.PERSISTENT, slots=2, taken=0) -> WorkerSnap:
-    return WorkerSnap("w1", "t", status, kind, slots, {}, 0, taken, NOW, NOW)
+    return WorkerSnap("w1", "t", status, kind, slots, {}, (), taken, NOW, NOW)
 
 
 def test_a_lost_attempt_is_requeued_with_backoff_until_retries_run_out():
@@ -160,9 +160,9 @@ def test_kinds_follow_from_the_move():
 def test_busy_is_shown_not_stored_and_an_ephemeral_worker_takes_one_job():
     assert shown_status(WorkerStatus.IDLE, 2) is WorkerStatus.BUSY
     assert shown_status(WorkerStatus.DRAINING, 2) is WorkerStatus.DRAINING
-    assert offer(worker(slots=2), 1, 0).free_slots == 1  # type: ignore[union-attr]
-    assert offer(worker(kind=WorkerType.EPHEMERAL, slots=4, taken=1), 0, 0) is None
-    assert offer(worker(WorkerStatus.DRAINING), 0, 0) is None
+    assert offer(worker(slots=2), WorkerLoad(1)).free_slots == 1  # type: ignore[union-attr]
+    assert offer(worker(kind=WorkerType.EPHEMERAL, slots=4, taken=1)) is None
+    assert offer(worker(WorkerStatus.DRAINING)) is None
     assert decide.taken(worker(kind=WorkerType.EPHEMERAL), 1) == [
         UpdateWorker("w1", {"taken_since_register": 1})
     ]

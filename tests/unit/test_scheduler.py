@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from corral.model import WorkerStatus, WorkerType
-from corral.model.snapshot import WorkerSnap
+from corral.model.snapshot import GpuSnap, WorkerLoad, WorkerSnap
 from corral.scheduler import (
     Assignment,
     JobDemand,
@@ -12,17 +12,23 @@ from corral.scheduler import (
     left_over,
     offer,
     plan,
+    still_fitting,
 )
 
+GIB = 1024**3
 
-def w(id, free=1, labels=None, gpus=0, tenant="t", prefetch=0):
+
+def w(id, free=1, labels=None, gpus=0, tenant="t", prefetch=0, **more):
+    """An offer; ``gpus``: a count of 16 GB GPUs, or the GpuSnaps themselves."""
+    owned = tuple(GpuSnap(i, "NVIDIA A10", 16 * GIB) for i in range(gpus)) if isinstance(
+        gpus, int) else tuple(gpus)  # fmt: skip
     return WorkerOffer(id=id, tenant_id=tenant, labels=labels or {}, free_slots=free,
-                       free_gpus=gpus, prefetch=prefetch)  # fmt: skip
+                       free_gpus=owned, prefetch=prefetch, **more)  # fmt: skip
 
 
-def j(id, labels=None, gpus=0, priority=0, tenant="t", queueable=False):
+def j(id, labels=None, gpus=0, priority=0, tenant="t", queueable=False, **more):
     return JobDemand(id=id, tenant_id=tenant, priority=priority, gpus=gpus,
-                     worker_labels=labels or {}, queueable=queueable)  # fmt: skip
+                     worker_labels=labels or {}, queueable=queueable, **more)  # fmt: skip
 
 
 def test_globs_match_label_values():
@@ -71,10 +77,80 @@ def test_a_busy_worker_takes_queueable_jobs_up_to_its_prefetch_and_idle_ones_fir
 
 
 def test_an_offer_counts_prefetch_but_an_ephemeral_worker_prefetches_nothing():
-    snap = WorkerSnap("w1", "t", WorkerStatus.IDLE, WorkerType.PERSISTENT, 2, {}, 0, 0, None,
+    snap = WorkerSnap("w1", "t", WorkerStatus.IDLE, WorkerType.PERSISTENT, 2, {}, (), 0, None,
                       None, prefetch=2)  # fmt: skip
-    held = offer(snap, 3, 0)
+    held = offer(snap, WorkerLoad(3))
     assert held is not None and (held.free_slots, held.prefetch) == (-1, 2)
-    assert offer(snap, 4, 0) is None
+    assert offer(snap, WorkerLoad(4)) is None
     eph = replace(snap, worker_type=WorkerType.EPHEMERAL)
-    assert offer(eph, 1, 0) is not None and offer(eph, 2, 0) is None
+    assert offer(eph, WorkerLoad(1)) is not None and offer(eph, WorkerLoad(2)) is None
+
+
+def snap(gpus=(), slots=4, cpus=8, memory_gb=32, buffer=0.0, **more):
+    return WorkerSnap("w1", "t", WorkerStatus.IDLE, WorkerType.PERSISTENT, slots, {}, tuple(gpus),
+                      0, None, None, cpu_count=cpus, memory_bytes=memory_gb * GIB,
+                      memory_buffer=buffer, **more)  # fmt: skip
+
+
+def test_gpus_are_handed_out_by_index_and_never_twice():
+    got = plan([j("a", gpus=1), j("b", gpus=2), j("c", gpus=1)], [w("w1", free=4, gpus=3)])
+    assert [(a.job_id, a.gpu_ids) for a in got] == [("a", (0,)), ("b", (1, 2))]
+    # What attempts already hold is not offered again; nor is one held by count alone.
+    four = [GpuSnap(i, "NVIDIA A10", 16 * GIB) for i in range(4)]
+    left = offer(snap(four), WorkerLoad(attempts=2, gpus=3, gpu_ids=frozenset({1, 2})))
+    assert left is not None and [g.index for g in left.free_gpus] == [3]
+
+
+def test_gpu_name_and_memory_choose_which_gpus_and_the_smallest_that_fits_goes_first():
+    mixed = [GpuSnap(0, "NVIDIA A100-SXM4-80GB", 80 * GIB), GpuSnap(1, "NVIDIA A10", 24 * GIB),
+             GpuSnap(2, "NVIDIA A100-PCIE-40GB", 40 * GIB)]  # fmt: skip
+    cases = [  # (job, the GPUs it gets, or None: it fits nowhere)
+        (j("any", gpus=1), (1,)),
+        (j("a100", gpus=1, gpu_name="*a100*"), (2,)),  # case-blind glob; 40 GB before 80
+        (j("big", gpus=1, gpu_memory_bytes=50 * GIB), (0,)),
+        (j("two-a100", gpus=2, gpu_name="*A100*"), (0, 2)),
+        (j("two-big", gpus=2, gpu_memory_bytes=50 * GIB), None),
+        (j("h100", gpus=1, gpu_name="*H100*"), None),
+    ]
+    for job, want in cases:
+        got = plan([job], [w("w1", free=2, gpus=mixed)])
+        assert (got[0].gpu_ids if got else None) == want, job.id
+
+
+def test_accelerator_tags_and_counted_cores_and_memory_decide_the_worker():
+    cuda = w("cuda", free=4, labels={"transformers": "", "zone": "eu"}, accelerator="cuda",
+             free_cpus=4, free_memory=16 * GIB)  # fmt: skip
+    cpu = w("cpu", free=4, labels={"zone": "eu"}, free_cpus=16, free_memory=64 * GIB)
+    cases = [
+        (j("on-cuda", accelerator="cuda"), "cuda"),
+        (j("on-rocm", accelerator="rocm"), None),
+        (j("tagged", tags=("transformers",)), "cuda"),
+        (j("two-tags", tags=("transformers", "zone")), "cuda"),  # a label is a tag too
+        (j("untagged-worker", tags=("bert",)), None),
+        (j("many-cores", cpus=8), "cpu"),
+        (j("much-memory", memory_bytes=32 * GIB), "cpu"),
+        (j("too-much", memory_bytes=65 * GIB), None),
+    ]
+    for job, want in cases:
+        got = plan([job], [cuda, cpu])
+        assert (got[0].worker_id if got else None) == want, job.id
+    # Cores are held while a job runs, whatever slots are left: 1 job of 3 on 4 cores, 5 on 16.
+    got = plan([j(f"c{i}", cpus=3) for i in range(8)], [cuda, replace(cpu, free_slots=10)])
+    assert sorted(a.worker_id for a in got) == ["cpu"] * 5 + ["cuda"]
+
+
+def test_the_memory_buffer_is_never_claimed_and_a_paused_worker_takes_nothing():
+    buffered = offer(snap(memory_gb=100, buffer=0.2))
+    assert buffered is not None and buffered.free_memory == 80 * GIB
+    assert plan([j("m", memory_bytes=81 * GIB)], [buffered]) == []
+    held = offer(snap(memory_gb=100, buffer=0.2), WorkerLoad(1, memory_bytes=30 * GIB))
+    assert held is not None and held.free_memory == 50 * GIB
+    assert offer(snap(paused=True)) is None
+
+
+def test_a_plan_checked_again_drops_an_assignment_whose_gpu_was_taken_meanwhile():
+    demands = {"a": j("a", gpus=1), "b": j("b", gpus=1)}
+    chosen = plan(list(demands.values()), [w("w1", free=4, gpus=2)])
+    assert [a.gpu_ids for a in chosen] == [(0,), (1,)]
+    fresher = [w("w1", free=4, gpus=[GpuSnap(1, "NVIDIA A10", 16 * GIB)])]  # GPU 0 is taken
+    assert still_fitting(chosen, demands, fresher) == [chosen[1]]

@@ -132,6 +132,8 @@ STATE_STYLE = {
     "busy": "blue",
     "connecting": "cyan",
     "draining": "yellow",
+    "paused": "yellow",
+    "constrained": "yellow",
     "offline": "dim",
 }
 

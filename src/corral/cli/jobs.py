@@ -32,6 +32,12 @@ _FLAG_OF = {
     "priority": "--priority",
     "retries": "--retries",
     "timeout": "--timeout",
+    "tags": "--tags",
+    "cpus": "--cpus",
+    "memory_gb": "--memory-gb",
+    "gpu_memory_gb": "--gpu-memory-gb",
+    "gpu_name": "--gpu-name",
+    "accelerator": "--accelerator",
 }
 
 
@@ -43,6 +49,21 @@ def submit(
         typer.Option("--label", "-l", help="KEY=GLOB a worker's labels must match; repeatable."),
     ] = None,
     gpus: Annotated[int, typer.Option(help="GPUs the job needs.")] = 0,
+    gpu_memory_gb: Annotated[
+        float | None, typer.Option(help="Memory each of its GPUs must have.", show_default=False)
+    ] = None,
+    gpu_name: Annotated[
+        str | None, typer.Option(help="GLOB its GPUs' names match ('*a100*').", show_default=False)
+    ] = None,
+    accelerator: Annotated[
+        str | None, typer.Option(help="cpu|cuda|rocm|mps: the worker's kind.", show_default=False)
+    ] = None,
+    cpus: Annotated[float, typer.Option(help="Cores it holds on its worker while it runs.")] = 0,
+    memory_gb: Annotated[float, typer.Option(help="Memory it holds while it runs.")] = 0,
+    tags: Annotated[
+        str | None,
+        typer.Option(help="a,b,…: tags the worker must have (its --tags).", show_default=False),
+    ] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first (-1000..1000).")] = 0,
     retries: Annotated[int, typer.Option(help="Retries when an attempt is lost or times out.")] = 3,
     timeout: Annotated[
@@ -64,13 +85,16 @@ def submit(
     """
     labels = _parse.pairs(label or [], flag="--label", what="KEY=GLOB")
     variables = _parse.env(env or [])
+    tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags else []
 
     async def go() -> int:
         async with connect(url, api_key) as client:
             try:
                 job = await client.submit(
                     command, name=name, env=variables, labels=labels, gpus=gpus,
-                    priority=priority, retries=retries, timeout=timeout,
+                    priority=priority, retries=retries, timeout=timeout, tags=tag_list,
+                    cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
+                    gpu_name=gpu_name, accelerator=accelerator,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:
@@ -185,6 +209,25 @@ def _call(job: JobView) -> str:
     return f"{fn} with {n} argument{'s' * (n != 1)}"
 
 
+def _needs(job: JobView) -> str:
+    """What it asks of its worker, in a line: "2 GPUs (a100*, ≥ 40 GB each), 4 cpus"."""
+    parts = []
+    if job.gpus:
+        each = [x for x in (job.gpu_name, f"≥ {job.gpu_memory_gb:g} GB each"
+                            if job.gpu_memory_gb else None) if x]  # fmt: skip
+        parts.append(f"{job.gpus} GPU{'s' * (job.gpus != 1)}" + (f" ({', '.join(each)})"
+                                                                 if each else ""))  # fmt: skip
+    if job.accelerator:
+        parts.append(job.accelerator)
+    if job.cpus:
+        parts.append(f"{job.cpus:g} cpus")
+    if job.memory_gb:
+        parts.append(f"{job.memory_gb:g} GB memory")
+    if job.tags:
+        parts.append("tags " + ",".join(job.tags))
+    return ", ".join(parts) or "-"
+
+
 def _details(job: JobView) -> Group:
     rows = [
         ("id", job.id),
@@ -193,7 +236,7 @@ def _details(job: JobView) -> Group:
         ("call", _call(job)) if job.call is not None else ("command", " ".join(job.command)),
         ("kind", job.kind),
         ("labels", ", ".join(f"{k}={v}" for k, v in job.worker_labels.items()) or "-"),
-        ("gpus", job.gpus),
+        ("needs", _needs(job)),
         ("priority", job.priority),
         ("attempt", f"{job.attempt} (retries allowed: {job.max_retries})"),
         ("timeout", _output.duration(job.timeout_s)),
@@ -212,6 +255,7 @@ def _details(job: JobView) -> Group:
             (
                 a.number,
                 a.worker_id or "-",
+                ",".join(map(str, a.gpu_ids)) or "-",
                 _output.state(a.outcome or "running"),
                 _output.duration(_output.elapsed(a.started_at, a.finished_at)),
                 "-" if a.exit_code is None else a.exit_code,
@@ -219,7 +263,7 @@ def _details(job: JobView) -> Group:
             )
             for a in job.attempts
         ]
-        cols = ("ATTEMPT", "WORKER", "OUTCOME", "RAN", "EXIT", "WHY")
+        cols = ("ATTEMPT", "WORKER", "GPUS", "OUTCOME", "RAN", "EXIT", "WHY")
         parts.append(_output.table("attempts", cols, attempt_rows))
     if job.error:
         parts.append(_output.line(_output.styled("error:", "red"), " ", job.error, newlines=True))

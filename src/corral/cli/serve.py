@@ -261,6 +261,77 @@ def worker(
             min=0,
         ),
     ] = None,
+    profile: Annotated[
+        str | None,
+        _opt(
+            "--profile",
+            "CORRAL_WORKER__PROFILE",
+            "benchmark|test|light: a preset of slots, resource limits and timeouts; each"
+            " value is overridden by its own flag ('corral config show' shows the result).",
+        ),
+    ] = None,
+    tags: Annotated[
+        str | None,
+        _opt("--tags", "CORRAL_WORKER__TAGS", "a,b,…: labels with no value (jobs' --tags)."),
+    ] = None,
+    gpu_ids: Annotated[
+        str | None,
+        _opt(
+            "--gpu-ids",
+            "CORRAL_WORKER__GPU_IDS",
+            "The GPUs it owns, by index or uuid (default: CUDA_VISIBLE_DEVICES, else all).",
+        ),
+    ] = None,
+    memory_buffer: Annotated[
+        float | None,
+        _opt(
+            "--memory-buffer",
+            "CORRAL_WORKER__MEMORY_BUFFER",
+            "Share of memory no job's --memory-gb may claim (e.g. 0.2).",
+            min=0,
+            max=0.9,
+        ),
+    ] = None,
+    max_cpu_percent: Annotated[
+        float | None,
+        _opt(
+            "--max-cpu-percent",
+            "CORRAL_WORKER__MAX_CPU_PERCENT",
+            "Above it, take no new work (constrained) until it cools down.",
+        ),
+    ] = None,
+    max_memory_percent: Annotated[
+        float | None,
+        _opt(
+            "--max-memory-percent",
+            "CORRAL_WORKER__MAX_MEMORY_PERCENT",
+            "Above it, take no new work (constrained) until it cools down.",
+        ),
+    ] = None,
+    max_gpu_percent: Annotated[
+        float | None,
+        _opt(
+            "--max-gpu-percent",
+            "CORRAL_WORKER__MAX_GPU_PERCENT",
+            "Above it on any of its GPUs, take no new work until it cools down.",
+        ),
+    ] = None,
+    cooldown_s: Annotated[
+        float | None,
+        _opt(
+            "--cooldown",
+            "CORRAL_WORKER__COOLDOWN_S",
+            "Seconds every value must stay under its limit before new work (default: 30).",
+        ),
+    ] = None,
+    task_timeout_s: Annotated[
+        float | None,
+        _opt(
+            "--task-timeout",
+            "CORRAL_WORKER__TASK_TIMEOUT_S",
+            "The longest any job runs here, in seconds (a job's own timeout if shorter).",
+        ),
+    ] = None,
     persistent: Annotated[
         bool | None,
         _opt(

@@ -1,4 +1,5 @@
-"""``corral workers ls|create|enrol|drain|rotate-token|rm|events``: the fleet, for admins."""
+"""``corral workers ls|create|enrol|drain|pause|resume|rotate-token|rm|events``: the fleet,
+for admins."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from corral.cli import _output, _parse, _timeline
 from corral.cli._api import connect, run
 from corral.cli._options import ApiKey, Json, Url
 from corral.model import WorkerType
-from corral.protocol import EventList, WorkerCreated, WorkerList
+from corral.protocol import EventList, WorkerCreated, WorkerList, WorkerView
 
 app = typer.Typer(help="Manage workers and their tokens (admin).", no_args_is_help=True)
 
@@ -47,8 +48,8 @@ def ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
                 _output.state(w.status),
                 w.worker_type,
                 f"{w.running}/{w.slots}",
-                w.gpu_count,
-                ", ".join(f"{k}={v}" for k, v in w.labels.items()) or "-",
+                _gpus(w),
+                ", ".join(f"{k}={v}" if v else k for k, v in w.labels.items()) or "-",
                 _output.ago(w.last_heartbeat),
                 _output.until(w.cert_expires_at) if w.cert_expires_at else "token",
             )
@@ -58,6 +59,14 @@ def ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
         _output.out.print(_output.table(None, cols, rows))
 
     run(go())
+
+
+def _gpus(w: WorkerView) -> str:
+    """In use of owned, and what they are: "1/2 cuda (NVIDIA A100 80GB)"."""
+    if not w.gpus:
+        return "-" if w.accelerator == "cpu" else w.accelerator
+    names = sorted({g.name for g in w.gpus})
+    return f"{len(w.gpus_in_use)}/{w.gpu_count} {w.accelerator} ({', '.join(names)})"
 
 
 @app.command("create")
@@ -115,6 +124,29 @@ def enrol(
             f"  CORRAL_WORKER__REGISTRATION_TOKEN={shlex.quote(issued.token)} corral worker"
             f" --orchestrator-url {shlex.quote(client.url)} --name {shlex.quote(issued.name)}{flag}"
         ), soft_wrap=True)  # fmt: skip
+
+    run(go())
+
+
+@app.command("pause")
+def pause(ref: WorkerRef, url: Url = None, api_key: ApiKey = None) -> None:
+    """Give a worker no new work until it is resumed; what it runs goes on."""
+    _pause(ref, url, api_key, paused=True)
+
+
+@app.command("resume")
+def resume(ref: WorkerRef, url: Url = None, api_key: ApiKey = None) -> None:
+    """Let a paused worker take new work again."""
+    _pause(ref, url, api_key, paused=False)
+
+
+def _pause(ref: str, url: str | None, api_key: str | None, *, paused: bool) -> None:
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            worker = await client.pause_worker(ref, paused=paused)
+        said = "paused" if worker.paused else "resumed"
+        _output.out.print(_output.line(worker.name, f" ({worker.id}): {said}, ",
+                                       _output.state(worker.status)))  # fmt: skip
 
     run(go())
 

@@ -115,8 +115,16 @@ class AsyncClient(AccountCalls):
         retries: int = 3,
         timeout: float | None = None,  # noqa: ASYNC109 - the job's limit, not this call's
         idempotency_key: str | None = None,
+        tags: Sequence[str] = (),
+        cpus: float = 0,
+        memory_gb: float = 0,
+        gpu_memory_gb: float | None = None,
+        gpu_name: str | None = None,
+        accelerator: str | None = None,
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
+        ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
+        what else its worker must have (docs/scheduling.md);
         ``retries``: how often a lost or timed-out attempt is run again; ``timeout``:
         seconds an attempt may run. The request always carries an Idempotency-Key
         (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
@@ -133,6 +141,12 @@ class AsyncClient(AccountCalls):
             "priority": priority,
             "max_retries": retries,
             "timeout_s": timeout,
+            "tags": list(tags),
+            "cpus": cpus,
+            "memory_gb": memory_gb,
+            "gpu_memory_gb": gpu_memory_gb,
+            "gpu_name": gpu_name,
+            "accelerator": accelerator,
         }
         if name is not None:
             fields["name"] = name
@@ -313,6 +327,13 @@ class AsyncClient(AccountCalls):
         """It finishes what it runs and takes nothing new."""
         wid = (await self.worker(ref)).id
         body = await self._t.json("POST", f"/api/admin/workers/{wid}/drain", idempotent=True)
+        return WorkerView.model_validate(body)
+
+    async def pause_worker(self, ref: str, *, paused: bool = True) -> WorkerView:
+        """No new work goes to it (``paused=False``: again) ; what it runs goes on."""
+        wid = (await self.worker(ref)).id
+        verb = "pause" if paused else "resume"
+        body = await self._t.json("POST", f"/api/admin/workers/{wid}/{verb}", idempotent=True)
         return WorkerView.model_validate(body)
 
     async def rotate_token(self, ref: str) -> WorkerCreated:

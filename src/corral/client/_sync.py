@@ -161,6 +161,7 @@ class Client:
     create_worker = _blocking(AsyncClient.create_worker)
     registration = _blocking(AsyncClient.registration)
     drain_worker = _blocking(AsyncClient.drain_worker)
+    pause_worker = _blocking(AsyncClient.pause_worker)
     rotate_token = _blocking(AsyncClient.rotate_token)
     remove_worker = _blocking(AsyncClient.remove_worker)
     worker_events = _iterating(AsyncClient.worker_events)

@@ -22,9 +22,9 @@ __all__ = ["DeprecatedEnvSource", "FileSource", "Origin", "Recorded", "recording
 @dataclass(frozen=True)
 class Origin:
     """Where a value came from: ``flag``, ``env NAME``, ``env OLD (deprecated)``,
-    ``file PATH`` or ``default``."""
+    ``file PATH``, ``profile NAME`` (a worker's preset) or ``default``."""
 
-    kind: Literal["flag", "env", "file", "default"]
+    kind: Literal["flag", "env", "file", "profile", "default"]
     name: str | None = None  # the variable, or the file
     deprecated: bool = False
 

@@ -8,7 +8,7 @@ one entry of the history, with the cause of the stimulus that decided it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -55,6 +55,7 @@ class StartAttempt:
     number: int
     worker_id: str
     assigned_at: datetime
+    gpu_ids: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ class Assign:
     job_id: str
     attempt: int
     spec: Any = field(default=None, repr=False, compare=False)  # the stored job
+    gpu_ids: Sequence[int] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ hand the result to ``apply``; nothing else decides a job's or a worker's state.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,15 +64,17 @@ def submit(values: Mapping[str, Any], *, actor: str | None) -> list[Change]:
                       why=Why(actor=actor))]  # fmt: skip
 
 
-def assign(job: JobSnap, worker_id: str, now: datetime) -> MoveJob:
-    """Hand a queued job to a worker as its next attempt."""
+def assign(job: JobSnap, worker_id: str, now: datetime, gpu_ids: Sequence[int] = ()) -> MoveJob:
+    """Hand a queued job to a worker as its next attempt, holding ``gpu_ids`` there."""
     number = job.attempt + 1
+    ids = list(gpu_ids)
     return MoveJob(
         job.id, job.tenant_id, JobState.QUEUED, JobState.ASSIGNED, job.attempt, worker_id,
-        fields={"attempt": number, "worker_id": worker_id, "not_before": None},
-        why=Why(detail={"gpus": job.gpus} if job.gpus else {}),
-        then=(StartAttempt(job.id, job.tenant_id, number, worker_id, now),
-              Notify(worker_id, job.tenant_id, Assign(job.id, number, job.row))),
+        fields={"attempt": number, "worker_id": worker_id, "not_before": None,
+                "gpu_ids": ids or None},
+        why=Why(detail={"gpus": ids} if ids else {}),
+        then=(StartAttempt(job.id, job.tenant_id, number, worker_id, now, ids or None),
+              Notify(worker_id, job.tenant_id, Assign(job.id, number, job.row, ids))),
     )  # fmt: skip
 
 
@@ -91,7 +93,12 @@ def end_attempt(
     if nxt is JobState.QUEUED:
         delay = retry_delay(job.attempt, policy.retry_backoff_base_s, policy.retry_backoff_cap_s)
         detail["backoff_s"] = delay
-        fields = {"worker_id": None, "error": error, "not_before": now + timedelta(seconds=delay)}
+        fields = {
+            "worker_id": None,
+            "gpu_ids": None,
+            "error": error,
+            "not_before": now + timedelta(seconds=delay),
+        }
     else:
         fields = {"finished_at": now, "exit_code": exit_code, "error": error,
                   "result": dict(result) if result is not None and nxt is JobState.SUCCEEDED
@@ -227,7 +234,8 @@ def register(
     gone = []
     for job in left.values():
         if job.state is JobState.ASSIGNED:  # not received yet: send it again, and the grace
-            out += [Notify(worker.id, worker.tenant_id, Assign(job.id, job.attempt, job.row)),
+            held = (job.row["gpu_ids"] if job.row is not None else None) or ()
+            out += [Notify(worker.id, worker.tenant_id, Assign(job.id, job.attempt, job.row, held)),
                     UpdateAttempt(job.id, job.attempt, {"assigned_at": now})]  # fmt: skip
         else:
             gone.append(job)
@@ -308,6 +316,15 @@ def drain(worker: WorkerSnap, *, actor: str | None) -> list[Change]:
     return [MoveWorker(worker.id, worker.tenant_id, worker.status, WorkerStatus.DRAINING,
                        why=Why(actor=actor),
                        then=(Notify(worker.id, worker.tenant_id, Drain()),))]  # fmt: skip
+
+
+def pause(worker: WorkerSnap, paused: bool, *, now: datetime, actor: str | None) -> list[Change]:
+    """Its admin stops (or lets again) new work go to it; what it runs goes on."""
+    if worker.paused == paused:
+        return []
+    kind = Kind.WORKER_PAUSED if paused else Kind.WORKER_RESUMED
+    return [UpdateWorker(worker.id, {"paused_at": now if paused else None}),
+            Record(kind, worker.tenant_id, worker_id=worker.id, why=Why(actor=actor))]  # fmt: skip
 
 
 def rotate_token(worker: WorkerSnap, token_hash: str, *, actor: str | None) -> list[Change]:

@@ -27,6 +27,8 @@ class Kind(StrEnum):
     WORKER_TOKEN_ROTATED = "worker.token_rotated"
     WORKER_CONSTRAINED = "worker.constrained"  # it takes no new work, and says why
     WORKER_UNCONSTRAINED = "worker.unconstrained"
+    WORKER_PAUSED = "worker.paused"  # its admin: no new work until resumed
+    WORKER_RESUMED = "worker.resumed"
     WORKER_REMOVED = "worker.removed"
     WORKER_REGISTRATION_ISSUED = "worker.registration_issued"  # a single-use enrolment token
     WORKER_ENROLLED = "worker.enrolled"  # it traded one and a CSR for a certificate

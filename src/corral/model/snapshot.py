@@ -71,6 +71,31 @@ class AttemptSnap:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuSnap:
+    """One GPU of a worker, as placement sees it."""
+
+    index: int
+    name: str = ""
+    memory_bytes: int = 0
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any]) -> GpuSnap:
+        return cls(int(info["index"]), str(info.get("name") or ""),
+                   int(info.get("memory_bytes") or 0))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLoad:
+    """What a worker's active attempts hold."""
+
+    attempts: int = 0
+    gpus: int = 0  # GPUs they asked for
+    gpu_ids: frozenset[int] = frozenset()  # those the coordinator gave them
+    cpus: float = 0.0
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSnap:
     id: str
     tenant_id: str
@@ -78,7 +103,7 @@ class WorkerSnap:
     worker_type: WorkerType
     slots: int
     labels: Mapping[str, str]
-    gpus: int  # how many it has
+    gpus: tuple[GpuSnap, ...]  # the GPUs it owns
     taken: int  # jobs handed to it since it registered (an ephemeral worker takes one)
     last_heartbeat: datetime | None
     created_at: datetime | None
@@ -86,6 +111,15 @@ class WorkerSnap:
     constrained: str | None = None  # why it takes no new work, as it said
     heard_ns: int | None = None  # its clock at the newest of its requests taken
     prefetch: int = 0  # call tasks it holds beyond its slots, waiting for one
+    accelerator: str = "cpu"
+    cpu_count: int = 0
+    memory_bytes: int = 0
+    memory_buffer: float = 0.0  # the share of memory_bytes no job may claim
+    paused: bool = False
+
+    @property
+    def memory_for_jobs(self) -> int:
+        return int(self.memory_bytes * (1 - self.memory_buffer))
 
     @classmethod
     def of(cls, row: Row) -> WorkerSnap:
@@ -96,7 +130,7 @@ class WorkerSnap:
             worker_type=WorkerType(row["worker_type"]),
             slots=row["slots"],
             labels=row["labels"],
-            gpus=len(row["gpus"] or []),
+            gpus=tuple(GpuSnap.of(g) for g in row["gpus"] or []),
             taken=row["taken_since_register"],
             last_heartbeat=_utc(row["last_heartbeat"]),
             created_at=_utc(row["created_at"]),
@@ -104,6 +138,11 @@ class WorkerSnap:
             constrained=row["constrained"],
             heard_ns=row["heard_ns"],
             prefetch=row["prefetch"],
+            accelerator=row["accelerator"] or "cpu",
+            cpu_count=row["cpu_count"] or 0,
+            memory_bytes=row["memory_bytes"] or 0,
+            memory_buffer=row["memory_buffer"] or 0.0,
+            paused=row["paused_at"] is not None,
         )
 
 

@@ -16,6 +16,7 @@ class WorkerStatus(StrEnum):
     DRAINING = "draining"
     OFFLINE = "offline"
     CONSTRAINED = "constrained"  # shown, never stored: idle, but it says it takes no work
+    PAUSED = "paused"  # shown, never stored: idle, but its admin paused it
 
 
 class WorkerType(StrEnum):
@@ -49,11 +50,15 @@ def check_worker_transition(frm: WorkerStatus, to: WorkerStatus) -> None:
         raise IllegalTransition(f"worker cannot go from {frm} to {to}")
 
 
-def shown_status(stored: WorkerStatus, running: int, constrained: bool = False) -> WorkerStatus:
-    """What a person sees: an idle worker that takes no work is constrained; one holding
-    attempts is busy."""
+def shown_status(
+    stored: WorkerStatus, running: int, constrained: bool = False, paused: bool = False
+) -> WorkerStatus:
+    """What a person sees: an idle worker that takes no work is paused (its admin said so)
+    or constrained (it said so); one holding attempts is busy."""
     if stored is not WorkerStatus.IDLE:
         return stored
+    if paused:
+        return WorkerStatus.PAUSED
     if constrained:
         return WorkerStatus.CONSTRAINED
     return WorkerStatus.BUSY if running else stored

@@ -13,10 +13,12 @@ from corral.protocol._wire import MAX_NESTING, unstorable, unstorable_text
 from corral.protocol._wire import Wire as _Wire
 
 __all__ = [
+    "ACCELERATORS",
     "CALL_KIND",
     "MAX_NESTING",
     "MAX_PICKLED_CHARS",
     "MAX_RESULT_BYTES",
+    "Accelerator",
     "AttemptRef",
     "AttemptReport",
     "AttemptView",
@@ -136,11 +138,19 @@ Why = Annotated[str, Field(min_length=1, max_length=500)]
 SentNs = Annotated[int | None, Field(default=None, ge=0, le=2**63 - 1)]
 
 
+ACCELERATORS = ("cpu", "cuda", "rocm", "mps")
+Accelerator = Literal["cpu", "cuda", "rocm", "mps"]
+
+
 class GpuInfo(_Wire):
-    index: int = Field(ge=0, le=1024)
+    index: int = Field(ge=0, le=1024, description="as the driver numbers it (PCI bus order)")
     name: str = Field(max_length=200)
     memory_bytes: Bytes
     uuid: str | None = Field(default=None, max_length=100)
+    driver: str | None = Field(default=None, max_length=100, description="driver version")
+    utilization_percent: float | None = Field(
+        default=None, ge=0, le=100, description="when the worker registered"
+    )
 
 
 class AttemptRef(_Wire):
@@ -153,8 +163,13 @@ class RegisterRequest(_Wire):
     hostname: str = Field(default="", max_length=255)
     cpu_count: Count = 1
     memory_bytes: Bytes = 0
+    cpu_model: str = Field(default="", max_length=200)
+    accelerator: Accelerator = "cpu"
     gpus: list[GpuInfo] = Field(default=[], max_length=1024)
-    labels: Labels = {}
+    memory_buffer: float = Field(
+        default=0.0, ge=0, lt=1, description="share of its memory no job's memory_gb may claim"
+    )
+    labels: Labels = Field(default={}, description="a tag is a label whose value is empty")
     slots: int = Field(default=1, ge=1, le=1024, description="jobs it runs at once")
     prefetch: int = Field(
         default=0, ge=0, le=1024, description="call tasks (asking no GPU) it holds beyond its "
@@ -268,6 +283,9 @@ class JobAssign(_Wire):
     env: dict[str, str] = {}
     timeout_s: float | None = None
     gpus: int = 0
+    gpu_ids: list[int] | None = Field(
+        default=None, description="the GPUs it holds, chosen by the coordinator"
+    )
     call: CallSpec | None = None  # left out of the event for command jobs
 
 
@@ -300,7 +318,21 @@ class JobSubmit(_Wire):
     )
     env: Env = {}
     worker_labels: Labels = Field(default={}, description="label -> glob the worker must match")
+    tags: list[LabelKey] = Field(
+        default=[], max_length=MAX_LABELS, description="labels the worker must have, any value"
+    )
     gpus: int = Field(default=0, ge=0, le=64)
+    gpu_memory_gb: float | None = Field(
+        default=None, gt=0, le=100_000, description="memory each of its GPUs must have"
+    )
+    gpu_name: str | None = Field(
+        default=None, min_length=1, max_length=200, description="glob its GPUs' names match"
+    )
+    accelerator: Accelerator | None = Field(default=None, description="the worker's kind")
+    cpus: float = Field(default=0, ge=0, le=100_000, description="cores it holds while it runs")
+    memory_gb: float = Field(
+        default=0, ge=0, le=1_000_000, description="memory it holds while it runs"
+    )
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
     max_retries: int = Field(
         default=3, ge=0, le=100, description="retries of lost or timed-out attempts"
@@ -308,6 +340,13 @@ class JobSubmit(_Wire):
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
 
     _kind_fits = field_validator("command", "call")(_call_or_command)
+
+    @field_validator("gpu_memory_gb", "gpu_name")
+    @classmethod
+    def _of_its_gpus(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("gpus"):
+            raise ValueError("says what its GPUs must be: ask for gpus too")
+        return value
 
 
 class AttemptView(BaseModel):
@@ -319,6 +358,7 @@ class AttemptView(BaseModel):
     finished_at: datetime | None
     exit_code: int | None
     error: str | None
+    gpu_ids: list[int] = Field(default=[], description="the GPUs it held")
 
 
 class JobView(BaseModel):
@@ -329,7 +369,13 @@ class JobView(BaseModel):
     command: list[str] = Field(description='empty for a job of kind "call"')
     call: CallSpec | None = None
     worker_labels: dict[str, str]
+    tags: list[str] = []
     gpus: int
+    gpu_memory_gb: float | None = None
+    gpu_name: str | None = None
+    accelerator: str | None = None
+    cpus: float = 0
+    memory_gb: float = 0
     priority: int
     max_retries: int
     timeout_s: float | None
@@ -413,11 +459,16 @@ class WorkerView(BaseModel):
     allowed_labels: list[str] = []
     hostname: str | None
     cpu_count: int | None
+    cpu_model: str | None = None
     memory_bytes: int | None
+    memory_buffer: float = 0
+    accelerator: str = "cpu"
     gpu_count: int
     gpus: list[GpuInfo]
+    gpus_in_use: list[int] = Field(default=[], description="indices its attempts hold")
     slots: int
     running: int
+    paused: bool = Field(default=False, description="takes no new work until resumed")
     last_heartbeat: datetime | None
     created_at: datetime
     constrained: str | None = Field(default=None, description="why it takes no new work")

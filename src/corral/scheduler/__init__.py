@@ -5,11 +5,13 @@ from corral.scheduler.match import (
     JobDemand,
     WorkerOffer,
     fits,
+    gpus_for,
     labels_match,
     left_over,
     offer,
     plan,
     still_fitting,
+    taken,
 )
 
 __all__ = [
@@ -17,9 +19,11 @@ __all__ = [
     "JobDemand",
     "WorkerOffer",
     "fits",
+    "gpus_for",
     "labels_match",
     "left_over",
     "offer",
     "plan",
     "still_fitting",
+    "taken",
 ]

@@ -1,7 +1,9 @@
 """Greedy placement: jobs in priority order, each to the least-loaded worker that fits.
 
-``fits`` is the one rule for "may job j go to worker w now"; ``plan`` places a queue with it
-and ``still_fitting`` checks a plan against fresher offers with it.
+``fits`` is the one rule for "may job j go to worker w now": it answers with the GPUs the
+job would hold there, so GPUs are handed out by index, never only counted. ``plan`` places
+a queue with it, ``still_fitting`` checks a plan against fresher offers with it, and
+``taken`` is what an offer has left once a job is placed on it.
 
 A worker may hold a few small tasks beyond its slots (``prefetch``), waiting on it for a
 slot, so that the next one starts the moment one ends instead of a round trip later. Only
@@ -16,7 +18,10 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from corral.model import WorkerStatus, WorkerType
-from corral.model.snapshot import WorkerSnap
+from corral.model.snapshot import GpuSnap, WorkerLoad, WorkerSnap
+
+# Cores are counted as floats (a job may ask for half of one): sums may miss by a rounding.
+_EPSILON = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,12 @@ class JobDemand:
     gpus: int = 0
     worker_labels: Mapping[str, str] = ()  # type: ignore[assignment]  # label -> glob
     queueable: bool = False  # may wait on a busy worker for a slot (see ``prefetch``)
+    tags: tuple[str, ...] = ()  # labels the worker must have, whatever their value
+    accelerator: str | None = None  # cpu, cuda, rocm or mps
+    gpu_name: str | None = None  # glob each of its GPUs' names must match
+    gpu_memory_bytes: int = 0  # each of its GPUs at least
+    cpus: float = 0.0
+    memory_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +46,11 @@ class WorkerOffer:
     tenant_id: str
     labels: Mapping[str, str]
     free_slots: int  # below zero when it holds prefetched tasks
-    free_gpus: int = 0
+    free_gpus: tuple[GpuSnap, ...] = ()
     prefetch: int = 0  # queueable jobs it holds beyond its slots
+    accelerator: str = "cpu"
+    free_cpus: float = float("inf")
+    free_memory: int = 2**62
 
     def room(self, slots: int) -> bool:
         """With ``slots`` left, may it take any job?"""
@@ -47,22 +61,30 @@ class WorkerOffer:
 class Assignment:
     job_id: str
     worker_id: str
+    gpu_ids: tuple[int, ...] = ()
 
 
-def offer(worker: WorkerSnap, held: int, gpus_held: int) -> WorkerOffer | None:
-    """What a worker can take now, given the attempts and GPUs it holds; None for nothing.
+def offer(worker: WorkerSnap, load: WorkerLoad | None = None) -> WorkerOffer | None:
+    """What a worker can take now, given what its active attempts hold; None for nothing.
 
-    Only a connected, idle worker takes work (not one draining, or constrained: it said it
-    cannot); an ephemeral one takes a single job per registration, and prefetches none."""
-    if worker.status is not WorkerStatus.IDLE or worker.constrained:
+    Only a connected, idle worker takes work (not one draining, paused, or constrained: it
+    said it cannot); an ephemeral one takes a single job per registration, and prefetches
+    none."""
+    if worker.status is not WorkerStatus.IDLE or worker.constrained or worker.paused:
         return None
-    free, prefetch = worker.slots - held, worker.prefetch
+    load = load or WorkerLoad()
+    free, prefetch = worker.slots - load.attempts, worker.prefetch
     if worker.worker_type is WorkerType.EPHEMERAL:
         free, prefetch = min(free, 1 - worker.taken), 0
     if free <= -prefetch:
         return None
-    return WorkerOffer(worker.id, worker.tenant_id, worker.labels, free, worker.gpus - gpus_held,
-                       prefetch)  # fmt: skip
+    gpus = [g for g in worker.gpus if g.index not in load.gpu_ids]
+    # Attempts that hold GPUs by count alone (handed out before GPUs had indices here).
+    del gpus[: max(0, load.gpus - len(load.gpu_ids))]
+    cpus = worker.cpu_count - load.cpus if worker.cpu_count else float("inf")
+    memory = worker.memory_for_jobs - load.memory_bytes if worker.memory_bytes else 2**62
+    return WorkerOffer(worker.id, worker.tenant_id, worker.labels, free, tuple(gpus), prefetch,
+                       worker.accelerator, cpus, memory)  # fmt: skip
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -70,31 +92,64 @@ def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool
     return all(k in labels and fnmatchcase(labels[k], glob) for k, glob in selector.items())
 
 
-def fits(job: JobDemand, worker: WorkerOffer, slots: int, gpus: int) -> bool:
-    """May ``job`` go to ``worker``, which has ``slots`` and ``gpus`` left?"""
-    return (
-        slots > (-worker.prefetch if job.queueable else 0)
-        and gpus >= job.gpus
+def gpus_for(job: JobDemand, free: Sequence[GpuSnap]) -> tuple[int, ...] | None:
+    """The GPUs ``job`` would hold out of ``free``, or None if too few of them qualify.
+    Of those that qualify, the smallest first (then the lowest index): a large GPU stays
+    for a job that needs it."""
+    if not job.gpus:
+        return ()
+    ok = [
+        g
+        for g in free
+        if g.memory_bytes >= job.gpu_memory_bytes
+        and (job.gpu_name is None or fnmatchcase(g.name.lower(), job.gpu_name.lower()))
+    ]
+    if len(ok) < job.gpus:
+        return None
+    ok.sort(key=lambda g: (g.memory_bytes, g.index))
+    return tuple(sorted(g.index for g in ok[: job.gpus]))
+
+
+def fits(job: JobDemand, worker: WorkerOffer) -> tuple[int, ...] | None:
+    """May ``job`` go to ``worker`` as it is now? The GPUs it would hold there (``()`` for
+    none asked), or None when it may not."""
+    if not (
+        worker.free_slots > (-worker.prefetch if job.queueable else 0)
         and worker.tenant_id == job.tenant_id
+        and (job.accelerator is None or job.accelerator == worker.accelerator)
+        and job.cpus <= worker.free_cpus + _EPSILON
+        and job.memory_bytes <= worker.free_memory
         and labels_match(job.worker_labels or {}, worker.labels)
-    )
+        and all(tag in worker.labels for tag in job.tags)
+    ):
+        return None
+    return gpus_for(job, worker.free_gpus)
+
+
+def taken(worker: WorkerOffer, job: JobDemand, gpu_ids: Iterable[int]) -> WorkerOffer:
+    """What ``worker`` has left once ``job`` holds ``gpu_ids`` there."""
+    held = set(gpu_ids)
+    return replace(worker, free_slots=worker.free_slots - 1,
+                   free_gpus=tuple(g for g in worker.free_gpus if g.index not in held),
+                   free_cpus=worker.free_cpus - job.cpus,
+                   free_memory=worker.free_memory - job.memory_bytes)  # fmt: skip
 
 
 def plan(jobs: Sequence[JobDemand], workers: Sequence[WorkerOffer]) -> list[Assignment]:
     """Assign as many jobs as fit. ``jobs`` must already be in claim order
     (priority, then age); a job that fits nowhere does not block those behind it."""
-    room = {w.id: [w.free_slots, w.free_gpus] for w in workers}
+    now = {w.id: w for w in workers}
     out: list[Assignment] = []
     for job in sorted(jobs, key=lambda j: -j.priority):  # stable: keeps age order
-        best: WorkerOffer | None = None
-        for w in workers:
-            if fits(job, w, *room[w.id]) and (best is None or room[w.id][0] > room[best.id][0]):
-                best = w
+        best: tuple[WorkerOffer, tuple[int, ...]] | None = None
+        for w in now.values():
+            gpus = fits(job, w)
+            if gpus is not None and (best is None or w.free_slots > best[0].free_slots):
+                best = (w, gpus)
         if best is not None:
-            room[best.id][0] -= 1
-            room[best.id][1] -= job.gpus
-            out.append(Assignment(job.id, best.id))
-        if not any(w.room(room[w.id][0]) for w in workers):
+            now[best[0].id] = taken(best[0], job, best[1])
+            out.append(Assignment(job.id, best[0].id, best[1]))
+        if not any(w.room(w.free_slots) for w in now.values()):
             break
     return out
 
@@ -102,16 +157,19 @@ def plan(jobs: Sequence[JobDemand], workers: Sequence[WorkerOffer]) -> list[Assi
 def still_fitting(
     chosen: Iterable[Assignment], demands: Mapping[str, JobDemand], offers: Sequence[WorkerOffer]
 ) -> list[Assignment]:
-    """The assignments, in order, that fresher ``offers`` still hold."""
-    by_id = {o.id: o for o in offers}
-    room = {o.id: [o.free_slots, o.free_gpus] for o in offers}
+    """The assignments, in order, that fresher ``offers`` still hold, each on its worker and
+    with the GPUs it was given (a GPU taken meanwhile drops the assignment, not moves it)."""
+    now = {o.id: o for o in offers}
     kept = []
     for a in chosen:
-        w, job = by_id.get(a.worker_id), demands[a.job_id]
-        if w is not None and fits(job, w, *room[w.id]):
-            room[w.id][0] -= 1
-            room[w.id][1] -= job.gpus
-            kept.append(a)
+        w, job = now.get(a.worker_id), demands[a.job_id]
+        if w is None or fits(job, w) is None:
+            continue
+        free = {g.index for g in w.free_gpus}
+        if not free.issuperset(a.gpu_ids):
+            continue
+        now[w.id] = taken(w, job, a.gpu_ids)
+        kept.append(a)
     return kept
 
 
@@ -119,13 +177,7 @@ def left_over(
     offers: Sequence[WorkerOffer], placed: Iterable[Assignment], demands: Mapping[str, JobDemand]
 ) -> list[WorkerOffer]:
     """What the offers still have once ``placed`` is taken from them."""
-    used: dict[str, tuple[int, int]] = {}
+    now = {o.id: o for o in offers}
     for a in placed:
-        n, g = used.get(a.worker_id, (0, 0))
-        used[a.worker_id] = (n + 1, g + demands[a.job_id].gpus)
-    left = []
-    for o in offers:
-        n, g = used.get(o.id, (0, 0))
-        if o.room(o.free_slots - n):
-            left.append(replace(o, free_slots=o.free_slots - n, free_gpus=o.free_gpus - g))
-    return left
+        now[a.worker_id] = taken(now[a.worker_id], demands[a.job_id], a.gpu_ids)
+    return [o for o in now.values() if o.room(o.free_slots)]

@@ -8,7 +8,7 @@ log lines are queued on the ``Tx`` for after the commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from corral.model import ACTIVE_JOB_STATES, JobState, TenantStatus, WorkerStatus
@@ -49,11 +49,15 @@ if TYPE_CHECKING:
     from corral.server.core import Tx
 
 
-def job_assign(spec: Any, attempt: int) -> JobAssign:
+# A worker's fields that stop it taking work: when one changes, it may take some now.
+_TAKES_NOTHING = frozenset({"paused_at", "constrained"})
+
+
+def job_assign(spec: Any, attempt: int, gpu_ids: Sequence[int]) -> JobAssign:
     """The one builder of the ``job.assign`` event, from the stored job."""
     return JobAssign(job_id=spec["id"], attempt=attempt, name=spec["name"], kind=spec["kind"],
                      command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
-                     gpus=spec["gpus"], call=spec.get("call"))  # fmt: skip
+                     gpus=spec["gpus"], gpu_ids=list(gpu_ids), call=spec.get("call"))  # fmt: skip
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:
@@ -170,7 +174,8 @@ def _inserted(t: Tx, c: InsertJob) -> None:
 
 def _attempt_row(c: StartAttempt) -> dict[str, Any]:
     return {"job_id": c.job_id, "number": c.number, "tenant_id": c.tenant_id,
-            "worker_id": c.worker_id, "assigned_at": c.assigned_at}  # fmt: skip
+            "worker_id": c.worker_id, "assigned_at": c.assigned_at,
+            "gpu_ids": c.gpu_ids}  # fmt: skip
 
 
 async def _notify(t: Tx, notes: list[Notify]) -> None:
@@ -212,6 +217,8 @@ async def _one(t: Tx, c: Change) -> bool:
     elif isinstance(c, UpdateWorker):
         await workers_q.update_fields(conn, c.worker_id, **c.fields)
         t.changed_workers.add(c.worker_id)
+        if not _TAKES_NOTHING.isdisjoint(c.fields):  # it may take work now
+            t.kick = True
     elif isinstance(c, InsertWorker):
         await workers_q.insert(conn, dict(c.values))
         t.changed_workers.add(c.values["id"])
@@ -287,7 +294,7 @@ def _wire(event: Assign | Cancel | Any) -> dict[str, Any]:
     if isinstance(event, Assign):
         # Without "call" for a command job: a worker of an earlier version refuses fields it
         # does not know, and still runs command jobs.
-        return job_assign(event.spec, event.attempt).model_dump(
+        return job_assign(event.spec, event.attempt, event.gpu_ids).model_dump(
             exclude={"call"} if event.spec.get("call") is None else None
         )
     if isinstance(event, Cancel):

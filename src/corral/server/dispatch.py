@@ -42,6 +42,7 @@ MAX_ROWS = 10_000  # at most this many queued jobs looked at per round
 # here, or after this long: another coordinator's change (PostgreSQL) is seen within it,
 # and until then the round's locked re-read of its chosen workers keeps the plan right.
 SNAPSHOT_S = 10.0
+GIB = 1024**3
 
 
 class Dispatcher:
@@ -124,7 +125,7 @@ class Dispatcher:
         jobs = {
             r["id"]: JobSnap.of(r) for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])
         }
-        moves = [decide.assign(jobs[a.job_id], a.worker_id, t.now) for a in chosen]
+        moves = [decide.assign(jobs[a.job_id], a.worker_id, t.now, a.gpu_ids) for a in chosen]
         missed = {m.job_id for m in await t.apply(moves) if isinstance(m, MoveJob)}
         placed = [a for a in chosen if a.job_id not in missed]
         given = Counter(a.worker_id for a in placed)
@@ -177,7 +178,7 @@ async def _offers(t: Tx, workers: Collection[WorkerSnap]) -> list[WorkerOffer]:
     if not workers:
         return []
     load = await jobs_q.load_by_worker(t.conn)
-    return [o for w in workers if (o := offer(w, *load.get(w.id, (0, 0)))) is not None]
+    return [o for w in workers if (o := offer(w, load.get(w.id))) is not None]
 
 
 async def _plan(
@@ -202,10 +203,7 @@ async def _plan(
         looked += len(page)
         if not page:
             break
-        batch = {r["id"]: JobDemand(id=r["id"], tenant_id=r["tenant_id"], priority=r["priority"],
-                                    gpus=r["gpus"], worker_labels=r["worker_labels"],
-                                    queueable=r["kind"] == CALL_KIND and not r["gpus"])
-                 for r in page}  # fmt: skip
+        batch = {r["id"]: demand(r) for r in page}
         placed = plan(list(batch.values()), offers)
         chosen += placed
         demands.update((a.job_id, batch[a.job_id]) for a in placed)
@@ -214,3 +212,16 @@ async def _plan(
             break
         after, size = page[-1], min(BATCH, size * 4)
     return chosen, demands
+
+
+def demand(row: RowMapping) -> JobDemand:
+    """What a queued job (a row of ``jobs_q.ready``) asks of its worker."""
+    more = row["requires"] or {}
+    return JobDemand(
+        id=row["id"], tenant_id=row["tenant_id"], priority=row["priority"], gpus=row["gpus"],
+        worker_labels=row["worker_labels"], queueable=row["kind"] == CALL_KIND and not row["gpus"],
+        tags=tuple(more.get("tags", ())), accelerator=more.get("accelerator"),
+        gpu_name=more.get("gpu_name"),
+        gpu_memory_bytes=int((more.get("gpu_memory_gb") or 0) * GIB),
+        cpus=row["cpus"] or 0.0, memory_bytes=int((row["memory_gb"] or 0) * GIB),
+    )  # fmt: skip

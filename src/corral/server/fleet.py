@@ -19,7 +19,7 @@ from corral.model import (
     decide,
 )
 from corral.model.history import Reason
-from corral.model.snapshot import AttemptSnap, JobSnap, WorkerSnap
+from corral.model.snapshot import AttemptSnap, JobSnap, WorkerLoad, WorkerSnap
 from corral.model.worker import labels_in_effect, shown_status
 from corral.protocol import (
     AttemptRef,
@@ -41,22 +41,29 @@ from corral.store import keys as keys_q
 from corral.store import workers as workers_q
 
 
-def view(row: RowMapping, running: int) -> WorkerView:
+def view(row: RowMapping, load: WorkerLoad | None) -> WorkerView:
     gpus = [GpuInfo.model_validate(g) for g in row["gpus"]]
+    load = load or WorkerLoad()
+    running, paused = load.attempts, row["paused_at"] is not None
     return WorkerView(
         id=row["id"],
         name=row["name"],
-        status=shown_status(WorkerStatus(row["status"]), running, bool(row["constrained"])),
+        status=shown_status(WorkerStatus(row["status"]), running, bool(row["constrained"]), paused),
         worker_type=WorkerType(row["worker_type"]),
         labels=row["labels"],
         allowed_labels=row["allowed_labels"],
         hostname=row["hostname"],
         cpu_count=row["cpu_count"],
+        cpu_model=row["cpu_model"],
         memory_bytes=row["memory_bytes"],
+        memory_buffer=row["memory_buffer"],
+        accelerator=row["accelerator"],
         gpu_count=len(gpus),
         gpus=gpus,
+        gpus_in_use=sorted(load.gpu_ids),
         slots=row["slots"],
         running=running,
+        paused=paused,
         last_heartbeat=as_utc(row["last_heartbeat"]),
         created_at=as_utc(row["created_at"]),
         constrained=row["constrained"],
@@ -73,7 +80,7 @@ async def _get(t: Tx, tenant_id: str, worker_id: str, *, lock: bool = False) -> 
 
 async def _view(t: Tx, worker_id: str, tenant_id: str) -> WorkerView:
     row = await _get(t, tenant_id, worker_id)
-    return view(row, len(await jobs_q.active_on(t.conn, worker_id)))
+    return view(row, (await jobs_q.load_by_worker(t.conn, [worker_id])).get(worker_id))
 
 
 async def _active(t: Tx, worker_id: str) -> list[JobSnap]:
@@ -100,7 +107,7 @@ async def listing(core: Core, tenant_id: str) -> WorkerList:
     async with core.tx() as t:
         rows = await workers_q.all_of(t.conn, tenant_id)
         load = await jobs_q.load_by_worker(t.conn)
-    return WorkerList(workers=[view(r, load.get(r["id"], (0, 0))[0]) for r in rows])
+    return WorkerList(workers=[view(r, load.get(r["id"])) for r in rows])
 
 
 async def get(core: Core, tenant_id: str, worker_id: str) -> WorkerView:
@@ -120,6 +127,13 @@ async def drain(core: Core, who: Identity, worker_id: str) -> WorkerView:
     async with core.tx(who.key_id) as t:
         row = await _get(t, who.tenant_id, worker_id, lock=True)  # against a register meanwhile
         await t.apply(decide.drain(WorkerSnap.of(row), actor=who.key_id))
+        return await _view(t, worker_id, who.tenant_id)
+
+
+async def pause(core: Core, who: Identity, worker_id: str, paused: bool) -> WorkerView:
+    async with core.tx(who.key_id) as t:
+        row = await _get(t, who.tenant_id, worker_id, lock=True)
+        await t.apply(decide.pause(WorkerSnap.of(row), paused, now=t.now, actor=who.key_id))
         return await _view(t, worker_id, who.tenant_id)
 
 
@@ -154,12 +168,15 @@ async def register(
         fields = {
             "hostname": body.hostname,
             "cpu_count": body.cpu_count, "memory_bytes": body.memory_bytes, "gpus": gpus,
+            "cpu_model": body.cpu_model, "accelerator": body.accelerator,
+            "memory_buffer": body.memory_buffer,
             "labels": labels, "slots": body.slots, "prefetch": body.prefetch,
             "worker_type": worker_type.value,
         }  # fmt: skip
         capabilities = {
             "address": address, "hostname": body.hostname, "cpu_count": body.cpu_count,
             "memory_bytes": body.memory_bytes, "gpus": [g.name for g in body.gpus],
+            "cpu_model": body.cpu_model, "accelerator": body.accelerator,
             "slots": body.slots, "prefetch": body.prefetch, "labels": fields["labels"],
             "worker_type": worker_type.value,
             "version": body.version, "running": len(body.running),

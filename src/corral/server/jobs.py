@@ -55,6 +55,9 @@ def view(row: Row) -> JobView:
         call=row["call"],
         worker_labels=row["worker_labels"],
         gpus=row["gpus"],
+        cpus=row["cpus"] or 0,
+        memory_gb=row["memory_gb"] or 0,
+        **(row["requires"] or {}),
         priority=row["priority"],
         max_retries=row["max_retries"],
         timeout_s=row["timeout_s"],
@@ -81,6 +84,8 @@ def request_hash(body: JobSubmit) -> str:
     # Without "call" for a command job, and without a batch item's own key: the same
     # request hashes the same through either route, and as it did before call jobs existed.
     leave_out = {"idempotency_key"} | ({"call"} if body.call is None else set())
+    # Requirements added since, when not asked for: a request hashes as it did before them.
+    leave_out |= {f for f in REQUIREMENTS if getattr(body, f) == JobSubmit.model_fields[f].default}
     fields = body.model_dump(mode="json", exclude=leave_out)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -113,13 +118,28 @@ def stored(
         "kind": body.kind, "command": body.command or [],
         "call": body.call.model_dump(mode="json") if body.call is not None else None,
         "env": body.env, "worker_labels": body.worker_labels, "gpus": body.gpus,
+        "cpus": body.cpus, "memory_gb": body.memory_gb, "requires": requires(body),
         "priority": body.priority, "max_retries": body.max_retries,
         "timeout_s": body.timeout_s, "idempotency_key": key, "request_hash": digest,
         "created_at": now,
     }  # fmt: skip
 
 
-_UNSET = dict.fromkeys(("worker_id", "started_at", "finished_at", "exit_code", "error", "result"))
+# What a job may ask of its worker beyond labels and a count of GPUs; those not counted
+# are stored together (``requires``).
+REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "cpus", "memory_gb")
+
+
+def requires(body: JobSubmit) -> dict[str, Any] | None:
+    """The requirements that are not counted, as stored; None for none."""
+    more = {"tags": list(dict.fromkeys(body.tags)), "gpu_memory_gb": body.gpu_memory_gb,
+            "gpu_name": body.gpu_name, "accelerator": body.accelerator}  # fmt: skip
+    return {k: v for k, v in more.items() if v} or None
+
+
+_UNSET = dict.fromkeys(
+    ("gpu_ids", "worker_id", "started_at", "finished_at", "exit_code", "error", "result")
+)
 
 
 async def submit(
@@ -160,6 +180,7 @@ async def get(core: Core, tenant_id: str, job_id: str, *, attempts: bool = False
                 number=a["number"], worker_id=a["worker_id"], outcome=a["outcome"],
                 assigned_at=as_utc(a["assigned_at"]), started_at=as_utc(a["started_at"]),
                 finished_at=as_utc(a["finished_at"]), exit_code=a["exit_code"], error=a["error"],
+                gpu_ids=a["gpu_ids"] or [],
             ) for a in rows]  # fmt: skip
         return job
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.model import ACTIVE_JOB_STATES, JobState, WorkerStatus, check_job_transition
+from corral.model.snapshot import WorkerLoad
 from corral.store._dialect import one_writer
 from corral.store.tables import attempts, jobs, workers
 
@@ -132,7 +133,7 @@ async def ready(
     that kind asking no GPU (what a busy worker may hold waiting for a slot)."""
     q = select(
         jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.created_at, jobs.c.gpus,
-        jobs.c.worker_labels, jobs.c.kind,
+        jobs.c.worker_labels, jobs.c.kind, jobs.c.cpus, jobs.c.memory_gb, jobs.c.requires,
     ).where(
         jobs.c.state == JobState.QUEUED.value,
         jobs.c.tenant_id.in_(list(tenants)),
@@ -159,14 +160,28 @@ async def by_ids(conn: AsyncConnection, ids: Sequence[str]) -> Sequence[RowMappi
     return (await conn.execute(select(jobs).where(jobs.c.id.in_(list(ids))))).mappings().all()
 
 
-async def load_by_worker(conn: AsyncConnection) -> dict[str, tuple[int, int]]:
-    """worker_id -> (active attempts, GPUs they hold)."""
-    q = (
-        select(jobs.c.worker_id, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0))
-        .where(jobs.c.state.in_(_ACTIVE), jobs.c.worker_id.is_not(None))
-        .group_by(jobs.c.worker_id)
-    )
-    return {w: (int(n), int(g)) for w, n, g in (await conn.execute(q)).all()}
+async def load_by_worker(
+    conn: AsyncConnection, of: Collection[str] | None = None
+) -> dict[str, WorkerLoad]:
+    """worker_id -> what its active attempts hold (of every worker, or those ``of``); the
+    GPUs by index, read only when some attempt holds any."""
+    active = and_(jobs.c.state.in_(_ACTIVE), jobs.c.worker_id.is_not(None))
+    if of is not None:
+        active = and_(active, jobs.c.worker_id.in_(list(of)))
+    q = select(
+        jobs.c.worker_id, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0),
+        func.coalesce(func.sum(jobs.c.cpus), 0), func.coalesce(func.sum(jobs.c.memory_gb), 0),
+    ).where(active).group_by(jobs.c.worker_id)  # fmt: skip
+    rows = (await conn.execute(q)).all()
+    held: dict[str, set[int]] = {}
+    if any(g for _, _, g, _, _ in rows):
+        q2 = select(jobs.c.worker_id, jobs.c.gpu_ids).where(active, jobs.c.gpus > 0)
+        for worker_id, ids in (await conn.execute(q2)).all():
+            held.setdefault(worker_id, set()).update(ids or ())
+    return {
+        w: WorkerLoad(int(n), int(g), frozenset(held.get(w, ())), float(c), int(m * 1024**3))
+        for w, n, g, c, m in rows
+    }
 
 
 async def active_on(conn: AsyncConnection, worker_id: str) -> Sequence[RowMapping]:

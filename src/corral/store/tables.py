@@ -82,8 +82,12 @@ workers = Table(
     Column("status", String(20), nullable=False),
     Column("hostname", String(255)),
     Column("cpu_count", Integer),
+    Column("cpu_model", String(200)),
     Column("memory_bytes", BigInteger),
-    Column("gpus", JSON, nullable=False),
+    # The share of its memory that no job's memory_gb may claim (its --memory-buffer).
+    Column("memory_buffer", Float, nullable=False, server_default="0"),
+    Column("accelerator", String(10), nullable=False, server_default="cpu"),  # cpu cuda rocm mps
+    Column("gpus", JSON, nullable=False),  # protocol.GpuInfo, as it detected them
     Column("slots", Integer, nullable=False),
     # Call tasks it holds beyond its slots, each waiting on it for one (RegisterRequest).
     Column("prefetch", Integer, nullable=False, server_default="0"),
@@ -96,6 +100,8 @@ workers = Table(
     Column("offline_since", TS),
     # Why it takes no new work, as it said in its last heartbeat (its disk is full…).
     Column("constrained", String(500)),
+    # Set by its admin (pause), cleared by resume: no new work meanwhile; running work goes on.
+    Column("paused_at", TS),
     # The worker's clock at the newest of its requests taken (see RegisterRequest.sent_ns).
     Column("heard_ns", BigInteger),
     Column("created_at", TS, nullable=False),
@@ -144,6 +150,13 @@ jobs = Table(
     Column("env", JSON, nullable=False),
     Column("worker_labels", JSON, nullable=False),
     Column("gpus", Integer, nullable=False),
+    # Counted while it runs, against its worker's cores and memory.
+    Column("cpus", Float, nullable=False, server_default="0"),
+    Column("memory_gb", Float, nullable=False, server_default="0"),
+    # What else its worker must be (tags, accelerator, gpu_name, gpu_memory_gb); None: nothing.
+    Column("requires", JSON),
+    # The GPUs its current attempt holds (the attempt's row keeps them for the record).
+    Column("gpu_ids", JSON),
     Column("priority", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
     Column("timeout_s", Float),
@@ -190,6 +203,7 @@ attempts = Table(
     Column("error", Text),
     # The worker's clock when it made the newest report taken for this attempt.
     Column("reported_ns", BigInteger),
+    Column("gpu_ids", JSON),  # the GPUs the coordinator gave it
 )
 
 log_chunks = Table(

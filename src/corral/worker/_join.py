@@ -8,10 +8,10 @@ import contextlib
 import signal
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, cast
 
 from corral.model.errors import CorralError, StaleRegistration
-from corral.protocol import AttemptRef, RegisterRequest, RegisterResponse
+from corral.protocol import Accelerator, AttemptRef, RegisterRequest, RegisterResponse
 from corral.worker import _procs
 from corral.worker._retry import Verdict, retrying, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
@@ -116,8 +116,11 @@ def _request(
         hostname=machine.hostname,
         cpu_count=machine.cpu_count,
         memory_bytes=machine.memory_bytes,
+        cpu_model=machine.cpu_model[:200],
+        accelerator=cast(Accelerator, machine.accelerator),
         gpus=machine.gpus,
-        labels=settings.labels,
+        memory_buffer=settings.memory_buffer,
+        labels=settings.labels_with_tags,
         slots=settings.max_concurrent_tasks,
         prefetch=settings.call_prefetch,
         persistent=settings.persistent,

@@ -33,7 +33,7 @@ from corral.protocol import (
     WorkerDrain,
 )
 from corral.protocol.transport import Transport, insecure
-from corral.worker import _join, hardware, identity
+from corral.worker import _join, guard, hardware, identity
 from corral.worker._retry import Backoff, Verdict, retrying, verdict
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
 from corral.worker.client import TokenRefused, WorkerClient
@@ -82,7 +82,7 @@ class Agent:
         log_interval_s: float = 0.5,
     ) -> None:
         self.settings = settings
-        self.machine = machine or hardware.detect()
+        self.machine = machine or hardware.detect(settings.gpu_ids)
         self._tls: dict[str, Any] = {"ca_file": settings.ca_file,
                                      "verify": not settings.ssl_no_verify}  # fmt: skip
         # A worker without a token proves itself with a certificate, enrolled in ``run``.
@@ -214,6 +214,7 @@ class Agent:
             logger=self.log,
             users=users,
             sandbox=sandbox,
+            accelerator=self.machine.accelerator,
         )
         installed = self._install_signals()
         try:
@@ -245,14 +246,23 @@ class Agent:
             urls=self.settings.urls,
             slots=self.settings.max_concurrent_tasks,
             persistent=self.settings.persistent,
-            gpus=len(self.machine.gpus),
             adoptable=len(adoptable),
+            **hardware.summary(self.machine),
         )
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._stream_loop(adoptable), name="stream")
                 tg.create_task(self._heartbeat_loop(), name="heartbeat")
                 tg.create_task(self._outbox_loop(), name="outbox")
+                limits = guard.Limits(
+                    self.settings.max_cpu_percent,
+                    self.settings.max_memory_percent,
+                    self.settings.max_gpu_percent,
+                    self.settings.cooldown_s,
+                )
+                if limits.any():
+                    tg.create_task(self.heartbeat.guard(guard.Guard(limits), self.pool.indices),
+                                   name="guard")  # fmt: skip
                 tg.create_task(self._wait_exit(), name="exit")
                 if self.signer is not None:
                     tg.create_task(self._renew(), name="renew")
@@ -490,6 +500,8 @@ class Agent:
         self._check_exit()
 
     def _on_assign(self, a: JobAssign) -> None:
+        if (cap := self.settings.task_timeout_s) is not None and (a.timeout_s or cap) >= cap:
+            a = a.model_copy(update={"timeout_s": cap})  # the longest this worker runs one
         key = (a.job_id, a.attempt)
         bound = self.log.bind(job_id=a.job_id, attempt=a.attempt)
         if key in self.running or key in self._seen or self.journal.has_report(*key):
@@ -497,9 +509,7 @@ class Agent:
             return
         if self.heartbeat.constrained is not None:
             ra = RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt, gpus=None, assign=a)
-            task = asyncio.create_task(ra.decline(self.heartbeat.constrained))
-            self._declining.add(task)
-            task.add_done_callback(self._declining.discard)
+            self._decline(ra, self.heartbeat.constrained)
             return
         if not self._accepting:
             # Say nothing: the coordinator takes the job back when its lease runs out or
@@ -515,14 +525,20 @@ class Agent:
             bound.warning("assign.declined", reason="no free slot", running=busy,
                           waiting=len(self._waiting))  # fmt: skip
             return
-        gpus: list[int] | None = None
-        if self.pool.total:
-            gpus = self.pool.take(a.gpus)
+        gpus: list[int] | None = None  # None: it knows no GPUs here (CUDA_VISIBLE_DEVICES kept)
+        if self.pool.total or a.gpus:
+            # The coordinator chose them; an older one only counted, and then it takes any.
+            if a.gpu_ids is None:
+                gpus = self.pool.take(a.gpus)
+            elif len(a.gpu_ids) >= a.gpus and self.pool.take_these(a.gpu_ids):
+                gpus = list(a.gpu_ids)
             if gpus is None:
-                bound.warning("assign.declined", reason="not enough free GPUs", gpus=a.gpus)
+                why = (f"GPUs {a.gpu_ids} are not all free here" if a.gpu_ids
+                       else f"{a.gpus} GPUs are not free here")  # fmt: skip
+                bound.warning("assign.declined", reason=why, gpus=a.gpus)
+                self._decline(RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt,
+                                             gpus=None, assign=a), why)  # fmt: skip
                 return
-        elif a.gpus:
-            bound.warning("assign.no_gpus", asked=a.gpus, hint="NVML found no GPU here")
         self._seen.add(key)
         self._took_job = True
         ra = RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt, gpus=gpus, assign=a)
@@ -531,6 +547,12 @@ class Agent:
             self._waiting.append(ra)
         else:
             ra.start()
+
+    def _decline(self, ra: RunningAttempt, why: str) -> None:
+        """Tell the coordinator it cannot run this: the job runs again elsewhere."""
+        task = asyncio.create_task(ra.decline(why))
+        self._declining.add(task)
+        task.add_done_callback(self._declining.discard)
 
     def _busy(self) -> int:
         """Slots in use: attempts started and not superseded."""

@@ -59,6 +59,7 @@ class AttemptContext:
     warm: WarmPool | None = None  # the warm interpreters of call tasks, made on first use
     users: Users | None = None  # each attempt a uid of its own (--run-as-users)
     sandbox: Sandbox | None = None  # namespaces that hide the fleet's files (--sandbox)
+    accelerator: str = "cpu"  # what its GPUs are (cuda, rocm): which variables name them
 
     def warm_pool(self) -> WarmPool:
         if self.warm is None:
@@ -278,6 +279,7 @@ class RunningAttempt:
             attempt=self.attempt,
             result_file=result_path(workdir),
             gpus=self.gpus,
+            accelerator=self.ctx.accelerator,
             pass_env=settings.pass_env,
             secrets=settings.secrets(),
         )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from corral.config import Section, section_config
+from corral.config._sources import DeprecatedEnvSource, Origin, Recorded
 from corral.worker.isolation import parse_range
 
 __all__ = ["WorkerSettings", "parse_labels"]
@@ -42,6 +46,42 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 PREFETCH_PER_SLOT = 4  # the default prefetch, per slot
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+# Execution profiles (``--profile``): presets below every flag, variable and file value, so
+# each of their values is overridden by its own setting. Sizes follow this machine's cores.
+PROFILES: dict[str, Callable[[], dict[str, Any]]] = {
+    # A benchmark wants the machine to itself: one job at a time, nothing waiting beside it.
+    "benchmark": lambda: {"max_concurrent_tasks": 1, "prefetch": 0, "task_timeout_s": 3600.0,
+                          "memory_buffer": 0.1},
+    # Test suites: half the cores, each suite within half an hour, memory kept in check.
+    "test": lambda: {"max_concurrent_tasks": max(1, _cores() // 2), "task_timeout_s": 1800.0,
+                     "max_memory_percent": 90.0},
+    # Many small tasks: two a core, short, and no new one while the machine is saturated.
+    "light": lambda: {"max_concurrent_tasks": min(1024, 2 * _cores()), "task_timeout_s": 600.0,
+                      "max_cpu_percent": 95.0, "max_memory_percent": 85.0},
+}  # fmt: skip
+
+
+class ProfileSource(PydanticBaseSettingsSource):
+    """The values of the profile named by the sources above it, below all of them."""
+
+    def __init__(self, settings_cls: type[BaseSettings], above: Sequence[Any]) -> None:
+        super().__init__(settings_cls)
+        self.above = above
+        self.name: str | None = None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, "", False  # __call__ gives them all
+
+    def __call__(self) -> dict[str, Any]:
+        self.name = next((v for s in self.above if (v := s().get("profile")) is not None), None)
+        preset = PROFILES.get(str(self.name)) if self.name is not None else None
+        return preset() if preset is not None else {}  # an unknown name: the field says so
 
 
 class WorkerSettings(Section):
@@ -78,6 +118,10 @@ class WorkerSettings(Section):
     labels: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="k=v,k2=v2"
     )
+    profile: Literal["benchmark", "test", "light"] | None = Field(
+        default=None, description="a preset of slots, limits and timeouts; each value is"
+        " overridden by its own setting",
+    )  # fmt: skip
     max_concurrent_tasks: int = Field(default=1, ge=1, le=1024)
     prefetch: int | None = Field(
         default=None, ge=0, le=1024,
@@ -85,6 +129,34 @@ class WorkerSettings(Section):
         " so that the next starts as one ends (default: four times the slots)",
     )  # fmt: skip
     persistent: bool = False
+    tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="a,b: labels with no value (jobs ask with --tags)"
+    )
+    gpu_ids: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="the GPUs it owns, by index or uuid (default:"
+        " CUDA_VISIBLE_DEVICES, else all); two workers can share a machine",
+    )  # fmt: skip
+    memory_buffer: float = Field(
+        default=0.0, ge=0, le=0.9, description="share of memory no job's memory_gb may claim"
+    )
+    max_cpu_percent: float | None = Field(
+        default=None, gt=0, le=100, description="above it, no new work until it cools down"
+    )
+    max_memory_percent: float | None = Field(
+        default=None, gt=0, le=100, description="above it, no new work until it cools down"
+    )
+    max_gpu_percent: float | None = Field(
+        default=None, gt=0, le=100,
+        description="above it (any of its GPUs), no new work until it cools down",
+    )  # fmt: skip
+    cooldown_s: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="after a limit was passed, how long all must stay under it first",
+    )  # fmt: skip
+    task_timeout_s: float | None = Field(
+        default=None, gt=0, le=30 * 86400,
+        description="the longest any attempt runs here (a job's own timeout if shorter)",
+    )  # fmt: skip
     heartbeat_interval_s: float = Field(default=30.0, gt=0, le=3600)
     data_dir: Path | None = Field(default=None, description="default: ~/.corral/worker/<name>")
     kill_grace_s: float = Field(
@@ -151,6 +223,25 @@ class WorkerSettings(Section):
             return parse_labels(",".join(str(v) for v in value))
         return value
 
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for tag in value or []:
+            if not isinstance(tag, str) or not _LABEL_KEY.match(tag):
+                raise ValueError(
+                    f"tag {tag!r} may hold only letters, digits and _ . - / (at most 100)"
+                )
+        return value
+
+    @field_validator("gpu_ids", mode="before")
+    @classmethod
+    def _gpu_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
     @field_validator("sandbox_hide", mode="before")
     @classmethod
     def _hide(cls, value: Any) -> Any:
@@ -171,6 +262,30 @@ class WorkerSettings(Section):
         if value is not None:
             parse_range(value)
         return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = super().settings_customise_sources(
+            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        )
+        # The deprecated variables name no profile; the rest may.
+        profile = ProfileSource(
+            settings_cls,
+            [s for s in sources if not isinstance(getattr(s, "inner", None), DeprecatedEnvSource)],
+        )
+        return (*sources, Recorded(profile, lambda key: Origin("profile", profile.name)))
+
+    @property
+    def labels_with_tags(self) -> dict[str, str]:
+        """Its labels, and its tags as labels with no value."""
+        return {**dict.fromkeys(self.tags, ""), **self.labels}
 
     @property
     def users(self) -> range | None:

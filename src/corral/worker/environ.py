@@ -32,13 +32,15 @@ def build_env(
     attempt: int,
     result_file: Path,
     gpus: list[int] | None,
+    accelerator: str = "cuda",
     worker_env: Mapping[str, str] | None = None,
     pass_env: Iterable[str] = (),
     secrets: Iterable[str] = (),
 ) -> dict[str, str]:
     """The job's environment: allow-listed worker vars < the job's env < Corral's own vars.
 
-    ``gpus`` None leaves CUDA_VISIBLE_DEVICES alone (a machine without NVML); a list, even an
+    ``gpus`` None leaves CUDA_VISIBLE_DEVICES alone (a machine where no GPU was found); a
+    list, even an
     empty one, pins the job to exactly those GPUs so that jobs running side by side never
     share one. Any value holding a secret is dropped, whatever put it there.
     """
@@ -61,5 +63,7 @@ def build_env(
     if gpus is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML numbers them in
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)
+        if accelerator == "rocm":  # HIP and the ROCm runtime read their own
+            env["HIP_VISIBLE_DEVICES"] = env["ROCR_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
     hidden = [s for s in secrets if s]
     return {k: v for k, v in env.items() if not any(s in v or s in k for s in hidden)}

@@ -13,11 +13,15 @@ from typing import Any
 from corral.model.errors import CorralError
 from corral.protocol import AttemptRef, HeartbeatRequest, HeartbeatResponse
 from corral.worker import _disk, hardware
+from corral.worker import guard as resources
 from corral.worker._retry import Verdict, verdict
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
+from corral.worker.guard import Guard
 from corral.worker.journal import Journal
 
 __all__ = ["Heartbeat"]
+
+GUARD_EVERY_S = 2.0  # how often the resource guard samples the machine
 
 
 class Heartbeat:
@@ -44,7 +48,13 @@ class Heartbeat:
         self.on_answer = on_answer
         self.on_unknown = on_unknown
         self.log = log
-        self.constrained: str | None = None  # why it takes no new work (its disk is full)
+        self.disk: str | None = None  # why its disk takes no new work (it is full)
+        self.limit: str | None = None  # a resource limit passed, or its cooldown (guard)
+
+    @property
+    def constrained(self) -> str | None:
+        """Why it takes no new work now, or None: it does."""
+        return self.disk or self.limit
 
     def claimed(self) -> list[AttemptRef]:
         """What it holds: the attempts that run, then those whose report is not acked yet."""
@@ -54,10 +64,28 @@ class Heartbeat:
         hardware.usage()  # the first cpu_percent reading is meaningless; prime it
         while True:
             await asyncio.sleep(self.interval_s)
-            if self.constrained is not None and await self._has_room():
-                self.log.info("worker.unconstrained", was=self.constrained)
-                self.constrained = None
+            if self.disk is not None and await self._has_room():
+                self.log.info("worker.unconstrained", was=self.disk)
+                self.disk = None
             await self.beat()
+
+    async def guard(self, guard: Guard, gpus: list[int], every_s: float = GUARD_EVERY_S) -> None:
+        """Sample the machine every ``every_s`` against the guard's limits; a change of
+        verdict (constrained or not) is said at once, not at the next beat."""
+        resources.sample(gpus)  # the first cpu_percent reading is meaningless; prime it
+        while True:
+            await asyncio.sleep(every_s)
+            why = guard.check(await asyncio.to_thread(resources.sample, gpus))
+            was, self.limit = self.limit, why
+            if (why is None) == (was is None):
+                continue  # a new wording (the cooldown's end) goes with the next beat
+            if why is None:
+                self.log.info("worker.unconstrained", was=was)
+            else:
+                self.log.warning("worker.constrained", reason=why)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self.beat()
 
     async def _has_room(self) -> bool:
         if await asyncio.to_thread(_disk.room, self.data_dir) is not None:
@@ -70,9 +98,9 @@ class Heartbeat:
 
     async def constrain(self, why: str) -> None:
         """Take no new work until the data directory has room, and tell the coordinator now."""
-        if self.constrained is None:
+        if self.disk is None:
             self.log.warning("worker.constrained", reason=why)
-        self.constrained = why
+        self.disk = why
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.interval_s):
                 await self.beat()

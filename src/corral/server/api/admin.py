@@ -50,6 +50,17 @@ async def drain_worker(request: Request, who: WorkersAdmin, worker_id: str) -> W
     return await fleet.drain(request.app.state.core, who, worker_id)
 
 
+@router.post("/{worker_id}/pause", response_model=WorkerView)
+async def pause_worker(request: Request, who: WorkersAdmin, worker_id: str) -> WorkerView:
+    """No new work goes to it until it is resumed; what it runs goes on."""
+    return await fleet.pause(request.app.state.core, who, worker_id, True)
+
+
+@router.post("/{worker_id}/resume", response_model=WorkerView)
+async def resume_worker(request: Request, who: WorkersAdmin, worker_id: str) -> WorkerView:
+    return await fleet.pause(request.app.state.core, who, worker_id, False)
+
+
 @router.post("/{worker_id}/token", response_model=WorkerCreated)
 async def rotate_token(request: Request, who: WorkersAdmin, worker_id: str) -> WorkerCreated:
     return await fleet.rotate(request.app.state.core, who, worker_id)

@@ -1,0 +1,46 @@
+"""What placement needs: a job's counted resources (cpus, memory) and its other requirements,
+the GPUs each attempt holds (chosen by the coordinator), what a worker's machine is, and
+whether a worker is paused
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-04 19:50:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("cpus", sa.Float(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("memory_gb", sa.Float(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("requires", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("gpu_ids", sa.JSON(), nullable=True))
+    with op.batch_alter_table("attempts") as batch:
+        batch.add_column(sa.Column("gpu_ids", sa.JSON(), nullable=True))
+    with op.batch_alter_table("workers") as batch:
+        batch.add_column(sa.Column("cpu_model", sa.String(length=200), nullable=True))
+        batch.add_column(
+            sa.Column("accelerator", sa.String(length=10), nullable=False, server_default="cpu")
+        )
+        batch.add_column(sa.Column("memory_buffer", sa.Float(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("workers") as batch:
+        for name in ("paused_at", "memory_buffer", "accelerator", "cpu_model"):
+            batch.drop_column(name)
+    with op.batch_alter_table("attempts") as batch:
+        batch.drop_column("gpu_ids")
+    with op.batch_alter_table("jobs") as batch:
+        for name in ("gpu_ids", "requires", "memory_gb", "cpus"):
+            batch.drop_column(name)
