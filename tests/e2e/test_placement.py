@@ -83,6 +83,10 @@ def test_a_job_runs_only_on_a_worker_with_what_it_names(fleet):
     done = fleet.submit([PY, "-c", "pass"])  # submitted after them, placed before them
     fleet.wait_state(done["id"], {"succeeded"})
     assert [fleet.job(j)["state"] for j in nowhere] == ["queued"] * 4
+    why = [fleet.calls.why(j).reasons for j in nowhere]
+    assert why[0] == ["no worker has 1 GPU named *H100* (largest: 0)"]
+    assert why[1][0].startswith("no worker has 10000 cores (largest: ")
+    assert why[3] == ["no worker has the tags bert"]
 
 
 def test_a_paused_worker_takes_no_new_work_and_a_resumed_one_does(fleet, tmp_path):

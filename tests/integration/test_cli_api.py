@@ -245,3 +245,31 @@ def test_show_says_what_a_call_job_runs(coord: Coordinator) -> None:
     shown = cli(coord, "jobs", "show", r.json()["id"])
     assert shown.exit_code == 0, shown.output
     assert "statistics:mean with 1 argument" in shown.stdout
+
+
+def test_submit_with_requirements_then_why_says_what_no_worker_has(coord: Coordinator) -> None:
+    job = doc(cli(coord, "submit", "--json", "--gpus", "2", "--gpu-name", "*A100*", "--cpus",
+                  "4", "--memory-gb", "8", "--tags", "cuda,bert", "--", "true"))  # fmt: skip
+    assert (job["gpus"], job["gpu_name"], job["cpus"], job["memory_gb"], job["tags"]) == (
+        2, "*A100*", 4, 8, ["cuda", "bert"],
+    )  # fmt: skip
+    shown = cli(coord, "jobs", "show", job["id"])
+    assert "2 GPUs (*A100*), 4 cpus, 8 GB memory, tags cuda,bert" in shown.stdout, shown.output
+    said = cli(coord, "jobs", "why", job["id"])
+    assert said.exit_code == 0 and "no worker is registered for this tenant" in said.stdout
+    assert doc(cli(coord, "jobs", "why", "--json", job["id"]))["state"] == "queued"
+    # What cannot be asked is refused naming the flag, with exit code 2.
+    for flags, named in ((["--gpu-name", "*A100*"], "--gpu-name"),
+                         (["--accelerator", "tpu"], "--accelerator"),
+                         (["--cpus", "-1"], "--cpus")):  # fmt: skip
+        assert named in one_line(cli(coord, "submit", *flags, "--", "true"), ExitCode.USAGE)
+
+
+def test_workers_pause_and_resume(coord: Coordinator) -> None:
+    doc(cli(coord, "workers", "create", "p1", "--persistent", "--json"))
+    said = cli(coord, "workers", "pause", "p1")
+    assert said.exit_code == 0 and "p1" in said.stdout and "paused" in said.stdout
+    listed = doc(cli(coord, "workers", "ls", "--json"))["workers"]
+    assert [w["paused"] for w in listed] == [True]
+    assert "resumed" in cli(coord, "workers", "resume", "p1").stdout
+    assert [w["paused"] for w in doc(cli(coord, "workers", "ls", "--json"))["workers"]] == [False]

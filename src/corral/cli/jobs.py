@@ -273,6 +273,30 @@ def _details(job: JobView) -> Group:
     return Group(*parts)
 
 
+@app.command("why")
+def why(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Why a queued job is not running, and what each worker lacks or is doing."""
+
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            answer = await client.why(job_id)
+        if as_json:
+            _output.print_json(answer)
+            return
+        for reason in answer.reasons:
+            _output.out.print(_output.line(reason))
+        if answer.workers:
+            rows = [(v.name, v.worker_id, v.verdict) for v in answer.workers]
+            _output.out.print(_output.table(None, ("WORKER", "ID", "VERDICT"), rows))
+
+    run(go())
+
+
 @app.command("logs")
 def logs(
     job_id: Annotated[str, typer.Argument(help="Job id.")],

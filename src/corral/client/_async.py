@@ -26,6 +26,7 @@ from corral.protocol import (
     JobList,
     JobSubmit,
     JobView,
+    JobWhy,
     RegistrationIssued,
     WorkerCreate,
     WorkerCreated,
@@ -210,6 +211,10 @@ class AsyncClient(AccountCalls):
     async def job(self, job_id: str) -> JobView:
         """One job, with its attempts."""
         return await self._get(JobView, f"/api/jobs/{job_id}")
+
+    async def why(self, job_id: str) -> JobWhy:
+        """Why a queued job is not running (``JobWhy.reasons``, most useful first)."""
+        return await self._get(JobWhy, f"/api/jobs/{job_id}/why")
 
     async def jobs(
         self, state: str | Iterable[str] | None = None, limit: int | None = None

@@ -162,6 +162,7 @@ class Client:
     registration = _blocking(AsyncClient.registration)
     drain_worker = _blocking(AsyncClient.drain_worker)
     pause_worker = _blocking(AsyncClient.pause_worker)
+    why = _blocking(AsyncClient.why)
     rotate_token = _blocking(AsyncClient.rotate_token)
     remove_worker = _blocking(AsyncClient.remove_worker)
     worker_events = _iterating(AsyncClient.worker_events)

@@ -34,6 +34,7 @@ __all__ = [
     "JobList",
     "JobSubmit",
     "JobView",
+    "JobWhy",
     "LogBatch",
     "Problem",
     "ProblemField",
@@ -48,6 +49,7 @@ __all__ = [
     "WorkerDrain",
     "WorkerList",
     "WorkerReport",
+    "WorkerVerdict",
     "WorkerView",
     "result_size",
     "unstorable",
@@ -393,6 +395,21 @@ class JobView(BaseModel):
     attempts: list[AttemptView] | None = Field(
         default=None, description="every attempt so far (only when reading one job)"
     )
+
+
+class WorkerVerdict(BaseModel):
+    worker_id: str
+    name: str
+    verdict: str = Field(description='"fits now", "busy", "draining", "cannot: …"')
+
+
+class JobWhy(BaseModel):
+    """GET /api/jobs/{id}/why: why a queued job is not running, in words to act on."""
+
+    job_id: str
+    state: JobState
+    reasons: list[str] = Field(description="most useful first")
+    workers: list[WorkerVerdict] = Field(default=[], description="each worker of the tenant")
 
 
 class JobList(BaseModel):

@@ -8,22 +8,30 @@ from corral.scheduler.match import (
     gpus_for,
     labels_match,
     left_over,
+    misfit,
     offer,
     plan,
+    room,
     still_fitting,
     taken,
 )
+from corral.scheduler.why import Candidate, Verdict, explain
 
 __all__ = [
     "Assignment",
+    "Candidate",
     "JobDemand",
+    "Verdict",
     "WorkerOffer",
+    "explain",
     "fits",
     "gpus_for",
     "labels_match",
     "left_over",
+    "misfit",
     "offer",
     "plan",
+    "room",
     "still_fitting",
     "taken",
 ]

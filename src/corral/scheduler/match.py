@@ -78,6 +78,15 @@ def offer(worker: WorkerSnap, load: WorkerLoad | None = None) -> WorkerOffer | N
         free, prefetch = min(free, 1 - worker.taken), 0
     if free <= -prefetch:
         return None
+    return room(worker, load, free, prefetch)
+
+
+def room(
+    worker: WorkerSnap, load: WorkerLoad | None = None, free: int | None = None, prefetch: int = 0
+) -> WorkerOffer:
+    """What ``worker`` has beyond ``load``, whatever its state: with no load, all it has."""
+    load = load or WorkerLoad()
+    free = worker.slots - load.attempts if free is None else free
     gpus = [g for g in worker.gpus if g.index not in load.gpu_ids]
     # Attempts that hold GPUs by count alone (handed out before GPUs had indices here).
     del gpus[: max(0, load.gpus - len(load.gpu_ids))]
@@ -110,18 +119,33 @@ def gpus_for(job: JobDemand, free: Sequence[GpuSnap]) -> tuple[int, ...] | None:
     return tuple(sorted(g.index for g in ok[: job.gpus]))
 
 
+def misfit(job: JobDemand, worker: WorkerOffer) -> str | None:
+    """The first of ``job``'s needs that ``worker`` as it is now does not meet (``slots``,
+    ``tenant``, ``accelerator``, ``cpus``, ``memory``, ``labels``, ``tags``, ``gpus``), or
+    None: it fits. ``fits`` and ``corral jobs why`` both ask this, so they never disagree."""
+    if worker.free_slots <= (-worker.prefetch if job.queueable else 0):
+        return "slots"
+    if worker.tenant_id != job.tenant_id:
+        return "tenant"
+    if job.accelerator is not None and job.accelerator != worker.accelerator:
+        return "accelerator"
+    if job.cpus > worker.free_cpus + _EPSILON:
+        return "cpus"
+    if job.memory_bytes > worker.free_memory:
+        return "memory"
+    if not labels_match(job.worker_labels or {}, worker.labels):
+        return "labels"
+    if not all(tag in worker.labels for tag in job.tags):
+        return "tags"
+    if gpus_for(job, worker.free_gpus) is None:
+        return "gpus"
+    return None
+
+
 def fits(job: JobDemand, worker: WorkerOffer) -> tuple[int, ...] | None:
     """May ``job`` go to ``worker`` as it is now? The GPUs it would hold there (``()`` for
     none asked), or None when it may not."""
-    if not (
-        worker.free_slots > (-worker.prefetch if job.queueable else 0)
-        and worker.tenant_id == job.tenant_id
-        and (job.accelerator is None or job.accelerator == worker.accelerator)
-        and job.cpus <= worker.free_cpus + _EPSILON
-        and job.memory_bytes <= worker.free_memory
-        and labels_match(job.worker_labels or {}, worker.labels)
-        and all(tag in worker.labels for tag in job.tags)
-    ):
+    if misfit(job, worker) is not None:
         return None
     return gpus_for(job, worker.free_gpus)
 

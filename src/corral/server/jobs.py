@@ -26,20 +26,24 @@ from corral.model import (
     decide,
 )
 from corral.model.changes import Change, MoveJob
-from corral.model.snapshot import AttemptSnap, JobSnap, Row
+from corral.model.snapshot import AttemptSnap, JobSnap, Row, WorkerLoad, WorkerSnap
 from corral.protocol import (
     AttemptReport,
     AttemptView,
     JobList,
     JobSubmit,
     JobView,
+    JobWhy,
     LogBatch,
     Problem,
     ReportOutcome,
     WorkerReport,
+    WorkerVerdict,
 )
+from corral.scheduler import Candidate, explain
 from corral.server.auth import Identity, WorkerIdentity, new_id
 from corral.server.core import Core, Tx
+from corral.server.dispatch import demand
 from corral.store import as_utc, streams
 from corral.store import jobs as jobs_q
 from corral.store import workers as workers_q
@@ -169,6 +173,33 @@ async def submit(
         if old is None:
             raise
         return _replay(old, digest)
+
+
+async def why(core: Core, tenant_id: str, job_id: str) -> JobWhy:
+    """Why it is not running: for a queued job, what each worker of its tenant lacks or
+    is doing (``scheduler.explain``); for another, where it is."""
+    connected = core.hub.connected()
+    async with core.tx() as t:
+        row = await _get(t, tenant_id, job_id)
+        state = JobState(row["state"])
+        if state is not JobState.QUEUED:
+            return JobWhy(job_id=job_id, state=state, reasons=[_not_queued(state, row)])
+        workers = await workers_q.all_of(t.conn, tenant_id)
+        load = await jobs_q.load_by_worker(t.conn, [w["id"] for w in workers])
+        ahead = await jobs_q.queued_ahead(t.conn, row)
+    found = [Candidate(w["name"], WorkerSnap.of(w), load.get(w["id"], WorkerLoad()),
+                       w["id"] in connected) for w in workers]  # fmt: skip
+    reasons, verdicts = explain(demand(row), found, now=core.clock.now(), ahead=ahead,
+                                not_before=as_utc(row["not_before"]))  # fmt: skip
+    return JobWhy(job_id=job_id, state=state, reasons=reasons,
+                  workers=[WorkerVerdict(worker_id=v.worker_id, name=v.name, verdict=v.verdict)
+                           for v in verdicts])  # fmt: skip
+
+
+def _not_queued(state: JobState, row: RowMapping) -> str:
+    if state in (JobState.ASSIGNED, JobState.RUNNING, JobState.CANCELLING):
+        return f"it is {state.value} on worker {row['worker_id']}"
+    return f"it has ended: {state.value}"
 
 
 async def get(core: Core, tenant_id: str, job_id: str, *, attempts: bool = False) -> JobView:

@@ -154,6 +154,16 @@ async def ready(
     return (await conn.execute(q)).mappings().all()
 
 
+async def queued_ahead(conn: AsyncConnection, job: RowMapping) -> int:
+    """How many of its tenant's queued jobs come before ``job`` in claim order."""
+    p, c = job["priority"], job["created_at"]
+    q = select(func.count()).where(
+        jobs.c.tenant_id == job["tenant_id"], jobs.c.state == JobState.QUEUED.value,
+        or_(jobs.c.priority > p, and_(jobs.c.priority == p, jobs.c.created_at < c)),
+    )  # fmt: skip
+    return int((await conn.execute(q)).scalar_one())
+
+
 async def by_ids(conn: AsyncConnection, ids: Sequence[str]) -> Sequence[RowMapping]:
     if not ids:
         return []

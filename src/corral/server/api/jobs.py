@@ -18,6 +18,7 @@ from corral.protocol import (
     JobList,
     JobSubmit,
     JobView,
+    JobWhy,
     WaitMany,
     WaitResult,
 )
@@ -90,6 +91,12 @@ async def list_jobs(
 @router.get("/{job_id}", response_model=JobView)
 async def get_job(request: Request, who: JobsRead, job_id: str) -> JobView:
     return await jobs.get(request.app.state.core, who.tenant_id, job_id, attempts=True)
+
+
+@router.get("/{job_id}/why", response_model=JobWhy)
+async def why_pending(request: Request, who: JobsRead, job_id: str) -> JobWhy:
+    """Why a queued job is not running: what each worker of the tenant lacks or is doing."""
+    return await jobs.why(request.app.state.core, who.tenant_id, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobView)
