@@ -127,3 +127,20 @@ def test_a_workers_task_timeout_caps_every_job(fleet):
     job = fleet.submit([PY, "-c", "import time; time.sleep(30)"], max_retries=0, timeout_s=600)
     done = fleet.wait_state(job["id"], {"succeeded", "failed"}, seconds=30)
     assert done["state"] == "failed" and "timeout" in (done["error"] or ""), done
+
+
+def test_a_tenants_quota_holds_its_jobs_queued_until_it_is_lifted(fleet, tmp_path):
+    fleet.start_server()
+    fleet.start_worker("q", slots=2)
+    tenant = fleet.calls.tenants()[0].name  # the operator's own
+    assert fleet.calls.set_quota(tenant, max_running_jobs=1).max_running_jobs == 1
+    flag = tmp_path / "go"
+    first, second = fleet.submit(waits_for(flag)), fleet.submit(waits_for(flag))
+    fleet.wait_state(first["id"], {"running"})
+    assert fleet.job(second["id"])["state"] == "queued"
+    assert fleet.calls.why(second["id"]).reasons[0] == (
+        "tenant quota of 1 running jobs reached (1 running)"
+    )
+    assert fleet.calls.set_quota(tenant).max_running_jobs is None  # lifted
+    fleet.wait_state(second["id"], {"running"})
+    flag.touch()

@@ -6,6 +6,7 @@ from corral.model import WorkerStatus, WorkerType
 from corral.model.snapshot import GpuSnap, WorkerLoad, WorkerSnap
 from corral.scheduler import (
     Assignment,
+    Budget,
     JobDemand,
     WorkerOffer,
     labels_match,
@@ -154,3 +155,41 @@ def test_a_plan_checked_again_drops_an_assignment_whose_gpu_was_taken_meanwhile(
     assert [a.gpu_ids for a in chosen] == [(0,), (1,)]
     fresher = [w("w1", free=4, gpus=[GpuSnap(1, "NVIDIA A10", 16 * GIB)])]  # GPU 0 is taken
     assert still_fitting(chosen, demands, fresher) == [chosen[1]]
+
+
+def test_a_tenants_quota_caps_its_running_jobs_and_gpus_across_pages():
+    budget = Budget(jobs_left={"t": 2}, gpus_left={"t": 3})
+    first = plan([j("a", gpus=2), j("b", gpus=2), j("c"), j("x", tenant="u")],
+                 [w("w1", free=8, gpus=8), w("wu", free=1, tenant="u")], budget)  # fmt: skip
+    assert [a.job_id for a in first] == ["a", "c", "x"]  # b would hold 4 GPUs; u is uncapped
+    assert budget.jobs_left == {"t": 0} and budget.gpus_left == {"t": 1}
+    # The next page of the same round sees what the first spent.
+    assert plan([j("d")], [w("w1", free=8, gpus=8)], budget) == []
+
+
+def test_a_large_job_that_waited_holds_a_worker_and_small_ones_go_elsewhere():
+    offers = [w("w1", free=3, gpus=1), w("w2", free=3, gpus=0)]
+    big, smalls = j("big", gpus=2, waited_s=600), [j(f"s{i}") for i in range(4)]
+    # Not waited long enough: the small jobs fill both workers, whatever the large one needs.
+    early = Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2),
+                                                   "w2": w("w2", free=4)})  # fmt: skip
+    got = plan([replace(big, waited_s=10), *smalls], offers, early)
+    assert sorted(a.worker_id for a in got) == ["w1", "w1", "w2", "w2"] and not early.reserved
+    # Waited past the threshold: the one worker it could ever fit on is held for it.
+    late = Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2),
+                                                  "w2": w("w2", free=4)})  # fmt: skip
+    got = plan([big, *smalls], offers, late)
+    assert late.reserved == {"w1": "big"}
+    assert [a.worker_id for a in got] == ["w2", "w2", "w2"]  # w2 full; the fourth waits
+    # A job before it in claim order (higher priority) may still go there.
+    urgent = plan(
+        [j("urgent", priority=5), big],
+        [w("w1", free=3, gpus=1)],
+        Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2)}),
+    )
+    assert [a.job_id for a in urgent] == ["urgent"]
+    # Once it fits, it takes the worker and the hold ends.
+    freed = Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2)},
+                   reserved={"w1": "big"})  # fmt: skip
+    got = plan([big, *smalls], [w("w1", free=3, gpus=2)], freed)
+    assert [a.job_id for a in got] == ["big", "s0", "s1"] and freed.reserved == {}

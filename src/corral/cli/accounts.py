@@ -1,4 +1,4 @@
-"""Who may do what: ``corral onboard`` and ``corral tenants ls|suspend|resume``
+"""Who may do what: ``corral onboard`` and ``corral tenants ls|suspend|resume|quota``
 (operators), ``corral keys create|ls|revoke|rotate`` and ``corral audit`` (a tenant's
 admins), ``corral token`` (any key)."""
 
@@ -14,7 +14,7 @@ from corral.cli import _output, _parse, _timeline
 from corral.cli._api import connect, run
 from corral.cli._options import ApiKey, Json, Url
 from corral.model import Role
-from corral.protocol import EventList, KeyCreated, KeyList, TenantList
+from corral.protocol import EventList, KeyCreated, KeyList, TenantList, TenantView
 
 tenants = typer.Typer(help="List, suspend and resume tenants (operator).", no_args_is_help=True)
 keys = typer.Typer(help="The tenant's API keys: create, list, revoke, rotate (admin).",
@@ -79,10 +79,10 @@ def tenants_ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -
             return
         rows = [
             (t.name, t.id, _output.state(t.status), _output.ago(t.created_at),
-             _output.ago(t.suspended_at) if t.suspended_at else "-")
+             _output.ago(t.suspended_at) if t.suspended_at else "-", _quota(t))
             for t in found
         ]  # fmt: skip
-        cols = ("NAME", "ID", "STATUS", "CREATED", "SUSPENDED")
+        cols = ("NAME", "ID", "STATUS", "CREATED", "SUSPENDED", "QUOTA")
         _output.out.print(_output.table(None, cols, rows))
 
     run(go())
@@ -98,6 +98,35 @@ def tenants_suspend(ref: TenantRef, url: Url = None, api_key: ApiKey = None) -> 
         _output.out.print(_output.line(t.name, f" ({t.id}): {t.status}"))
 
     run(go())
+
+
+@tenants.command("quota")
+def tenants_quota(
+    ref: TenantRef,
+    max_running_jobs: Annotated[
+        int | None, typer.Option(help="Jobs it runs at once (default: no cap).", min=0)
+    ] = None,
+    max_gpus: Annotated[
+        int | None, typer.Option(help="GPUs its jobs hold at once (default: no cap).", min=0)
+    ] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Cap what a tenant runs at once; a cap not given is lifted. Jobs past a cap wait."""
+
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            t = await client.set_quota(ref, max_running_jobs=max_running_jobs,
+                                       max_gpus=max_gpus)  # fmt: skip
+        _output.out.print(_output.line(t.name, f" ({t.id}): {_quota(t)}"))
+
+    run(go())
+
+
+def _quota(t: TenantView) -> str:
+    caps = [f"{t.max_running_jobs} running jobs" if t.max_running_jobs is not None else "",
+            f"{t.max_gpus} GPUs" if t.max_gpus is not None else ""]  # fmt: skip
+    return "at most " + " and ".join(c for c in caps if c) if any(caps) else "no quota"
 
 
 @tenants.command("resume")

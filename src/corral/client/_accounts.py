@@ -10,6 +10,7 @@ from corral.protocol import (
     KeyList,
     KeyView,
     Onboarded,
+    QuotaSet,
     TenantCreate,
     TenantList,
     TenantView,
@@ -44,6 +45,16 @@ class AccountCalls:
         """Its keys are refused and its workers go offline until it is resumed."""
         tid = (await self.tenant(ref)).id
         body = await self._t.json("POST", f"/api/admin/tenants/{tid}/suspend", idempotent=True)
+        return TenantView.model_validate(body)
+
+    async def set_quota(
+        self, ref: str, *, max_running_jobs: int | None = None, max_gpus: int | None = None
+    ) -> TenantView:
+        """Caps on what the tenant runs at once; None: no cap (both are set each time)."""
+        tid = (await self.tenant(ref)).id
+        quota = valid(QuotaSet, {"max_running_jobs": max_running_jobs, "max_gpus": max_gpus})
+        body = await self._t.json("POST", f"/api/admin/tenants/{tid}/quota",
+                                  json=quota.model_dump(), idempotent=True)  # fmt: skip
         return TenantView.model_validate(body)
 
     async def resume_tenant(self, ref: str) -> TenantView:

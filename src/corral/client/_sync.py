@@ -172,6 +172,7 @@ class Client:
     tenant = _blocking(AsyncClient.tenant)
     suspend_tenant = _blocking(AsyncClient.suspend_tenant)
     resume_tenant = _blocking(AsyncClient.resume_tenant)
+    set_quota = _blocking(AsyncClient.set_quota)
     keys = _blocking(AsyncClient.keys)
     key = _blocking(AsyncClient.key)
     create_key = _blocking(AsyncClient.create_key)

@@ -106,6 +106,16 @@ class InsertTenant:
 
 
 @dataclass(frozen=True, slots=True)
+class SetQuota:
+    """A tenant's quotas, as its operator set them (None: no cap)."""
+
+    tenant_id: str
+    max_running_jobs: int | None
+    max_gpus: int | None
+    why: Why = Why()
+
+
+@dataclass(frozen=True, slots=True)
 class MoveTenant:
     """Suspend or resume (guarded: only from ``frm``)."""
 
@@ -217,5 +227,5 @@ Change = (
     InsertJob | MoveJob | StartAttempt | UpdateAttempt | InsertWorker | MoveWorker
     | UpdateWorker | DeleteWorker | Notify | ClearOutbox | Record | EndStream | ForgetDrop
     | InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey | InsertRegistration
-    | UseRegistration
+    | UseRegistration | SetQuota
 )  # fmt: skip

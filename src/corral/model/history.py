@@ -36,6 +36,7 @@ class Kind(StrEnum):
     TENANT_ONBOARDED = "tenant.onboarded"
     TENANT_SUSPENDED = "tenant.suspended"
     TENANT_RESUMED = "tenant.resumed"
+    TENANT_QUOTA_SET = "tenant.quota_set"  # its operator's caps on running jobs and GPUs
     KEY_CREATED = "key.created"
     KEY_ROTATED = "key.rotated"
     KEY_REVOKED = "key.revoked"

@@ -18,6 +18,7 @@ __all__ = [
     "KeyList",
     "KeyView",
     "Onboarded",
+    "QuotaSet",
     "TenantCreate",
     "TenantList",
     "TenantView",
@@ -39,6 +40,16 @@ class TenantView(BaseModel):
     status: TenantStatus
     created_at: datetime
     suspended_at: datetime | None = None
+    max_running_jobs: int | None = Field(default=None, description="quota; None: no cap")
+    max_gpus: int | None = Field(default=None, description="quota; None: no cap")
+
+
+class QuotaSet(Wire):
+    """POST /api/admin/tenants/{id}/quota: caps on what a tenant runs at once (None: none).
+    Jobs past a cap wait, queued; what already runs goes on."""
+
+    max_running_jobs: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_gpus: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class TenantList(BaseModel):

@@ -2,6 +2,7 @@
 
 from corral.scheduler.match import (
     Assignment,
+    Budget,
     JobDemand,
     WorkerOffer,
     fits,
@@ -19,6 +20,7 @@ from corral.scheduler.why import Candidate, Verdict, explain
 
 __all__ = [
     "Assignment",
+    "Budget",
     "Candidate",
     "JobDemand",
     "Verdict",

@@ -14,7 +14,7 @@ against that room: its slots then go below zero, down to minus the prefetch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from corral.model import WorkerStatus, WorkerType
@@ -38,6 +38,7 @@ class JobDemand:
     gpu_memory_bytes: int = 0  # each of its GPUs at least
     cpus: float = 0.0
     memory_bytes: int = 0
+    waited_s: float = 0.0  # since it was submitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,49 @@ class WorkerOffer:
     def room(self, slots: int) -> bool:
         """With ``slots`` left, may it take any job?"""
         return slots > -self.prefetch
+
+
+@dataclass
+class Budget:
+    """What one dispatch round may still hand out, kept across its pages (``plan`` spends
+    it): each capped tenant's running jobs and GPUs left under its quota, and the workers
+    held for a job that has waited too long (see ``plan``)."""
+
+    jobs_left: dict[str, int] = field(default_factory=dict)  # tenant -> jobs it may start
+    gpus_left: dict[str, int] = field(default_factory=dict)  # tenant -> GPUs it may take
+    # What each worker has with nothing running: where a job that waits could ever fit.
+    capacity: Mapping[str, WorkerOffer] = field(default_factory=dict)
+    reserve_after_s: float | None = None  # a job that waited this long holds a worker
+    reserved: dict[str, str] = field(default_factory=dict)  # worker id -> the job it waits for
+
+    def allows(self, job: JobDemand) -> bool:
+        """Within its tenant's quota?"""
+        jobs, gpus = self.jobs_left.get(job.tenant_id), self.gpus_left.get(job.tenant_id)
+        return (jobs is None or jobs > 0) and (gpus is None or job.gpus <= gpus)
+
+    def spend(self, job: JobDemand) -> None:
+        if job.tenant_id in self.jobs_left:
+            self.jobs_left[job.tenant_id] -= 1
+        if job.tenant_id in self.gpus_left:
+            self.gpus_left[job.tenant_id] -= job.gpus
+
+    def reserve(self, job: JobDemand, now: Mapping[str, WorkerOffer]) -> None:
+        """A job that fits nowhere now and has waited past ``reserve_after_s`` holds the
+        worker it could fit on that is closest to free (most free GPUs, then slots): no job
+        after it in claim order is placed there until it has been."""
+        if self.reserve_after_s is None or job.waited_s < self.reserve_after_s:
+            return
+        if job.id in self.reserved.values():
+            return
+        able = [cap for wid, cap in self.capacity.items()
+                if wid not in self.reserved and misfit(job, cap) is None]  # fmt: skip
+        if able:
+
+            def closeness(cap: WorkerOffer) -> tuple[int, int]:
+                w = now.get(cap.id)
+                return (len(w.free_gpus), w.free_slots) if w is not None else (-1, -1)
+
+            self.reserved[max(able, key=closeness).id] = job.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,21 +203,37 @@ def taken(worker: WorkerOffer, job: JobDemand, gpu_ids: Iterable[int]) -> Worker
                    free_memory=worker.free_memory - job.memory_bytes)  # fmt: skip
 
 
-def plan(jobs: Sequence[JobDemand], workers: Sequence[WorkerOffer]) -> list[Assignment]:
+def plan(
+    jobs: Sequence[JobDemand], workers: Sequence[WorkerOffer], budget: Budget | None = None
+) -> list[Assignment]:
     """Assign as many jobs as fit. ``jobs`` must already be in claim order
-    (priority, then age); a job that fits nowhere does not block those behind it."""
+    (priority, then age); a job that fits nowhere does not block those behind it, unless it
+    has waited past the budget's ``reserve_after_s``: then it holds one worker it could fit
+    on, and only jobs before it go there, so a stream of small jobs cannot starve a large
+    one. A job past its tenant's quota waits and holds nothing."""
+    budget = budget or Budget()
     now = {w.id: w for w in workers}
     out: list[Assignment] = []
     for job in sorted(jobs, key=lambda j: -j.priority):  # stable: keeps age order
+        if not budget.allows(job):
+            continue
         best: tuple[WorkerOffer, tuple[int, ...]] | None = None
         for w in now.values():
+            held_for = budget.reserved.get(w.id)
+            if held_for is not None and held_for != job.id:
+                continue
             gpus = fits(job, w)
             if gpus is not None and (best is None or w.free_slots > best[0].free_slots):
                 best = (w, gpus)
-        if best is not None:
+        if best is None:
+            budget.reserve(job, now)
+        else:
             now[best[0].id] = taken(best[0], job, best[1])
             out.append(Assignment(job.id, best[0].id, best[1]))
-        if not any(w.room(w.free_slots) for w in now.values()):
+            budget.spend(job)
+            if budget.reserved.get(best[0].id) == job.id:
+                del budget.reserved[best[0].id]
+        if not any(w.room(w.free_slots) and w.id not in budget.reserved for w in now.values()):
             break
     return out
 

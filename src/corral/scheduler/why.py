@@ -42,9 +42,11 @@ def explain(
     now: datetime,
     not_before: datetime | None = None,
     ahead: int = 0,
+    quota: str | None = None,
 ) -> tuple[list[str], list[Verdict]]:
-    """The reasons, most useful first, and each worker's verdict."""
-    reasons: list[str] = []
+    """The reasons, most useful first, and each worker's verdict. ``quota``: the tenant's
+    cap that it would pass ("tenant quota of 8 GPUs in use")."""
+    reasons: list[str] = [quota] if quota else []
     if not_before is not None and not_before > now:
         reasons.append(f"backoff until {not_before:%H:%M:%S} UTC after a lost attempt")
     if not candidates:

@@ -26,6 +26,7 @@ from corral.model.changes import (
     InsertTenant,
     MoveTenant,
     RotateKey,
+    SetQuota,
     Why,
 )
 from corral.model.history import Reason
@@ -36,6 +37,7 @@ from corral.protocol import (
     KeyList,
     KeyView,
     Onboarded,
+    QuotaSet,
     TenantCreate,
     TenantList,
     TenantView,
@@ -66,7 +68,9 @@ SELF_SERVICE = "self-service"  # the actor of a tenant onboarded without an oper
 def tenant_view(row: RowMapping) -> TenantView:
     return TenantView(id=row["id"], name=row["name"], status=TenantStatus(row["status"]),
                       created_at=as_utc(row["created_at"]),
-                      suspended_at=as_utc(row["suspended_at"]))  # fmt: skip
+                      suspended_at=as_utc(row["suspended_at"]),
+                      max_running_jobs=row["max_running_jobs"],
+                      max_gpus=row["max_gpus"])  # fmt: skip
 
 
 def key_view(row: RowMapping) -> KeyView:
@@ -148,6 +152,14 @@ async def suspend(core: Core, who: Identity, tenant_id: str) -> TenantView:
                     WorkerSnap.of(w), active, Reason.TENANT_SUSPENDED, "its tenant was suspended",
                     now=t.now, policy=t.policy)  # fmt: skip
             await t.apply(offline)
+        return tenant_view(await _tenant(t, tenant_id))
+
+
+async def set_quota(core: Core, who: Identity, tenant_id: str, body: QuotaSet) -> TenantView:
+    async with core.tx(who.key_id) as t:
+        await _tenant(t, tenant_id)
+        await t.apply([SetQuota(tenant_id, body.max_running_jobs, body.max_gpus,
+                                Why(actor=who.key_id))])  # fmt: skip
         return tenant_view(await _tenant(t, tenant_id))
 
 

@@ -32,6 +32,7 @@ from corral.model.changes import (
     Notify,
     Record,
     RotateKey,
+    SetQuota,
     StartAttempt,
     UpdateAttempt,
     UpdateWorker,
@@ -239,7 +240,7 @@ async def _one(t: Tx, c: Change) -> bool:
                attempt=c.attempt)  # fmt: skip
         if c.job_id:
             t.jobs.add(c.job_id)
-    elif isinstance(c, InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey):
+    elif isinstance(c, InsertTenant | MoveTenant | SetQuota | InsertKey | RotateKey | DeleteKey):
         return await _account(t, c)
     elif isinstance(c, InsertRegistration):
         await workers_q.insert_registration(conn, dict(c.values))
@@ -257,7 +258,9 @@ async def _one(t: Tx, c: Change) -> bool:
     return True
 
 
-async def _account(t: Tx, c: InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey) -> bool:
+async def _account(
+    t: Tx, c: InsertTenant | MoveTenant | SetQuota | InsertKey | RotateKey | DeleteKey
+) -> bool:
     """Tenants and API keys: each change is an entry of the history, the audit's source."""
     conn = t.conn
     if isinstance(c, InsertTenant):
@@ -269,6 +272,11 @@ async def _account(t: Tx, c: InsertTenant | MoveTenant | InsertKey | RotateKey |
         kind = Kind.TENANT_SUSPENDED if c.to is TenantStatus.SUSPENDED else Kind.TENANT_RESUMED
         t.forget_tenants.add(c.tenant_id)
         _entry(t, kind, c.tenant_id, c.why, from_state=c.frm, to_state=c.to)
+    elif isinstance(c, SetQuota):
+        caps = {"max_running_jobs": c.max_running_jobs, "max_gpus": c.max_gpus}
+        await keys_q.update_tenant(conn, c.tenant_id, **caps)
+        t.kick = True  # a raised cap may let queued jobs start
+        _entry(t, Kind.TENANT_QUOTA_SET, c.tenant_id, c.why, detail=caps)
     elif isinstance(c, InsertKey):
         v = c.values
         await keys_q.insert(conn, dict(v))

@@ -35,6 +35,10 @@ class ServerSettings(Section):
         default=30, ge=0, description="an attempt its worker does not list after this is lost"
     )
     reaper_interval_s: float = Field(default=2, gt=0)
+    reserve_after_s: float = Field(
+        default=300, ge=0, description="a job that fits nowhere after waiting this long holds a"
+        " worker it could fit on: nothing queued after it goes there (docs/scheduling.md)",
+    )  # fmt: skip
     retry_backoff_base_s: float = Field(default=1, ge=0)
     retry_backoff_cap_s: float = Field(default=60, ge=0)
     ephemeral_ttl_s: float = Field(default=3600, ge=0, description="offline ephemeral workers")

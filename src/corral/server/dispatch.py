@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 
 import structlog
@@ -18,6 +18,7 @@ from corral.model.snapshot import JobSnap, WorkerSnap
 from corral.protocol import CALL_KIND
 from corral.scheduler import (
     Assignment,
+    Budget,
     JobDemand,
     WorkerOffer,
     left_over,
@@ -26,9 +27,10 @@ from corral.scheduler import (
     still_fitting,
 )
 from corral.server import cause
+from corral.server.config import ServerSettings
 from corral.server.core import Core, Tx
+from corral.store import as_utc, one_writer
 from corral.store import jobs as jobs_q
-from corral.store import one_writer
 from corral.store import workers as workers_q
 
 log = structlog.get_logger("corral.dispatch")
@@ -107,11 +109,13 @@ class Dispatcher:
         if not await jobs_q.any_ready(t.conn, t.now):
             return 0
         # Free slots (or prefetch room) next: with none, the queue is not read at all.
-        workers = await self._snapshots(t, connected)
+        inactive, quotas = await workers_q.tenant_limits(t.conn)
+        workers = await self._snapshots(t, connected, inactive)
         offers = await _offers(t, workers.values())
         if not offers:
             return 0
-        chosen, demands = await _plan(t, offers, t.now)
+        budget = await _budget(t, offers, workers.values(), quotas, self.core.settings)
+        chosen, demands = await _plan(t, offers, t.now, budget)
         if not chosen:
             return 0
         await t.at("round.planned", offers=offers, chosen=chosen)
@@ -137,7 +141,9 @@ class Dispatcher:
             log.debug("placed", attempts=len(placed))
         return len(placed)
 
-    async def _snapshots(self, t: Tx, connected: Collection[str]) -> dict[str, WorkerSnap]:
+    async def _snapshots(
+        self, t: Tx, connected: Collection[str], inactive: Collection[str]
+    ) -> dict[str, WorkerSnap]:
         """The connected workers of active tenants: kept snapshots (of tenants still
         active), and a read of those without one (new, changed, or kept longer than
         ``SNAPSHOT_S``)."""
@@ -152,7 +158,7 @@ class Dispatcher:
                 stale.append(worker_id)
         # A tenant's status is read every round, not kept: a suspension committed by another
         # coordinator, or written as a race would leave it, stops its workers at once.
-        if out and (inactive := await workers_q.inactive_tenants(t.conn)):
+        if inactive:
             out = {w: snap for w, snap in out.items() if snap.tenant_id not in inactive}
         if not stale:
             return out
@@ -181,8 +187,29 @@ async def _offers(t: Tx, workers: Collection[WorkerSnap]) -> list[WorkerOffer]:
     return [o for w in workers if (o := offer(w, load.get(w.id))) is not None]
 
 
+async def _budget(
+    t: Tx, offers: Sequence[WorkerOffer], workers: Iterable[WorkerSnap],
+    quotas: Mapping[str, tuple[int | None, int | None]], settings: ServerSettings,
+) -> Budget:  # fmt: skip
+    """The round's quotas left (read only for tenants that have quotas) and what each
+    worker has when empty, for the jobs that have waited too long."""
+    budget = Budget(capacity={w.id: cap for w in workers if (cap := offer(w)) is not None},
+                    reserve_after_s=settings.reserve_after_s)  # fmt: skip
+    capped = {o.tenant_id for o in offers} & set(quotas)
+    if capped:
+        used = await jobs_q.usage_by_tenant(t.conn, capped)
+        for tenant in capped:
+            jobs, gpus = used.get(tenant, (0, 0))
+            max_jobs, max_gpus = quotas[tenant]
+            if max_jobs is not None:
+                budget.jobs_left[tenant] = max_jobs - jobs
+            if max_gpus is not None:
+                budget.gpus_left[tenant] = max_gpus - gpus
+    return budget
+
+
 async def _plan(
-    t: Tx, offers: list[WorkerOffer], now: datetime
+    t: Tx, offers: list[WorkerOffer], now: datetime, budget: Budget
 ) -> tuple[list[Assignment], dict[str, JobDemand]]:
     """Page through the queue until the free slots are filled or the queue ends, so
     jobs that fit no worker never hide those behind them."""
@@ -203,8 +230,8 @@ async def _plan(
         looked += len(page)
         if not page:
             break
-        batch = {r["id"]: demand(r) for r in page}
-        placed = plan(list(batch.values()), offers)
+        batch = {r["id"]: demand(r, now) for r in page}
+        placed = plan(list(batch.values()), offers, budget)
         chosen += placed
         demands.update((a.job_id, batch[a.job_id]) for a in placed)
         offers = left_over(offers, placed, batch)
@@ -214,9 +241,10 @@ async def _plan(
     return chosen, demands
 
 
-def demand(row: RowMapping) -> JobDemand:
+def demand(row: RowMapping, now: datetime | None = None) -> JobDemand:
     """What a queued job (a row of ``jobs_q.ready``) asks of its worker."""
     more = row["requires"] or {}
+    created = as_utc(row["created_at"])
     return JobDemand(
         id=row["id"], tenant_id=row["tenant_id"], priority=row["priority"], gpus=row["gpus"],
         worker_labels=row["worker_labels"], queueable=row["kind"] == CALL_KIND and not row["gpus"],
@@ -224,4 +252,5 @@ def demand(row: RowMapping) -> JobDemand:
         gpu_name=more.get("gpu_name"),
         gpu_memory_bytes=int((more.get("gpu_memory_gb") or 0) * GIB),
         cpus=row["cpus"] or 0.0, memory_bytes=int((row["memory_gb"] or 0) * GIB),
+        waited_s=(now - created).total_seconds() if now is not None and created else 0.0,
     )  # fmt: skip

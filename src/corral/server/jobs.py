@@ -46,6 +46,7 @@ from corral.server.core import Core, Tx
 from corral.server.dispatch import demand
 from corral.store import as_utc, streams
 from corral.store import jobs as jobs_q
+from corral.store import keys as keys_q
 from corral.store import workers as workers_q
 
 
@@ -187,13 +188,28 @@ async def why(core: Core, tenant_id: str, job_id: str) -> JobWhy:
         workers = await workers_q.all_of(t.conn, tenant_id)
         load = await jobs_q.load_by_worker(t.conn, [w["id"] for w in workers])
         ahead = await jobs_q.queued_ahead(t.conn, row)
+        quota = await _quota(t, row)
     found = [Candidate(w["name"], WorkerSnap.of(w), load.get(w["id"], WorkerLoad()),
                        w["id"] in connected) for w in workers]  # fmt: skip
     reasons, verdicts = explain(demand(row), found, now=core.clock.now(), ahead=ahead,
-                                not_before=as_utc(row["not_before"]))  # fmt: skip
+                                not_before=as_utc(row["not_before"]), quota=quota)  # fmt: skip
     return JobWhy(job_id=job_id, state=state, reasons=reasons,
                   workers=[WorkerVerdict(worker_id=v.worker_id, name=v.name, verdict=v.verdict)
                            for v in verdicts])  # fmt: skip
+
+
+async def _quota(t: Tx, job: RowMapping) -> str | None:
+    """The tenant's cap that the job would pass if it started now, in words."""
+    tenant = await keys_q.tenant(t.conn, job["tenant_id"])
+    if tenant is None or (tenant["max_running_jobs"] is None and tenant["max_gpus"] is None):
+        return None
+    used = (await jobs_q.usage_by_tenant(t.conn, [job["tenant_id"]])).get(job["tenant_id"])
+    jobs, gpus = used or (0, 0)
+    if (cap := tenant["max_running_jobs"]) is not None and jobs >= cap:
+        return f"tenant quota of {cap} running jobs reached ({jobs} running)"
+    if (cap := tenant["max_gpus"]) is not None and gpus + job["gpus"] > cap:
+        return f"tenant quota of {cap} GPUs in use ({gpus} held, it needs {job['gpus']})"
+    return None
 
 
 def _not_queued(state: JobState, row: RowMapping) -> str:

@@ -194,6 +194,18 @@ async def load_by_worker(
     }
 
 
+async def usage_by_tenant(
+    conn: AsyncConnection, tenants: Collection[str]
+) -> dict[str, tuple[int, int]]:
+    """tenant -> (its active attempts, the GPUs they hold)."""
+    q = (
+        select(jobs.c.tenant_id, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0))
+        .where(jobs.c.state.in_(_ACTIVE), jobs.c.tenant_id.in_(list(tenants)))
+        .group_by(jobs.c.tenant_id)
+    )
+    return {t: (int(n), int(g)) for t, n, g in (await conn.execute(q)).all()}
+
+
 async def active_on(conn: AsyncConnection, worker_id: str) -> Sequence[RowMapping]:
     q = select(jobs).where(jobs.c.worker_id == worker_id, jobs.c.state.in_(_ACTIVE))
     return (await conn.execute(q)).mappings().all()

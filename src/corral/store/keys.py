@@ -114,6 +114,10 @@ async def all_tenants(conn: AsyncConnection) -> Sequence[RowMapping]:
     return (await conn.execute(select(tenants).order_by(tenants.c.created_at))).mappings().all()
 
 
+async def update_tenant(conn: AsyncConnection, tenant_id: str, **values: Any) -> None:
+    await conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
+
+
 async def set_tenant_status(
     conn: AsyncConnection, tenant_id: str, frm: str, to: str, **values: Any
 ) -> bool:

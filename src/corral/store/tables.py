@@ -38,6 +38,9 @@ tenants = Table(
     Column("status", String(20), nullable=False, server_default="active"),  # TenantStatus
     Column("created_at", TS, nullable=False),
     Column("suspended_at", TS),
+    # Quotas its operator set (None: no cap): jobs running at once, GPUs they hold.
+    Column("max_running_jobs", Integer),
+    Column("max_gpus", Integer),
 )
 
 api_keys = Table(

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -122,10 +122,24 @@ async def of_active_tenants(conn: AsyncConnection, ids: Collection[str]) -> Sequ
     return (await conn.execute(q)).mappings().all()
 
 
-async def inactive_tenants(conn: AsyncConnection) -> set[str]:
-    """The tenants that are not active (suspended): none of their workers takes work."""
-    q = select(tenants.c.id).where(tenants.c.status != TenantStatus.ACTIVE.value)
-    return set((await conn.execute(q)).scalars().all())
+async def tenant_limits(
+    conn: AsyncConnection,
+) -> tuple[set[str], dict[str, tuple[int | None, int | None]]]:
+    """The tenants that are not active (suspended: none of their workers takes work), and
+    the quotas of those that have any (tenant -> max running jobs, max GPUs), in one read."""
+    t = tenants.c
+    q = select(t.id, t.status, t.max_running_jobs, t.max_gpus).where(
+        or_(t.status != TenantStatus.ACTIVE.value, t.max_running_jobs.is_not(None),
+            t.max_gpus.is_not(None))
+    )  # fmt: skip
+    inactive: set[str] = set()
+    quotas: dict[str, tuple[int | None, int | None]] = {}
+    for tid, status, jobs, gpus in (await conn.execute(q)).all():
+        if status != TenantStatus.ACTIVE.value:
+            inactive.add(tid)
+        elif jobs is not None or gpus is not None:
+            quotas[tid] = (jobs, gpus)
+    return inactive, quotas
 
 
 async def lock(conn: AsyncConnection, worker_id: str) -> None:

@@ -13,6 +13,7 @@ from corral.protocol import (
     KeyCreated,
     KeyList,
     Onboarded,
+    QuotaSet,
     TenantCreate,
     TenantList,
     TenantView,
@@ -84,6 +85,14 @@ async def get_tenant(request: Request, who: TenantsAdmin, tenant_id: str) -> Ten
 async def suspend_tenant(request: Request, who: TenantsAdmin, tenant_id: str) -> TenantView:
     """Its keys are refused; its workers go offline and cannot register until resumed."""
     return await accounts.suspend(request.app.state.core, who, tenant_id)
+
+
+@tenants.post("/{tenant_id}/quota", response_model=TenantView)
+async def set_tenant_quota(
+    request: Request, who: TenantsAdmin, tenant_id: str, body: QuotaSet
+) -> TenantView:
+    """Caps on its running jobs and the GPUs they hold (null: no cap); jobs past one wait."""
+    return await accounts.set_quota(request.app.state.core, who, tenant_id, body)
 
 
 @tenants.post("/{tenant_id}/resume", response_model=TenantView)

@@ -1,6 +1,6 @@
 """What placement needs: a job's counted resources (cpus, memory) and its other requirements,
-the GPUs each attempt holds (chosen by the coordinator), what a worker's machine is, and
-whether a worker is paused
+the GPUs each attempt holds (chosen by the coordinator), what a worker's machine is,
+whether a worker is paused, and a tenant's quotas
 
 Revision ID: 0008
 Revises: 0007
@@ -19,6 +19,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tenants") as batch:
+        batch.add_column(sa.Column("max_running_jobs", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("max_gpus", sa.Integer(), nullable=True))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("cpus", sa.Float(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("memory_gb", sa.Float(), nullable=False, server_default="0"))
@@ -44,3 +47,6 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         for name in ("gpu_ids", "requires", "memory_gb", "cpus"):
             batch.drop_column(name)
+    with op.batch_alter_table("tenants") as batch:
+        batch.drop_column("max_gpus")
+        batch.drop_column("max_running_jobs")
