@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,3 +145,120 @@ def test_a_tenants_quota_holds_its_jobs_queued_until_it_is_lifted(fleet, tmp_pat
     assert fleet.calls.set_quota(tenant).max_running_jobs is None  # lifted
     fleet.wait_state(second["id"], {"running"})
     flag.touch()
+
+
+GANG_ENV = (
+    "import os\nprint(' '.join(f'{k}={os.environ.get(k)}' for k in ('RANK', 'WORLD_SIZE',"
+    " 'NODE_RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')), flush=True)\n"
+)
+
+
+def test_a_gang_runs_on_as_many_workers_at_once_each_told_its_rank(fleet):
+    fleet.start_server()
+    for name in ("n0", "n1", "n2"):
+        fleet.start_worker(name)
+    wait_until(lambda: [w["status"] for w in fleet.workers().values()] == ["idle"] * 3)
+    gang = fleet.submit([PY, "-c", GANG_ENV], nodes=3)
+    assert (gang["nodes"], gang["rank"], gang["gang_id"]) == (3, 0, gang["id"])
+    members = fleet.job(gang["id"])["members"]
+    assert members == [gang["id"], f"{gang['id']}.1", f"{gang['id']}.2"]
+    done = [fleet.wait_state(m, {"succeeded", "failed"}) for m in members]
+    assert [d["state"] for d in done] == ["succeeded"] * 3
+    assert len({d["worker_id"] for d in done}) == 3  # a worker each
+    lines = sorted(fleet.logs(gang["id"]).splitlines())  # every member's, after its rank
+    master = lines[0].split()[-2:]
+    for rank, line in enumerate(lines):
+        want = f"[rank {rank}] RANK={rank} WORLD_SIZE=3 NODE_RANK={rank} LOCAL_RANK=0 "
+        assert line.startswith(want), line
+        assert line.split()[-2:] == master  # one rendezvous for all
+    assert master[0] == "MASTER_ADDR=127.0.0.1" and 29500 <= int(master[1].split("=")[1]) < 30500
+
+
+def test_a_gang_that_cannot_be_placed_whole_holds_nothing(fleet):
+    fleet.start_server()
+    fleet.start_worker("only", slots=2)
+    wait_until(lambda: fleet.workers().get("only", {}).get("status") == "idle")
+    gang = fleet.submit([PY, "-c", "pass"], nodes=2)
+    single = fleet.submit([PY, "-c", "pass"])  # after it, yet it runs: the gang holds nothing
+    assert fleet.wait_state(single["id"], {"succeeded"})["state"] == "succeeded"
+    assert [fleet.job(m)["state"] for m in fleet.job(gang["id"])["members"]] == ["queued"] * 2
+
+
+def test_a_member_that_fails_stops_its_gang_which_runs_again_as_one(fleet):
+    fleet.start_server()
+    fleet.start_worker("g0")
+    fleet.start_worker("g1")
+    wait_until(lambda: [w["status"] for w in fleet.workers().values()] == ["idle"] * 2)
+    # On the first attempt rank 1 fails at once and rank 0 would run for a minute: it is
+    # stopped, and both run again.
+    code = GANG_ENV + ("import os, sys, time\nfirst = os.environ['CORRAL_ATTEMPT'] == '1'\n"
+                       "if first and os.environ['RANK'] == '1': time.sleep(0.5); sys.exit(3)\n"
+                       "if first: time.sleep(60)\n")  # fmt: skip
+    gang = fleet.submit([PY, "-c", code], nodes=2, max_retries=2)
+    members = fleet.job(gang["id"])["members"]
+    done = [fleet.wait_state(m, {"succeeded", "failed"}, seconds=40) for m in members]
+    assert [d["state"] for d in done] == ["succeeded"] * 2, done
+    assert [d["attempt"] for d in done] == [2, 2]  # both ran again, together
+    with fleet.api() as c:
+        events = c.get(f"/api/jobs/{gang['id']}/events").json()["events"]
+    stopped = [e for e in events if e["reason"] == "gang_stopped"]
+    assert stopped and stopped[0]["message"] == f"member {members[1]} of its gang ended"
+
+
+def test_a_gangs_logs_interleave_with_their_rank_or_come_one_rank_alone(fleet):
+    fleet.start_server()
+    fleet.start_worker("l0")
+    fleet.start_worker("l1")
+    wait_until(lambda: [w["status"] for w in fleet.workers().values()] == ["idle"] * 2)
+    code = "import os\nfor i in range(3): print(f'line {i} of', os.environ['RANK'], flush=True)"
+    gang = fleet.submit([PY, "-c", code], nodes=2)
+    for m in fleet.job(gang["id"])["members"]:
+        fleet.wait_state(m, {"succeeded"})
+    merged = fleet.logs(gang["id"]).splitlines()
+    assert sorted(merged) == sorted(f"[rank {r}] line {i} of {r}" for r in (0, 1) for i in range(3))
+    with fleet.api() as c:
+        one = c.get(f"/api/jobs/{gang['id']}/logs", params={"rank": 1})
+        assert one.text.splitlines() == [f"line {i} of 1" for i in range(3)]
+        bad = c.get(f"/api/jobs/{gang['id']}/logs", params={"rank": 2})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "rank"
+
+
+def test_a_two_worker_ddp_gang_ends_with_the_weights_of_one_process(fleet, tmp_path):
+    if os.environ.get("CORRAL_REQUIRE_TORCH") != "1":
+        pytest.importorskip("torch")
+    import torch
+
+    script = str(Path(__file__).with_name("ddp_train.py"))
+    alone = tmp_path / "alone.pt"
+    subprocess.run([PY, script, str(alone)], check=True, capture_output=True, timeout=120)
+    fleet.start_server()
+    fleet.start_worker("ddp0")
+    fleet.start_worker("ddp1")
+    wait_until(lambda: [w["status"] for w in fleet.workers().values()] == ["idle"] * 2)
+    together = tmp_path / "gang.pt"
+    gang = fleet.submit([PY, script, str(together)], nodes=2, max_retries=1)
+    members = fleet.job(gang["id"])["members"]
+    done = [fleet.wait_state(m, {"succeeded", "failed"}, seconds=120) for m in members]
+    assert [d["state"] for d in done] == ["succeeded"] * 2, fleet.logs(gang["id"])
+    assert "rank 1 of 2: loss" in fleet.logs(members[1])
+    want, got = torch.load(alone), torch.load(together)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.allclose(want[name], got[name], atol=1e-6), name
+
+
+def test_cancelling_a_gang_cancels_every_member(fleet, tmp_path):
+    fleet.start_server()
+    fleet.start_worker("c0")
+    fleet.start_worker("c1")
+    wait_until(lambda: [w["status"] for w in fleet.workers().values()] == ["idle"] * 2)
+    gang = fleet.submit(waits_for(tmp_path / "never"), nodes=2)
+    members = fleet.job(gang["id"])["members"]
+    for m in members:
+        fleet.wait_state(m, {"running"})
+    with fleet.api() as c:
+        assert c.post(f"/api/jobs/{gang['id']}/cancel").status_code == 200
+    assert [fleet.wait_state(m, {"cancelled", "failed", "queued"})["state"] for m in members] == [
+        "cancelled",
+        "cancelled",
+    ]

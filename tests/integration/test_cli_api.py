@@ -273,3 +273,17 @@ def test_workers_pause_and_resume(coord: Coordinator) -> None:
     assert [w["paused"] for w in listed] == [True]
     assert "resumed" in cli(coord, "workers", "resume", "p1").stdout
     assert [w["paused"] for w in doc(cli(coord, "workers", "ls", "--json"))["workers"]] == [False]
+
+
+def test_a_gang_is_submitted_shown_and_its_ranks_named(coord: Coordinator) -> None:
+    job = doc(cli(coord, "submit", "--json", "--nodes", "2", "--", "true"))
+    assert (job["nodes"], job["rank"], job["gang_id"]) == (2, 0, job["id"])
+    shown = cli(coord, "jobs", "show", job["id"])
+    assert f"rank 0 of 2: {job['id']} {job['id']}.1" in shown.stdout, shown.output
+    assert cli(coord, "jobs", "logs", job["id"], "--rank", "1").exit_code == 0
+    assert "--rank" in one_line(
+        cli(coord, "jobs", "logs", job["id"], "--rank", "5"), ExitCode.USAGE
+    )
+    said = cli(coord, "jobs", "why", job["id"])
+    assert "no worker is registered" in said.stdout
+    assert "--nodes" in one_line(cli(coord, "submit", "--nodes", "0", "--", "true"), ExitCode.USAGE)

@@ -190,3 +190,31 @@ def test_an_end_reported_before_running_starts_the_job_when_it_ends():
     assert ended.fields["started_at"] == NOW and ended.fields["outcome"] == "succeeded"
     [move], _ = decide.report(job(), att, "w1", status="succeeded", now=NOW, policy=POLICY)
     assert "started_at" not in move.fields  # it said it ran: that start stands
+
+
+def test_a_gang_member_that_fails_with_retries_left_is_queued_and_stops_the_rest():
+    def member(rank, state=JobState.RUNNING, attempt=1):
+        return JobSnap(f"g.{rank}", "t", state, attempt, f"w{rank}", 2, gang_id="g")
+
+    ended = decide.end_attempt(member(1), AttemptOutcome.FAILED, now=NOW, policy=POLICY,
+                               exit_code=3)  # fmt: skip
+    assert ended.to is JobState.QUEUED and ended.gang_id == "g"  # a loss, for a gang
+    rest = [member(0), member(1, JobState.QUEUED), member(2, JobState.ASSIGNED)]
+    out = decide.gang_follows(ended, rest, now=NOW, policy=POLICY)
+    moves = [c for c in out if isinstance(c, MoveJob)]
+    assert [(m.job_id, m.to, m.why.reason) for m in moves] == [
+        ("g.0", JobState.QUEUED, Reason.GANG_STOPPED),
+        ("g.2", JobState.QUEUED, Reason.GANG_STOPPED),
+    ]
+    assert sum(isinstance(c, Notify) for c in out) == 2  # each worker told to stop it
+    # What follows leads no further; a member that ended for good cancels the others.
+    assert decide.gang_follows(moves[0], rest, now=NOW, policy=POLICY) == []
+    last = decide.end_attempt(member(1, attempt=3), AttemptOutcome.FAILED, now=NOW,
+                              policy=POLICY)  # fmt: skip
+    assert last.to is JobState.FAILED
+    final = decide.gang_follows(last, [member(0), member(2, JobState.QUEUED)], now=NOW,
+                                policy=POLICY)  # fmt: skip
+    assert [(m.job_id, m.to) for m in final if isinstance(m, MoveJob)] == [
+        ("g.0", JobState.CANCELLING),
+        ("g.2", JobState.CANCELLED),
+    ]

@@ -193,3 +193,32 @@ def test_a_large_job_that_waited_holds_a_worker_and_small_ones_go_elsewhere():
                    reserved={"w1": "big"})  # fmt: skip
     got = plan([big, *smalls], [w("w1", free=3, gpus=2)], freed)
     assert [a.job_id for a in got] == ["big", "s0", "s1"] and freed.reserved == {}
+
+
+def gang(gid, nodes, **more):
+    return [j(f"{gid}.{r}", gang_id=gid, nodes=nodes, rank=r, **more) for r in range(nodes)]
+
+
+def test_a_gang_is_placed_whole_on_workers_of_its_own_or_not_at_all():
+    three = [w("w1", free=2), w("w2", free=2), w("w3", free=2)]
+    got = plan(gang("g", 3), three)
+    assert [a.job_id for a in got] == ["g.0", "g.1", "g.2"]
+    assert len({a.worker_id for a in got}) == 3  # one member a worker
+    # Two workers for three members: nothing is placed, and nothing is held, so the job
+    # behind it still runs.
+    assert [a.job_id for a in plan([*gang("g", 3), j("after")], three[:2])] == ["after"]
+    # A gang whose members are not all queued (the page, or one still stopping) waits.
+    assert plan(gang("g", 3)[:2], three) == []
+
+
+def test_two_gangs_wanting_the_same_workers_never_hold_half_each():
+    fleet = [w("w1", free=1, gpus=1), w("w2", free=1, gpus=1), w("w3", free=1, gpus=1)]
+    got = plan([*gang("a", 2, gpus=1), *gang("b", 2, gpus=1)], fleet)
+    assert [a.job_id for a in got] == ["a.0", "a.1"]  # b waits whole, a runs whole
+
+
+def test_a_plan_checked_again_drops_a_gang_that_lost_a_member():
+    members = gang("g", 2)
+    demands = {m.id: m for m in members}
+    chosen = plan(members, [w("w1"), w("w2")])
+    assert still_fitting(chosen, demands, [w("w1")]) == []  # w2 went: the whole gang waits

@@ -81,3 +81,9 @@ def test_a_job_that_fits_now_waits_for_the_round_and_those_before_it_and_its_bac
         ("w1", "cannot: 1 of the 2 GPUs it needs"),
         ("w2", "fits now"),
     ]
+
+
+def test_a_gang_says_how_many_more_workers_it_waits_for():
+    member = job(gang_id="g", nodes=4)
+    got = reasons(member, c(worker("w1")), c(worker("w2")), c(worker("w3"), WorkerLoad(2)))
+    assert got == ["waiting for 2 more workers for a 4-node gang (2 can take a member now)"]

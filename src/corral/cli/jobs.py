@@ -38,6 +38,7 @@ _FLAG_OF = {
     "gpu_memory_gb": "--gpu-memory-gb",
     "gpu_name": "--gpu-name",
     "accelerator": "--accelerator",
+    "nodes": "--nodes",
 }
 
 
@@ -64,6 +65,9 @@ def submit(
         str | None,
         typer.Option(help="a,b,…: tags the worker must have (its --tags).", show_default=False),
     ] = None,
+    nodes: Annotated[
+        int, typer.Option(help="Workers it runs on at once, a rank each (torch.distributed).")
+    ] = 1,
     priority: Annotated[int, typer.Option(help="Higher runs first (-1000..1000).")] = 0,
     retries: Annotated[int, typer.Option(help="Retries when an attempt is lost or times out.")] = 3,
     timeout: Annotated[
@@ -94,7 +98,7 @@ def submit(
                     command, name=name, env=variables, labels=labels, gpus=gpus,
                     priority=priority, retries=retries, timeout=timeout, tags=tag_list,
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
-                    gpu_name=gpu_name, accelerator=accelerator,
+                    gpu_name=gpu_name, accelerator=accelerator, nodes=nodes,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:
@@ -237,6 +241,11 @@ def _details(job: JobView) -> Group:
         ("kind", job.kind),
         ("labels", ", ".join(f"{k}={v}" for k, v in job.worker_labels.items()) or "-"),
         ("needs", _needs(job)),
+        *(
+            [("gang", f"rank {job.rank} of {job.nodes}: " + " ".join(job.members or []))]
+            if job.gang_id
+            else []
+        ),
         ("priority", job.priority),
         ("attempt", f"{job.attempt} (retries allowed: {job.max_retries})"),
         ("timeout", _output.duration(job.timeout_s)),
@@ -303,13 +312,28 @@ def logs(
     follow_: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
     ] = False,
+    rank: Annotated[
+        int | None,
+        typer.Option(
+            help="Of a gang, this member's alone (default: all, each line after its"
+            " rank; -f: rank 0's).",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
     url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """Print a job's output (all attempts); -f follows it live."""
 
     async def go() -> None:
+        nonlocal job_id
         async with connect(url, api_key) as client:
+            if rank is not None:
+                members = (await client.job(job_id)).members or [job_id]
+                if rank >= len(members):
+                    raise Failure(f"--rank: {job_id} has {len(members)} member(s)")
+                job_id = members[rank]
             if follow_:
                 await follow(client, job_id, echo=True, status=False)
                 return

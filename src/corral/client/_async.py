@@ -122,10 +122,12 @@ class AsyncClient(AccountCalls):
         gpu_memory_gb: float | None = None,
         gpu_name: str | None = None,
         accelerator: str | None = None,
+        nodes: int = 1,
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
-        what else its worker must have (docs/scheduling.md);
+        what else its worker must have (docs/scheduling.md); ``nodes``: a gang of that many
+        members, one a worker, placed together (torch.distributed's RANK, WORLD_SIZE…);
         ``retries``: how often a lost or timed-out attempt is run again; ``timeout``:
         seconds an attempt may run. The request always carries an Idempotency-Key
         (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
@@ -148,6 +150,7 @@ class AsyncClient(AccountCalls):
             "gpu_memory_gb": gpu_memory_gb,
             "gpu_name": gpu_name,
             "accelerator": accelerator,
+            "nodes": nodes,
         }
         if name is not None:
             fields["name"] = name

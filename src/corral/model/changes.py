@@ -46,6 +46,7 @@ class MoveJob:
     fields: Mapping[str, Any] = field(default_factory=dict)  # set with the move
     why: Why = Why()
     then: tuple[Change, ...] = ()
+    gang_id: str | None = None  # a gang member's: its gang follows its end (server.apply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,7 @@ class Assign:
     attempt: int
     spec: Any = field(default=None, repr=False, compare=False)  # the stored job
     gpu_ids: Sequence[int] = ()
+    rendezvous: Mapping[str, Any] | None = None  # a gang member's: where its gang meets
 
 
 @dataclass(frozen=True, slots=True)

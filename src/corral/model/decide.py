@@ -35,6 +35,7 @@ from corral.model.errors import IllegalTransition, NotRegistered, StaleAttempt, 
 from corral.model.history import Kind, Reason
 from corral.model.job import (
     ACTIVE_JOB_STATES,
+    TERMINAL_JOB_STATES,
     AttemptOutcome,
     JobState,
     next_after_attempt,
@@ -64,17 +65,25 @@ def submit(values: Mapping[str, Any], *, actor: str | None) -> list[Change]:
                       why=Why(actor=actor))]  # fmt: skip
 
 
-def assign(job: JobSnap, worker_id: str, now: datetime, gpu_ids: Sequence[int] = ()) -> MoveJob:
-    """Hand a queued job to a worker as its next attempt, holding ``gpu_ids`` there."""
+def assign(
+    job: JobSnap, worker_id: str, now: datetime, gpu_ids: Sequence[int] = (),
+    rendezvous: Mapping[str, Any] | None = None,
+) -> MoveJob:  # fmt: skip
+    """Hand a queued job to a worker as its next attempt, holding ``gpu_ids`` there; a gang
+    member with where its gang meets."""
     number = job.attempt + 1
     ids = list(gpu_ids)
+    detail: dict[str, Any] = {"gpus": ids} if ids else {}
+    if rendezvous:
+        detail["rendezvous"] = dict(rendezvous)
     return MoveJob(
         job.id, job.tenant_id, JobState.QUEUED, JobState.ASSIGNED, job.attempt, worker_id,
         fields={"attempt": number, "worker_id": worker_id, "not_before": None,
-                "gpu_ids": ids or None},
-        why=Why(detail={"gpus": ids} if ids else {}),
+                "gpu_ids": ids or None, "rendezvous": dict(rendezvous) if rendezvous else None},
+        why=Why(detail=detail),
         then=(StartAttempt(job.id, job.tenant_id, number, worker_id, now, ids or None),
-              Notify(worker_id, job.tenant_id, Assign(job.id, number, job.row, ids))),
+              Notify(worker_id, job.tenant_id, Assign(job.id, number, job.row, ids,
+                                                      rendezvous))),
     )  # fmt: skip
 
 
@@ -85,7 +94,8 @@ def end_attempt(
     reported_ns: int | None = None,
 ) -> MoveJob:  # fmt: skip
     """End the job's current attempt: requeue it with backoff, or finish it."""
-    nxt = next_after_attempt(job.state, outcome, job.attempt, job.max_retries)
+    nxt = next_after_attempt(job.state, outcome, job.attempt, job.max_retries,
+                             gang=job.gang_id is not None)  # fmt: skip
     detail: dict[str, Any] = {"outcome": outcome.value}
     if exit_code is not None:
         detail["exit_code"] = exit_code
@@ -96,6 +106,7 @@ def end_attempt(
         fields = {
             "worker_id": None,
             "gpu_ids": None,
+            "rendezvous": None,
             "error": error,
             "not_before": now + timedelta(seconds=delay),
         }
@@ -110,6 +121,7 @@ def end_attempt(
     return MoveJob(
         job.id, job.tenant_id, job.state, nxt, job.attempt, job.worker_id, fields,
         why=Why(reason=reason, message=_message(error), detail=detail), then=(ended,),
+        gang_id=job.gang_id,
     )  # fmt: skip
 
 
@@ -165,19 +177,51 @@ def report(
     raise StaleAttempt(f"attempt {number} of {job.id} has ended")
 
 
-def cancel(job: JobSnap, *, actor: str | None, now: datetime) -> list[Change]:
+def cancel(
+    job: JobSnap, *, actor: str | None, now: datetime, why: Why | None = None
+) -> list[Change]:
     """Cancel: a queued job ends at once; one on a worker waits for it to stop."""
     if job.state is JobState.CANCELLING:
         return []
-    why = Why(actor=actor)
+    why = why or Why(actor=actor)
     if job.state is JobState.QUEUED:
         return [MoveJob(job.id, job.tenant_id, job.state, JobState.CANCELLED, job.attempt, None,
-                        {"finished_at": now, "error": "cancelled before it ran"}, why)]  # fmt: skip
+                        {"finished_at": now, "error": why.message or "cancelled before it ran"},
+                        why, gang_id=job.gang_id)]  # fmt: skip
     if job.state in ACTIVE_JOB_STATES and job.worker_id:
         tell = Notify(job.worker_id, job.tenant_id, Cancel(job.id, job.attempt))
         return [MoveJob(job.id, job.tenant_id, job.state, JobState.CANCELLING, job.attempt,
-                        job.worker_id, why=why, then=(tell,))]  # fmt: skip
+                        job.worker_id, why=why, then=(tell,), gang_id=job.gang_id)]  # fmt: skip
     raise IllegalTransition(f"job {job.id} already {job.state}")
+
+
+def gang_follows(
+    move: MoveJob, rest: Iterable[JobSnap], *, now: datetime, policy: Policy
+) -> list[Change]:
+    """A gang runs as one: once a member has left its attempt other than by succeeding,
+    the ``rest`` of the gang (its members not yet ended) follow. A member queued again
+    (its attempt lost or failed, retries left) stops the others' attempts, which are
+    queued again with it; a member that ended for good (failed, cancelled) ends the
+    others, cancelled. What follows carries ``Reason.GANG_STOPPED`` and leads no further."""
+    if move.why.reason is Reason.GANG_STOPPED:
+        return []
+    again = move.to is JobState.QUEUED and move.frm in ACTIVE_JOB_STATES
+    if not (again or move.to in (JobState.FAILED, JobState.CANCELLED)):
+        return []
+    said = f"member {move.job_id} of its gang {'ended' if again else move.to.value}"
+    out: list[Change] = []
+    for job in rest:
+        if job.id == move.job_id or job.state in TERMINAL_JOB_STATES:
+            continue
+        if again:
+            if job.state in ACTIVE_JOB_STATES and job.worker_id:
+                stop = Notify(job.worker_id, job.tenant_id, Cancel(job.id, job.attempt))
+                out += [end_attempt(job, AttemptOutcome.LOST, now=now, policy=policy,
+                                    error=said, reason=Reason.GANG_STOPPED), stop]  # fmt: skip
+        else:
+            out += cancel(job, actor=None, now=now,
+                          why=Why(reason=Reason.GANG_STOPPED, message=said))  # fmt: skip
+    return out
 
 
 # ---- workers ----------------------------------------------------------------------------
@@ -235,7 +279,9 @@ def register(
     for job in left.values():
         if job.state is JobState.ASSIGNED:  # not received yet: send it again, and the grace
             held = (job.row["gpu_ids"] if job.row is not None else None) or ()
-            out += [Notify(worker.id, worker.tenant_id, Assign(job.id, job.attempt, job.row, held)),
+            meet = job.row["rendezvous"] if job.row is not None else None
+            out += [Notify(worker.id, worker.tenant_id,
+                           Assign(job.id, job.attempt, job.row, held, meet)),
                     UpdateAttempt(job.id, job.attempt, {"assigned_at": now})]  # fmt: skip
         else:
             gone.append(job)

@@ -57,6 +57,7 @@ class Reason(StrEnum):
     EXPIRED = "expired"  # an offline ephemeral worker past its time to live
     DECLINED = "declined"  # its worker could not run it (its disk is full…) and said so
     TENANT_SUSPENDED = "tenant_suspended"  # an operator suspended the worker's tenant
+    GANG_STOPPED = "gang_stopped"  # another member of its gang ended: the gang goes as one
 
 
 def job_kind(frm: JobState | None, to: JobState) -> Kind:

@@ -64,12 +64,15 @@ def retry_delay(attempt: int, base_s: float, cap_s: float) -> float:
 
 
 def next_after_attempt(
-    state: JobState, outcome: AttemptOutcome, attempt: int, max_retries: int
-) -> JobState:
+    state: JobState, outcome: AttemptOutcome, attempt: int, max_retries: int,
+    gang: bool = False,
+) -> JobState:  # fmt: skip
     """The job's next state when its current attempt ends with ``outcome``.
 
     A job's own failure is final; a lost or timed-out attempt is retried while
-    ``attempt <= max_retries``. A job being cancelled never comes back.
+    ``attempt <= max_retries``. A job being cancelled never comes back. A gang member's
+    failure is retried like a loss: a rank that fails often fails for its gang (a peer that
+    died, a rendezvous timed out), and the gang runs again as one.
     """
     if outcome is AttemptOutcome.SUCCEEDED:
         return JobState.SUCCEEDED
@@ -77,6 +80,6 @@ def next_after_attempt(
         if outcome is AttemptOutcome.FAILED:
             return JobState.FAILED
         return JobState.CANCELLED
-    if outcome is AttemptOutcome.FAILED:
+    if outcome is AttemptOutcome.FAILED and not gang:
         return JobState.FAILED
     return JobState.QUEUED if attempt <= max_retries else JobState.FAILED

@@ -36,6 +36,7 @@ class JobSnap:
     worker_id: str | None
     max_retries: int
     gpus: int = 0
+    gang_id: str | None = None  # a gang member's: rank 0's id
     # The whole stored job, for what goes on the wire (the assignment); not for deciding.
     row: Row | None = field(default=None, repr=False, compare=False)
 
@@ -49,6 +50,7 @@ class JobSnap:
             worker_id=row["worker_id"],
             max_retries=row["max_retries"],
             gpus=row["gpus"] or 0,
+            gang_id=row["gang_id"],
             row=row,
         )
 
@@ -116,6 +118,7 @@ class WorkerSnap:
     memory_bytes: int = 0
     memory_buffer: float = 0.0  # the share of memory_bytes no job may claim
     paused: bool = False
+    address: str | None = None  # where its register came from
 
     @property
     def memory_for_jobs(self) -> int:
@@ -143,6 +146,7 @@ class WorkerSnap:
             memory_bytes=row["memory_bytes"] or 0,
             memory_buffer=row["memory_buffer"] or 0.0,
             paused=row["paused_at"] is not None,
+            address=row["address"],
         )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Event",
     "EventList",
     "EventView",
+    "Gang",
     "GpuInfo",
     "HeartbeatRequest",
     "HeartbeatResponse",
@@ -275,6 +276,15 @@ class LogBatch(_Wire):
 # ---- coordinator -> worker (SSE on /api/workers/stream) --------------------
 
 
+class Gang(_Wire):
+    """Where a gang member stands, as torch.distributed reads it from the environment."""
+
+    rank: int = Field(ge=0)
+    world_size: int = Field(ge=2)
+    master_addr: str = Field(max_length=100, description="rank 0's worker, as it registered")
+    master_port: int = Field(ge=1, le=65535, description="rank 0's worker checks it is free")
+
+
 class JobAssign(_Wire):
     type: Literal["job.assign"] = "job.assign"
     job_id: str
@@ -289,6 +299,7 @@ class JobAssign(_Wire):
         default=None, description="the GPUs it holds, chosen by the coordinator"
     )
     call: CallSpec | None = None  # left out of the event for command jobs
+    gang: Gang | None = None  # left out for a job of one node
 
 
 class JobCancel(_Wire):
@@ -332,6 +343,10 @@ class JobSubmit(_Wire):
     )
     accelerator: Accelerator | None = Field(default=None, description="the worker's kind")
     cpus: float = Field(default=0, ge=0, le=100_000, description="cores it holds while it runs")
+    nodes: int = Field(
+        default=1, ge=1, le=64, description="workers it runs on at once, each a rank of a gang"
+        " (torch.distributed's RANK, WORLD_SIZE, MASTER_ADDR…): all or none",
+    )  # fmt: skip
     memory_gb: float = Field(
         default=0, ge=0, le=1_000_000, description="memory it holds while it runs"
     )
@@ -342,6 +357,13 @@ class JobSubmit(_Wire):
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
 
     _kind_fits = field_validator("command", "call")(_call_or_command)
+
+    @field_validator("nodes")
+    @classmethod
+    def _a_gang_runs_commands(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("kind") == CALL_KIND:
+            raise ValueError('a job of kind "call" runs in one interpreter: nodes must be 1')
+        return value
 
     @field_validator("gpu_memory_gb", "gpu_name")
     @classmethod
@@ -378,6 +400,12 @@ class JobView(BaseModel):
     accelerator: str | None = None
     cpus: float = 0
     memory_gb: float = 0
+    nodes: int = 1
+    gang_id: str | None = Field(default=None, description="rank 0's id: the gang's")
+    rank: int | None = None
+    members: list[str] | None = Field(
+        default=None, description="a gang's jobs by rank (only when reading one of them)"
+    )
     priority: int
     max_retries: int
     timeout_s: float | None

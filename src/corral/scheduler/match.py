@@ -39,6 +39,9 @@ class JobDemand:
     cpus: float = 0.0
     memory_bytes: int = 0
     waited_s: float = 0.0  # since it was submitted
+    gang_id: str | None = None  # a gang member's: placed with all its gang or not at all
+    nodes: int = 1
+    rank: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,14 @@ class Budget:
         """Within its tenant's quota?"""
         jobs, gpus = self.jobs_left.get(job.tenant_id), self.gpus_left.get(job.tenant_id)
         return (jobs is None or jobs > 0) and (gpus is None or job.gpus <= gpus)
+
+    def allows_all(self, jobs: Sequence[JobDemand]) -> bool:
+        """Within its tenant's quota, all of them together (a gang)?"""
+        tenant = jobs[0].tenant_id
+        left, gpus = self.jobs_left.get(tenant), self.gpus_left.get(tenant)
+        return (left is None or left >= len(jobs)) and (
+            gpus is None or sum(j.gpus for j in jobs) <= gpus
+        )
 
     def spend(self, job: JobDemand) -> None:
         if job.tenant_id in self.jobs_left:
@@ -214,7 +225,22 @@ def plan(
     budget = budget or Budget()
     now = {w.id: w for w in workers}
     out: list[Assignment] = []
-    for job in sorted(jobs, key=lambda j: -j.priority):  # stable: keeps age order
+    ordered = sorted(jobs, key=lambda j: -j.priority)  # stable: keeps age order
+    gangs: dict[str, list[JobDemand]] = {}
+    for job in ordered:
+        if job.gang_id is not None:
+            gangs.setdefault(job.gang_id, []).append(job)
+    for job in ordered:
+        if job.gang_id is not None:  # its whole gang, at its first member
+            members = gangs.pop(job.gang_id, None)
+            if members and len(members) == job.nodes and budget.allows_all(members):
+                placed = _gang(members, now, budget)
+                if placed is not None:
+                    now, given = placed
+                    out += given
+                    for m in members:
+                        budget.spend(m)
+            continue
         if not budget.allows(job):
             continue
         best: tuple[WorkerOffer, tuple[int, ...]] | None = None
@@ -238,6 +264,28 @@ def plan(
     return out
 
 
+def _gang(
+    members: Sequence[JobDemand], now: Mapping[str, WorkerOffer], budget: Budget
+) -> tuple[dict[str, WorkerOffer], list[Assignment]] | None:
+    """All of a gang's members on workers of their own, or None (nothing is held: two
+    gangs waiting for the same workers can never hold half each)."""
+    trial, out, used = dict(now), [], set()
+    for m in sorted(members, key=lambda j: j.rank):
+        best: tuple[WorkerOffer, tuple[int, ...]] | None = None
+        for w in trial.values():
+            if w.id in used or w.id in budget.reserved:
+                continue
+            gpus = fits(m, w)
+            if gpus is not None and (best is None or w.free_slots > best[0].free_slots):
+                best = (w, gpus)
+        if best is None:
+            return None
+        trial[best[0].id] = taken(best[0], m, best[1])
+        used.add(best[0].id)
+        out.append(Assignment(m.id, best[0].id, best[1]))
+    return trial, out
+
+
 def still_fitting(
     chosen: Iterable[Assignment], demands: Mapping[str, JobDemand], offers: Sequence[WorkerOffer]
 ) -> list[Assignment]:
@@ -254,7 +302,13 @@ def still_fitting(
             continue
         now[w.id] = taken(w, job, a.gpu_ids)
         kept.append(a)
-    return kept
+    # A gang goes whole or not at all.
+    whole: dict[str, int] = {}
+    for a in kept:
+        if (g := demands[a.job_id].gang_id) is not None:
+            whole[g] = whole.get(g, 0) + 1
+    return [a for a in kept if (g := demands[a.job_id].gang_id) is None
+            or whole[g] == demands[a.job_id].nodes]  # fmt: skip
 
 
 def left_over(

@@ -76,7 +76,11 @@ def explain(
                                text.replace("no worker", "none", 1))  # fmt: skip
         return reasons, verdicts
     free = [c for c, state in able if state == "fits now"]
-    if free:
+    if job.nodes > 1 and len(free) < job.nodes:
+        more = job.nodes - len(free)
+        reasons.append(f"waiting for {more} more worker{'s' * (more != 1)} for a {job.nodes}-node"
+                       f" gang ({len(free)} can take a member now)")  # fmt: skip
+    elif free:
         names = ", ".join(c.name for c in free[:3]) + (" …" if len(free) > 3 else "")
         line = f"{names} can take it now: it starts with the next dispatch round"
         if ahead:

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from corral.model import ACTIVE_JOB_STATES, JobState, TenantStatus, WorkerStatus
+from corral.model import (
+    ACTIVE_JOB_STATES,
+    TERMINAL_JOB_STATES,
+    JobState,
+    TenantStatus,
+    WorkerStatus,
+    decide,
+)
 from corral.model.changes import (
     Assign,
     Cancel,
@@ -40,7 +47,8 @@ from corral.model.changes import (
     Why,
 )
 from corral.model.history import Kind, job_kind, worker_kind
-from corral.protocol import JobAssign, JobCancel, WorkerDrain
+from corral.model.snapshot import JobSnap
+from corral.protocol import Gang, JobAssign, JobCancel, WorkerDrain
 from corral.store import jobs as jobs_q
 from corral.store import keys as keys_q
 from corral.store import streams
@@ -54,11 +62,16 @@ if TYPE_CHECKING:
 _TAKES_NOTHING = frozenset({"paused_at", "constrained"})
 
 
-def job_assign(spec: Any, attempt: int, gpu_ids: Sequence[int]) -> JobAssign:
+def job_assign(
+    spec: Any, attempt: int, gpu_ids: Sequence[int], rendezvous: Mapping[str, Any] | None = None
+) -> JobAssign:
     """The one builder of the ``job.assign`` event, from the stored job."""
+    gang = (Gang(rank=spec["rank"], world_size=spec["nodes"], **rendezvous)
+            if rendezvous and spec.get("gang_id") else None)  # fmt: skip
     return JobAssign(job_id=spec["id"], attempt=attempt, name=spec["name"], kind=spec["kind"],
                      command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
-                     gpus=spec["gpus"], gpu_ids=list(gpu_ids), call=spec.get("call"))  # fmt: skip
+                     gpus=spec["gpus"], gpu_ids=list(gpu_ids), call=spec.get("call"),
+                     gang=gang)  # fmt: skip
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:
@@ -163,6 +176,9 @@ async def _moved(t: Tx, c: MoveJob) -> None:
     if c.to is JobState.QUEUED or freed:
         t.kick = True  # queued again, or a slot came free
     await t.at("moved", move=c)
+    if c.gang_id is not None and (c.to is JobState.QUEUED or c.to in TERMINAL_JOB_STATES):
+        rest = [JobSnap.of(r) for r in await jobs_q.gang(t.conn, c.gang_id)]
+        await apply(t, decide.gang_follows(c, rest, now=t.now, policy=t.policy))
 
 
 def _inserted(t: Tx, c: InsertJob) -> None:
@@ -302,9 +318,8 @@ def _wire(event: Assign | Cancel | Any) -> dict[str, Any]:
     if isinstance(event, Assign):
         # Without "call" for a command job: a worker of an earlier version refuses fields it
         # does not know, and still runs command jobs.
-        return job_assign(event.spec, event.attempt, event.gpu_ids).model_dump(
-            exclude={"call"} if event.spec.get("call") is None else None
-        )
+        wire = job_assign(event.spec, event.attempt, event.gpu_ids, event.rendezvous)
+        return wire.model_dump(exclude={k for k in ("call", "gang") if getattr(wire, k) is None})
     if isinstance(event, Cancel):
         return JobCancel(job_id=event.job_id, attempt=event.attempt).model_dump()
     return WorkerDrain().model_dump()

@@ -12,7 +12,7 @@ from corral.protocol import BatchJob, BatchResult, WaitResult
 from corral.server import hub
 from corral.server.auth import Identity, new_id
 from corral.server.core import Core
-from corral.server.jobs import request_hash, stored, view
+from corral.server.jobs import members, request_hash, stored, view
 from corral.store import jobs as jobs_q
 
 __all__ = ["submit_many", "wait_many"]
@@ -74,7 +74,8 @@ async def submit_many(core: Core, who: Identity, items: list[BatchJob]) -> Batch
                         if key is not None:
                             made[key] = job_id
                         values = stored(item, job_id, who.tenant_id, key, digest, t.now)
-                        changes += decide.submit(values, actor=who.key_id)
+                        for v in members(values):
+                            changes += decide.submit(v, actor=who.key_id)
                         ids.append(job_id)
                         created.append(True)
                 await t.apply(changes)

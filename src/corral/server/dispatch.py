@@ -5,9 +5,11 @@ and polls once a second only as the fallback (and for retry backoffs coming due)
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.engine import RowMapping
@@ -45,6 +47,7 @@ MAX_ROWS = 10_000  # at most this many queued jobs looked at per round
 # and until then the round's locked re-read of its chosen workers keeps the plan right.
 SNAPSHOT_S = 10.0
 GIB = 1024**3
+GANG_PORTS = (29500, 1000)  # MASTER_PORT of a gang: the first port and how many there are
 
 
 class Dispatcher:
@@ -129,7 +132,17 @@ class Dispatcher:
         jobs = {
             r["id"]: JobSnap.of(r) for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])
         }
-        moves = [decide.assign(jobs[a.job_id], a.worker_id, t.now, a.gpu_ids) for a in chosen]
+        masters = {
+            demands[a.job_id].gang_id: a.worker_id
+            for a in chosen
+            if demands[a.job_id].gang_id is not None and demands[a.job_id].rank == 0
+        }
+        moves = []
+        for a in chosen:
+            job, gang = jobs[a.job_id], demands[a.job_id].gang_id
+            meet = (rendezvous(gang, job.attempt + 1, workers.get(masters[gang]))
+                    if gang is not None else None)  # fmt: skip
+            moves.append(decide.assign(job, a.worker_id, t.now, a.gpu_ids, meet))
         missed = {m.job_id for m in await t.apply(moves) if isinstance(m, MoveJob)}
         placed = [a for a in chosen if a.job_id not in missed]
         given = Counter(a.worker_id for a in placed)
@@ -220,6 +233,7 @@ async def _plan(
     size = min(BATCH, FIRST_PAGE_PER_SLOT * sum(max(o.free_slots, 0) + o.prefetch
                                                 for o in offers))  # fmt: skip
     looked = 0
+    seen: set[str] = set()  # gangs looked at
     while looked < MAX_ROWS:
         # With every slot taken, only jobs that may wait on a busy worker can be placed: the
         # queue's other jobs are not read (a backlog of commands would be, every round).
@@ -231,6 +245,15 @@ async def _plan(
         if not page:
             break
         batch = {r["id"]: demand(r, now) for r in page}
+        # A gang's members are placed together: those the page cut off are read too, and a
+        # gang is looked at once a round.
+        gangs = {d.gang_id for d in batch.values() if d.gang_id is not None}
+        batch = {k: d for k, d in batch.items() if d.gang_id not in seen}
+        if cut := {g for g in gangs - seen
+                   if sum(d.gang_id == g for d in batch.values()) < _nodes(batch, g)}:  # fmt: skip
+            for r in await jobs_q.ready(t.conn, now, MAX_ROWS, tenants=tenants, gangs=cut):
+                batch.setdefault(r["id"], demand(r, now))
+        seen |= gangs
         placed = plan(list(batch.values()), offers, budget)
         chosen += placed
         demands.update((a.job_id, batch[a.job_id]) for a in placed)
@@ -239,6 +262,20 @@ async def _plan(
             break
         after, size = page[-1], min(BATCH, size * 4)
     return chosen, demands
+
+
+def _nodes(batch: Mapping[str, JobDemand], gang: str) -> int:
+    return next(d.nodes for d in batch.values() if d.gang_id == gang)
+
+
+def rendezvous(gang_id: str, attempt: int, master: WorkerSnap | None) -> dict[str, Any]:
+    """Where a gang's members meet: rank 0's worker, at a port of ``GANG_PORTS`` that
+    follows from the gang and its attempt (rank 0's worker checks it is free before it
+    starts, and declines the assignment if not: the next attempt has another)."""
+    first, size = GANG_PORTS
+    port = first + (zlib.crc32(gang_id.encode()) + 7919 * attempt) % size
+    return {"master_addr": (master.address if master else None) or "127.0.0.1",
+            "master_port": port}  # fmt: skip
 
 
 def demand(row: RowMapping, now: datetime | None = None) -> JobDemand:
@@ -253,4 +290,5 @@ def demand(row: RowMapping, now: datetime | None = None) -> JobDemand:
         gpu_memory_bytes=int((more.get("gpu_memory_gb") or 0) * GIB),
         cpus=row["cpus"] or 0.0, memory_bytes=int((row["memory_gb"] or 0) * GIB),
         waited_s=(now - created).total_seconds() if now is not None and created else 0.0,
+        gang_id=row["gang_id"], nodes=row["nodes"] or 1, rank=row["rank"] or 0,
     )  # fmt: skip

@@ -169,7 +169,7 @@ async def register(
             "hostname": body.hostname,
             "cpu_count": body.cpu_count, "memory_bytes": body.memory_bytes, "gpus": gpus,
             "cpu_model": body.cpu_model, "accelerator": body.accelerator,
-            "memory_buffer": body.memory_buffer,
+            "memory_buffer": body.memory_buffer, "address": (address or "")[:100] or None,
             "labels": labels, "slots": body.slots, "prefetch": body.prefetch,
             "worker_type": worker_type.value,
         }  # fmt: skip

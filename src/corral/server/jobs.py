@@ -62,6 +62,9 @@ def view(row: Row) -> JobView:
         gpus=row["gpus"],
         cpus=row["cpus"] or 0,
         memory_gb=row["memory_gb"] or 0,
+        nodes=row["nodes"],
+        gang_id=row["gang_id"],
+        rank=row["rank"],
         **(row["requires"] or {}),
         priority=row["priority"],
         max_retries=row["max_retries"],
@@ -90,7 +93,7 @@ def request_hash(body: JobSubmit) -> str:
     # request hashes the same through either route, and as it did before call jobs existed.
     leave_out = {"idempotency_key"} | ({"call"} if body.call is None else set())
     # Requirements added since, when not asked for: a request hashes as it did before them.
-    leave_out |= {f for f in REQUIREMENTS if getattr(body, f) == JobSubmit.model_fields[f].default}
+    leave_out |= {f for f in _ADDED if getattr(body, f) == JobSubmit.model_fields[f].default}
     fields = body.model_dump(mode="json", exclude=leave_out)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -124,6 +127,7 @@ def stored(
         "call": body.call.model_dump(mode="json") if body.call is not None else None,
         "env": body.env, "worker_labels": body.worker_labels, "gpus": body.gpus,
         "cpus": body.cpus, "memory_gb": body.memory_gb, "requires": requires(body),
+        "nodes": body.nodes,
         "priority": body.priority, "max_retries": body.max_retries,
         "timeout_s": body.timeout_s, "idempotency_key": key, "request_hash": digest,
         "created_at": now,
@@ -133,6 +137,8 @@ def stored(
 # What a job may ask of its worker beyond labels and a count of GPUs; those not counted
 # are stored together (``requires``).
 REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "cpus", "memory_gb")
+# Fields added since requests were first hashed: left out of the hash at their defaults.
+_ADDED = (*REQUIREMENTS, "nodes")
 
 
 def requires(body: JobSubmit) -> dict[str, Any] | None:
@@ -140,6 +146,17 @@ def requires(body: JobSubmit) -> dict[str, Any] | None:
     more = {"tags": list(dict.fromkeys(body.tags)), "gpu_memory_gb": body.gpu_memory_gb,
             "gpu_name": body.gpu_name, "accelerator": body.accelerator}  # fmt: skip
     return {k: v for k, v in more.items() if v} or None
+
+
+def members(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows a submitted job is stored as: itself, or its gang's members, one a rank;
+    rank 0 keeps the job's id (the gang's, which its members name) and idempotency key."""
+    nodes, gang = values["nodes"], values["id"]
+    if nodes == 1:
+        return [{**values, "gang_id": None, "rank": None}]
+    return [{**values, "id": gang if rank == 0 else f"{gang}.{rank}", "gang_id": gang,
+             "rank": rank, "idempotency_key": values["idempotency_key"] if rank == 0 else None}
+            for rank in range(nodes)]  # fmt: skip
 
 
 _UNSET = dict.fromkeys(
@@ -161,8 +178,9 @@ async def submit(
                 old = await jobs_q.by_idempotency_key(t.conn, who.tenant_id, idempotency_key)
                 if old is not None:
                     return _replay(old, digest)
-            values = stored(body, job_id, who.tenant_id, idempotency_key, digest, t.now)
-            await t.apply(decide.submit(values, actor=who.key_id))
+            rows = members(stored(body, job_id, who.tenant_id, idempotency_key, digest, t.now))
+            await t.apply([c for v in rows for c in decide.submit(v, actor=who.key_id)])
+            values = rows[0]
             # As stored, without reading it back: a new job has nothing else set yet.
             return view({**_UNSET, **values, "state": JobState.QUEUED, "attempt": 0}), True
     except IntegrityError:
@@ -229,6 +247,8 @@ async def get(core: Core, tenant_id: str, job_id: str, *, attempts: bool = False
                 finished_at=as_utc(a["finished_at"]), exit_code=a["exit_code"], error=a["error"],
                 gpu_ids=a["gpu_ids"] or [],
             ) for a in rows]  # fmt: skip
+            if job.gang_id is not None:
+                job.members = await jobs_q.members_of(t.conn, tenant_id, job.gang_id)
         return job
 
 
@@ -263,6 +283,26 @@ async def page(
 
 
 async def cancel(core: Core, who: Identity, job_id: str) -> JobView:
+    """Cancel a job; a gang's member cancels its whole gang, every member at once (one by
+    one, a member failing for want of its peer would have its gang run again)."""
+    async with core.tx() as t:
+        gang = (await _get(t, who.tenant_id, job_id))["gang_id"]
+        members = await jobs_q.members_of(t.conn, who.tenant_id, gang) if gang else [job_id]
+    shown: JobView | None = None
+    for member in members:
+        try:
+            done = await _cancel(core, who, member)
+        except IllegalTransition:
+            if gang is None:
+                raise
+            continue  # a member that has ended stays as it ended
+        shown = done if member == job_id else shown
+    if shown is None:  # the job asked for had ended (the rest of its gang is cancelled)
+        raise IllegalTransition(f"job {job_id} already ended")
+    return shown
+
+
+async def _cancel(core: Core, who: Identity, job_id: str) -> JobView:
     for _ in range(5):  # a guarded move can lose a race; read again and retry
         async with core.tx(who.key_id) as t:
             # Worker before job, as everywhere: lock the worker it runs on (if any), then

@@ -10,7 +10,13 @@ from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from corral.model import ACTIVE_JOB_STATES, JobState, WorkerStatus, check_job_transition
+from corral.model import (
+    ACTIVE_JOB_STATES,
+    TERMINAL_JOB_STATES,
+    JobState,
+    WorkerStatus,
+    check_job_transition,
+)
 from corral.model.snapshot import WorkerLoad
 from corral.store._dialect import one_writer
 from corral.store.tables import attempts, jobs, workers
@@ -127,6 +133,7 @@ async def ready(
     tenants: Collection[str],
     after: RowMapping | None = None,
     waiting_kind: str | None = None,
+    gangs: Collection[str] | None = None,
 ) -> Sequence[RowMapping]:
     """Queued jobs of ``tenants`` whose backoff has passed, in claim order (priority, then
     age); ``after`` is the last row of the previous page. ``waiting_kind``: only jobs of
@@ -134,6 +141,7 @@ async def ready(
     q = select(
         jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.created_at, jobs.c.gpus,
         jobs.c.worker_labels, jobs.c.kind, jobs.c.cpus, jobs.c.memory_gb, jobs.c.requires,
+        jobs.c.gang_id, jobs.c.nodes, jobs.c.rank,
     ).where(
         jobs.c.state == JobState.QUEUED.value,
         jobs.c.tenant_id.in_(list(tenants)),
@@ -141,6 +149,8 @@ async def ready(
     )  # fmt: skip
     if waiting_kind is not None:
         q = q.where(jobs.c.kind == waiting_kind, jobs.c.gpus == 0)
+    if gangs is not None:  # these gangs' members, wherever they are in the queue
+        q = q.where(jobs.c.gang_id.in_(list(gangs)))
     if after is not None:
         p, c, i = after["priority"], after["created_at"], after["id"]
         q = q.where(
@@ -206,6 +216,20 @@ async def usage_by_tenant(
     return {t: (int(n), int(g)) for t, n, g in (await conn.execute(q)).all()}
 
 
+async def members_of(conn: AsyncConnection, tenant_id: str, gang_id: str) -> list[str]:
+    """A gang's jobs by rank."""
+    q = (select(jobs.c.id).where(jobs.c.tenant_id == tenant_id, jobs.c.gang_id == gang_id)
+         .order_by(jobs.c.rank))  # fmt: skip
+    return list((await conn.execute(q)).scalars().all())
+
+
+async def gang(conn: AsyncConnection, gang_id: str) -> Sequence[RowMapping]:
+    """A gang's members that have not ended, by rank."""
+    q = select(jobs).where(jobs.c.gang_id == gang_id,
+                           jobs.c.state.not_in([s.value for s in TERMINAL_JOB_STATES]))  # fmt: skip
+    return (await conn.execute(q.order_by(jobs.c.rank))).mappings().all()
+
+
 async def active_on(conn: AsyncConnection, worker_id: str) -> Sequence[RowMapping]:
     q = select(jobs).where(jobs.c.worker_id == worker_id, jobs.c.state.in_(_ACTIVE))
     return (await conn.execute(q)).mappings().all()
@@ -235,7 +259,7 @@ async def insert_attempts(conn: AsyncConnection, rows: Sequence[Mapping[str, Any
 # What a report's decision reads of its job and attempt (JobSnap, AttemptSnap), and no more:
 # the job's JSON columns are what cost most to read.
 _REPORTED = (jobs.c.id, jobs.c.tenant_id, jobs.c.state, jobs.c.attempt, jobs.c.worker_id,
-             jobs.c.max_retries, jobs.c.gpus)  # fmt: skip
+             jobs.c.max_retries, jobs.c.gpus, jobs.c.gang_id)  # fmt: skip
 _ATTEMPT = (attempts.c.worker_id.label("att_worker_id"), attempts.c.outcome,
             attempts.c.assigned_at, attempts.c.reported_ns, attempts.c.number,
             attempts.c.finished_at.label("att_finished_at"))  # fmt: skip

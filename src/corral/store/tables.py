@@ -84,6 +84,8 @@ workers = Table(
     Column("allowed_labels", JSON, nullable=False, server_default="[]"),
     Column("status", String(20), nullable=False),
     Column("hostname", String(255)),
+    # The address its register came from: a gang's rank 0 is met there (MASTER_ADDR).
+    Column("address", String(100)),
     Column("cpu_count", Integer),
     Column("cpu_model", String(200)),
     Column("memory_bytes", BigInteger),
@@ -160,6 +162,13 @@ jobs = Table(
     Column("requires", JSON),
     # The GPUs its current attempt holds (the attempt's row keeps them for the record).
     Column("gpu_ids", JSON),
+    # A gang (multi-node training): ``nodes`` members, each a job of its own with its
+    # ``rank``, placed together or not at all; ``gang_id`` is rank 0's id (the gang's).
+    Column("nodes", Integer, nullable=False, server_default="1"),
+    Column("gang_id", Id),
+    Column("rank", Integer),
+    # Where its gang meets (MASTER_ADDR, MASTER_PORT), set with its current attempt.
+    Column("rendezvous", JSON),
     Column("priority", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
     Column("timeout_s", Float),
@@ -188,6 +197,7 @@ jobs = Table(
     Index("ix_jobs_queue_kind", "state", "kind", "gpus", "priority", "created_at"),
     Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     Index("ix_jobs_worker_state", "worker_id", "state"),
+    Index("ix_jobs_gang", "gang_id"),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
 )
 

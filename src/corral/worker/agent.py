@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -539,6 +540,15 @@ class Agent:
                 self._decline(RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt,
                                              gpus=None, assign=a), why)  # fmt: skip
                 return
+        if a.gang is not None and a.gang.rank == 0 and not _port_free(a.gang.master_port):
+            # Its gang meets here: at a port in use it never would. The next attempt has another.
+            if gpus:
+                self.pool.give_back(gpus)
+            why = f"port {a.gang.master_port} for its gang is in use here"
+            bound.warning("assign.declined", reason=why)
+            self._decline(RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt,
+                                         gpus=None, assign=a), why)  # fmt: skip
+            return
         self._seen.add(key)
         self._took_job = True
         ra = RunningAttempt(self.ctx, job_id=a.job_id, attempt=a.attempt, gpus=gpus, assign=a)
@@ -623,3 +633,13 @@ class Agent:
     async def _outbox_loop(self) -> None:
         await self._registered.wait()
         await self.outbox.run()
+
+
+def _port_free(port: int) -> bool:
+    """May a process here listen on ``port`` (as torch.distributed's rank 0 will)?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True

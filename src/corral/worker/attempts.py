@@ -280,6 +280,7 @@ class RunningAttempt:
             result_file=result_path(workdir),
             gpus=self.gpus,
             accelerator=self.ctx.accelerator,
+            gang=self.assign.gang,
             pass_env=settings.pass_env,
             secrets=settings.secrets(),
         )

@@ -6,9 +6,10 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from corral.protocol import Gang
 from corral.sdk import ENV_ATTEMPT, ENV_JOB_ID, ENV_RESULT_FILE
 
-__all__ = ["ALLOWED_ENV", "ALLOWED_PREFIXES", "build_env"]
+__all__ = ["ALLOWED_ENV", "ALLOWED_PREFIXES", "build_env", "gang_env"]
 
 # What a job inherits from the worker. Anything else (the worker token above all, cloud
 # credentials, the operator's shell) stays behind; a job that needs more asks for it in its
@@ -25,6 +26,17 @@ ALLOWED_ENV = frozenset(
 ALLOWED_PREFIXES = ("LC_",)
 
 
+def gang_env(gang: Gang) -> dict[str, str]:
+    """What torch.distributed reads to join its gang (one process a node; a job that starts
+    more, torchrun's, reads the PET_ ones: its --nnodes, --node-rank, --master-addr…)."""
+    rank, world = str(gang.rank), str(gang.world_size)
+    addr, port = gang.master_addr, str(gang.master_port)
+    return {"RANK": rank, "WORLD_SIZE": world, "NODE_RANK": rank, "GROUP_RANK": rank,
+            "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": addr, "MASTER_PORT": port,
+            "PET_NNODES": world, "PET_NODE_RANK": rank, "PET_MASTER_ADDR": addr,
+            "PET_MASTER_PORT": port}  # fmt: skip
+
+
 def build_env(
     job_env: Mapping[str, str],
     *,
@@ -33,6 +45,7 @@ def build_env(
     result_file: Path,
     gpus: list[int] | None,
     accelerator: str = "cuda",
+    gang: Gang | None = None,
     worker_env: Mapping[str, str] | None = None,
     pass_env: Iterable[str] = (),
     secrets: Iterable[str] = (),
@@ -65,5 +78,7 @@ def build_env(
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)
         if accelerator == "rocm":  # HIP and the ROCm runtime read their own
             env["HIP_VISIBLE_DEVICES"] = env["ROCR_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
+    if gang is not None:
+        env.update(gang_env(gang))
     hidden = [s for s in secrets if s]
     return {k: v for k, v in env.items() if not any(s in v or s in k for s in hidden)}

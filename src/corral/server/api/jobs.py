@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from corral.model import TERMINAL_JOB_STATES
+from corral.model import TERMINAL_JOB_STATES, InvalidInput
 from corral.protocol import (
     BatchResult,
     BatchSubmit,
@@ -115,17 +115,27 @@ async def job_result(request: Request, who: JobsRead, job_id: str) -> dict[str, 
     "/{job_id}/logs",
     responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
     description="The job's output. With follow=true: SSE events `log` (resume with Last-Event-ID) "
-    '(`{"attempt", "data"}`) until an `end` event (`{"state"}`) once the job has finished.',
+    '(`{"attempt", "data"}`) until an `end` event (`{"state"}`) once the job has finished. '
+    "A gang's (its id is rank 0's): every member's output interleaved as it came, each line "
+    "after `[rank N] `; `rank=N`: that member's alone (follow: rank 0's unless told).",
 )
 async def job_logs(
     request: Request,
     who: JobsRead,
     job_id: str,
     follow: bool = False,
+    rank: Annotated[int | None, Query(ge=0, le=63)] = None,
     last_event_id: Annotated[int, Header(alias="Last-Event-ID", ge=0, lt=2**63)] = 0,
 ) -> Response:
     core = request.app.state.core
-    await jobs.get(core, who.tenant_id, job_id)  # 404 before the body starts
+    job = await jobs.get(core, who.tenant_id, job_id, attempts=True)  # 404 before the body
+    members = job.members if job.gang_id == job.id else None
+    if members is not None and rank is not None:
+        if rank >= len(members):
+            raise InvalidInput(f"rank: the gang has {len(members)} members", field="rank")
+        job_id, members = members[rank], None
+    if not follow and members is not None:
+        return StreamingResponse(_gang_text(core, who.tenant_id, members), media_type="text/plain")
     if not follow:
         # Streamed a page at a time: a long log never sits whole in the coordinator's memory.
         return StreamingResponse(_text(core, who.tenant_id, job_id), media_type="text/plain")
@@ -157,6 +167,33 @@ async def _text(core: Any, tenant_id: str, job_id: str) -> AsyncIterator[str]:
             last_attempt = c["attempt"]
             after = c["id"]
             yield c["data"]
+
+
+async def _gang_text(core: Any, tenant_id: str, members: list[str]) -> AsyncIterator[str]:
+    """The members' output merged in the order it reached the coordinator (chunk ids
+    grow across jobs), each line after its rank, a page a member at a time."""
+    after = dict.fromkeys(range(len(members)), 0)
+    pending: dict[int, list[Any]] = {r: [] for r in after}
+    done: set[int] = set()
+    fresh_line = dict.fromkeys(after, True)
+    while True:
+        for r in after:
+            if not pending[r] and r not in done:
+                page = await jobs.logs_after(core, tenant_id, members[r], after[r])
+                pending[r] = list(page.chunks)
+                if not page.chunks:
+                    done.add(r)
+        ready = [r for r in after if pending[r]]
+        if not ready:
+            return
+        r = min(ready, key=lambda k: pending[k][0]["id"])
+        chunk = pending[r].pop(0)
+        after[r] = chunk["id"]
+        out = []
+        for line in chunk["data"].splitlines(keepends=True):
+            out.append(f"[rank {r}] {line}" if fresh_line[r] else line)
+            fresh_line[r] = line.endswith("\n")
+        yield "".join(out)
 
 
 async def _follow(core: Any, tenant_id: str, job_id: str, after: int) -> AsyncIterator[bytes]:

@@ -1,6 +1,6 @@
 """What placement needs: a job's counted resources (cpus, memory) and its other requirements,
 the GPUs each attempt holds (chosen by the coordinator), what a worker's machine is,
-whether a worker is paused, and a tenant's quotas
+whether a worker is paused, a tenant's quotas, and gangs (multi-node jobs)
 
 Revision ID: 0008
 Revises: 0007
@@ -27,10 +27,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("memory_gb", sa.Float(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("requires", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("gpu_ids", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("nodes", sa.Integer(), nullable=False, server_default="1"))
+        batch.add_column(sa.Column("gang_id", sa.String(length=40), nullable=True))
+        batch.add_column(sa.Column("rank", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("rendezvous", sa.JSON(), nullable=True))
+    op.create_index("ix_jobs_gang", "jobs", ["gang_id"])
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("gpu_ids", sa.JSON(), nullable=True))
     with op.batch_alter_table("workers") as batch:
         batch.add_column(sa.Column("cpu_model", sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column("address", sa.String(length=100), nullable=True))
         batch.add_column(
             sa.Column("accelerator", sa.String(length=10), nullable=False, server_default="cpu")
         )
@@ -40,12 +46,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("workers") as batch:
-        for name in ("paused_at", "memory_buffer", "accelerator", "cpu_model"):
+        for name in ("paused_at", "memory_buffer", "accelerator", "address", "cpu_model"):
             batch.drop_column(name)
     with op.batch_alter_table("attempts") as batch:
         batch.drop_column("gpu_ids")
+    op.drop_index("ix_jobs_gang", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
-        for name in ("gpu_ids", "requires", "memory_gb", "cpus"):
+        for name in ("rendezvous", "rank", "gang_id", "nodes", "gpu_ids", "requires", "memory_gb",
+                     "cpus"):  # fmt: skip
             batch.drop_column(name)
     with op.batch_alter_table("tenants") as batch:
         batch.drop_column("max_gpus")
