@@ -119,13 +119,16 @@ class Fleet:
         env.update(PYTHONUNBUFFERED="1", **(extra or {}))
         return env
 
-    def start_server(self, port: int | None = None, **env: str) -> Proc:
-        """A coordinator on ``port`` (default: the fleet's own, which the API calls use)."""
+    def start_server(
+        self, port: int | None = None, *, args: tuple[str, ...] = (), **env: str
+    ) -> Proc:
+        """A coordinator on ``port`` (default: the fleet's own, which the API calls use);
+        ``args``: more of ``corral server``'s flags."""
         port = port or self.port
         name = "server" if port == self.port else f"server-{port}"
         argv = [sys.executable, "-m", "corral.cli", "server", "--host", "127.0.0.1",
                 "--port", str(port), "--data-dir", str(self.root / name),
-                "--db", self.db_url]  # fmt: skip
+                "--db", self.db_url, *args]  # fmt: skip
         proc = Proc(argv, self.root / f"{name}.log", self._env({**SERVER_ENV, **env}))
         self.procs.append(proc)
         if port == self.port:

@@ -262,3 +262,16 @@ def test_cancelling_a_gang_cancels_every_member(fleet, tmp_path):
         "cancelled",
         "cancelled",
     ]
+
+
+def test_a_coordinator_with_local_workers_keeps_targets_apart(fleet):
+    fleet.start_server(args=("--local-workers", "1"))
+    wait_until(lambda: fleet.workers().get("local-1", {}).get("status") == "idle", 30)
+    assert fleet.workers()["local-1"]["local"] is True
+    fleet.start_worker("remote")
+    wait_until(lambda: fleet.workers().get("remote", {}).get("status") == "idle")
+    ids = {name: w["id"] for name, w in fleet.workers().items()}
+    for target, where in (("local", "local-1"), ("worker", "remote"), ("auto", "remote")):
+        job = fleet.submit([PY, "-c", "pass"], target=target)
+        assert fleet.wait_state(job["id"], {"succeeded"})["worker_id"] == ids[where], target
+    assert fleet.job(job["id"])["target"] == "auto"

@@ -222,3 +222,13 @@ def test_a_plan_checked_again_drops_a_gang_that_lost_a_member():
     demands = {m.id: m for m in members}
     chosen = plan(members, [w("w1"), w("w2")])
     assert still_fitting(chosen, demands, [w("w1")]) == []  # w2 went: the whole gang waits
+
+
+def test_targets_keep_jobs_to_remote_or_local_workers_and_auto_prefers_remote_ones():
+    local, remote = w("local", free=4, local=True), w("remote", free=1)
+    assert [a.worker_id for a in plan([j("l", target="local")], [local, remote])] == ["local"]
+    assert [a.worker_id for a in plan([j("r", target="worker")], [local, remote])] == ["remote"]
+    # auto: the remote worker first, though the local one has more free slots; then local.
+    got = plan([j("a1"), j("a2")], [local, remote])
+    assert [a.worker_id for a in got] == ["remote", "local"]
+    assert plan([j("r", target="worker")], [local]) == []

@@ -39,6 +39,7 @@ _FLAG_OF = {
     "gpu_name": "--gpu-name",
     "accelerator": "--accelerator",
     "nodes": "--nodes",
+    "target": "--target",
 }
 
 
@@ -68,6 +69,12 @@ def submit(
     nodes: Annotated[
         int, typer.Option(help="Workers it runs on at once, a rank each (torch.distributed).")
     ] = 1,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="worker (remote only) | local (the coordinator's own) | auto (remote first)."
+        ),
+    ] = "auto",
     priority: Annotated[int, typer.Option(help="Higher runs first (-1000..1000).")] = 0,
     retries: Annotated[int, typer.Option(help="Retries when an attempt is lost or times out.")] = 3,
     timeout: Annotated[
@@ -98,7 +105,7 @@ def submit(
                     command, name=name, env=variables, labels=labels, gpus=gpus,
                     priority=priority, retries=retries, timeout=timeout, tags=tag_list,
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
-                    gpu_name=gpu_name, accelerator=accelerator, nodes=nodes,
+                    gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:
@@ -223,6 +230,8 @@ def _needs(job: JobView) -> str:
                                                                  if each else ""))  # fmt: skip
     if job.accelerator:
         parts.append(job.accelerator)
+    if job.target != "auto":
+        parts.append(f"target {job.target}")
     if job.cpus:
         parts.append(f"{job.cpus:g} cpus")
     if job.memory_gb:

@@ -157,13 +157,32 @@ def server(
             " one address (default: off: only operators onboard).",
         ),
     ] = None,
+    local_workers: Annotated[
+        int,
+        typer.Option(
+            "--local-workers",
+            min=0,
+            max=64,
+            help="Start this many workers of its own beside it, as 'corral up' does (jobs of"
+            " --target local run only there, --target auto ones last).",
+        ),
+    ] = 0,
     log_level: _logging.LogLevel = _logging.Level.INFO,
 ) -> None:
     """Run a coordinator. The first start prints the operator's API key, once."""
     from corral.server.app import StartupFailed, serve
     from corral.server.config import ServerSettings
 
-    settings = ServerSettings.load(_flags(ctx), flag_names=_flag_names(ctx))
+    flags = {k: v for k, v in _flags(ctx).items() if k != "local_workers"}
+    settings = ServerSettings.load(flags, flag_names=_flag_names(ctx))
+    if local_workers:
+        if settings.ssl or settings.ssl_certfile is not None:
+            raise Failure("--local-workers: its workers speak plain HTTP on this machine;"
+                          " start it without --ssl, or start workers with --ca-file")  # fmt: skip
+        from corral.cli.up import serve_with_workers
+
+        _logging.configure(log_level)
+        raise typer.Exit(serve_with_workers(settings, local_workers))
     # The settings hold the bootstrap key now: no job of this user reads it from us.
     harden.hide_secrets(harden.BOOTSTRAP_KEY_ENVS)
     _logging.configure(log_level)

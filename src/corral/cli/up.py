@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -59,6 +59,20 @@ def up(
     _gc.tune_for_a_server()  # the coordinator runs in this process
     code = run(_up(fleet, demo=demo, epochs=epochs))
     raise typer.Exit(code)
+
+
+def serve_with_workers(settings: Any, workers: int) -> int:
+    """``corral server --local-workers N``: the coordinator with ``settings`` and N workers
+    of its own (local: jobs of target "local" run on them, "auto" ones last), as ``up``
+    runs them; Ctrl-C stops all of it."""
+    given = settings.bootstrap_admin_key
+    key = given.get_secret_value().strip() if given else _admin_key(settings.data_dir)
+    harden.hide_secrets(harden.BOOTSTRAP_KEY_ENVS)
+    fleet = LocalFleet(data_dir=settings.data_dir, workers=workers, host=settings.host,
+                       port=settings.port, admin_key=key, db_url=settings.db_url,
+                       server=settings)  # fmt: skip
+    _gc.tune_for_a_server()
+    return run(_up(fleet, demo=False, epochs=1))
 
 
 def _admin_key(data_dir: Path) -> str:

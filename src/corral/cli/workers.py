@@ -46,7 +46,7 @@ def ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
                 w.name,
                 w.id,
                 _output.state(w.status),
-                w.worker_type,
+                f"{w.worker_type}{' (local)' if w.local else ''}",
                 f"{w.running}/{w.slots}",
                 _gpus(w),
                 ", ".join(f"{k}={v}" if v else k for k, v in w.labels.items()) or "-",
@@ -75,6 +75,14 @@ def create(
     persistent: Persistent = False,
     labels: Labels = None,
     allow_label: AllowLabels = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="The coordinator's own: jobs of --target local run"
+            " only on such workers, --target auto ones last.",
+        ),
+    ] = False,
     as_json: Json = False,
     url: Url = None,
     api_key: ApiKey = None,
@@ -85,7 +93,8 @@ def create(
     async def go() -> None:
         async with connect(url, api_key) as client:
             created = await client.create_worker(name, persistent=persistent, labels=parsed,
-                                                 allow_labels=allow_label or [])  # fmt: skip
+                                                 allow_labels=allow_label or [],
+                                                 local=local)  # fmt: skip
         _print_token(created, client.url, as_json, persistent=persistent)
 
     run(go())

@@ -123,6 +123,7 @@ class AsyncClient(AccountCalls):
         gpu_name: str | None = None,
         accelerator: str | None = None,
         nodes: int = 1,
+        target: str = "auto",
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
@@ -151,6 +152,7 @@ class AsyncClient(AccountCalls):
             "gpu_name": gpu_name,
             "accelerator": accelerator,
             "nodes": nodes,
+            "target": target,
         }
         if name is not None:
             fields["name"] = name
@@ -310,12 +312,13 @@ class AsyncClient(AccountCalls):
 
     async def create_worker(
         self, name: str, *, persistent: bool = False, labels: Mapping[str, str] | None = None,
-        allow_labels: Sequence[str] = (),
+        allow_labels: Sequence[str] = (), local: bool = False,
     ) -> WorkerCreated:  # fmt: skip
         """A worker and its token (shown only here). ``persistent``: it stays for more
         jobs; else it exits after one. ``labels``: what jobs' label globs match; the worker
-        cannot change them. ``allow_labels``: label keys (globs) it may set itself."""
-        spec = _worker_spec(name, persistent, labels, allow_labels)
+        cannot change them. ``allow_labels``: label keys (globs) it may set itself.
+        ``local``: the coordinator's own (jobs of target "local" run only on those)."""
+        spec = _worker_spec(name, persistent, labels, allow_labels, local)
         body = await self._t.json("POST", "/api/admin/workers", json=spec.model_dump(mode="json"))
         return WorkerCreated.model_validate(body)
 
@@ -420,8 +423,9 @@ def _json(data: str) -> dict[str, Any]:
 
 
 def _worker_spec(
-    name: str, persistent: bool, labels: Mapping[str, str] | None, allow_labels: Sequence[str]
-) -> WorkerCreate:
+    name: str, persistent: bool, labels: Mapping[str, str] | None, allow_labels: Sequence[str],
+    local: bool = False,
+) -> WorkerCreate:  # fmt: skip
     return _valid(
         WorkerCreate,
         {
@@ -429,6 +433,7 @@ def _worker_spec(
             "worker_type": WorkerType.PERSISTENT if persistent else WorkerType.EPHEMERAL,
             "labels": dict(labels or {}),
             "allow_labels": list(allow_labels),
+            "local": local,
         },
         {"worker_type": "persistent"},
     )

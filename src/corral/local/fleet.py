@@ -18,6 +18,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -71,6 +72,7 @@ class LocalFleet:
     worker_log_level: str = "info"
     server_process: bool = False  # a child process instead of a thread of this one
     db_url: str | None = None  # SQLAlchemy URL; None: SQLite in data_dir
+    server: Any = None  # the coordinator's other settings (ServerSettings), if not defaults
 
     url: str = ""
     local_workers: list[LocalWorker] = field(default_factory=list)
@@ -99,13 +101,12 @@ class LocalFleet:
             raise BadSetting(f"cannot use {self.data_dir}: {exc.strerror or exc}") from None
         # A key of our own as the bootstrap key: valid on every start, so we can use it.
         self.admin_key = self.admin_key or f"ck_{secrets.token_urlsafe(32)}"
-        settings = ServerSettings(
-            host=self.host,
-            port=self.port,
-            data_dir=self.data_dir,
-            db_url=self.db_url,
-            bootstrap_admin_key=SecretStr(self.admin_key),
-        )
+        given: dict[str, Any] = {
+            "host": self.host, "port": self.port, "data_dir": self.data_dir,
+            "db_url": self.db_url, "bootstrap_admin_key": SecretStr(self.admin_key),
+        }  # fmt: skip
+        settings = (ServerSettings(**given) if self.server is None
+                    else self.server.model_copy(update=given))  # fmt: skip
         if self.server_process:
             self._server = ServerProcess(settings, self.data_dir / "coordinator.log")
         else:
@@ -132,7 +133,8 @@ class LocalFleet:
         try:
             return (await client.rotate_token(name)).token
         except NotFound:
-            return (await client.create_worker(name, persistent=True, labels=self.labels)).token
+            return (await client.create_worker(name, persistent=True, labels=self.labels,
+                                               local=True)).token  # fmt: skip
 
     async def _start_worker(self, name: str, token: str) -> None:
         wdir = self.data_dir / "workers" / name

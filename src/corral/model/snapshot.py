@@ -119,6 +119,7 @@ class WorkerSnap:
     memory_buffer: float = 0.0  # the share of memory_bytes no job may claim
     paused: bool = False
     address: str | None = None  # where its register came from
+    local: bool = False  # a coordinator's own
 
     @property
     def memory_for_jobs(self) -> int:
@@ -147,6 +148,7 @@ class WorkerSnap:
             memory_buffer=row["memory_buffer"] or 0.0,
             paused=row["paused_at"] is not None,
             address=row["address"],
+            local=bool(row["local"]),
         )
 
 

@@ -342,6 +342,10 @@ class JobSubmit(_Wire):
         default=None, min_length=1, max_length=200, description="glob its GPUs' names match"
     )
     accelerator: Accelerator | None = Field(default=None, description="the worker's kind")
+    target: Literal["worker", "local", "auto"] = Field(
+        default="auto", description="worker: remote workers only; local: the coordinator's own;"
+        " auto: remote ones first, local ones when none can take it",
+    )  # fmt: skip
     cpus: float = Field(default=0, ge=0, le=100_000, description="cores it holds while it runs")
     nodes: int = Field(
         default=1, ge=1, le=64, description="workers it runs on at once, each a rank of a gang"
@@ -398,6 +402,7 @@ class JobView(BaseModel):
     gpu_memory_gb: float | None = None
     gpu_name: str | None = None
     accelerator: str | None = None
+    target: str = "auto"
     cpus: float = 0
     memory_gb: float = 0
     nodes: int = 1
@@ -486,6 +491,9 @@ class WorkerCreate(_Wire):
         default=[], max_length=MAX_LABELS,
         description="label keys (globs: 'zone', 'rack-*', '*') the worker may set itself",
     )  # fmt: skip
+    local: bool = Field(
+        default=False, description="a coordinator's own worker: target 'local' runs only there"
+    )
 
 
 class WorkerCreated(BaseModel):
@@ -514,6 +522,7 @@ class WorkerView(BaseModel):
     slots: int
     running: int
     paused: bool = Field(default=False, description="takes no new work until resumed")
+    local: bool = Field(default=False, description="a coordinator's own worker")
     last_heartbeat: datetime | None
     created_at: datetime
     constrained: str | None = Field(default=None, description="why it takes no new work")

@@ -36,6 +36,7 @@ class JobDemand:
     accelerator: str | None = None  # cpu, cuda, rocm or mps
     gpu_name: str | None = None  # glob each of its GPUs' names must match
     gpu_memory_bytes: int = 0  # each of its GPUs at least
+    target: str = "auto"  # worker: remote ones only; local: the coordinator's own; auto: both
     cpus: float = 0.0
     memory_bytes: int = 0
     waited_s: float = 0.0  # since it was submitted
@@ -55,6 +56,7 @@ class WorkerOffer:
     accelerator: str = "cpu"
     free_cpus: float = float("inf")
     free_memory: int = 2**62
+    local: bool = False  # a coordinator's own worker
 
     def room(self, slots: int) -> bool:
         """With ``slots`` left, may it take any job?"""
@@ -148,7 +150,7 @@ def room(
     cpus = worker.cpu_count - load.cpus if worker.cpu_count else float("inf")
     memory = worker.memory_for_jobs - load.memory_bytes if worker.memory_bytes else 2**62
     return WorkerOffer(worker.id, worker.tenant_id, worker.labels, free, tuple(gpus), prefetch,
-                       worker.accelerator, cpus, memory)  # fmt: skip
+                       worker.accelerator, cpus, memory, worker.local)  # fmt: skip
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -176,12 +178,15 @@ def gpus_for(job: JobDemand, free: Sequence[GpuSnap]) -> tuple[int, ...] | None:
 
 def misfit(job: JobDemand, worker: WorkerOffer) -> str | None:
     """The first of ``job``'s needs that ``worker`` as it is now does not meet (``slots``,
-    ``tenant``, ``accelerator``, ``cpus``, ``memory``, ``labels``, ``tags``, ``gpus``), or
-    None: it fits. ``fits`` and ``corral jobs why`` both ask this, so they never disagree."""
+    ``tenant``, ``target``, ``accelerator``, ``cpus``, ``memory``, ``labels``, ``tags``,
+    ``gpus``), or None: it fits. ``fits`` and ``corral jobs why`` both ask this, so they
+    never disagree."""
     if worker.free_slots <= (-worker.prefetch if job.queueable else 0):
         return "slots"
     if worker.tenant_id != job.tenant_id:
         return "tenant"
+    if job.target != "auto" and (job.target == "local") != worker.local:
+        return "target"
     if job.accelerator is not None and job.accelerator != worker.accelerator:
         return "accelerator"
     if job.cpus > worker.free_cpus + _EPSILON:
@@ -249,7 +254,7 @@ def plan(
             if held_for is not None and held_for != job.id:
                 continue
             gpus = fits(job, w)
-            if gpus is not None and (best is None or w.free_slots > best[0].free_slots):
+            if gpus is not None and (best is None or _better(w, best[0])):
                 best = (w, gpus)
         if best is None:
             budget.reserve(job, now)
@@ -264,6 +269,12 @@ def plan(
     return out
 
 
+def _better(w: WorkerOffer, than: WorkerOffer) -> bool:
+    """Where a job goes of two that fit: a remote worker before a coordinator's own (target
+    "auto" falls back to those), then the one with more free slots."""
+    return (not w.local, w.free_slots) > (not than.local, than.free_slots)
+
+
 def _gang(
     members: Sequence[JobDemand], now: Mapping[str, WorkerOffer], budget: Budget
 ) -> tuple[dict[str, WorkerOffer], list[Assignment]] | None:
@@ -276,7 +287,7 @@ def _gang(
             if w.id in used or w.id in budget.reserved:
                 continue
             gpus = fits(m, w)
-            if gpus is not None and (best is None or w.free_slots > best[0].free_slots):
+            if gpus is not None and (best is None or _better(w, best[0])):
                 best = (w, gpus)
         if best is None:
             return None

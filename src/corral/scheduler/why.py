@@ -152,6 +152,9 @@ def _lacks(job: JobDemand, cap: WorkerOffer, why: str) -> str:
         return f"{cap.free_memory / GIB:.1f} GB for jobs of the {job.memory_bytes / GIB:g} it needs"
     if why == "accelerator":
         return f"it is {cap.accelerator}, not {job.accelerator}"
+    if why == "target":
+        return "a local worker, and the job's target is worker" if cap.local else (
+            "a remote worker, and the job's target is local")  # fmt: skip
     if why == "labels":
         return "its labels do not match " + _pairs(job.worker_labels)
     if why == "tags":
@@ -174,6 +177,8 @@ def _nobody(job: JobDemand, why: str, workers: Sequence[WorkerSnap]) -> str:
     if why == "accelerator":
         kinds = ", ".join(sorted({c.accelerator for c in caps}))
         return f"no worker is {job.accelerator} (they are: {kinds})"
+    if why == "target":
+        return f"no {'local' if job.target == 'local' else 'remote'} worker (target {job.target})"
     if why == "labels":
         return "no worker's labels match " + _pairs(job.worker_labels)
     if why == "tags":

@@ -286,6 +286,7 @@ def demand(row: RowMapping, now: datetime | None = None) -> JobDemand:
         id=row["id"], tenant_id=row["tenant_id"], priority=row["priority"], gpus=row["gpus"],
         worker_labels=row["worker_labels"], queueable=row["kind"] == CALL_KIND and not row["gpus"],
         tags=tuple(more.get("tags", ())), accelerator=more.get("accelerator"),
+        target=more.get("target", "auto"),
         gpu_name=more.get("gpu_name"),
         gpu_memory_bytes=int((more.get("gpu_memory_gb") or 0) * GIB),
         cpus=row["cpus"] or 0.0, memory_bytes=int((row["memory_gb"] or 0) * GIB),

@@ -118,7 +118,7 @@ async def enrol(core: Core, token: str, body: CertificateRequest) -> Enrolled:
         pem, expires = _certificate(core, key, tenant_id, worker_id, t.now)
         admin = {
             "admin_labels": spec.labels, "worker_type": spec.worker_type.value,
-            "allowed_labels": list(dict.fromkeys(spec.allow_labels)),
+            "allowed_labels": list(dict.fromkeys(spec.allow_labels)), "local": spec.local,
         }  # fmt: skip
         credential = {"token_hash": fingerprint, "cert_pem": pem, "cert_expires_at": expires}
         changes: list[Change]

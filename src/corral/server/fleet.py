@@ -64,6 +64,7 @@ def view(row: RowMapping, load: WorkerLoad | None) -> WorkerView:
         slots=row["slots"],
         running=running,
         paused=paused,
+        local=row["local"],
         last_heartbeat=as_utc(row["last_heartbeat"]),
         created_at=as_utc(row["created_at"]),
         constrained=row["constrained"],
@@ -96,7 +97,7 @@ async def create(core: Core, who: Identity, body: WorkerCreate) -> WorkerCreated
             "id": worker_id, "tenant_id": who.tenant_id, "name": body.name,
             "token_hash": hash_secret(token), "worker_type": body.worker_type.value,
             "labels": body.labels, "admin_labels": body.labels,
-            "allowed_labels": list(dict.fromkeys(body.allow_labels)),
+            "allowed_labels": list(dict.fromkeys(body.allow_labels)), "local": body.local,
             "gpus": [], "slots": 1, "created_at": t.now,
             "offline_since": t.now,
         }, actor=who.key_id))  # fmt: skip

@@ -136,7 +136,7 @@ def stored(
 
 # What a job may ask of its worker beyond labels and a count of GPUs; those not counted
 # are stored together (``requires``).
-REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "cpus", "memory_gb")
+REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "target", "cpus", "memory_gb")
 # Fields added since requests were first hashed: left out of the hash at their defaults.
 _ADDED = (*REQUIREMENTS, "nodes")
 
@@ -144,7 +144,8 @@ _ADDED = (*REQUIREMENTS, "nodes")
 def requires(body: JobSubmit) -> dict[str, Any] | None:
     """The requirements that are not counted, as stored; None for none."""
     more = {"tags": list(dict.fromkeys(body.tags)), "gpu_memory_gb": body.gpu_memory_gb,
-            "gpu_name": body.gpu_name, "accelerator": body.accelerator}  # fmt: skip
+            "gpu_name": body.gpu_name, "accelerator": body.accelerator,
+            "target": body.target if body.target != "auto" else None}  # fmt: skip
     return {k: v for k, v in more.items() if v} or None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -105,6 +107,9 @@ workers = Table(
     Column("offline_since", TS),
     # Why it takes no new work, as it said in its last heartbeat (its disk is full…).
     Column("constrained", String(500)),
+    # A coordinator's own (``corral up``, ``corral server --local-workers``), as its admin
+    # said when creating it: where jobs of target "local" run, and "auto" ones last.
+    Column("local", Boolean, nullable=False, server_default=false()),
     # Set by its admin (pause), cleared by resume: no new work meanwhile; running work goes on.
     Column("paused_at", TS),
     # The worker's clock at the newest of its requests taken (see RegisterRequest.sent_ns).

@@ -1,6 +1,7 @@
 """What placement needs: a job's counted resources (cpus, memory) and its other requirements,
 the GPUs each attempt holds (chosen by the coordinator), what a worker's machine is,
-whether a worker is paused, a tenant's quotas, and gangs (multi-node jobs)
+whether a worker is paused or a coordinator's own, a tenant's quotas, and gangs (multi-node
+jobs)
 
 Revision ID: 0008
 Revises: 0007
@@ -42,11 +43,14 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("memory_buffer", sa.Float(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column("local", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("workers") as batch:
-        for name in ("paused_at", "memory_buffer", "accelerator", "address", "cpu_model"):
+        for name in ("local", "paused_at", "memory_buffer", "accelerator", "address", "cpu_model"):
             batch.drop_column(name)
     with op.batch_alter_table("attempts") as batch:
         batch.drop_column("gpu_ids")
