@@ -275,3 +275,33 @@ def test_a_coordinator_with_local_workers_keeps_targets_apart(fleet):
         job = fleet.submit([PY, "-c", "pass"], target=target)
         assert fleet.wait_state(job["id"], {"succeeded"})["worker_id"] == ids[where], target
     assert fleet.job(job["id"])["target"] == "auto"
+
+
+def test_a_higher_priority_job_preempts_a_preemptible_one_which_runs_again_unpenalised(
+    fleet, tmp_path
+):
+    fleet.start_server()
+    fleet.start_worker("p1", slots=1)
+    wait_until(lambda: fleet.workers().get("p1", {}).get("status") == "idle")
+    mark = tmp_path / "checkpoint"
+    low = fleet.submit([PY, "-c", (
+        "import os, signal, sys, time\nattempt = os.environ['CORRAL_ATTEMPT']\n"
+        f"def stop(*_):\n    open({str(mark)!r}, 'w').write(attempt); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "while attempt == '1': time.sleep(0.05)\n"
+        f"print('resumed after attempt', open({str(mark)!r}).read())\n")],
+        preemptible=True, max_retries=0)  # fmt: skip
+    fleet.wait_state(low["id"], {"running"})
+    high = fleet.submit([PY, "-c", "print('urgent')"], priority=5)
+    assert fleet.wait_state(high["id"], {"succeeded"})["state"] == "succeeded"
+    done = fleet.wait_state(low["id"], {"succeeded", "failed"})
+    assert done["state"] == "succeeded" and done["preemptions"] == 1, done
+    assert [a["outcome"] for a in done["attempts"]] == ["preempted", "succeeded"]
+    assert mark.read_text() == "1"  # it was told, and had its grace to checkpoint
+    assert "resumed after attempt 1" in fleet.logs(low["id"])
+    # Without --preemptible nothing is stopped: the urgent job waits.
+    keeps = fleet.submit([PY, "-c", "import time; time.sleep(3)"])
+    fleet.wait_state(keeps["id"], {"running"})
+    waits = fleet.submit([PY, "-c", "pass"], priority=9)
+    assert fleet.wait_state(keeps["id"], {"succeeded"})["attempt"] == 1
+    assert fleet.wait_state(waits["id"], {"succeeded"})["state"] == "succeeded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -218,3 +219,29 @@ def test_a_gang_member_that_fails_with_retries_left_is_queued_and_stops_the_rest
         ("g.0", JobState.CANCELLING),
         ("g.2", JobState.CANCELLED),
     ]
+
+
+def test_a_preempted_attempt_is_queued_at_once_and_uses_no_retry():
+    running = JobSnap("j", "t", JobState.RUNNING, 1, "w1", 0)  # no retries at all
+    (stop,) = decide.preempt(running, by="urgent")
+    assert (stop.to, stop.why.detail) == (JobState.PREEMPTING, {"by": "urgent"})
+    assert isinstance(stop.then[0], Notify)  # its worker is told to stop it
+    stopping = replace(running, state=JobState.PREEMPTING)
+    for outcome in (AttemptOutcome.CANCELLED, AttemptOutcome.FAILED, AttemptOutcome.LOST):
+        ended = decide.end_attempt(stopping, outcome, now=NOW, policy=POLICY)
+        assert ended.to is JobState.QUEUED and ended.fields["not_before"] is None
+        assert ended.fields["preemptions"] == 1
+        assert ended.then[0].fields["outcome"] == "preempted"  # type: ignore[attr-defined]
+    # Its second attempt counts as its first: with one retry, a loss now is retried (were the
+    # preempted attempt charged, this one would be its last).
+    again = JobSnap("j", "t", JobState.RUNNING, 2, "w1", 1, preemptions=1)
+    assert decide.end_attempt(again, AttemptOutcome.LOST, now=NOW, policy=POLICY).to is (
+        JobState.QUEUED
+    )
+    spent = replace(again, max_retries=0)
+    assert decide.end_attempt(spent, AttemptOutcome.LOST, now=NOW, policy=POLICY).to is (
+        JobState.FAILED
+    )
+    # What finished before the stop reached it has succeeded.
+    done = decide.end_attempt(stopping, AttemptOutcome.SUCCEEDED, now=NOW, policy=POLICY)
+    assert done.to is JobState.SUCCEEDED

@@ -8,11 +8,13 @@ from corral.scheduler import (
     Assignment,
     Budget,
     JobDemand,
+    Victim,
     WorkerOffer,
     labels_match,
     left_over,
     offer,
     plan,
+    preemptions,
     still_fitting,
 )
 
@@ -171,12 +173,12 @@ def test_a_large_job_that_waited_holds_a_worker_and_small_ones_go_elsewhere():
     offers = [w("w1", free=3, gpus=1), w("w2", free=3, gpus=0)]
     big, smalls = j("big", gpus=2, waited_s=600), [j(f"s{i}") for i in range(4)]
     # Not waited long enough: the small jobs fill both workers, whatever the large one needs.
-    early = Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2),
+    early = Budget(reserve_after_s=300, given_capacity={"w1": w("w1", free=4, gpus=2),
                                                    "w2": w("w2", free=4)})  # fmt: skip
     got = plan([replace(big, waited_s=10), *smalls], offers, early)
     assert sorted(a.worker_id for a in got) == ["w1", "w1", "w2", "w2"] and not early.reserved
     # Waited past the threshold: the one worker it could ever fit on is held for it.
-    late = Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2),
+    late = Budget(reserve_after_s=300, given_capacity={"w1": w("w1", free=4, gpus=2),
                                                   "w2": w("w2", free=4)})  # fmt: skip
     got = plan([big, *smalls], offers, late)
     assert late.reserved == {"w1": "big"}
@@ -185,11 +187,11 @@ def test_a_large_job_that_waited_holds_a_worker_and_small_ones_go_elsewhere():
     urgent = plan(
         [j("urgent", priority=5), big],
         [w("w1", free=3, gpus=1)],
-        Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2)}),
+        Budget(reserve_after_s=300, given_capacity={"w1": w("w1", free=4, gpus=2)}),
     )
     assert [a.job_id for a in urgent] == ["urgent"]
     # Once it fits, it takes the worker and the hold ends.
-    freed = Budget(reserve_after_s=300, capacity={"w1": w("w1", free=4, gpus=2)},
+    freed = Budget(reserve_after_s=300, given_capacity={"w1": w("w1", free=4, gpus=2)},
                    reserved={"w1": "big"})  # fmt: skip
     got = plan([big, *smalls], [w("w1", free=3, gpus=2)], freed)
     assert [a.job_id for a in got] == ["big", "s0", "s1"] and freed.reserved == {}
@@ -232,3 +234,28 @@ def test_targets_keep_jobs_to_remote_or_local_workers_and_auto_prefers_remote_on
     got = plan([j("a1"), j("a2")], [local, remote])
     assert [a.worker_id for a in got] == ["remote", "local"]
     assert plan([j("r", target="worker")], [local]) == []
+
+
+def test_a_higher_priority_that_fits_nowhere_stops_the_fewest_lowest_preemptible_attempts():
+    four = tuple(GpuSnap(i, "NVIDIA A10", 16 * GIB) for i in range(4))
+    cap = {"w1": w("w1", free=4, gpus=four), "w2": w("w2", free=4, gpus=four)}
+    rooms = {"w1": w("w1", free=0), "w2": w("w2", free=0)}  # both full
+    victims = [
+        Victim("low-old", "w1", priority=0, gpu_ids=(0, 1), age=100),
+        Victim("low-young", "w1", priority=0, gpu_ids=(2, 3), age=10),
+        Victim("mid", "w2", priority=5, gpu_ids=(0, 1, 2, 3)),
+    ]
+    # Two GPUs for priority 9: on w1 one attempt stops (the youngest of the lowest), not w2's.
+    assert preemptions([j("big", gpus=2, priority=9)], rooms, cap, victims) == [
+        ("low-young", "big")
+    ]
+    # Four GPUs: w1 needs two stopped, w2 one.
+    assert preemptions([j("all", gpus=4, priority=9)], rooms, cap, victims) == [("mid", "all")]
+    # A priority not above theirs stops nothing; nor does a job that waits for those stopping.
+    assert preemptions([j("same", gpus=2, priority=0)], rooms, cap, victims) == []
+    going = [replace(v, stopping=True) if v.job_id == "low-young" else v for v in victims]
+    assert preemptions([j("big", gpus=2, priority=9)], rooms, cap, going) == []
+    # Two such jobs in one round do not both count on the same stopped attempt.
+    got = preemptions([j("a", gpus=2, priority=9), j("b", gpus=2, priority=9)], rooms, cap,
+                      victims)  # fmt: skip
+    assert sorted(v for v, _ in got) == ["low-old", "low-young"]

@@ -125,6 +125,8 @@ STATE_STYLE = {
     "assigned": "cyan",
     "running": "blue",
     "cancelling": "magenta",
+    "preempting": "magenta",
+    "preempted": "magenta",
     "succeeded": "green",
     "failed": "red",
     "cancelled": "magenta",

@@ -40,6 +40,7 @@ _FLAG_OF = {
     "accelerator": "--accelerator",
     "nodes": "--nodes",
     "target": "--target",
+    "preemptible": "--preemptible",
 }
 
 
@@ -75,6 +76,14 @@ def submit(
             help="worker (remote only) | local (the coordinator's own) | auto (remote first)."
         ),
     ] = "auto",
+    preemptible: Annotated[
+        bool,
+        typer.Option(
+            "--preemptible",
+            help="A higher priority that fits nowhere may stop it"
+            " (SIGTERM, a grace to checkpoint): it runs again, no retry used.",
+        ),
+    ] = False,
     priority: Annotated[int, typer.Option(help="Higher runs first (-1000..1000).")] = 0,
     retries: Annotated[int, typer.Option(help="Retries when an attempt is lost or times out.")] = 3,
     timeout: Annotated[
@@ -106,6 +115,7 @@ def submit(
                     priority=priority, retries=retries, timeout=timeout, tags=tag_list,
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
                     gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,
+                    preemptible=preemptible,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:
@@ -256,7 +266,12 @@ def _details(job: JobView) -> Group:
             else []
         ),
         ("priority", job.priority),
-        ("attempt", f"{job.attempt} (retries allowed: {job.max_retries})"),
+        (
+            "attempt",
+            f"{job.attempt} (retries allowed: {job.max_retries}"
+            + (f"; preempted {job.preemptions} times" if job.preemptions else "")
+            + (", preemptible)" if job.preemptible else ")"),
+        ),
         ("timeout", _output.duration(job.timeout_s)),
         ("worker", job.worker_id or "-"),
         ("created", job.created_at.isoformat()),

@@ -124,6 +124,7 @@ class AsyncClient(AccountCalls):
         accelerator: str | None = None,
         nodes: int = 1,
         target: str = "auto",
+        preemptible: bool = False,
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
@@ -153,6 +154,7 @@ class AsyncClient(AccountCalls):
             "accelerator": accelerator,
             "nodes": nodes,
             "target": target,
+            "preemptible": preemptible,
         }
         if name is not None:
             fields["name"] = name

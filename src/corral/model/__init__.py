@@ -30,6 +30,7 @@ from corral.model.errors import (
 )
 from corral.model.job import (
     ACTIVE_JOB_STATES,
+    STOPPING_JOB_STATES,
     TERMINAL_JOB_STATES,
     AttemptOutcome,
     JobState,
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_TENANT",
     "PERMISSIONS",
     "ROLE_RANK",
+    "STOPPING_JOB_STATES",
     "TERMINAL_JOB_STATES",
     "AlreadyExists",
     "AttemptOutcome",

@@ -35,6 +35,7 @@ from corral.model.errors import IllegalTransition, NotRegistered, StaleAttempt, 
 from corral.model.history import Kind, Reason
 from corral.model.job import (
     ACTIVE_JOB_STATES,
+    STOPPING_JOB_STATES,
     TERMINAL_JOB_STATES,
     AttemptOutcome,
     JobState,
@@ -94,14 +95,21 @@ def end_attempt(
     reported_ns: int | None = None,
 ) -> MoveJob:  # fmt: skip
     """End the job's current attempt: requeue it with backoff, or finish it."""
-    nxt = next_after_attempt(job.state, outcome, job.attempt, job.max_retries,
+    preempted = job.state is JobState.PREEMPTING and outcome is not AttemptOutcome.SUCCEEDED
+    if preempted:
+        outcome = AttemptOutcome.PREEMPTED  # however it stopped: it was told to
+    nxt = next_after_attempt(job.state, outcome, job.attempt - job.preemptions, job.max_retries,
                              gang=job.gang_id is not None)  # fmt: skip
     detail: dict[str, Any] = {"outcome": outcome.value}
     if exit_code is not None:
         detail["exit_code"] = exit_code
     fields: dict[str, Any]
-    if nxt is JobState.QUEUED:
-        delay = retry_delay(job.attempt, policy.retry_backoff_base_s, policy.retry_backoff_cap_s)
+    if preempted:  # at once, and the attempt is not one of its retries
+        fields = {"worker_id": None, "gpu_ids": None, "rendezvous": None, "error": error,
+                  "not_before": None, "preemptions": job.preemptions + 1}  # fmt: skip
+    elif nxt is JobState.QUEUED:
+        tries = job.attempt - job.preemptions
+        delay = retry_delay(tries, policy.retry_backoff_base_s, policy.retry_backoff_cap_s)
         detail["backoff_s"] = delay
         fields = {
             "worker_id": None,
@@ -195,6 +203,17 @@ def cancel(
     raise IllegalTransition(f"job {job.id} already {job.state}")
 
 
+def preempt(job: JobSnap, by: str) -> list[Change]:
+    """Stop ``job`` for the higher-priority job ``by``: its worker is told to (SIGTERM, a
+    grace, SIGKILL); it holds its slot and GPUs until it has stopped, then is queued again."""
+    if job.state not in (JobState.ASSIGNED, JobState.RUNNING) or not job.worker_id:
+        return []
+    tell = Notify(job.worker_id, job.tenant_id, Cancel(job.id, job.attempt))
+    return [MoveJob(job.id, job.tenant_id, job.state, JobState.PREEMPTING, job.attempt,
+                    job.worker_id, why=Why(message=f"preempted for {by}", detail={"by": by}),
+                    then=(tell,), gang_id=job.gang_id)]  # fmt: skip
+
+
 def gang_follows(
     move: MoveJob, rest: Iterable[JobSnap], *, now: datetime, policy: Policy
 ) -> list[Change]:
@@ -269,7 +288,7 @@ def register(
         job = left.pop(ref[0], None)
         if job is not None and job.attempt == ref[1]:
             keep.append(ref)
-            if job.state is JobState.CANCELLING:
+            if job.state in STOPPING_JOB_STATES:
                 out.append(Notify(worker.id, worker.tenant_id, Cancel(job.id, job.attempt)))
         else:
             stop.append(ref)

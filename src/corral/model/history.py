@@ -16,6 +16,7 @@ class Kind(StrEnum):
     JOB_RUNNING = "job.running"
     JOB_REQUEUED = "job.requeued"
     JOB_CANCEL_REQUESTED = "job.cancel_requested"
+    JOB_PREEMPTING = "job.preempting"  # told to stop for a higher-priority job
     JOB_SUCCEEDED = "job.succeeded"
     JOB_FAILED = "job.failed"
     JOB_CANCELLED = "job.cancelled"

@@ -12,6 +12,7 @@ class JobState(StrEnum):
     ASSIGNED = "assigned"  # handed to a worker; the worker has not said it started
     RUNNING = "running"
     CANCELLING = "cancelling"  # cancel asked while on a worker; waiting for it to stop
+    PREEMPTING = "preempting"  # stopping for a higher-priority job; queued again once stopped
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -25,13 +26,19 @@ class AttemptOutcome(StrEnum):
     TIMED_OUT = "timed_out"  # ran past its timeout: retried while retries remain
     LOST = "lost"  # worker died, link cut, stream dropped: retried while retries remain
     CANCELLED = "cancelled"
+    PREEMPTED = "preempted"  # stopped for a higher-priority job: queued again, no retry used
 
 
 TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 # States in which a job holds a slot on a worker.
-ACTIVE_JOB_STATES = frozenset({JobState.ASSIGNED, JobState.RUNNING, JobState.CANCELLING})
+ACTIVE_JOB_STATES = frozenset(
+    {JobState.ASSIGNED, JobState.RUNNING, JobState.CANCELLING, JobState.PREEMPTING}
+)
+# States of a job told to stop: its worker is told again when it comes back.
+STOPPING_JOB_STATES = frozenset({JobState.CANCELLING, JobState.PREEMPTING})
 
 _Q, _A, _R, _C = JobState.QUEUED, JobState.ASSIGNED, JobState.RUNNING, JobState.CANCELLING
+_P = JobState.PREEMPTING
 # (from, to) -> why that move exists. Anything else is illegal.
 JOB_TRANSITIONS: dict[tuple[JobState, JobState], str] = {
     (_Q, _A): "scheduler handed it to a worker",
@@ -50,6 +57,11 @@ JOB_TRANSITIONS: dict[tuple[JobState, JobState], str] = {
     (_C, JobState.CANCELLED): "worker stopped it, or the worker is gone",
     (_C, JobState.SUCCEEDED): "finished before the cancel reached it",
     (_C, JobState.FAILED): "failed before the cancel reached it",
+    (_A, _P): "preempted for a higher-priority job before it started",
+    (_R, _P): "preempted for a higher-priority job",
+    (_P, _Q): "stopped for a higher-priority job; queued again",
+    (_P, JobState.SUCCEEDED): "finished before it was stopped",
+    (_P, _C): "cancel asked while it was being preempted",
 }
 
 
@@ -70,12 +82,15 @@ def next_after_attempt(
     """The job's next state when its current attempt ends with ``outcome``.
 
     A job's own failure is final; a lost or timed-out attempt is retried while
-    ``attempt <= max_retries``. A job being cancelled never comes back. A gang member's
+    ``attempt <= max_retries``. A job being cancelled never comes back; one being preempted
+    always does (``attempt`` is to count only the attempts that were not preempted). A gang member's
     failure is retried like a loss: a rank that fails often fails for its gang (a peer that
     died, a rendezvous timed out), and the gang runs again as one.
     """
     if outcome is AttemptOutcome.SUCCEEDED:
         return JobState.SUCCEEDED
+    if state is JobState.PREEMPTING or outcome is AttemptOutcome.PREEMPTED:
+        return JobState.QUEUED  # however it stopped: it was told to
     if outcome is AttemptOutcome.CANCELLED or state is JobState.CANCELLING:
         if outcome is AttemptOutcome.FAILED:
             return JobState.FAILED

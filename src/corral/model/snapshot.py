@@ -37,6 +37,7 @@ class JobSnap:
     max_retries: int
     gpus: int = 0
     gang_id: str | None = None  # a gang member's: rank 0's id
+    preemptions: int = 0  # attempts stopped for a higher priority: they use no retry
     # The whole stored job, for what goes on the wire (the assignment); not for deciding.
     row: Row | None = field(default=None, repr=False, compare=False)
 
@@ -51,6 +52,7 @@ class JobSnap:
             max_retries=row["max_retries"],
             gpus=row["gpus"] or 0,
             gang_id=row["gang_id"],
+            preemptions=row["preemptions"] or 0,
             row=row,
         )
 
@@ -95,6 +97,7 @@ class WorkerLoad:
     gpu_ids: frozenset[int] = frozenset()  # those the coordinator gave them
     cpus: float = 0.0
     memory_bytes: int = 0
+    preemptible: int = 0  # of them, those a higher priority may stop (or being stopped)
 
 
 @dataclass(frozen=True, slots=True)

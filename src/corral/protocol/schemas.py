@@ -347,6 +347,10 @@ class JobSubmit(_Wire):
         " auto: remote ones first, local ones when none can take it",
     )  # fmt: skip
     cpus: float = Field(default=0, ge=0, le=100_000, description="cores it holds while it runs")
+    preemptible: bool = Field(
+        default=False, description="a job of higher priority that fits nowhere may stop it"
+        " (SIGTERM, then SIGKILL after its worker's kill grace): it is queued again, no retry used",
+    )  # fmt: skip
     nodes: int = Field(
         default=1, ge=1, le=64, description="workers it runs on at once, each a rank of a gang"
         " (torch.distributed's RANK, WORLD_SIZE, MASTER_ADDR…): all or none",
@@ -367,6 +371,8 @@ class JobSubmit(_Wire):
     def _a_gang_runs_commands(cls, value: int, info: ValidationInfo) -> int:
         if value > 1 and info.data.get("kind") == CALL_KIND:
             raise ValueError('a job of kind "call" runs in one interpreter: nodes must be 1')
+        if value > 1 and info.data.get("preemptible"):
+            raise ValueError("a gang is not preempted: nodes must be 1 for a preemptible job")
         return value
 
     @field_validator("gpu_memory_gb", "gpu_name")
@@ -380,7 +386,9 @@ class JobSubmit(_Wire):
 class AttemptView(BaseModel):
     number: int
     worker_id: str | None
-    outcome: str | None = Field(description="succeeded, failed, timed_out, lost, cancelled")
+    outcome: str | None = Field(
+        description="succeeded, failed, timed_out, lost, cancelled, preempted"
+    )
     assigned_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -406,6 +414,8 @@ class JobView(BaseModel):
     cpus: float = 0
     memory_gb: float = 0
     nodes: int = 1
+    preemptible: bool = False
+    preemptions: int = Field(default=0, description="times it was stopped for a higher priority")
     gang_id: str | None = Field(default=None, description="rank 0's id: the gang's")
     rank: int | None = None
     members: list[str] | None = Field(

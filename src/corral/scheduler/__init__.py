@@ -16,6 +16,7 @@ from corral.scheduler.match import (
     still_fitting,
     taken,
 )
+from corral.scheduler.preempt import Victim, preemptions
 from corral.scheduler.why import Candidate, Verdict, explain
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Candidate",
     "JobDemand",
     "Verdict",
+    "Victim",
     "WorkerOffer",
     "explain",
     "fits",
@@ -33,6 +35,7 @@ __all__ = [
     "misfit",
     "offer",
     "plan",
+    "preemptions",
     "room",
     "still_fitting",
     "taken",

@@ -72,9 +72,18 @@ class Budget:
     jobs_left: dict[str, int] = field(default_factory=dict)  # tenant -> jobs it may start
     gpus_left: dict[str, int] = field(default_factory=dict)  # tenant -> GPUs it may take
     # What each worker has with nothing running: where a job that waits could ever fit.
-    capacity: Mapping[str, WorkerOffer] = field(default_factory=dict)
+    # Given, or made from ``workers`` when first asked (most rounds never ask).
+    given_capacity: Mapping[str, WorkerOffer] | None = None
+    workers: Sequence[WorkerSnap] = ()
     reserve_after_s: float | None = None  # a job that waited this long holds a worker
     reserved: dict[str, str] = field(default_factory=dict)  # worker id -> the job it waits for
+
+    @property
+    def capacity(self) -> Mapping[str, WorkerOffer]:
+        if self.given_capacity is None:
+            self.given_capacity = {w.id: cap for w in self.workers
+                                   if (cap := offer(w)) is not None}  # fmt: skip
+        return self.given_capacity
 
     def allows(self, job: JobDemand) -> bool:
         """Within its tenant's quota?"""

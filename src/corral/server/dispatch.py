@@ -14,18 +14,21 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import RowMapping
 
-from corral.model import decide
+from corral.model import JobState, decide
 from corral.model.changes import Change, MoveJob
-from corral.model.snapshot import JobSnap, WorkerSnap
+from corral.model.snapshot import JobSnap, WorkerLoad, WorkerSnap
 from corral.protocol import CALL_KIND
 from corral.scheduler import (
     Assignment,
     Budget,
     JobDemand,
+    Victim,
     WorkerOffer,
     left_over,
     offer,
     plan,
+    preemptions,
+    room,
     still_fitting,
 )
 from corral.server import cause
@@ -48,6 +51,7 @@ MAX_ROWS = 10_000  # at most this many queued jobs looked at per round
 SNAPSHOT_S = 10.0
 GIB = 1024**3
 GANG_PORTS = (29500, 1000)  # MASTER_PORT of a gang: the first port and how many there are
+PREEMPT_LOOK = 50  # with no slot free anywhere, how much of the queue may stop others
 
 
 class Dispatcher:
@@ -111,16 +115,33 @@ class Dispatcher:
         # with an empty queue costs one index probe a round, not a read of every worker.
         if not await jobs_q.any_ready(t.conn, t.now):
             return 0
-        # Free slots (or prefetch room) next: with none, the queue is not read at all.
+        # Free slots (or prefetch room) next: with none, the queue is not read at all, unless
+        # a worker runs attempts a higher priority may stop.
         inactive, quotas = await workers_q.tenant_limits(t.conn)
         workers = await self._snapshots(t, connected, inactive)
-        offers = await _offers(t, workers.values())
-        if not offers:
+        if not workers:
+            return 0
+        load = await jobs_q.load_by_worker(t.conn)
+        offers = _offers(workers.values(), load)
+        stoppable = any(load[w].preemptible for w in workers if w in load)
+        if not offers and not stoppable:
             return 0
         budget = await _budget(t, offers, workers.values(), quotas, self.core.settings)
-        chosen, demands = await _plan(t, offers, t.now, budget)
-        if not chosen:
-            return 0
+        chosen, demands, unplaced = await _plan(t, offers, t.now, budget) if offers else (
+            [], {}, [])  # fmt: skip
+        placed = await self._assign(t, offers, chosen, demands, workers) if chosen else 0
+        if stoppable:
+            if not any(o.free_slots > 0 for o in offers):  # the queue's top: no slot was free
+                tenants = {w.tenant_id for w in workers.values()}
+                unplaced = [demand(r, t.now) for r in await jobs_q.ready(
+                    t.conn, t.now, PREEMPT_LOOK, tenants=tenants)]  # fmt: skip
+            await _preempt(t, unplaced, workers, load, budget)
+        return placed
+
+    async def _assign(
+        self, t: Tx, offers: list[WorkerOffer], chosen: list[Assignment],
+        demands: Mapping[str, JobDemand], workers: dict[str, WorkerSnap],
+    ) -> int:  # fmt: skip
         await t.at("round.planned", offers=offers, chosen=chosen)
         # The offers were read without locks. A drain, a loss, or another coordinator's round
         # (a worker whose old stream there is not yet seen as gone) may have committed since:
@@ -128,7 +149,8 @@ class Dispatcher:
         if not one_writer(t.conn):
             locked = await workers_q.lock_dispatchable(t.conn, {a.worker_id for a in chosen})
             workers = {r["id"]: WorkerSnap.of(r) for r in locked}
-            chosen = still_fitting(chosen, demands, await _offers(t, workers.values()))
+            fresh = _offers(workers.values(), await jobs_q.load_by_worker(t.conn))
+            chosen = still_fitting(chosen, demands, fresh)
         jobs = {
             r["id"]: JobSnap.of(r) for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])
         }
@@ -192,12 +214,37 @@ class Dispatcher:
         return out
 
 
-async def _offers(t: Tx, workers: Collection[WorkerSnap]) -> list[WorkerOffer]:
+def _offers(workers: Iterable[WorkerSnap], load: Mapping[str, WorkerLoad]) -> list[WorkerOffer]:
     """What each of these workers can take now."""
-    if not workers:
-        return []
-    load = await jobs_q.load_by_worker(t.conn)
     return [o for w in workers if (o := offer(w, load.get(w.id))) is not None]
+
+
+async def _preempt(
+    t: Tx, waiting: Sequence[JobDemand], workers: Mapping[str, WorkerSnap],
+    load: Mapping[str, WorkerLoad], budget: Budget,
+) -> None:  # fmt: skip
+    """Stop the preemptible attempts that jobs of a higher priority that fit nowhere need
+    (``scheduler.preemptions``); they are queued again once they have stopped."""
+    waiting = [j for j in waiting if not j.queueable and budget.allows(j)]
+    held = [w for w, n in load.items() if n.preemptible and w in workers]
+    if not waiting or not held:
+        return
+    rows = await jobs_q.victims(t.conn, held)
+    if not rows or not any(j.priority > min(r["priority"] for r in rows) for j in waiting):
+        return
+    rooms = {w.id: room(w, load.get(w.id)) for w in workers.values() if offer(w) is not None}
+    found = [Victim(r["id"], r["worker_id"], r["priority"], tuple(r["gpu_ids"] or ()),
+                    r["cpus"] or 0.0, int((r["memory_gb"] or 0) * GIB),
+                    r["state"] == JobState.PREEMPTING.value,
+                    (t.now - created).total_seconds() if (created := as_utc(r["created_at"]))
+                    else 0.0) for r in rows]  # fmt: skip
+    pairs = preemptions(waiting, rooms, budget.capacity, found)
+    if not pairs:
+        return
+    snaps = {r["id"]: JobSnap.of(r) for r in await jobs_q.by_ids(t.conn, [v for v, _ in pairs])}
+    await t.apply([c for victim, by in pairs if victim in snaps
+                   for c in decide.preempt(snaps[victim], by)])  # fmt: skip
+    log.info("preempting", attempts=len(pairs))
 
 
 async def _budget(
@@ -206,7 +253,7 @@ async def _budget(
 ) -> Budget:  # fmt: skip
     """The round's quotas left (read only for tenants that have quotas) and what each
     worker has when empty, for the jobs that have waited too long."""
-    budget = Budget(capacity={w.id: cap for w in workers if (cap := offer(w)) is not None},
+    budget = Budget(workers=list(workers),
                     reserve_after_s=settings.reserve_after_s)  # fmt: skip
     capped = {o.tenant_id for o in offers} & set(quotas)
     if capped:
@@ -223,7 +270,7 @@ async def _budget(
 
 async def _plan(
     t: Tx, offers: list[WorkerOffer], now: datetime, budget: Budget
-) -> tuple[list[Assignment], dict[str, JobDemand]]:
+) -> tuple[list[Assignment], dict[str, JobDemand], list[JobDemand]]:
     """Page through the queue until the free slots are filled or the queue ends, so
     jobs that fit no worker never hide those behind them."""
     tenants = {o.tenant_id for o in offers}
@@ -234,6 +281,7 @@ async def _plan(
                                                 for o in offers))  # fmt: skip
     looked = 0
     seen: set[str] = set()  # gangs looked at
+    unplaced: list[JobDemand] = []  # in claim order
     while looked < MAX_ROWS:
         # With every slot taken, only jobs that may wait on a busy worker can be placed: the
         # queue's other jobs are not read (a backlog of commands would be, every round).
@@ -257,11 +305,13 @@ async def _plan(
         placed = plan(list(batch.values()), offers, budget)
         chosen += placed
         demands.update((a.job_id, batch[a.job_id]) for a in placed)
+        taken_now = {a.job_id for a in placed}
+        unplaced += [d for d in batch.values() if d.id not in taken_now]
         offers = left_over(offers, placed, batch)
         if not offers or len(page) < size:
             break
         after, size = page[-1], min(BATCH, size * 4)
-    return chosen, demands
+    return chosen, demands, unplaced
 
 
 def _nodes(batch: Mapping[str, JobDemand], gang: str) -> int:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from corral.model import (
+    ACTIVE_JOB_STATES,
     AttemptOutcome,
     CorralError,
     IdempotencyKeyReused,
@@ -63,6 +64,8 @@ def view(row: Row) -> JobView:
         cpus=row["cpus"] or 0,
         memory_gb=row["memory_gb"] or 0,
         nodes=row["nodes"],
+        preemptible=row["preemptible"],
+        preemptions=row["preemptions"],
         gang_id=row["gang_id"],
         rank=row["rank"],
         **(row["requires"] or {}),
@@ -127,7 +130,7 @@ def stored(
         "call": body.call.model_dump(mode="json") if body.call is not None else None,
         "env": body.env, "worker_labels": body.worker_labels, "gpus": body.gpus,
         "cpus": body.cpus, "memory_gb": body.memory_gb, "requires": requires(body),
-        "nodes": body.nodes,
+        "nodes": body.nodes, "preemptible": body.preemptible,
         "priority": body.priority, "max_retries": body.max_retries,
         "timeout_s": body.timeout_s, "idempotency_key": key, "request_hash": digest,
         "created_at": now,
@@ -138,7 +141,7 @@ def stored(
 # are stored together (``requires``).
 REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "target", "cpus", "memory_gb")
 # Fields added since requests were first hashed: left out of the hash at their defaults.
-_ADDED = (*REQUIREMENTS, "nodes")
+_ADDED = (*REQUIREMENTS, "nodes", "preemptible")
 
 
 def requires(body: JobSubmit) -> dict[str, Any] | None:
@@ -183,7 +186,9 @@ async def submit(
             await t.apply([c for v in rows for c in decide.submit(v, actor=who.key_id)])
             values = rows[0]
             # As stored, without reading it back: a new job has nothing else set yet.
-            return view({**_UNSET, **values, "state": JobState.QUEUED, "attempt": 0}), True
+            return view(
+                {**_UNSET, **values, "state": JobState.QUEUED, "attempt": 0, "preemptions": 0}
+            ), True
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -232,7 +237,7 @@ async def _quota(t: Tx, job: RowMapping) -> str | None:
 
 
 def _not_queued(state: JobState, row: RowMapping) -> str:
-    if state in (JobState.ASSIGNED, JobState.RUNNING, JobState.CANCELLING):
+    if state in ACTIVE_JOB_STATES:
         return f"it is {state.value} on worker {row['worker_id']}"
     return f"it has ended: {state.value}"
 

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -188,20 +188,34 @@ async def load_by_worker(
     active = and_(jobs.c.state.in_(_ACTIVE), jobs.c.worker_id.is_not(None))
     if of is not None:
         active = and_(active, jobs.c.worker_id.in_(list(of)))
+    victim = or_(jobs.c.preemptible, jobs.c.state == JobState.PREEMPTING.value)
     q = select(
         jobs.c.worker_id, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0),
         func.coalesce(func.sum(jobs.c.cpus), 0), func.coalesce(func.sum(jobs.c.memory_gb), 0),
+        func.coalesce(func.sum(case((victim, 1), else_=0)), 0),
     ).where(active).group_by(jobs.c.worker_id)  # fmt: skip
     rows = (await conn.execute(q)).all()
     held: dict[str, set[int]] = {}
-    if any(g for _, _, g, _, _ in rows):
+    if any(g for _, _, g, _, _, _ in rows):
         q2 = select(jobs.c.worker_id, jobs.c.gpu_ids).where(active, jobs.c.gpus > 0)
         for worker_id, ids in (await conn.execute(q2)).all():
             held.setdefault(worker_id, set()).update(ids or ())
     return {
-        w: WorkerLoad(int(n), int(g), frozenset(held.get(w, ())), float(c), int(m * 1024**3))
-        for w, n, g, c, m in rows
-    }
+        w: WorkerLoad(int(n), int(g), frozenset(held.get(w, ())), float(c), int(m * 1024**3),
+                      int(p))
+        for w, n, g, c, m, p in rows
+    }  # fmt: skip
+
+
+async def victims(conn: AsyncConnection, worker_ids: Collection[str]) -> Sequence[RowMapping]:
+    """The active jobs on these workers that a higher priority may stop, and those being
+    stopped: what they hold and their priority."""
+    q = select(jobs.c.id, jobs.c.worker_id, jobs.c.priority, jobs.c.state, jobs.c.gpu_ids,
+               jobs.c.gpus, jobs.c.cpus, jobs.c.memory_gb, jobs.c.created_at).where(
+        jobs.c.worker_id.in_(list(worker_ids)), jobs.c.state.in_(_ACTIVE),
+        or_(jobs.c.preemptible, jobs.c.state == JobState.PREEMPTING.value),
+    )  # fmt: skip
+    return (await conn.execute(q)).mappings().all()
 
 
 async def usage_by_tenant(
@@ -259,7 +273,7 @@ async def insert_attempts(conn: AsyncConnection, rows: Sequence[Mapping[str, Any
 # What a report's decision reads of its job and attempt (JobSnap, AttemptSnap), and no more:
 # the job's JSON columns are what cost most to read.
 _REPORTED = (jobs.c.id, jobs.c.tenant_id, jobs.c.state, jobs.c.attempt, jobs.c.worker_id,
-             jobs.c.max_retries, jobs.c.gpus, jobs.c.gang_id)  # fmt: skip
+             jobs.c.max_retries, jobs.c.gpus, jobs.c.gang_id, jobs.c.preemptions)  # fmt: skip
 _ATTEMPT = (attempts.c.worker_id.label("att_worker_id"), attempts.c.outcome,
             attempts.c.assigned_at, attempts.c.reported_ns, attempts.c.number,
             attempts.c.finished_at.label("att_finished_at"))  # fmt: skip

@@ -170,6 +170,9 @@ jobs = Table(
     # A gang (multi-node training): ``nodes`` members, each a job of its own with its
     # ``rank``, placed together or not at all; ``gang_id`` is rank 0's id (the gang's).
     Column("nodes", Integer, nullable=False, server_default="1"),
+    # May be stopped for a higher-priority job (and queued again, no retry used); how often.
+    Column("preemptible", Boolean, nullable=False, server_default=false()),
+    Column("preemptions", Integer, nullable=False, server_default="0"),
     Column("gang_id", Id),
     Column("rank", Integer),
     # Where its gang meets (MASTER_ADDR, MASTER_PORT), set with its current attempt.

@@ -1,7 +1,7 @@
 """What placement needs: a job's counted resources (cpus, memory) and its other requirements,
 the GPUs each attempt holds (chosen by the coordinator), what a worker's machine is,
-whether a worker is paused or a coordinator's own, a tenant's quotas, and gangs (multi-node
-jobs)
+whether a worker is paused or a coordinator's own, a tenant's quotas, gangs (multi-node
+jobs), and preemption
 
 Revision ID: 0008
 Revises: 0007
@@ -32,6 +32,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("gang_id", sa.String(length=40), nullable=True))
         batch.add_column(sa.Column("rank", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("rendezvous", sa.JSON(), nullable=True))
+        batch.add_column(
+            sa.Column("preemptible", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+        batch.add_column(sa.Column("preemptions", sa.Integer(), nullable=False, server_default="0"))
     op.create_index("ix_jobs_gang", "jobs", ["gang_id"])
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("gpu_ids", sa.JSON(), nullable=True))
@@ -56,8 +60,8 @@ def downgrade() -> None:
         batch.drop_column("gpu_ids")
     op.drop_index("ix_jobs_gang", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
-        for name in ("rendezvous", "rank", "gang_id", "nodes", "gpu_ids", "requires", "memory_gb",
-                     "cpus"):  # fmt: skip
+        for name in ("preemptions", "preemptible", "rendezvous", "rank", "gang_id", "nodes",
+                     "gpu_ids", "requires", "memory_gb", "cpus"):  # fmt: skip
             batch.drop_column(name)
     with op.batch_alter_table("tenants") as batch:
         batch.drop_column("max_gpus")
