@@ -305,3 +305,24 @@ def test_a_higher_priority_job_preempts_a_preemptible_one_which_runs_again_unpen
     waits = fleet.submit([PY, "-c", "pass"], priority=9)
     assert fleet.wait_state(keeps["id"], {"succeeded"})["attempt"] == 1
     assert fleet.wait_state(waits["id"], {"succeeded"})["state"] == "succeeded"
+
+
+def test_an_operators_shared_worker_runs_every_tenants_jobs_and_stays_theirs(fleet):
+    from corral.client import Client
+
+    fleet.start_server()
+    acme = fleet.calls.onboard("Acme")
+    with Client(fleet.url, acme.api_key, timeout=15) as tenant:
+        with fleet.api() as raw:  # a tenant's admin may not make one
+            r = raw.post("/api/admin/workers", json={"name": "x", "shared": True},
+                         headers={"Authorization": f"Bearer {acme.api_key}"})  # fmt: skip
+            assert r.status_code == 403 and r.json()["errors"][0]["field"] == "shared"
+        created = fleet.calls.create_worker("pool", persistent=True, shared=True)
+        fleet.start_worker("pool", token=created.token)
+        wait_until(lambda: fleet.workers().get("pool", {}).get("status") == "idle")
+        job = tenant.submit([PY, "-c", "print('ran for acme')"])
+        done = wait_until(lambda: (v := tenant.job(job.id)).state == "succeeded" and v, 30)
+        assert done.worker_id == created.id
+        assert "ran for acme" in "\n".join(tenant.logs(job.id))
+        assert tenant.workers() == []  # the pool is the operator's: Acme sees none of it
+        assert [w.shared for w in fleet.calls.workers()] == [True]

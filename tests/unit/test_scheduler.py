@@ -259,3 +259,17 @@ def test_a_higher_priority_that_fits_nowhere_stops_the_fewest_lowest_preemptible
     got = preemptions([j("a", gpus=2, priority=9), j("b", gpus=2, priority=9)], rooms, cap,
                       victims)  # fmt: skip
     assert sorted(v for v, _ in got) == ["low-old", "low-young"]
+
+
+def test_tenants_take_turns_on_shared_workers_by_what_each_runs():
+    shared = w("pool", free=4, tenant="op", shared=True)
+    queue = [j("a1", tenant="a"), j("a2", tenant="a"), j("a3", tenant="a"), j("b1", tenant="b"),
+             j("b2", tenant="b")]  # fmt: skip
+    # a already runs 2, b none: b's first two go before a's, then they alternate.
+    got = plan(queue, [shared], Budget(running={"a": 2}))
+    assert [x.job_id for x in got] == ["b1", "b2", "a1", "a2"]
+    # Priority first all the same, and within a tenant its own order.
+    urgent = plan([*queue, j("a9", tenant="a", priority=5)], [shared], Budget(running={"a": 2}))
+    assert [x.job_id for x in urgent][:1] == ["a9"]
+    # Another tenant's worker that is not shared takes none of them.
+    assert plan(queue, [w("mine", free=4, tenant="op")], Budget(running={})) == []

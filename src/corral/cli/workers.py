@@ -46,7 +46,7 @@ def ls(as_json: Json = False, url: Url = None, api_key: ApiKey = None) -> None:
                 w.name,
                 w.id,
                 _output.state(w.status),
-                f"{w.worker_type}{' (local)' if w.local else ''}",
+                f"{w.worker_type}{' (local)' if w.local else ''}{' (shared)' if w.shared else ''}",
                 f"{w.running}/{w.slots}",
                 _gpus(w),
                 ", ".join(f"{k}={v}" if v else k for k, v in w.labels.items()) or "-",
@@ -83,6 +83,14 @@ def create(
             " only on such workers, --target auto ones last.",
         ),
     ] = False,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared",
+            help="(operator) It runs every tenant's jobs: the shared"
+            " pool, fair share between tenants.",
+        ),
+    ] = False,
     as_json: Json = False,
     url: Url = None,
     api_key: ApiKey = None,
@@ -94,7 +102,7 @@ def create(
         async with connect(url, api_key) as client:
             created = await client.create_worker(name, persistent=persistent, labels=parsed,
                                                  allow_labels=allow_label or [],
-                                                 local=local)  # fmt: skip
+                                                 local=local, shared=shared)  # fmt: skip
         _print_token(created, client.url, as_json, persistent=persistent)
 
     run(go())

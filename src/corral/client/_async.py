@@ -314,13 +314,14 @@ class AsyncClient(AccountCalls):
 
     async def create_worker(
         self, name: str, *, persistent: bool = False, labels: Mapping[str, str] | None = None,
-        allow_labels: Sequence[str] = (), local: bool = False,
+        allow_labels: Sequence[str] = (), local: bool = False, shared: bool = False,
     ) -> WorkerCreated:  # fmt: skip
         """A worker and its token (shown only here). ``persistent``: it stays for more
         jobs; else it exits after one. ``labels``: what jobs' label globs match; the worker
         cannot change them. ``allow_labels``: label keys (globs) it may set itself.
-        ``local``: the coordinator's own (jobs of target "local" run only on those)."""
-        spec = _worker_spec(name, persistent, labels, allow_labels, local)
+        ``local``: the coordinator's own (jobs of target "local" run only on those).
+        ``shared`` (an operator's): it runs every tenant's jobs."""
+        spec = _worker_spec(name, persistent, labels, allow_labels, local, shared)
         body = await self._t.json("POST", "/api/admin/workers", json=spec.model_dump(mode="json"))
         return WorkerCreated.model_validate(body)
 
@@ -426,7 +427,7 @@ def _json(data: str) -> dict[str, Any]:
 
 def _worker_spec(
     name: str, persistent: bool, labels: Mapping[str, str] | None, allow_labels: Sequence[str],
-    local: bool = False,
+    local: bool = False, shared: bool = False,
 ) -> WorkerCreate:  # fmt: skip
     return _valid(
         WorkerCreate,
@@ -436,6 +437,7 @@ def _worker_spec(
             "labels": dict(labels or {}),
             "allow_labels": list(allow_labels),
             "local": local,
+            "shared": shared,
         },
         {"worker_type": "persistent"},
     )

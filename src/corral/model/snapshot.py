@@ -123,6 +123,7 @@ class WorkerSnap:
     paused: bool = False
     address: str | None = None  # where its register came from
     local: bool = False  # a coordinator's own
+    shared: bool = False  # an operator's, serving every tenant
 
     @property
     def memory_for_jobs(self) -> int:
@@ -152,6 +153,7 @@ class WorkerSnap:
             paused=row["paused_at"] is not None,
             address=row["address"],
             local=bool(row["local"]),
+            shared=bool(row["shared"]),
         )
 
 

@@ -504,6 +504,10 @@ class WorkerCreate(_Wire):
     local: bool = Field(
         default=False, description="a coordinator's own worker: target 'local' runs only there"
     )
+    shared: bool = Field(
+        default=False, description="(operator) it serves every tenant: the shared pool, fair"
+        " share between tenants by what each runs",
+    )  # fmt: skip
 
 
 class WorkerCreated(BaseModel):
@@ -533,6 +537,7 @@ class WorkerView(BaseModel):
     running: int
     paused: bool = Field(default=False, description="takes no new work until resumed")
     local: bool = Field(default=False, description="a coordinator's own worker")
+    shared: bool = Field(default=False, description="serves every tenant")
     last_heartbeat: datetime | None
     created_at: datetime
     constrained: str | None = Field(default=None, description="why it takes no new work")

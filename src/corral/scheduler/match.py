@@ -57,6 +57,7 @@ class WorkerOffer:
     free_cpus: float = float("inf")
     free_memory: int = 2**62
     local: bool = False  # a coordinator's own worker
+    shared: bool = False  # an operator's: it serves every tenant
 
     def room(self, slots: int) -> bool:
         """With ``slots`` left, may it take any job?"""
@@ -77,6 +78,9 @@ class Budget:
     workers: Sequence[WorkerSnap] = ()
     reserve_after_s: float | None = None  # a job that waited this long holds a worker
     reserved: dict[str, str] = field(default_factory=dict)  # worker id -> the job it waits for
+    # What each tenant runs, for fair share on shared workers; None: one tenant, or none
+    # shared, so claim order alone.
+    running: dict[str, int] | None = None
 
     @property
     def capacity(self) -> Mapping[str, WorkerOffer]:
@@ -159,7 +163,8 @@ def room(
     cpus = worker.cpu_count - load.cpus if worker.cpu_count else float("inf")
     memory = worker.memory_for_jobs - load.memory_bytes if worker.memory_bytes else 2**62
     return WorkerOffer(worker.id, worker.tenant_id, worker.labels, free, tuple(gpus), prefetch,
-                       worker.accelerator, cpus, memory, worker.local)  # fmt: skip
+                       worker.accelerator, cpus, memory, worker.local,
+                       worker.shared)  # fmt: skip
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -192,7 +197,7 @@ def misfit(job: JobDemand, worker: WorkerOffer) -> str | None:
     never disagree."""
     if worker.free_slots <= (-worker.prefetch if job.queueable else 0):
         return "slots"
-    if worker.tenant_id != job.tenant_id:
+    if worker.tenant_id != job.tenant_id and not worker.shared:
         return "tenant"
     if job.target != "auto" and (job.target == "local") != worker.local:
         return "target"
@@ -240,6 +245,8 @@ def plan(
     now = {w.id: w for w in workers}
     out: list[Assignment] = []
     ordered = sorted(jobs, key=lambda j: -j.priority)  # stable: keeps age order
+    if budget.running is not None and len({j.tenant_id for j in ordered}) > 1:
+        ordered = fair(ordered, budget.running)
     gangs: dict[str, list[JobDemand]] = {}
     for job in ordered:
         if job.gang_id is not None:
@@ -275,6 +282,30 @@ def plan(
                 del budget.reserved[best[0].id]
         if not any(w.room(w.free_slots) and w.id not in budget.reserved for w in now.values()):
             break
+    return out
+
+
+def fair(jobs: Sequence[JobDemand], running: Mapping[str, int]) -> list[JobDemand]:
+    """``jobs`` (in claim order) with the tenants of each priority taking turns: next, the
+    oldest job of the tenant that runs the fewest, counting those before it here. Within a
+    tenant, its own claim order."""
+    out: list[JobDemand] = []
+    counts = dict(running)
+    i = 0
+    while i < len(jobs):
+        level = jobs[i].priority
+        queues: dict[str, list[JobDemand]] = {}
+        while i < len(jobs) and jobs[i].priority == level:
+            queues.setdefault(jobs[i].tenant_id, []).append(jobs[i])
+            i += 1
+        heads = dict.fromkeys(queues, 0)
+        while heads:
+            tenant = min(heads, key=lambda t: counts.get(t, 0))  # ties: the first seen
+            out.append(queues[tenant][heads[tenant]])
+            counts[tenant] = counts.get(tenant, 0) + 1
+            heads[tenant] += 1
+            if heads[tenant] == len(queues[tenant]):
+                del heads[tenant]
     return out
 
 

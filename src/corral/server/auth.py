@@ -105,6 +105,7 @@ class WorkerIdentity:
     worker_id: str
     tenant_id: str
     token_hash: str  # the token's hash, or the certificate key's fingerprint
+    shared: bool = False  # an operator's worker that runs every tenant's jobs
     nonce: str | None = None  # a signed request's, written when it is verified
     nonce_until: datetime | None = None  # how long it must be remembered
 
@@ -211,7 +212,7 @@ class Credentials:
                 f"this worker's certificate expired at {expires:%Y-%m-%d %H:%M:%S} UTC:"
                 " enrol it again"
             )
-        who = WorkerIdentity(row["id"], row["tenant_id"], row["token_hash"])
+        who = WorkerIdentity(row["id"], row["tenant_id"], row["token_hash"], shared=row["shared"])
         held = _Enrolled(who, key, expires, self.clock() + KEY_TTL_S)
         self._remember(self._enrolled, worker_id, held)
         return held
@@ -223,7 +224,7 @@ class Credentials:
                 row = await workers_q.by_token_hash(conn, digest)
             if row is None or not hmac.compare_digest(row["token_hash"], digest):
                 raise Unauthenticated("invalid worker token")
-            found = WorkerIdentity(row["id"], row["tenant_id"], digest)
+            found = WorkerIdentity(row["id"], row["tenant_id"], digest, shared=row["shared"])
             self._remember(self._workers, digest, found)
         return found
 

@@ -127,14 +127,15 @@ class Dispatcher:
         if not offers and not stoppable:
             return 0
         budget = await _budget(t, offers, workers.values(), quotas, self.core.settings)
-        chosen, demands, unplaced = await _plan(t, offers, t.now, budget) if offers else (
+        chosen, demands, unplaced = await _plan(t, offers, t.now, budget, inactive) if offers else (
             [], {}, [])  # fmt: skip
         placed = await self._assign(t, offers, chosen, demands, workers) if chosen else 0
         if stoppable:
             if not any(o.free_slots > 0 for o in offers):  # the queue's top: no slot was free
-                tenants = {w.tenant_id for w in workers.values()}
+                shared = any(w.shared for w in workers.values())
+                tenants = None if shared else {w.tenant_id for w in workers.values()}
                 unplaced = [demand(r, t.now) for r in await jobs_q.ready(
-                    t.conn, t.now, PREEMPT_LOOK, tenants=tenants)]  # fmt: skip
+                    t.conn, t.now, PREEMPT_LOOK, tenants=tenants, excluded=inactive)]  # fmt: skip
             await _preempt(t, unplaced, workers, load, budget)
         return placed
 
@@ -255,9 +256,14 @@ async def _budget(
     worker has when empty, for the jobs that have waited too long."""
     budget = Budget(workers=list(workers),
                     reserve_after_s=settings.reserve_after_s)  # fmt: skip
-    capped = {o.tenant_id for o in offers} & set(quotas)
-    if capped:
+    shared = any(o.shared for o in offers)
+    capped = set(quotas) if shared else {o.tenant_id for o in offers} & set(quotas)
+    if shared:  # the tenants share these workers: fair share by what each runs
+        used = await jobs_q.usage_by_tenant(t.conn, None)
+        budget.running = {tenant: jobs for tenant, (jobs, _) in used.items()}
+    elif capped:
         used = await jobs_q.usage_by_tenant(t.conn, capped)
+    if capped:
         for tenant in capped:
             jobs, gpus = used.get(tenant, (0, 0))
             max_jobs, max_gpus = quotas[tenant]
@@ -269,11 +275,12 @@ async def _budget(
 
 
 async def _plan(
-    t: Tx, offers: list[WorkerOffer], now: datetime, budget: Budget
+    t: Tx, offers: list[WorkerOffer], now: datetime, budget: Budget, inactive: Collection[str]
 ) -> tuple[list[Assignment], dict[str, JobDemand], list[JobDemand]]:
     """Page through the queue until the free slots are filled or the queue ends, so
-    jobs that fit no worker never hide those behind them."""
-    tenants = {o.tenant_id for o in offers}
+    jobs that fit no worker never hide those behind them. A shared worker takes any active
+    tenant's jobs."""
+    tenants = None if any(o.shared for o in offers) else {o.tenant_id for o in offers}
     chosen: list[Assignment] = []
     demands: dict[str, JobDemand] = {}
     after: RowMapping | None = None
@@ -287,8 +294,9 @@ async def _plan(
         # queue's other jobs are not read (a backlog of commands would be, every round).
         waiting = None if any(o.free_slots > 0 for o in offers) else CALL_KIND
         page: Sequence[RowMapping] = await jobs_q.ready(
-            t.conn, now, size, tenants=tenants, after=after, waiting_kind=waiting
-        )
+            t.conn, now, size, tenants=tenants, excluded=inactive, after=after,
+            waiting_kind=waiting,
+        )  # fmt: skip
         looked += len(page)
         if not page:
             break
@@ -299,7 +307,8 @@ async def _plan(
         batch = {k: d for k, d in batch.items() if d.gang_id not in seen}
         if cut := {g for g in gangs - seen
                    if sum(d.gang_id == g for d in batch.values()) < _nodes(batch, g)}:  # fmt: skip
-            for r in await jobs_q.ready(t.conn, now, MAX_ROWS, tenants=tenants, gangs=cut):
+            for r in await jobs_q.ready(t.conn, now, MAX_ROWS, tenants=tenants,
+                                        excluded=inactive, gangs=cut):  # fmt: skip
                 batch.setdefault(r["id"], demand(r, now))
         seen |= gangs
         placed = plan(list(batch.values()), offers, budget)

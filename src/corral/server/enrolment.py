@@ -119,6 +119,7 @@ async def enrol(core: Core, token: str, body: CertificateRequest) -> Enrolled:
         admin = {
             "admin_labels": spec.labels, "worker_type": spec.worker_type.value,
             "allowed_labels": list(dict.fromkeys(spec.allow_labels)), "local": spec.local,
+            "shared": False,
         }  # fmt: skip
         credential = {"token_hash": fingerprint, "cert_pem": pem, "cert_expires_at": expires}
         changes: list[Change]

@@ -12,6 +12,7 @@ from corral.model import (
     AlreadyExists,
     NotFound,
     PermissionDenied,
+    Role,
     TenantStatus,
     WorkerBusy,
     WorkerStatus,
@@ -65,6 +66,7 @@ def view(row: RowMapping, load: WorkerLoad | None) -> WorkerView:
         running=running,
         paused=paused,
         local=row["local"],
+        shared=row["shared"],
         last_heartbeat=as_utc(row["last_heartbeat"]),
         created_at=as_utc(row["created_at"]),
         constrained=row["constrained"],
@@ -89,6 +91,9 @@ async def _active(t: Tx, worker_id: str) -> list[JobSnap]:
 
 
 async def create(core: Core, who: Identity, body: WorkerCreate) -> WorkerCreated:
+    if body.shared and who.role is not Role.OPERATOR:
+        raise PermissionDenied("only an operator may create a shared worker (one that runs"
+                               " every tenant's jobs)", field="shared")  # fmt: skip
     token, worker_id = new_secret("wt"), new_id("w")
     async with core.tx(who.key_id) as t:
         if any(r["name"] == body.name for r in await workers_q.all_of(t.conn, who.tenant_id)):
@@ -98,6 +103,7 @@ async def create(core: Core, who: Identity, body: WorkerCreate) -> WorkerCreated
             "token_hash": hash_secret(token), "worker_type": body.worker_type.value,
             "labels": body.labels, "admin_labels": body.labels,
             "allowed_labels": list(dict.fromkeys(body.allow_labels)), "local": body.local,
+            "shared": body.shared,
             "gpus": [], "slots": 1, "created_at": t.now,
             "offline_since": t.now,
         }, actor=who.key_id))  # fmt: skip

@@ -209,7 +209,8 @@ async def why(core: Core, tenant_id: str, job_id: str) -> JobWhy:
         state = JobState(row["state"])
         if state is not JobState.QUEUED:
             return JobWhy(job_id=job_id, state=state, reasons=[_not_queued(state, row)])
-        workers = await workers_q.all_of(t.conn, tenant_id)
+        workers = [*await workers_q.all_of(t.conn, tenant_id), *await workers_q.shared(t.conn)]
+        workers = list({w["id"]: w for w in workers}.values())
         load = await jobs_q.load_by_worker(t.conn, [w["id"] for w in workers])
         ahead = await jobs_q.queued_ahead(t.conn, row)
         quota = await _quota(t, row)
@@ -397,7 +398,9 @@ async def _reports(
     out: dict[int, JobState | CorralError] = {}
     for run in _distinct_runs(items):
         wanted = {items[i][0]: items[i][1].attempt for i in run}
-        rows = await jobs_q.reported(t.conn, w.tenant_id, wanted, for_update=True)
+        # A shared worker's jobs are any tenant's: the attempt, its own, is the check.
+        tenant = None if w.shared else w.tenant_id
+        rows = await jobs_q.reported(t.conn, tenant, wanted, for_update=True)
         decided: list[tuple[int, list[Change]]] = []
         for i in run:
             job_id, r = items[i]
@@ -428,14 +431,15 @@ async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatc
     away): a job's log is closed after that, and a batch is refused (409)."""
     async with core.tx() as t:
         await core.credentials.verify(t.conn, w, row=False)
-        rows = await jobs_q.reported(t.conn, w.tenant_id, {job_id: batch.attempt})
+        tenant = None if w.shared else w.tenant_id
+        rows = await jobs_q.reported(t.conn, tenant, {job_id: batch.attempt})
         _attempt_of(rows.get(job_id), w, job_id, batch.attempt)
         ended = as_utc(rows[job_id]["att_finished_at"])
         if ended is not None and (t.now - ended).total_seconds() > LATE_LOGS_S:
             raise StaleAttempt(f"attempt {batch.attempt} of {job_id} ended at"
                                f" {ended:%H:%M:%S}: its output is closed")  # fmt: skip
         await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
-                                 tenant_id=w.tenant_id, data=batch.data,
+                                 tenant_id=rows[job_id]["tenant_id"], data=batch.data,
                                  max_bytes=core.settings.job_log_max_bytes)  # fmt: skip
         t.jobs.add(job_id)
 

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, true, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -130,13 +130,15 @@ async def ready(
     now: datetime,
     limit: int,
     *,
-    tenants: Collection[str],
+    tenants: Collection[str] | None,
+    excluded: Collection[str] = (),
     after: RowMapping | None = None,
     waiting_kind: str | None = None,
     gangs: Collection[str] | None = None,
 ) -> Sequence[RowMapping]:
-    """Queued jobs of ``tenants`` whose backoff has passed, in claim order (priority, then
-    age); ``after`` is the last row of the previous page. ``waiting_kind``: only jobs of
+    """Queued jobs of ``tenants`` (None: of every tenant but the ``excluded``) whose backoff
+    has passed, in claim order (priority, then age); ``after`` is the last row of the
+    previous page. ``waiting_kind``: only jobs of
     that kind asking no GPU (what a busy worker may hold waiting for a slot)."""
     q = select(
         jobs.c.id, jobs.c.tenant_id, jobs.c.priority, jobs.c.created_at, jobs.c.gpus,
@@ -144,7 +146,8 @@ async def ready(
         jobs.c.gang_id, jobs.c.nodes, jobs.c.rank,
     ).where(
         jobs.c.state == JobState.QUEUED.value,
-        jobs.c.tenant_id.in_(list(tenants)),
+        jobs.c.tenant_id.in_(list(tenants)) if tenants is not None
+        else jobs.c.tenant_id.not_in(list(excluded)),
         or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now),
     )  # fmt: skip
     if waiting_kind is not None:
@@ -219,14 +222,15 @@ async def victims(conn: AsyncConnection, worker_ids: Collection[str]) -> Sequenc
 
 
 async def usage_by_tenant(
-    conn: AsyncConnection, tenants: Collection[str]
+    conn: AsyncConnection, tenants: Collection[str] | None
 ) -> dict[str, tuple[int, int]]:
-    """tenant -> (its active attempts, the GPUs they hold)."""
+    """tenant -> (its active attempts, the GPUs they hold); of these tenants, or of all."""
     q = (
         select(jobs.c.tenant_id, func.count(), func.coalesce(func.sum(jobs.c.gpus), 0))
-        .where(jobs.c.state.in_(_ACTIVE), jobs.c.tenant_id.in_(list(tenants)))
+        .where(jobs.c.state.in_(_ACTIVE),
+               jobs.c.tenant_id.in_(list(tenants)) if tenants is not None else true())
         .group_by(jobs.c.tenant_id)
-    )
+    )  # fmt: skip
     return {t: (int(n), int(g)) for t, n, g in (await conn.execute(q)).all()}
 
 
@@ -280,8 +284,9 @@ _ATTEMPT = (attempts.c.worker_id.label("att_worker_id"), attempts.c.outcome,
 
 
 async def reported(
-    conn: AsyncConnection, tenant_id: str, refs: Mapping[str, int], *, for_update: bool = False
-) -> dict[str, RowMapping]:
+    conn: AsyncConnection, tenant_id: str | None, refs: Mapping[str, int], *,
+    for_update: bool = False,
+) -> dict[str, RowMapping]:  # fmt: skip
     """job id -> the job with its attempt named in ``refs`` (job id -> number; the attempt's
     columns None when there is none), in one statement; ``for_update`` locks the jobs' rows
     until commit, in id order (PostgreSQL)."""
@@ -290,7 +295,10 @@ async def reported(
     q = (
         select(*_REPORTED, *_ATTEMPT)
         .select_from(jobs.outerjoin(attempts, on))
-        .where(jobs.c.id.in_(list(refs)), jobs.c.tenant_id == tenant_id)
+        .where(
+            jobs.c.id.in_(list(refs)),
+            jobs.c.tenant_id == tenant_id if tenant_id is not None else true(),
+        )
         .order_by(jobs.c.id)
     )
     if for_update:

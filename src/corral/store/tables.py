@@ -110,6 +110,8 @@ workers = Table(
     # A coordinator's own (``corral up``, ``corral server --local-workers``), as its admin
     # said when creating it: where jobs of target "local" run, and "auto" ones last.
     Column("local", Boolean, nullable=False, server_default=false()),
+    # An operator's worker that serves every tenant (the shared pool), as created.
+    Column("shared", Boolean, nullable=False, server_default=false()),
     # Set by its admin (pause), cleared by resume: no new work meanwhile; running work goes on.
     Column("paused_at", TS),
     # The worker's clock at the newest of its requests taken (see RegisterRequest.sent_ns).

@@ -49,8 +49,10 @@ async def by_token_hash(conn: AsyncConnection, token_hash: str) -> RowMapping | 
 async def key_of(conn: AsyncConnection, worker_id: str) -> RowMapping | None:
     """What a signed request's worker id needs checked: its tenant, credential and
     certificate (any tenant's: the signature then says whether the caller holds its key)."""
-    q = select(workers.c.id, workers.c.tenant_id, workers.c.token_hash, workers.c.cert_pem,
-               workers.c.cert_expires_at).where(workers.c.id == worker_id)  # fmt: skip
+    w = workers.c
+    q = select(w.id, w.tenant_id, w.token_hash, w.cert_pem, w.cert_expires_at, w.shared).where(
+        w.id == worker_id
+    )
     return (await conn.execute(q)).mappings().first()
 
 
@@ -119,6 +121,12 @@ async def of_active_tenants(conn: AsyncConnection, ids: Collection[str]) -> Sequ
         return []
     active = select(tenants.c.id).where(tenants.c.status == TenantStatus.ACTIVE.value)
     q = select(workers).where(workers.c.id.in_(list(ids)), workers.c.tenant_id.in_(active))
+    return (await conn.execute(q)).mappings().all()
+
+
+async def shared(conn: AsyncConnection) -> Sequence[RowMapping]:
+    """The workers that serve every tenant."""
+    q = select(workers).where(workers.c.shared).order_by(workers.c.created_at)
     return (await conn.execute(q)).mappings().all()
 
 

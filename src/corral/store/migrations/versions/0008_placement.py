@@ -1,6 +1,6 @@
 """What placement needs: a job's counted resources (cpus, memory) and its other requirements,
 the GPUs each attempt holds (chosen by the coordinator), what a worker's machine is,
-whether a worker is paused or a coordinator's own, a tenant's quotas, gangs (multi-node
+whether a worker is paused, a coordinator's own or shared by every tenant, a tenant's quotas, gangs (multi-node
 jobs), and preemption
 
 Revision ID: 0008
@@ -50,11 +50,22 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("local", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        batch.add_column(
+            sa.Column("shared", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("workers") as batch:
-        for name in ("local", "paused_at", "memory_buffer", "accelerator", "address", "cpu_model"):
+        for name in (
+            "shared",
+            "local",
+            "paused_at",
+            "memory_buffer",
+            "accelerator",
+            "address",
+            "cpu_model",
+        ):
             batch.drop_column(name)
     with op.batch_alter_table("attempts") as batch:
         batch.drop_column("gpu_ids")
