@@ -326,3 +326,9 @@ def test_an_operators_shared_worker_runs_every_tenants_jobs_and_stays_theirs(fle
         assert "ran for acme" in "\n".join(tenant.logs(job.id))
         assert tenant.workers() == []  # the pool is the operator's: Acme sees none of it
         assert [w.shared for w in fleet.calls.workers()] == [True]
+        # A suspended tenant's attempts on the pool stop, and the pool stays up.
+        long = tenant.submit([PY, "-c", "import time; time.sleep(60)"])
+        wait_until(lambda: tenant.job(long.id).state == "running", 30)
+        fleet.calls.suspend_tenant("Acme")
+        wait_until(lambda: fleet.calls.workers()[0].running == 0, 30)
+        assert fleet.calls.workers()[0].status == "idle"

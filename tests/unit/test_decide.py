@@ -203,11 +203,12 @@ def test_a_gang_member_that_fails_with_retries_left_is_queued_and_stops_the_rest
     rest = [member(0), member(1, JobState.QUEUED), member(2, JobState.ASSIGNED)]
     out = decide.gang_follows(ended, rest, now=NOW, policy=POLICY)
     moves = [c for c in out if isinstance(c, MoveJob)]
+    # The others are stopped as a preemption is: holding their slots until stopped.
     assert [(m.job_id, m.to, m.why.reason) for m in moves] == [
-        ("g.0", JobState.QUEUED, Reason.GANG_STOPPED),
-        ("g.2", JobState.QUEUED, Reason.GANG_STOPPED),
+        ("g.0", JobState.PREEMPTING, Reason.GANG_STOPPED),
+        ("g.2", JobState.PREEMPTING, Reason.GANG_STOPPED),
     ]
-    assert sum(isinstance(c, Notify) for c in out) == 2  # each worker told to stop it
+    assert all(isinstance(m.then[0], Notify) for m in moves)  # each worker told to stop it
     # What follows leads no further; a member that ended for good cancels the others.
     assert decide.gang_follows(moves[0], rest, now=NOW, policy=POLICY) == []
     last = decide.end_attempt(member(1, attempt=3), AttemptOutcome.FAILED, now=NOW,
@@ -219,6 +220,18 @@ def test_a_gang_member_that_fails_with_retries_left_is_queued_and_stops_the_rest
         ("g.0", JobState.CANCELLING),
         ("g.2", JobState.CANCELLED),
     ]
+    # A member queued again after another has ended fails: the gang cannot run whole.
+    done = [member(0, JobState.SUCCEEDED), member(2)]
+    cut = decide.gang_follows(ended, done, now=NOW, policy=POLICY)
+    assert [(m.job_id, m.to) for m in cut if isinstance(m, MoveJob)] == [
+        ("g.1", JobState.FAILED),
+        ("g.2", JobState.CANCELLING),
+    ]
+    # And one that succeeded while its gang was being stopped fails those already queued.
+    won = replace(ended, job_id="g.0", frm=JobState.PREEMPTING, to=JobState.SUCCEEDED,
+                  why=decide.Why())  # fmt: skip
+    assert [(m.job_id, m.to) for m in decide.gang_follows(won, rest, now=NOW, policy=POLICY)
+            if isinstance(m, MoveJob)] == [("g.1", JobState.FAILED)]  # fmt: skip
 
 
 def test_a_preempted_attempt_is_queued_at_once_and_uses_no_retry():

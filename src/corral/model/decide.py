@@ -203,43 +203,63 @@ def cancel(
     raise IllegalTransition(f"job {job.id} already {job.state}")
 
 
-def preempt(job: JobSnap, by: str) -> list[Change]:
+def preempt(job: JobSnap, by: str, why: Why | None = None) -> list[Change]:
     """Stop ``job`` for the higher-priority job ``by``: its worker is told to (SIGTERM, a
-    grace, SIGKILL); it holds its slot and GPUs until it has stopped, then is queued again."""
+    grace, SIGKILL); it holds its slot and GPUs until it has stopped, then is queued again,
+    its attempt ``preempted`` (not one of its retries). ``why``: another cause (its gang)."""
     if job.state not in (JobState.ASSIGNED, JobState.RUNNING) or not job.worker_id:
         return []
     tell = Notify(job.worker_id, job.tenant_id, Cancel(job.id, job.attempt))
+    why = why or Why(message=f"preempted for {by}", detail={"by": by})
     return [MoveJob(job.id, job.tenant_id, job.state, JobState.PREEMPTING, job.attempt,
-                    job.worker_id, why=Why(message=f"preempted for {by}", detail={"by": by}),
-                    then=(tell,), gang_id=job.gang_id)]  # fmt: skip
+                    job.worker_id, why=why, then=(tell,), gang_id=job.gang_id)]  # fmt: skip
+
+
+def _gang_ended(job: JobSnap | MoveJob, member: str, now: datetime) -> list[Change]:
+    """A queued gang member whose gang can no longer run whole (``member`` has ended)."""
+    said = f"member {member} of its gang has ended: the gang cannot run whole again"
+    job_id = job.job_id if isinstance(job, MoveJob) else job.id
+    why = Why(reason=Reason.GANG_STOPPED, message=said)
+    return [MoveJob(job_id, job.tenant_id, JobState.QUEUED, JobState.FAILED, job.attempt, None,
+                    {"finished_at": now, "error": said}, why, gang_id=job.gang_id)]  # fmt: skip
 
 
 def gang_follows(
     move: MoveJob, rest: Iterable[JobSnap], *, now: datetime, policy: Policy
 ) -> list[Change]:
     """A gang runs as one: once a member has left its attempt other than by succeeding,
-    the ``rest`` of the gang (its members not yet ended) follow. A member queued again
-    (its attempt lost or failed, retries left) stops the others' attempts, which are
-    queued again with it; a member that ended for good (failed, cancelled) ends the
-    others, cancelled. What follows carries ``Reason.GANG_STOPPED`` and leads no further."""
+    the ``rest`` of the gang (all its members) follow. A member queued again (its attempt
+    lost or failed, retries left) stops the others' attempts: they are stopped as a
+    preemption is (holding their slots and GPUs until their workers have stopped them,
+    their attempts not counted among their retries) and queued again with it. A member
+    that ended for good (failed, cancelled) ends the others, cancelled; so does one queued
+    again when another has already ended (the gang cannot run whole again). What follows
+    carries ``Reason.GANG_STOPPED`` and leads no further."""
     if move.why.reason is Reason.GANG_STOPPED:
         return []
+    others = [j for j in rest if j.id != move.job_id]
+    out: list[Change] = []
+    if move.to is JobState.SUCCEEDED:
+        # It finished as its gang was being stopped: those already queued again can never
+        # run whole.
+        return [c for j in others if j.state is JobState.QUEUED
+                for c in _gang_ended(j, move.job_id, now)]  # fmt: skip
     again = move.to is JobState.QUEUED and move.frm in ACTIVE_JOB_STATES
     if not (again or move.to in (JobState.FAILED, JobState.CANCELLED)):
         return []
+    ended = next((j for j in others if j.state in TERMINAL_JOB_STATES), None)
+    if again and ended is not None:
+        out += _gang_ended(move, ended.id, now)
+        again = False
     said = f"member {move.job_id} of its gang {'ended' if again else move.to.value}"
-    out: list[Change] = []
-    for job in rest:
-        if job.id == move.job_id or job.state in TERMINAL_JOB_STATES:
+    why = Why(reason=Reason.GANG_STOPPED, message=said)
+    for job in others:
+        if job.state in TERMINAL_JOB_STATES:
             continue
         if again:
-            if job.state in ACTIVE_JOB_STATES and job.worker_id:
-                stop = Notify(job.worker_id, job.tenant_id, Cancel(job.id, job.attempt))
-                out += [end_attempt(job, AttemptOutcome.LOST, now=now, policy=policy,
-                                    error=said, reason=Reason.GANG_STOPPED), stop]  # fmt: skip
+            out += preempt(job, by=move.job_id, why=why)
         else:
-            out += cancel(job, actor=None, now=now,
-                          why=Why(reason=Reason.GANG_STOPPED, message=said))  # fmt: skip
+            out += cancel(job, actor=None, now=now, why=why)
     return out
 
 

@@ -43,6 +43,7 @@ _P = JobState.PREEMPTING
 JOB_TRANSITIONS: dict[tuple[JobState, JobState], str] = {
     (_Q, _A): "scheduler handed it to a worker",
     (_Q, JobState.CANCELLED): "cancelled before it ran",
+    (_Q, JobState.FAILED): "a gang member whose gang can no longer run whole",
     (_A, _R): "worker started the process",
     (_A, _Q): "attempt lost before start; retried",
     (_A, _C): "cancel asked",

@@ -20,11 +20,13 @@ from corral.model import (
     decide,
 )
 from corral.model.changes import (
+    Cancel,
     Change,
     DeleteKey,
     InsertKey,
     InsertTenant,
     MoveTenant,
+    Notify,
     RotateKey,
     SetQuota,
     Why,
@@ -151,6 +153,13 @@ async def suspend(core: Core, who: Identity, tenant_id: str) -> TenantView:
                 offline += decide.go_offline(
                     WorkerSnap.of(w), active, Reason.TENANT_SUSPENDED, "its tenant was suspended",
                     now=t.now, policy=t.policy)  # fmt: skip
+            # What it runs on the operator's shared workers stops too (they stay up).
+            for j in map(JobSnap.of, await jobs_q.active_on_shared(t.conn, tenant_id)):
+                if j.worker_id is not None:
+                    stop = Notify(j.worker_id, j.tenant_id, Cancel(j.id, j.attempt))
+                    said = "its tenant was suspended"
+                    offline += [*decide.lose([j], Reason.TENANT_SUSPENDED, said, now=t.now,
+                                             policy=t.policy), stop]  # fmt: skip
             await t.apply(offline)
         return tenant_view(await _tenant(t, tenant_id))
 

@@ -177,6 +177,7 @@ async def _moved(t: Tx, c: MoveJob) -> None:
         t.kick = True  # queued again, or a slot came free
     await t.at("moved", move=c)
     if c.gang_id is not None and (c.to is JobState.QUEUED or c.to in TERMINAL_JOB_STATES):
+        # (A member that succeeded is looked at too: its gang may be being queued again.)
         rest = [JobSnap.of(r) for r in await jobs_q.gang(t.conn, c.gang_id)]
         await apply(t, decide.gang_follows(c, rest, now=t.now, policy=t.policy))
 

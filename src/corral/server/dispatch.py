@@ -54,6 +54,10 @@ GANG_PORTS = (29500, 1000)  # MASTER_PORT of a gang: the first port and how many
 PREEMPT_LOOK = 50  # with no slot free anywhere, how much of the queue may stop others
 
 
+class _GangRace(Exception):
+    """A gang member's assignment missed (another coordinator moved it meanwhile)."""
+
+
 class Dispatcher:
     def __init__(self, core: Core, poll_s: float = 1.0) -> None:
         self.core = core
@@ -104,8 +108,12 @@ class Dispatcher:
         if not connected:
             return 0
         with cause.bound(cause.new("round")):
-            async with self.core.tx("dispatcher") as t:
-                placed = await self._round(t, connected)
+            try:
+                async with self.core.tx("dispatcher") as t:
+                    placed = await self._round(t, connected)
+            except _GangRace:  # another coordinator took a member meanwhile: next round
+                log.info("round rolled back: a gang member moved meanwhile")
+                return 0
             if (done := self.core.hooks.get("round.done")) is not None:
                 await done(placed=placed)
         return placed
@@ -131,11 +139,16 @@ class Dispatcher:
             [], {}, [])  # fmt: skip
         placed = await self._assign(t, offers, chosen, demands, workers) if chosen else 0
         if stoppable:
-            if not any(o.free_slots > 0 for o in offers):  # the queue's top: no slot was free
-                shared = any(w.shared for w in workers.values())
-                tenants = None if shared else {w.tenant_id for w in workers.values()}
-                unplaced = [demand(r, t.now) for r in await jobs_q.ready(
-                    t.conn, t.now, PREEMPT_LOOK, tenants=tenants, excluded=inactive)]  # fmt: skip
+            # The top of the queue of every tenant whose jobs these workers could run: the
+            # round's pages read only the tenants with free room, or none.
+            shared = any(w.shared for w in workers.values())
+            tenants = None if shared else {w.tenant_id for w in workers.values()}
+            top = await jobs_q.ready(t.conn, t.now, PREEMPT_LOOK, tenants=tenants,
+                                     excluded=inactive)  # fmt: skip
+            placed_ids = {a.job_id for a in chosen}
+            looked = {d.id for d in unplaced}
+            unplaced += [demand(r, t.now) for r in top
+                         if r["id"] not in looked and r["id"] not in placed_ids]  # fmt: skip
             await _preempt(t, unplaced, workers, load, budget)
         return placed
 
@@ -150,7 +163,7 @@ class Dispatcher:
         if not one_writer(t.conn):
             locked = await workers_q.lock_dispatchable(t.conn, {a.worker_id for a in chosen})
             workers = {r["id"]: WorkerSnap.of(r) for r in locked}
-            fresh = _offers(workers.values(), await jobs_q.load_by_worker(t.conn))
+            fresh = _offers(workers.values(), await jobs_q.load_by_worker(t.conn, workers))
             chosen = still_fitting(chosen, demands, fresh)
         jobs = {
             r["id"]: JobSnap.of(r) for r in await jobs_q.by_ids(t.conn, [a.job_id for a in chosen])
@@ -167,6 +180,8 @@ class Dispatcher:
                     if gang is not None else None)  # fmt: skip
             moves.append(decide.assign(job, a.worker_id, t.now, a.gpu_ids, meet))
         missed = {m.job_id for m in await t.apply(moves) if isinstance(m, MoveJob)}
+        if any(demands[j].gang_id is not None for j in missed):
+            raise _GangRace  # half a gang must not run: the whole round is rolled back
         placed = [a for a in chosen if a.job_id not in missed]
         given = Counter(a.worker_id for a in placed)
         counted: list[Change] = []
@@ -254,10 +269,11 @@ async def _budget(
 ) -> Budget:  # fmt: skip
     """The round's quotas left (read only for tenants that have quotas) and what each
     worker has when empty, for the jobs that have waited too long."""
-    budget = Budget(workers=list(workers),
-                    reserve_after_s=settings.reserve_after_s)  # fmt: skip
-    shared = any(o.shared for o in offers)
-    capped = set(quotas) if shared else {o.tenant_id for o in offers} & set(quotas)
+    ws = list(workers)
+    budget = Budget(workers=ws, reserve_after_s=settings.reserve_after_s)
+    shared = any(w.shared for w in ws)
+    # Of every worker, not only those with room: a quota holds for what preemption frees too.
+    capped = set(quotas) if shared else {w.tenant_id for w in ws} & set(quotas)
     if shared:  # the tenants share these workers: fair share by what each runs
         used = await jobs_q.usage_by_tenant(t.conn, None)
         budget.running = {tenant: jobs for tenant, (jobs, _) in used.items()}
@@ -317,7 +333,8 @@ async def _plan(
         taken_now = {a.job_id for a in placed}
         unplaced += [d for d in batch.values() if d.id not in taken_now]
         offers = left_over(offers, placed, batch)
-        if not offers or len(page) < size:
+        # Done when nothing has room, or all that has is held for a job already seen.
+        if not offers or len(page) < size or all(o.id in budget.reserved for o in offers):
             break
         after, size = page[-1], min(BATCH, size * 4)
     return chosen, demands, unplaced

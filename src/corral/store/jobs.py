@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from corral.model import (
     ACTIVE_JOB_STATES,
-    TERMINAL_JOB_STATES,
     JobState,
     WorkerStatus,
     check_job_transition,
@@ -242,10 +241,19 @@ async def members_of(conn: AsyncConnection, tenant_id: str, gang_id: str) -> lis
 
 
 async def gang(conn: AsyncConnection, gang_id: str) -> Sequence[RowMapping]:
-    """A gang's members that have not ended, by rank."""
-    q = select(jobs).where(jobs.c.gang_id == gang_id,
-                           jobs.c.state.not_in([s.value for s in TERMINAL_JOB_STATES]))  # fmt: skip
-    return (await conn.execute(q.order_by(jobs.c.rank))).mappings().all()
+    """A gang's members, by rank."""
+    q = select(jobs).where(jobs.c.gang_id == gang_id).order_by(jobs.c.rank)
+    return (await conn.execute(q)).mappings().all()
+
+
+async def active_on_shared(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:
+    """A tenant's active jobs on workers that serve every tenant."""
+    q = (
+        select(jobs)
+        .select_from(jobs.join(workers, jobs.c.worker_id == workers.c.id))
+        .where(jobs.c.tenant_id == tenant_id, jobs.c.state.in_(_ACTIVE), workers.c.shared)
+    )
+    return (await conn.execute(q)).mappings().all()
 
 
 async def active_on(conn: AsyncConnection, worker_id: str) -> Sequence[RowMapping]:
