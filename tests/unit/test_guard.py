@@ -59,11 +59,21 @@ def test_cooldown_after_the_load_drops() -> None:
     hot = Sample(97, 20)
     assert run(LIMITS, [(0, hot), (5, CALM), (10, CALM), (19.5, CALM), (0.5, CALM), (1, CALM)]) == [
         "cpu 97% above the limit of 90%",
-        "cooling down until 30s from now after cpu 97% above the limit of 90%",
-        "cooling down until 20s from now after cpu 97% above the limit of 90%",
-        "cooling down until 1s from now after cpu 97% above the limit of 90%",
+        "cooling down for 30s after cpu 97% above the limit of 90%",
+        "cooling down for 30s after cpu 97% above the limit of 90%",
+        "cooling down for 30s after cpu 97% above the limit of 90%",
         None,
         None,
+    ]
+
+
+def test_the_words_stay_while_the_same_limits_are_passed() -> None:
+    steps = [(0, Sample(97, 20)), (1, Sample(99, 20)), (1, Sample(99, 90)), (1, Sample(95, 85))]
+    assert run(LIMITS, steps) == [
+        "cpu 97% above the limit of 90%",
+        "cpu 97% above the limit of 90%",  # another value, the same limit: the same words
+        "cpu 99% above the limit of 90%; memory 90% above the limit of 80%",
+        "cpu 99% above the limit of 90%; memory 90% above the limit of 80%",
     ]
 
 
@@ -71,10 +81,10 @@ def test_a_new_breach_restarts_the_cooldown() -> None:
     steps = [(0, Sample(97, 20)), (1, CALM), (20, Sample(10, 90)), (1, CALM), (29, CALM), (1, CALM)]
     assert run(LIMITS, steps) == [
         "cpu 97% above the limit of 90%",
-        "cooling down until 30s from now after cpu 97% above the limit of 90%",
+        "cooling down for 30s after cpu 97% above the limit of 90%",
         "memory 90% above the limit of 80%",
-        "cooling down until 30s from now after memory 90% above the limit of 80%",
-        "cooling down until 1s from now after memory 90% above the limit of 80%",
+        "cooling down for 30s after memory 90% above the limit of 80%",
+        "cooling down for 30s after memory 90% above the limit of 80%",
         None,
     ]
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ class Guard:
         self._clock = clock
         self._cause: str | None = None  # the last limit broken, until the cooldown ends
         self._clear_since: float | None = None  # when every value came back under
+        self._which: tuple[str, ...] = ()  # the limits the episode's words are about
 
     @property
     def constrained(self) -> bool:
@@ -55,26 +55,31 @@ class Guard:
         """Why it takes no new work now ("cpu 97% above the limit of 90%"), or None.
 
         Once over a limit it stays constrained until every value has been under its limit
-        for ``cooldown_s``, so a load that flickers around a limit does not flap."""
+        for ``cooldown_s``, so a load that flickers around a limit does not flap. The words
+        stay those of the episode's start while the same limits are passed, and one line
+        names the cooldown: the coordinator records each new wording, not each sample."""
         now = self._clock()
-        over = self._over(sample)
+        over, which = self._over(sample)
         if over:
-            self._cause, self._clear_since = over, None
-            return over
+            if which != self._which or self._clear_since is not None:
+                self._cause, self._which = over, which
+            self._clear_since = None
+            return self._cause
         if self._cause is None:
             return None
         if self._clear_since is None:
             self._clear_since = now
-        left = self._clear_since + self.limits.cooldown_s - now
-        if left <= 0:
+        if now - self._clear_since >= self.limits.cooldown_s:
             self._cause = self._clear_since = None
+            self._which = ()
             return None
-        return f"cooling down until {math.ceil(left)}s from now after {self._cause}"
+        return f"cooling down for {self.limits.cooldown_s:g}s after {self._cause}"
 
-    def _over(self, sample: Sample) -> str:
+    def _over(self, sample: Sample) -> tuple[str, tuple[str, ...]]:
+        """The words for the limits passed, and which they are."""
         gpu = max(sample.gpu_percent) if sample.gpu_percent else None
-        reasons = [
-            f"{what} {_percent(value)} above the limit of {_percent(limit)}"
+        passed = [
+            (what, f"{what} {_percent(value)} above the limit of {_percent(limit)}")
             for what, value, limit in (
                 ("cpu", sample.cpu_percent, self.limits.max_cpu_percent),
                 ("memory", sample.memory_percent, self.limits.max_memory_percent),
@@ -82,7 +87,7 @@ class Guard:
             )
             if value is not None and limit is not None and value > limit
         ]
-        return "; ".join(reasons)
+        return "; ".join(text for _, text in passed), tuple(what for what, _ in passed)
 
 
 def _percent(value: float) -> str:
