@@ -20,6 +20,7 @@ from corral.model.changes import (
     Record,
     UpdateAttempt,
     UpdateWorker,
+    Why,
 )
 from corral.model.history import Kind, Reason, job_kind, worker_kind
 from corral.model.snapshot import AttemptSnap, JobSnap, Policy, WorkerLoad, WorkerSnap
@@ -229,7 +230,7 @@ def test_a_gang_member_that_fails_with_retries_left_is_queued_and_stops_the_rest
     ]
     # And one that succeeded while its gang was being stopped fails those already queued.
     won = replace(ended, job_id="g.0", frm=JobState.PREEMPTING, to=JobState.SUCCEEDED,
-                  why=decide.Why())  # fmt: skip
+                  why=Why())  # fmt: skip
     assert [(m.job_id, m.to) for m in decide.gang_follows(won, rest, now=NOW, policy=POLICY)
             if isinstance(m, MoveJob)] == [("g.1", JobState.FAILED)]  # fmt: skip
 

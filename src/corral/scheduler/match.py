@@ -190,11 +190,8 @@ def gpus_for(job: JobDemand, free: Sequence[GpuSnap]) -> tuple[int, ...] | None:
     return tuple(sorted(g.index for g in ok[: job.gpus]))
 
 
-def misfit(job: JobDemand, worker: WorkerOffer) -> str | None:
-    """The first of ``job``'s needs that ``worker`` as it is now does not meet (``slots``,
-    ``tenant``, ``target``, ``accelerator``, ``cpus``, ``memory``, ``labels``, ``tags``,
-    ``gpus``), or None: it fits. ``fits`` and ``corral jobs why`` both ask this, so they
-    never disagree."""
+def _misfit_but_gpus(job: JobDemand, worker: WorkerOffer) -> str | None:
+    """``misfit`` but for the GPUs, which ``fits`` chooses as it checks them."""
     if worker.free_slots <= (-worker.prefetch if job.queueable else 0):
         return "slots"
     if worker.tenant_id != job.tenant_id and not worker.shared:
@@ -211,15 +208,24 @@ def misfit(job: JobDemand, worker: WorkerOffer) -> str | None:
         return "labels"
     if not all(tag in worker.labels for tag in job.tags):
         return "tags"
-    if gpus_for(job, worker.free_gpus) is None:
-        return "gpus"
     return None
+
+
+def misfit(job: JobDemand, worker: WorkerOffer) -> str | None:
+    """The first of ``job``'s needs that ``worker`` as it is now does not meet (``slots``,
+    ``tenant``, ``target``, ``accelerator``, ``cpus``, ``memory``, ``labels``, ``tags``,
+    ``gpus``), or None: it fits. ``fits`` and ``corral jobs why`` both ask this, so they
+    never disagree."""
+    why = _misfit_but_gpus(job, worker)
+    if why is None and gpus_for(job, worker.free_gpus) is None:
+        return "gpus"
+    return why
 
 
 def fits(job: JobDemand, worker: WorkerOffer) -> tuple[int, ...] | None:
     """May ``job`` go to ``worker`` as it is now? The GPUs it would hold there (``()`` for
     none asked), or None when it may not."""
-    if misfit(job, worker) is not None:
+    if _misfit_but_gpus(job, worker) is not None:
         return None
     return gpus_for(job, worker.free_gpus)
 

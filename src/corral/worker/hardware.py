@@ -20,7 +20,6 @@ __all__ = [
     "GpuPool",
     "Hardware",
     "detect",
-    "detect_gpus",
     "gpu_usage",
     "summary",
     "usage",
@@ -55,11 +54,6 @@ def detect(gpu_ids: list[str] | None = None, environ: Mapping[str, str] | None =
         accelerator=accelerator,
         note=note,
     )
-
-
-def detect_gpus() -> list[GpuInfo]:
-    """The GPUs :func:`detect` would offer, without the rest."""
-    return _find(None, os.environ, int(psutil.virtual_memory().total))[1]
 
 
 def summary(hw: Hardware) -> dict[str, Any]:
@@ -127,10 +121,6 @@ def _owned(gpus: list[GpuInfo], wanted: list[str] | None, source: str) -> list[G
             log.warning("gpu_id.unknown", gpu_id=entry, source=source, known=len(gpus))
         chosen.update(match)
     return [g for g in gpus if g.index in chosen]
-
-
-def _visible(gpus: list[GpuInfo], spec: str | None) -> list[GpuInfo]:
-    return _owned(gpus, None if spec is None else _split(spec), "CUDA_VISIBLE_DEVICES")
 
 
 def _cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
