@@ -4,6 +4,7 @@ that expire, are revoked and rotated, and a suspended tenant refused."""
 
 from __future__ import annotations
 
+import string
 import time
 from datetime import timedelta
 
@@ -230,8 +231,13 @@ def test_forged_expired_and_foreign_tokens_are_refused(coordinator):
     def sign(c, key=secret, kid=kid):
         return jwt.encode(c, key, algorithm="HS256", headers={"kid": kid})
 
+    head, sig = good.rsplit(".", 1)
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    last = alphabet.index(sig[-1])  # its two low bits are padding: made not zero
+    padded = alphabet[(last & ~3) | (2 if last & 3 == 1 else 1)]
     forged = {
-        "tampered": good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
+        "tampered": f"{head}.{'B' if sig[0] == 'A' else 'A'}{sig[1:]}",
+        "padding not zero": f"{head}.{sig[:-1]}{padded}",
         "another secret": sign(claims, b"x" * 32),
         "alg none": jwt.encode(claims, None, algorithm="none", headers={"kid": kid}),
         "expired": sign({**claims, "iat": now - 600, "exp": now - 300}),

@@ -311,21 +311,24 @@ async def test_a_program_named_like_a_shell_builtin_is_the_program(tmp_path: Pat
     assert output_path(workdir).read_text() == "a\n"
 
 
-def _runs_python(leader: psutil.Process) -> bool:
+def _runs_python(leader: psutil.Process, code: str) -> bool:
+    """Whether the shell's child has exec'd the job: before the exec it is a fork of the shell,
+    whose argv names the job's too, and it still runs the shell's trap."""
     try:
-        return any("time.sleep(60)" in " ".join(c.cmdline()) for c in leader.children())
+        return any(c.cmdline()[:3] == [PY, "-c", code] for c in leader.children())
     except psutil.Error:
         return False
 
 
 async def test_adopted_attempt_can_be_stopped(tmp_path: Path) -> None:
-    child, rec = _start_detached(tmp_path, "import time; time.sleep(60)")
+    code = "import time; time.sleep(60)"
+    child, rec = _start_detached(tmp_path, code)
     try:
         # As after a real restart, the job itself runs before the stop: a signal in the shell's
         # first milliseconds would kill the shell, and one between its fork and the job's exec
         # is taken by the shell's trap in the child, so only the grace period's SIGKILL ends it.
         leader = psutil.Process(child.pid)
-        await _until(lambda: _runs_python(leader))
+        await _until(lambda: _runs_python(leader, code))
         # A grace long enough for a loaded machine to schedule the shell after its job died:
         # past it the group's SIGKILL would take the shell too, before it says how it ended.
         proc = AttemptProcess.adopt(rec, kill_grace_s=10)
