@@ -52,9 +52,10 @@ def retrying(
     retries what ``verdict`` calls RETRY (and ``also``), without limit, and lets anything else
     out; ``on_retry`` hears of each failure that is retried (to log it)."""
 
-    def again(exc: Exception) -> bool:
-        if not isinstance(exc, also) and not (
-            isinstance(exc, CorralError) and verdict(exc) is Verdict.RETRY
+    def again(exc: BaseException) -> bool:
+        if not isinstance(exc, Exception) or not (
+            isinstance(exc, also)
+            or (isinstance(exc, CorralError) and verdict(exc) is Verdict.RETRY)
         ):
             return False
         if on_retry is not None:
