@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from harness_e2e import wait_until
 
@@ -275,6 +276,14 @@ def test_a_coordinator_with_local_workers_keeps_targets_apart(fleet):
         job = fleet.submit([PY, "-c", "pass"], target=target)
         assert fleet.wait_state(job["id"], {"succeeded"})["worker_id"] == ids[where], target
     assert fleet.job(job["id"])["target"] == "auto"
+    # Its own workers go with it, even when it is killed outright and cannot stop them.
+    assert fleet.server is not None
+    local = [p for p in psutil.Process(fleet.server.pid).children(recursive=True)
+             if "--name" in p.cmdline() and "local-1" in p.cmdline()]  # fmt: skip
+    assert len(local) == 1
+    fleet.server.kill9()
+    wait_until(lambda: not local[0].is_running() or local[0].status() == psutil.STATUS_ZOMBIE,
+               30, "its local worker to stop")  # fmt: skip
 
 
 def test_a_higher_priority_job_preempts_a_preemptible_one_which_runs_again_unpenalised(

@@ -27,6 +27,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run(main: Coroutine[Any, Any, T], *, fast_loop: bool = True) -> T:
+    harden.follow_parent()  # a local fleet's coordinator or worker goes with its supervisor
     with asyncio.Runner(loop_factory=_loop_factory() if fast_loop else None) as runner:
         return runner.run(main)
 

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
+from typing import Any
 
 __all__ = [
     "BOOTSTRAP_KEY_ENVS",
+    "PARENT_ENV",
     "TOKEN_ENVS",
+    "follow_parent",
     "forget_env",
     "hide_secrets",
     "hide_token_from_jobs",
@@ -30,6 +34,7 @@ TOKEN_ENVS = ("CORRAL_WORKER__TOKEN", "CORRAL_WORKER_TOKEN", "CORRAL_WORKER__API
 BOOTSTRAP_KEY_ENVS = ("CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY", "CORRAL_BOOTSTRAP_ADMIN_KEY")
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+PR_SET_PDEATHSIG = 1
 
 
 def hide_secrets(names: tuple[str, ...]) -> None:
@@ -51,6 +56,37 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def _prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = _libc()
+    prctl = getattr(libc, "prctl", None) if libc is not None else None
+    if prctl is not None:
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                          ctypes.c_ulong]  # fmt: skip
+        prctl.restype = ctypes.c_int
+    return prctl
+
+
+# Set by a local fleet (``corral up``, ``corral server --local-workers``) in the environment
+# of each coordinator and worker it starts: the supervisor that child must not outlive.
+PARENT_ENV = "CORRAL_LOCAL_PARENT"
+
+
+def follow_parent() -> None:
+    """In a process a local fleet started: SIGTERM to ourselves when its supervisor goes,
+    however it went. A supervisor killed outright (SIGKILL, the OOM killer) cannot stop its
+    children, which sit in process groups of their own; they would run on, holding the port
+    and the data directory, with nobody to stop them. ``prctl(PR_SET_PDEATHSIG)``; nothing
+    where there is no prctl."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    prctl = _prctl() if parent and parent.isdigit() else None
+    if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != int(parent or 0):  # it went before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def make_undumpable() -> bool:
     """``prctl(PR_SET_DUMPABLE, 0)``: same-user processes may no longer read this one's
     /proc/<pid>/environ or memory, nor ptrace it; its files under /proc belong to root. It
@@ -59,15 +95,8 @@ def make_undumpable() -> bool:
 
     False, and nothing else, where there is no prctl (not Linux, no libc).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = _libc()
-    prctl = getattr(libc, "prctl", None) if libc is not None else None
-    if prctl is None:
-        return False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return bool(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    prctl = _prctl()
+    return prctl is not None and bool(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
 def forget_env(name: str) -> None:

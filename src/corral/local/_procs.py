@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 from pathlib import Path
 from typing import IO
 
+from corral.config.harden import PARENT_ENV
 from corral.local.errors import FleetError
 
 # The `corral` command, as a child process (its public entry point; nothing is imported).
@@ -43,7 +45,7 @@ def free_port(host: str) -> int:
 
 async def spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     """A child in its own process group (a terminal's Ctrl-C reaches it only through us),
-    its output appended to ``log_path``."""
+    its output appended to ``log_path``; it stops if we die (``harden.follow_parent``)."""
     log = _open_append(log_path)
     try:
         return await asyncio.create_subprocess_exec(
@@ -51,7 +53,7 @@ async def spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> asyncio
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
-            env=env,
+            env={**env, PARENT_ENV: str(os.getpid())},
             process_group=0,
         )
     finally:
