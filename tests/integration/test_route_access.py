@@ -9,6 +9,7 @@ enrolling; an operation with none must be one of the few that are public on purp
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import timedelta
 
@@ -22,6 +23,7 @@ from sqlalchemy import update
 
 from corral.model import PERMISSIONS, Role
 from corral.protocol import Enrolled, signing
+from corral.store import artifacts as artifacts_q
 from corral.store.tables import api_keys
 from corral.worker.identity import Held, SignedAuth
 
@@ -88,6 +90,21 @@ def world(coordinator):
                 assert admin.delete(f"/api/admin/keys/{revoked['id']}").status_code == 204
                 ids["key_id"] = keys["member"]["id"]
     core = c.app.state.core
+    # A blob of A's and an artifact of A's job, as an upload and an attempt leave them.
+    package = b"A's package"
+    ids["digest"] = hashlib.sha256(package).hexdigest()
+    with c.client(a["api_key"]) as admin:
+        assert admin.put(f"/api/blobs/{ids['digest']}", content=package).status_code == 201
+
+    async def artifact() -> int:
+        async with core.store.tx() as conn:
+            return await artifacts_q.add(
+                conn, tenant_id=a["tenant_id"], job_id=ids["job_id"], attempt=1,
+                kind="checkpoint", name="ck", step=1, digest=ids["digest"],
+                size=len(package), now=core.clock.now(),
+            )  # fmt: skip
+
+    ids["artifact_id"] = str(c.call(artifact()))
 
     async def expire():
         async with core.store.tx() as conn:
@@ -114,8 +131,18 @@ def world(coordinator):
     }, ids, a["api_key"]  # fmt: skip
 
 
+# What a valid query for each worker route that needs one looks like (same reason).
+WORKER_QUERIES = {
+    "/api/workers/job/{job_id}/workdir": {"attempt": 1},
+    "/api/workers/job/{job_id}/checkpoint": {"attempt": 1},
+    "/api/workers/job/{job_id}/checkpoints/{digest}": {"attempt": 1, "step": 1},
+}
+
+
 def call(coord, method, path, ids, headers):
     url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+    url += ("?" + "&".join(f"{k}={v}" for k, v in WORKER_QUERIES[path].items())
+            if path in WORKER_QUERIES else "")  # fmt: skip
     body = WORKER_BODIES.get(path, {"ids": [ids["job_id"]], "timeout_s": 0}
                              if path == "/api/jobs/wait" else {})  # fmt: skip
     auth = headers if isinstance(headers, httpx.Auth) else None
@@ -164,11 +191,16 @@ def test_every_route_refuses_every_identity_it_must(coordinator, world):
             tried += 1
             if not set(needs) <= admin_may:
                 assert r.status_code == 403, (method, path, r.status_code)
+            elif path == "/api/blobs/{digest}":
+                # A's digest in B's own store: B has no such blob, and the empty body it
+                # sends is not the content that digest names.
+                assert r.status_code == (422 if method == "PUT" else 404), (method, r.text)
             elif "{" in path or path == "/api/jobs/wait":
                 assert r.status_code == 404, (method, path, r.status_code, r.text[:200])
             elif method == "GET":
                 assert r.status_code == 200, (method, path, r.status_code)
-                assert not any(v in r.text for v in ids.values()), (method, path)
+                named = [v for k, v in ids.items() if k != "artifact_id"]  # a small number
+                assert not any(v in r.text for v in named), (method, path)
         elif scheme == "APIKeyHeader" and "{" in path:
             for other in ("B's worker", "B's signed worker"):
                 r = call(coordinator, method, path, ids, who[other])

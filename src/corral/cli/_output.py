@@ -142,3 +142,14 @@ STATE_STYLE = {
 
 def state(value: object) -> Text:
     return Text(shown(value), style=STATE_STYLE.get(str(value), ""))
+
+
+def size(n: object) -> str:
+    """Bytes for a person: 512 B, 3.4 KiB, 12.0 MiB."""
+    if not isinstance(n, int | float):
+        return "?"
+    value, units = float(n), ["B", "KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.0f} B" if units[0] == "B" else f"{value:.1f} {units[0]}"

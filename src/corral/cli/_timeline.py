@@ -44,6 +44,10 @@ def summary(e: EventView, names: Mapping[str, str]) -> str:
         state = kind.removeprefix("job.")
         ended = f"{outcome}, " if outcome and outcome != state else ""
         return f"{att} {ended}{state}{why}{exit_code}"
+    if kind == "job.checkpointed":
+        return f"{att} stored a checkpoint of step {d.get('step')} ({_output.size(d.get('size'))})"
+    if kind == "job.output_stored":
+        return f"{att} stored output {d.get('name')} ({_output.size(d.get('size'))})"
     if kind == "job.cancel_requested":
         return f"cancel requested{by}"
     if kind == "worker.registered":

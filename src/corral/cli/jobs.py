@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,7 @@ from corral.cli._exit import ExitCode, Failure
 from corral.cli._follow import EXIT_BY_STATE, follow
 from corral.cli._options import ApiKey, Json, Url
 from corral.client import AsyncClient, InvalidInput, PermissionDenied, Unauthenticated
+from corral.client._pack import DEFAULT_MAX_BYTES
 from corral.model import JobState
 from corral.protocol import EventList, JobList, JobView
 
@@ -41,6 +43,7 @@ _FLAG_OF = {
     "nodes": "--nodes",
     "target": "--target",
     "preemptible": "--preemptible",
+    "workdir": "--workdir",
 }
 
 
@@ -84,6 +87,17 @@ def submit(
             " (SIGTERM, a grace to checkpoint): it runs again, no retry used.",
         ),
     ] = False,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A directory (. typical) packed and unpacked where the job runs, without"
+            " what .gitignore and .corralignore leave out.",
+            show_default=False,
+        ),
+    ] = None,
+    workdir_max_mb: Annotated[
+        float, typer.Option(help="The most --workdir may hold, in MiB.", min=0.001)
+    ] = DEFAULT_MAX_BYTES / 2**20,
     priority: Annotated[int, typer.Option(help="Higher runs first (-1000..1000).")] = 0,
     retries: Annotated[int, typer.Option(help="Retries when an attempt is lost or times out.")] = 3,
     timeout: Annotated[
@@ -110,12 +124,17 @@ def submit(
     async def go() -> int:
         async with connect(url, api_key) as client:
             try:
+                package = None
+                if workdir is not None:
+                    package = await client.upload_workdir(
+                        workdir, max_bytes=int(workdir_max_mb * 2**20)
+                    )
                 job = await client.submit(
                     command, name=name, env=variables, labels=labels, gpus=gpus,
                     priority=priority, retries=retries, timeout=timeout, tags=tag_list,
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
                     gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,
-                    preemptible=preemptible,
+                    preemptible=preemptible, package=package,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:
@@ -273,6 +292,7 @@ def _details(job: JobView) -> Group:
             + (", preemptible)" if job.preemptible else ")"),
         ),
         ("timeout", _output.duration(job.timeout_s)),
+        ("workdir", f"package {job.workdir[:12]}" if job.workdir else "-"),
         ("worker", job.worker_id or "-"),
         ("created", job.created_at.isoformat()),
         ("started", job.started_at.isoformat() if job.started_at else "-"),

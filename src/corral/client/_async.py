@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from corral.client import _calls, _stream
 from corral.client._accounts import AccountCalls
+from corral.client._artifacts import ArtifactCalls
 from corral.client._config import check_urls, from_env, tls_from_env
 from corral.client._valid import by_ref
 from corral.client._valid import valid as _valid
@@ -43,7 +44,7 @@ PAGE_SIZE = 500  # rows per request when iterating; the coordinator allows up to
 _SUBMIT_KEYWORD = {"worker_labels": "labels", "max_retries": "retries", "timeout_s": "timeout"}
 
 
-class AsyncClient(AccountCalls):
+class AsyncClient(AccountCalls, ArtifactCalls):
     """The coordinator's API for asyncio code. ``url`` may list several coordinators,
     comma-separated: they fail over in order. Without ``url`` or ``api_key`` it reads
     ``CORRAL_URL`` and ``CORRAL_API_KEY``; the URL defaults to ``http://127.0.0.1:8001``.
@@ -125,13 +126,17 @@ class AsyncClient(AccountCalls):
         nodes: int = 1,
         target: str = "auto",
         preemptible: bool = False,
+        workdir: str | Path | None = None,
+        package: str | None = None,
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
         what else its worker must have (docs/scheduling.md); ``nodes``: a gang of that many
         members, one a worker, placed together (torch.distributed's RANK, WORLD_SIZE…);
         ``retries``: how often a lost or timed-out attempt is run again; ``timeout``:
-        seconds an attempt may run. The request always carries an Idempotency-Key
+        seconds an attempt may run; ``workdir``: a directory packed, uploaded and unpacked
+        where each attempt runs, or ``package``: the SHA-256 ``upload_workdir`` returned.
+        The request always carries an Idempotency-Key
         (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
         the job already queued, and the same key sent again later does too."""
         if isinstance(command, str):
@@ -158,6 +163,12 @@ class AsyncClient(AccountCalls):
         }
         if name is not None:
             fields["name"] = name
+        if workdir is not None and package is not None:
+            raise InvalidInput("give workdir or package, not both", field="workdir")
+        if workdir is not None:
+            package = await self.upload_workdir(workdir)
+        if package is not None:
+            fields["workdir"] = package
         spec = _valid(JobSubmit, fields, _SUBMIT_KEYWORD)
         body = await self._t.json(
             "POST",

@@ -180,3 +180,7 @@ class Client:
     rotate_key = _blocking(AsyncClient.rotate_key)
     token = _blocking(AsyncClient.token)
     audit = _iterating(AsyncClient.audit)
+    upload_blob = _blocking(AsyncClient.upload_blob)
+    upload_workdir = _blocking(AsyncClient.upload_workdir)
+    artifacts = _blocking(AsyncClient.artifacts)
+    download_artifact = _blocking(AsyncClient.download_artifact)

@@ -117,6 +117,21 @@ class SetQuota:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreArtifact:
+    """An attempt stored a blob as one of its job's artifacts (a checkpoint, an output)."""
+
+    tenant_id: str
+    job_id: str
+    attempt: int
+    kind: str
+    name: str
+    step: int | None
+    digest: str
+    size: int
+    why: Why = Why()
+
+
+@dataclass(frozen=True, slots=True)
 class MoveTenant:
     """Suspend or resume (guarded: only from ``frm``)."""
 
@@ -229,5 +244,5 @@ Change = (
     InsertJob | MoveJob | StartAttempt | UpdateAttempt | InsertWorker | MoveWorker
     | UpdateWorker | DeleteWorker | Notify | ClearOutbox | Record | EndStream | ForgetDrop
     | InsertTenant | MoveTenant | InsertKey | RotateKey | DeleteKey | InsertRegistration
-    | UseRegistration | SetQuota
+    | UseRegistration | SetQuota | StoreArtifact
 )  # fmt: skip

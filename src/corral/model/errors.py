@@ -37,6 +37,13 @@ class IdempotencyKeyReused(InvalidInput):
     code = "idempotency_key_reused"
 
 
+class TooLarge(InvalidInput):
+    """The request or what it uploads is larger than its limit."""
+
+    status = 413
+    code = "too_large"
+
+
 class Unauthenticated(CorralError):
     """Missing or invalid credentials."""
 

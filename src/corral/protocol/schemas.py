@@ -19,9 +19,12 @@ __all__ = [
     "MAX_PICKLED_CHARS",
     "MAX_RESULT_BYTES",
     "Accelerator",
+    "ArtifactList",
+    "ArtifactView",
     "AttemptRef",
     "AttemptReport",
     "AttemptView",
+    "BlobStored",
     "CallSpec",
     "Event",
     "EventList",
@@ -294,6 +297,7 @@ class JobAssign(_Wire):
     command: list[str] = []
     env: dict[str, str] = {}
     timeout_s: float | None = None
+    workdir: str | None = None  # its packed working directory's SHA-256; left out when none
     gpus: int = 0
     gpu_ids: list[int] | None = Field(
         default=None, description="the GPUs it holds, chosen by the coordinator"
@@ -363,6 +367,10 @@ class JobSubmit(_Wire):
         default=3, ge=0, le=100, description="retries of lost or timed-out attempts"
     )
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
+    workdir: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="the SHA-256 of a packed working"
+        " directory uploaded with PUT /api/blobs/{digest} (a .tar.gz): each attempt runs in it",
+    )  # fmt: skip
 
     _kind_fits = field_validator("command", "call")(_call_or_command)
 
@@ -373,6 +381,14 @@ class JobSubmit(_Wire):
             raise ValueError('a job of kind "call" runs in one interpreter: nodes must be 1')
         if value > 1 and info.data.get("preemptible"):
             raise ValueError("a gang is not preempted: nodes must be 1 for a preemptible job")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _a_call_has_no_directory(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("kind") == CALL_KIND:
+            raise ValueError('a job of kind "call" runs in a warm interpreter that many share:'
+                             " a working directory is for the other kinds")  # fmt: skip
         return value
 
     @field_validator("gpu_memory_gb", "gpu_name")
@@ -424,6 +440,7 @@ class JobView(BaseModel):
     priority: int
     max_retries: int
     timeout_s: float | None
+    workdir: str | None = Field(default=None, description="its packed working directory's SHA-256")
     attempt: int = Field(description="current attempt number; 0 before the first")
     worker_id: str | None
     created_at: datetime
@@ -438,6 +455,28 @@ class JobView(BaseModel):
     attempts: list[AttemptView] | None = Field(
         default=None, description="every attempt so far (only when reading one job)"
     )
+
+
+class ArtifactView(BaseModel):
+    id: int
+    job_id: str
+    attempt: int
+    kind: Literal["checkpoint", "output"]
+    name: str
+    step: int | None = Field(default=None, description="a checkpoint's training step")
+    digest: str = Field(description="SHA-256 of its bytes")
+    size: int
+    created_at: datetime
+
+
+class ArtifactList(BaseModel):
+    artifacts: list[ArtifactView] = Field(description="newest first")
+
+
+class BlobStored(BaseModel):
+    digest: str
+    size: int
+    created: bool = Field(description="false: the tenant had it already")
 
 
 class WorkerVerdict(BaseModel):

@@ -3,7 +3,12 @@
 The worker runs each attempt with ``CORRAL_JOB_ID``, ``CORRAL_ATTEMPT`` and
 ``CORRAL_RESULT_FILE`` in its environment. Metrics travel in the job's own output (one
 ``corral.metric {...}`` line each), so they need no connection and show in the logs;
-the result travels as a JSON file the worker reads when the process exits 0.
+the result travels as a JSON file the worker reads when the process exits 0; checkpoints
+(``checkpoint``, ``resume``) through two directories the worker watches and fills
+(``corral.sdk._checkpoint``). ``context()`` says who and where the job is.
+
+Without Corral every call still works: metrics are printed, checkpoints kept in
+``./.corral-checkpoints``, so a script stays runnable by hand.
 
 Standard library only: a job's environment may have nothing but corral installed.
 """
@@ -16,18 +21,34 @@ import os
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.sdk._checkpoint import (
+    ENV_CHECKPOINT_DIR,
+    ENV_RESUME_DIR,
+    Checkpoint,
+    checkpoint,
+    resume,
+)
+
 __all__ = [
     "ENV_ATTEMPT",
+    "ENV_CHECKPOINT_DIR",
     "ENV_JOB_ID",
     "ENV_RESULT_FILE",
+    "ENV_RESUME_DIR",
     "METRIC_PREFIX",
+    "Checkpoint",
+    "Context",
     "attempt",
+    "checkpoint",
+    "context",
     "job_id",
     "last_metrics",
     "report",
+    "resume",
     "set_result",
 ]
 
@@ -51,6 +72,46 @@ def attempt() -> int | None:
         return int(raw) if raw else None
     except ValueError:
         return None
+
+
+ENV_PARAMS = "CORRAL_PARAMS"  # the job's parameters as JSON (a train job's config)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who and where this process is: ``job_id`` and ``attempt`` None outside Corral; a
+    gang member's ``rank`` and ``world_size`` (0 and 1 otherwise)."""
+
+    job_id: str | None
+    attempt: int | None
+    rank: int
+    world_size: int
+    params: dict[str, Any] = field(default_factory=dict)
+    scratch_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    checkpoint_dir: Path = field(default_factory=lambda: Path(".corral-checkpoints"))
+
+
+def _int_env(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+def context() -> Context:
+    try:
+        params = json.loads(os.environ.get(ENV_PARAMS) or "{}")
+    except ValueError:
+        params = {}
+    return Context(
+        job_id=job_id(),
+        attempt=attempt(),
+        rank=_int_env("RANK", 0),
+        world_size=_int_env("WORLD_SIZE", 1),
+        params=params if isinstance(params, dict) else {},
+        scratch_dir=Path(os.environ.get("TMPDIR") or tempfile.gettempdir()),
+        checkpoint_dir=Path(os.environ.get(ENV_CHECKPOINT_DIR) or ".corral-checkpoints"),
+    )
 
 
 def report(step: int | None = None, **metrics: Any) -> None:

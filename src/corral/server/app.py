@@ -20,7 +20,7 @@ from corral import __version__
 from corral.config.private import private_dir, private_file
 from corral.model import CorralError
 from corral.server import errors, params, reaper
-from corral.server.api import accounts, admin, jobs, workers
+from corral.server.api import accounts, admin, artifacts, jobs, workers
 from corral.server.auth import ensure_operator_key
 from corral.server.cause import CauseMiddleware
 from corral.server.clock import Clock
@@ -32,6 +32,7 @@ from corral.server.hub import Hub
 from corral.server.limits import BodyLimit
 from corral.server.pki import ServerTLS, default_hosts, ensure_ca, server_tls
 from corral.store import Store, migrate
+from corral.store.blobs import open_blob_store
 
 OnReady = Callable[[str, str | None], Awaitable[None] | None]
 
@@ -52,6 +53,7 @@ def create_app(
         dispatcher = Dispatcher(core)
         core.kick_dispatcher = dispatcher.kick
         core.ca = await asyncio.to_thread(ensure_ca, private_dir(settings.data_dir / "pki"))
+        core.blobs = await asyncio.to_thread(open_blob_store, settings.blob_location())
         app.state.core = core
         app.state.dispatcher = dispatcher
         bootstrap = settings.bootstrap_admin_key
@@ -85,7 +87,9 @@ def create_app(
     errors.document(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
                        timeout_s=settings.body_timeout_s,
-                       deadline_s=settings.body_deadline_s)  # fmt: skip
+                       deadline_s=settings.body_deadline_s, uploads=artifacts.UPLOADS,
+                       upload_max_bytes=settings.blob_max_bytes,
+                       upload_deadline_s=settings.blob_deadline_s)  # fmt: skip
     app.add_middleware(CauseMiddleware)  # outermost: a refused body gets its request id too
     app.include_router(workers.router)
     app.include_router(admin.router)
@@ -96,6 +100,9 @@ def create_app(
     app.include_router(accounts.audit_log)
     app.include_router(jobs.queue)
     app.include_router(jobs.router)
+    app.include_router(artifacts.blobs)
+    app.include_router(artifacts.jobs)
+    app.include_router(artifacts.workers)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -41,6 +41,7 @@ from corral.model.changes import (
     RotateKey,
     SetQuota,
     StartAttempt,
+    StoreArtifact,
     UpdateAttempt,
     UpdateWorker,
     UseRegistration,
@@ -49,6 +50,7 @@ from corral.model.changes import (
 from corral.model.history import Kind, job_kind, worker_kind
 from corral.model.snapshot import JobSnap
 from corral.protocol import Gang, JobAssign, JobCancel, WorkerDrain
+from corral.store import artifacts as artifacts_q
 from corral.store import jobs as jobs_q
 from corral.store import keys as keys_q
 from corral.store import streams
@@ -71,7 +73,7 @@ def job_assign(
     return JobAssign(job_id=spec["id"], attempt=attempt, name=spec["name"], kind=spec["kind"],
                      command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
                      gpus=spec["gpus"], gpu_ids=list(gpu_ids), call=spec.get("call"),
-                     gang=gang)  # fmt: skip
+                     gang=gang, workdir=spec.get("workdir"))  # fmt: skip
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:
@@ -266,6 +268,16 @@ async def _one(t: Tx, c: Change) -> bool:
             "expires_at": c.values["expires_at"].isoformat()})  # fmt: skip
     elif isinstance(c, UseRegistration):
         return await workers_q.use_registration(conn, c.registration_id, c.now)
+    elif isinstance(c, StoreArtifact):
+        artifact_id = await artifacts_q.add(
+            conn, tenant_id=c.tenant_id, job_id=c.job_id, attempt=c.attempt, kind=c.kind,
+            name=c.name, step=c.step, digest=c.digest, size=c.size, now=t.now,
+        )  # fmt: skip
+        kind = Kind.JOB_CHECKPOINTED if c.kind == "checkpoint" else Kind.JOB_OUTPUT_STORED
+        _entry(t, kind, c.tenant_id, c.why, job_id=c.job_id, attempt=c.attempt, detail={
+            "artifact_id": artifact_id, "name": c.name, "step": c.step, "size": c.size,
+            "digest": c.digest})  # fmt: skip
+        t.jobs.add(c.job_id)
     elif isinstance(c, EndStream):
         t.end_streams.add(c.worker_id)
     elif isinstance(c, ForgetDrop):

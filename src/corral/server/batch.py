@@ -12,7 +12,7 @@ from corral.protocol import BatchJob, BatchResult, WaitResult
 from corral.server import hub
 from corral.server.auth import Identity, new_id
 from corral.server.core import Core
-from corral.server.jobs import members, request_hash, stored, view
+from corral.server.jobs import have_workdirs, members, request_hash, stored, view
 from corral.store import jobs as jobs_q
 
 __all__ = ["submit_many", "wait_many"]
@@ -49,6 +49,7 @@ async def submit_many(core: Core, who: Identity, items: list[BatchJob]) -> Batch
     ``decide.submit``; an item whose idempotency key was seen before returns that job."""
     digests = [request_hash(item) for item in items]
     first = _first_of_each_key(items, digests)
+    await have_workdirs(core, who.tenant_id, items)
     for _ in range(_RETRIES):
         try:
             async with core.tx(who.key_id) as t:

@@ -60,6 +60,18 @@ class ServerSettings(Section):
         default=100 * 1024 * 1024, ge=1024 * 1024,
         description="a job's stored output; past it the first and last halves are kept",
     )  # fmt: skip
+    blob_store: str | None = Field(
+        default=None, description="where jobs' packed directories, checkpoints and outputs go:"
+        " a directory or an fsspec URL (s3://bucket/corral); default <data_dir>/blobs. The"
+        " coordinators of one database need one that each of them reaches",
+    )  # fmt: skip
+    blob_max_bytes: int = Field(
+        default=20 * 1024**3, ge=1024 * 1024, le=2**50,
+        description="one upload: a packed working directory, a checkpoint, an output",
+    )  # fmt: skip
+    blob_deadline_s: float = Field(
+        default=3600, gt=0, le=7 * 86400, description="an upload not whole by then is answered 408"
+    )
     auth_failures_per_minute: int = Field(
         default=30, ge=1, le=1_000_000,
         description="refused authentications from one address in a minute before it is"
@@ -151,6 +163,9 @@ class ServerSettings(Section):
                 " often enough to tell its own stall from a worker's silence"
             )
         return self
+
+    def blob_location(self) -> str:
+        return self.blob_store or str(self.data_dir / "blobs")
 
     def database_url(self) -> str:
         return self.db_url or default_url(self.data_dir)

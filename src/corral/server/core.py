@@ -26,6 +26,7 @@ from corral.server.hub import Hub
 from corral.server.tokens import Signer
 from corral.store import Store
 from corral.store import history as history_q
+from corral.store.blobs import BlobStore
 
 log = structlog.get_logger("corral.server")
 
@@ -98,6 +99,7 @@ class Core:
     refusals: Refusals = field(init=False)  # what each address has been refused lately
     follows: Follows = field(init=False)  # long-lived answers open, per API key
     ca: Any = None  # the internal CA's (certificate, key): it signs workers' certificates
+    blobs: BlobStore | None = None  # packed working directories, checkpoints, outputs
 
     def __post_init__(self) -> None:
         self.policy = policy_of(self.settings)

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,6 +73,7 @@ def view(row: Row) -> JobView:
         priority=row["priority"],
         max_retries=row["max_retries"],
         timeout_s=row["timeout_s"],
+        workdir=row["workdir"],
         attempt=row["attempt"],
         worker_id=row["worker_id"],
         created_at=as_utc(row["created_at"]),
@@ -132,7 +134,8 @@ def stored(
         "cpus": body.cpus, "memory_gb": body.memory_gb, "requires": requires(body),
         "nodes": body.nodes, "preemptible": body.preemptible,
         "priority": body.priority, "max_retries": body.max_retries,
-        "timeout_s": body.timeout_s, "idempotency_key": key, "request_hash": digest,
+        "timeout_s": body.timeout_s, "workdir": body.workdir, "idempotency_key": key,
+        "request_hash": digest,
         "created_at": now,
     }  # fmt: skip
 
@@ -141,7 +144,7 @@ def stored(
 # are stored together (``requires``).
 REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "target", "cpus", "memory_gb")
 # Fields added since requests were first hashed: left out of the hash at their defaults.
-_ADDED = (*REQUIREMENTS, "nodes", "preemptible")
+_ADDED = (*REQUIREMENTS, "nodes", "preemptible", "workdir")
 
 
 def requires(body: JobSubmit) -> dict[str, Any] | None:
@@ -176,6 +179,7 @@ async def submit(
         raise InvalidInput("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
     digest = request_hash(body)
     job_id = new_id("job")
+    await have_workdirs(core, who.tenant_id, [body])
     try:
         async with core.tx(who.key_id) as t:
             if idempotency_key:
@@ -198,6 +202,15 @@ async def submit(
         if old is None:
             raise
         return _replay(old, digest)
+
+
+async def have_workdirs(core: Core, tenant_id: str, bodies: Sequence[JobSubmit]) -> None:
+    """A job's packed working directory must be uploaded first, by its tenant."""
+    assert core.blobs is not None
+    for digest in dict.fromkeys(b.workdir for b in bodies if b.workdir):
+        if not await core.blobs.exists(tenant_id, digest):
+            raise InvalidInput(f"no uploaded blob {digest}: PUT /api/blobs/{digest} first"
+                               " (corral submit --workdir does)", field="workdir")  # fmt: skip
 
 
 async def why(core: Core, tenant_id: str, job_id: str) -> JobWhy:

@@ -179,6 +179,9 @@ jobs = Table(
     Column("rank", Integer),
     # Where its gang meets (MASTER_ADDR, MASTER_PORT), set with its current attempt.
     Column("rendezvous", JSON),
+    # The SHA-256 of its packed working directory (a blob of its tenant), unpacked where each
+    # attempt runs; None: it runs in an empty directory.
+    Column("workdir", String(64)),
     Column("priority", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
     Column("timeout_s", Float),
@@ -284,6 +287,25 @@ history = Table(
     Index("ix_history_worker", "worker_id", "id"),
     Index("ix_history_at", "at"),
     sqlite_autoincrement=True,  # ids are SSE ids of a followed timeline
+)
+
+# What a job's attempts stored in the blob store: checkpoints (``resume`` finds the newest)
+# and the outputs it declared. The bytes are the blob ``digest`` of the tenant.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", Id, nullable=False),
+    Column("job_id", Id, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),  # checkpoint, output
+    Column("name", String(300), nullable=False),
+    Column("step", BigInteger),  # a checkpoint's training step
+    Column("digest", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Index("ix_artifacts_job_id", "job_id", "kind", "id"),
+    sqlite_autoincrement=True,
 )
 
 # One row that /readyz writes: a store that can no longer take a write is not ready.

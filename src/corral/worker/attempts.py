@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import tarfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
+import httpx
 import structlog
 
 from corral.model import AttemptOutcome
 from corral.model.errors import CorralError
-from corral.protocol import AttemptReport, JobAssign
+from corral.protocol import ArtifactView, AttemptReport, JobAssign
+from corral.protocol.blobs import Mismatch
 from corral.worker._disk import disk_error, low_space
 from corral.worker._retry import Verdict, retrying, verdict
+from corral.worker.checkpoints import CheckpointShipper, restore
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.environ import build_env
@@ -27,19 +32,41 @@ from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
+from corral.worker.packages import BadPackage, Packages, unpack
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
 from corral.worker.sandbox import Sandbox
 from corral.worker.warm import WarmCall, WarmPool
-from corral.worker.workdir import AttemptFiles, attempt_dir, prepare_workdir, result_path
+from corral.worker.workdir import (
+    AttemptFiles,
+    attempt_dir,
+    prepare_workdir,
+    result_path,
+    resume_dir,
+)
 
 __all__ = ["AttemptContext", "Declined", "RunningAttempt", "bug"]
 
 log = structlog.get_logger("corral.worker.attempt")
+T = TypeVar("T")
 
 # A finished attempt ships the rest of its output before its final report, for as long as
 # batches go through; after this long without one (the coordinator is away) the report
 # goes into the outbox anyway: a result must not wait on an unreachable coordinator's logs.
 LOG_FLUSH_TIMEOUT_S = 15.0
+# How long an attempt keeps trying to fetch its working directory or its checkpoint while
+# the coordinator does not answer, before it fails.
+BRING_TIMEOUT_S = 120.0
+
+
+async def _patiently(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()`` until it gets through (a download that broke off starts again), for up to
+    BRING_TIMEOUT_S; what ``verdict`` does not call worth retrying goes out at once."""
+    async with asyncio.timeout(BRING_TIMEOUT_S):
+        async for attempt in retrying(initial_s=0.5, max_s=5.0,
+                                      also=(httpx.TransportError, Mismatch)):  # fmt: skip
+            with attempt:
+                return await call()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass
@@ -60,6 +87,18 @@ class AttemptContext:
     users: Users | None = None  # each attempt a uid of its own (--run-as-users)
     sandbox: Sandbox | None = None  # namespaces that hide the fleet's files (--sandbox)
     accelerator: str = "cpu"  # what its GPUs are (cuda, rocm): which variables name them
+    _packages: Packages | None = None  # jobs' packed working directories, fetched once
+
+    def packages(self) -> Packages:
+        if self._packages is None:
+            self._packages = Packages(self.settings.work_dir / "packages")
+        return self._packages
+
+    def tmp_dir(self) -> Path:
+        """The worker's own scratch (checkpoints on their way), never an attempt's."""
+        path = self.settings.work_dir / "tmp"
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     def warm_pool(self) -> WarmPool:
         if self.warm is None:
@@ -222,9 +261,17 @@ class RunningAttempt:
         running = asyncio.create_task(self._report_running()) if rec is None else None
         shipping = asyncio.create_task(self._ship(shipper))
         shipping.add_done_callback(lambda _: shipper.close())  # it may outlive the attempt
+        checkpoints = self._checkpoints()
+        storing = asyncio.create_task(checkpoints.run()) if checkpoints is not None else None
         try:
             outcome = await self.process.wait()
         finally:
+            if storing is not None and checkpoints is not None:
+                storing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await storing
+                if self.stop_reason is not StopReason.STALE:  # stored only while it is ours
+                    await checkpoints.flush(LOG_FLUSH_TIMEOUT_S)
             shipper.finish()
             stall_s = self.ctx.settings.log_flush_stall_s
             await _until_shipped(shipping, shipper, stall_s, self.log)
@@ -234,6 +281,21 @@ class RunningAttempt:
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would
         self._finish(outcome)
+
+    def _checkpoints(self) -> CheckpointShipper | None:
+        files = self.files
+        if files is None:
+            return None
+        return CheckpointShipper(files, self._put_checkpoint, tmp_dir=self.ctx.tmp_dir(),
+                                 log=self.log)  # fmt: skip
+
+    async def _put_checkpoint(
+        self, archive: Path, digest: str, step: int, name: str
+    ) -> ArtifactView:
+        client = self.ctx.client
+        return await client.put_checkpoint(
+            self.job_id, self.attempt, archive, digest=digest, step=step, name=name
+        )
 
     def _note_log_position(self, seq: int, offset: int, end: int) -> None:
         """Where the batch in flight lies, for a restarted worker to send it again as it was.
@@ -256,6 +318,8 @@ class RunningAttempt:
             # Opened while the directory is root's: what the worker reads of the attempt, it
             # reads through these, never by a name the attempt's user could swap.
             files = self.files = AttemptFiles.create(workdir)
+            if (failed := await self._bring(files)) is not None:
+                return failed
             spec = kind.prepare(self.assign, workdir)
             warm = bool(getattr(kind, "warm", False))
             if self.ctx.users is not None:
@@ -324,6 +388,45 @@ class RunningAttempt:
             await process.wait()
             return Declined(disk_error(exc) or f"its journal cannot record the attempt: {exc}")
         return process
+
+    async def _bring(self, files: AttemptFiles) -> Outcome | None:
+        """What the attempt starts with: its job's packed directory, unpacked where it runs,
+        and, for a job run before, its newest checkpoint to resume from. A failure of
+        either fails the attempt, saying what went wrong."""
+        assert self.assign is not None
+        client, digest, what = self.ctx.client, self.assign.workdir, "working directory"
+        try:
+            if digest is not None:
+
+                async def fetch(path: Path) -> None:
+                    await _patiently(partial(client.fetch_workdir, self.job_id, self.attempt,
+                                             digest, path))  # fmt: skip
+
+                archive, fetched = await self.ctx.packages().get(digest, fetch)
+                count = await asyncio.to_thread(unpack, archive, files.workdir)
+                self.log.info("workdir.unpacked", digest=digest[:12], files=count,
+                              fetched=fetched)  # fmt: skip
+            if self.attempt > 1:
+                what = "checkpoint"
+                dest = self.ctx.tmp_dir() / f"resume-{self.job_id}-{self.attempt}.tar"
+                try:
+                    found = await _patiently(
+                        partial(client.fetch_checkpoint, self.job_id, self.attempt, dest)
+                    )
+                    if found is not None:
+                        await asyncio.to_thread(restore, dest, resume_dir(files.workdir))
+                        files.say(f"resuming from the checkpoint of step {found.step}"
+                                  f" (attempt {found.attempt})")  # fmt: skip
+                        self.log.info("checkpoint.restored", step=found.step,
+                                      from_attempt=found.attempt)  # fmt: skip
+                finally:
+                    await asyncio.to_thread(dest.unlink, missing_ok=True)
+        except (BadPackage, tarfile.TarError) as exc:
+            return Outcome(AttemptOutcome.FAILED, None, f"cannot unpack its {what}: {exc}")
+        except (CorralError, BadAnswer, TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
+            return Outcome(AttemptOutcome.FAILED, None, f"cannot fetch its {what}: {why}")
+        return None
 
     async def decline(self, why: str) -> None:
         """Say at once that this worker cannot run it, so it runs elsewhere now; it takes no

@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from corral.protocol import (
     WORKER_TOKEN_HEADER,
+    ArtifactView,
     AttemptReport,
     Event,
     HeartbeatRequest,
@@ -32,6 +33,7 @@ from corral.protocol import (
     ReportOutcome,
     WorkerDrain,
     WorkerReport,
+    blobs,
 )
 from corral.protocol.transport import Transport
 
@@ -132,6 +134,31 @@ class WorkerClient:
             json=batch.model_dump(mode="json"),
             idempotent=True,
         )
+
+    async def fetch_workdir(self, job_id: str, attempt: int, digest: str, dest: Path) -> None:
+        """The job's packed working directory into ``dest``, checked against ``digest``."""
+        path = f"/api/workers/job/{quote(job_id, safe='')}/workdir"
+        await blobs.download(self.transport, path, dest, expect=digest,
+                             params={"attempt": attempt})  # fmt: skip
+
+    async def fetch_checkpoint(self, job_id: str, attempt: int, dest: Path) -> ArtifactView | None:
+        """The job's newest checkpoint into ``dest`` (a tar), or None when it has none."""
+        path = f"/api/workers/job/{quote(job_id, safe='')}/checkpoint"
+        headers = await blobs.download(self.transport, path, dest, params={"attempt": attempt})
+        if headers is None:
+            return None
+        try:
+            return ArtifactView.model_validate_json(headers.get("X-Corral-Artifact", ""))
+        except ValidationError as exc:
+            raise BadAnswer(f"unreadable checkpoint record: {exc}") from exc
+
+    async def put_checkpoint(
+        self, job_id: str, attempt: int, archive: Path, *, digest: str, step: int, name: str
+    ) -> ArtifactView:
+        path = f"/api/workers/job/{quote(job_id, safe='')}/checkpoints/{digest}"
+        params = {"attempt": attempt, "step": step, "name": name}
+        data = await blobs.upload(self.transport, "PUT", path, archive, params=params)
+        return _parse(ArtifactView, data)
 
     async def disconnect(self) -> None:
         await self.transport.request("POST", "/api/workers/disconnect", idempotent=False)

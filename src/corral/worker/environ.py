@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from corral.protocol import Gang
-from corral.sdk import ENV_ATTEMPT, ENV_JOB_ID, ENV_RESULT_FILE
+from corral.sdk import ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_JOB_ID, ENV_RESULT_FILE, ENV_RESUME_DIR
 
 __all__ = ["ALLOWED_ENV", "ALLOWED_PREFIXES", "build_env", "gang_env"]
 
@@ -73,6 +73,9 @@ def build_env(
     env[ENV_JOB_ID] = job_id
     env[ENV_ATTEMPT] = str(attempt)
     env[ENV_RESULT_FILE] = str(result_file)
+    # Beside the result, in the attempt's .corral (workdir.checkpoint_dir, resume_dir).
+    env[ENV_CHECKPOINT_DIR] = str(result_file.parent / "checkpoints")
+    env[ENV_RESUME_DIR] = str(result_file.parent / "resume")
     if gpus is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML numbers them in
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)

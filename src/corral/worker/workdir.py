@@ -30,8 +30,13 @@ from typing import Any
 from corral.protocol import MAX_RESULT_BYTES, result_size, unstorable
 
 __all__ = [
+    "CHECKPOINTS",
+    "CORRAL_DIR",
+    "RESUME",
     "AttemptFiles",
+    "NotItsOwn",
     "attempt_dir",
+    "checkpoint_dir",
     "exit_code_path",
     "from_shell_status",
     "output_path",
@@ -40,6 +45,7 @@ __all__ = [
     "prune_workdirs",
     "read_exit_code",
     "result_path",
+    "resume_dir",
 ]
 
 _TAIL_BYTES = 16 * 1024
@@ -50,11 +56,23 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO in a file's place must not hang the worker in open().
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OUTPUT, _RESULT, _EXIT_CODE = "output.log", "result.json", "exit_code"
+CORRAL_DIR = ".corral"
+# Where the job's corral.sdk.checkpoint() leaves each checkpoint for the worker to store,
+# and where the worker puts the one a new attempt resumes from (corral.sdk.resume()).
+CHECKPOINTS, RESUME = "checkpoints", "resume"
 
 
 def attempt_dir(data_dir: Path, job_id: str, attempt: int) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", job_id).lstrip(".") or "job"
     return data_dir / "attempts" / f"{safe}-{attempt}"
+
+
+def checkpoint_dir(workdir: Path) -> Path:
+    return workdir / CORRAL_DIR / CHECKPOINTS
+
+
+def resume_dir(workdir: Path) -> Path:
+    return workdir / CORRAL_DIR / RESUME
 
 
 def output_path(workdir: Path) -> Path:
@@ -76,7 +94,8 @@ def prepare_workdir(workdir: Path) -> None:
     # 0700 from the start: nobody else reaches in while the worker prepares it as root.
     workdir.parent.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(mode=0o700)
-    (workdir / ".corral").mkdir(mode=0o700)
+    (workdir / CORRAL_DIR).mkdir(mode=0o700)
+    checkpoint_dir(workdir).mkdir(mode=0o700)
 
 
 def prune_workdirs(root: Path, *, keep: int, active: set[Path]) -> int:
@@ -203,6 +222,20 @@ class AttemptFiles:
         if self._append is None:
             raise FileNotFoundError(errno.ENOENT, "no output file to append to", _OUTPUT)
         fd, self._append = self._append, None
+        return fd
+
+    def say(self, line: str) -> None:
+        """A line of the worker's own in the job's output, before the job starts."""
+        if self._append is not None:
+            os.write(self._append, f"[corral] {line}\n".encode())
+
+    def open_dir(self, name: str) -> int:
+        """A directory in ``.corral`` (the caller closes it), not followed if it is a link,
+        and, for an isolated attempt, its user's."""
+        fd = os.open(name, _DIR, dir_fd=self._need_dir(name))
+        if self.owner is not None and os.fstat(fd).st_uid != self.owner:
+            os.close(fd)
+            raise NotItsOwn(errno.EPERM, "not a directory of the attempt's own", name)
         return fd
 
     def output_reader(self) -> int | None:

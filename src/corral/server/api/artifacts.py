@@ -1,0 +1,114 @@
+"""Blobs and artifacts: a user uploads a packed working directory and reads what a job
+stored; a worker fetches its job's directory and checkpoint, and stores checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from corral.protocol import ArtifactList, ArtifactView, BlobStored
+from corral.server import artifacts
+from corral.server.artifacts import Download
+from corral.server.auth import JobsRead, JobsSubmit, Worker
+
+blobs = APIRouter(prefix="/api/blobs", tags=["artifacts"])
+jobs = APIRouter(prefix="/api/jobs", tags=["artifacts"])
+workers = APIRouter(prefix="/api/workers/job", tags=["workers"])
+
+# Routes whose request body is a blob: BodyLimit gives them the blob store's cap.
+UPLOADS = r"^/api/(blobs/[^/]+|workers/job/[^/]+/checkpoints/[^/]+)$"
+
+Digest = Annotated[str, Path(description="SHA-256 of the content, 64 lower-case hex digits")]
+Attempt = Annotated[int, Query(ge=1, le=2**31 - 1, description="the attempt this worker holds")]
+_OCTETS: dict[str, Any] = {"content": {"application/octet-stream": {}}}
+
+
+def _stream(d: Download, filename: str | None = None) -> StreamingResponse:
+    headers = {"Content-Length": str(d.size), "X-Content-SHA256": d.digest}
+    if d.artifact is not None:
+        headers["X-Corral-Artifact"] = d.artifact.model_dump_json()
+    if filename is not None:
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return StreamingResponse(d.chunks, media_type="application/octet-stream", headers=headers)
+
+
+@blobs.put(
+    "/{digest}",
+    response_model=BlobStored,
+    status_code=201,
+    responses={200: {"description": "the tenant had it already", "model": BlobStored}},
+    description="Upload a blob (a packed working directory, a .tar.gz) named by its SHA-256;"
+    " refused (422) if the bytes hash otherwise, 413 past the coordinator's blob_max_bytes.",
+)
+async def put_blob(
+    request: Request, response: Response, who: JobsSubmit, digest: Digest
+) -> BlobStored:
+    stored = await artifacts.put_blob(request.app.state.core, who, digest, request.stream())
+    if not stored.created:
+        response.status_code = 200
+    return stored
+
+
+@blobs.head("/{digest}", responses={404: {"description": "the tenant has no such blob"}})
+async def has_blob(request: Request, who: JobsSubmit, digest: Digest) -> Response:
+    size = await artifacts.has_blob(request.app.state.core, who, digest)
+    if size is None:
+        return Response(status_code=404)
+    return Response(status_code=200, headers={"Content-Length": str(size)})
+
+
+@jobs.get("/{job_id}/artifacts", response_model=ArtifactList)
+async def job_artifacts(request: Request, who: JobsRead, job_id: str) -> ArtifactList:
+    """What the job's attempts stored: checkpoints and declared outputs, newest first."""
+    return await artifacts.job_artifacts(request.app.state.core, who, job_id)
+
+
+@jobs.get("/{job_id}/artifacts/{artifact_id}", response_class=StreamingResponse,
+          responses={200: _OCTETS})  # fmt: skip
+async def download(
+    request: Request,
+    who: JobsRead,
+    job_id: str,
+    artifact_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+) -> Response:
+    d = await artifacts.download(request.app.state.core, who, job_id, artifact_id)
+    assert d.artifact is not None
+    return _stream(d, d.artifact.name)
+
+
+@workers.get("/{job_id}/workdir", response_class=StreamingResponse,
+             responses={200: _OCTETS, 409: {"description": "stale attempt"}})  # fmt: skip
+async def workdir(request: Request, worker: Worker, job_id: str, attempt: Attempt) -> Response:
+    """The job's packed working directory, for an attempt this worker holds."""
+    return _stream(await artifacts.workdir(request.app.state.core, worker, job_id, attempt))
+
+
+@workers.get(
+    "/{job_id}/checkpoint",
+    response_class=StreamingResponse,
+    responses={200: _OCTETS, 204: {"description": "no checkpoint yet"}, 409: {}},
+)
+async def checkpoint(request: Request, worker: Worker, job_id: str, attempt: Attempt) -> Response:
+    """The job's newest checkpoint (of any attempt) for this attempt to resume from; its
+    record in ``X-Corral-Artifact``."""
+    found = await artifacts.latest_checkpoint(request.app.state.core, worker, job_id, attempt)
+    return Response(status_code=204) if found is None else _stream(found)
+
+
+@workers.put("/{job_id}/checkpoints/{digest}", response_model=ArtifactView, status_code=201,
+             responses={409: {"description": "stale attempt"}})  # fmt: skip
+async def put_checkpoint(
+    request: Request,
+    worker: Worker,
+    job_id: str,
+    digest: Digest,
+    attempt: Attempt,
+    step: Annotated[int, Query(ge=0, le=2**62)],
+    name: Annotated[str, Query(min_length=1, max_length=artifacts.MAX_NAME)] = "checkpoint",
+) -> ArtifactView:
+    return await artifacts.put_checkpoint(
+        request.app.state.core, worker, job_id, attempt, name=name, step=step, digest=digest,
+        body=request.stream(),
+    )  # fmt: skip

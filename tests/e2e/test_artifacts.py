@@ -1,0 +1,168 @@
+"""What travels with a job, with real coordinator and worker processes: a submitted directory
+that exists nowhere else, and checkpoints that let a job killed with its worker resume on
+another one from where it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from harness_e2e import ADMIN_KEY, wait_until
+from typer.testing import CliRunner
+
+from corral.cli.main import app
+
+PY = sys.executable
+
+# A training loop that is exact to the bit however it is cut: gradient descent on
+# (w - 3)^2, a checkpoint every 5 steps, 40 steps. It resumes from the checkpoint it is
+# given, and says where it started.
+TRAIN = """\
+import json, os, sys, time
+from corral import sdk
+
+ck = sdk.resume()
+state = json.loads(ck.read_bytes()) if ck else {"w": 0.0}
+start = ck.step + 1 if ck else 0
+print(f"starting at step {start}", flush=True)
+pid_file = os.environ.get("PID_FILE")
+if pid_file:
+    open(pid_file, "w").write(str(os.getpid()))
+w = state["w"]
+for step in range(start, 40):
+    w -= 0.1 * 2 * (w - 3)
+    sdk.report(step=step, loss=(w - 3) ** 2)
+    if step % 5 == 4:
+        sdk.checkpoint(json.dumps({"w": w}).encode(), step=step)
+    time.sleep(float(os.environ.get("STEP_S", "0")))
+sdk.set_result({"w": w, "started_at_step": start})
+"""
+
+
+def _project(root: Path) -> Path:
+    root.mkdir()
+    (root / "train.py").write_text(TRAIN)
+    (root / "lib").mkdir()
+    (root / "lib" / "helper.py").write_text("GREETING = 'from the submitted directory'\n")
+    (root / "show.py").write_text(
+        "import os, sys\nsys.path.insert(0, 'lib')\nimport helper\nprint(helper.GREETING)\n"
+        "print(sorted(os.path.relpath(os.path.join(d, f)) for d, _, fs in os.walk('.')"
+        " for f in fs if not d.startswith('./.corral') and '__pycache__' not in d))\n"
+    )
+    (root / ".gitignore").write_text("*.log\n")
+    (root / ".corralignore").write_text("data/\n")
+    (root / "debug.log").write_text("not wanted")
+    (root / "data").mkdir()
+    (root / "data" / "big.bin").write_bytes(b"0" * 1000)
+    return root
+
+
+def test_a_job_runs_in_the_directory_it_was_submitted_with(fleet, tmp_path):
+    project = _project(tmp_path / "project")
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    first = fleet.calls.submit([PY, "show.py"], workdir=project)
+    done = fleet.wait_state(first.id, {"succeeded", "failed"})
+    assert done["state"] == "succeeded", fleet.logs(first.id)
+    out = fleet.logs(first.id)
+    assert "from the submitted directory" in out
+    # What .gitignore and .corralignore leave out did not travel.
+    assert "['.corralignore', '.gitignore', 'lib/helper.py', 'show.py', 'train.py']" in out
+    # The same directory again: the same package, not uploaded or fetched again.
+    second = fleet.calls.submit([PY, "show.py"], workdir=project)
+    assert second.workdir == done["workdir"]
+    assert fleet.wait_state(second.id, {"succeeded", "failed"})["state"] == "succeeded"
+    log = fleet.procs[-1].output()
+    assert log.count("workdir.unpacked") == 2
+    assert '"fetched": true' in log and '"fetched": false' in log
+
+
+def test_a_job_killed_with_its_worker_resumes_elsewhere_from_its_checkpoint(fleet, tmp_path):
+    project = _project(tmp_path / "project")
+    # The same script run by hand, uninterrupted: what the resumed run must equal.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "train.py").write_text(TRAIN)
+    by_hand = subprocess.run([PY, "train.py"], cwd=alone, capture_output=True, text=True,
+                             check=True)  # fmt: skip
+    assert "starting at step 0" in by_hand.stdout
+    fleet.start_server()
+    first = fleet.start_worker("doomed", slots=1)
+    pid_file = tmp_path / "pid"
+    job = fleet.calls.submit([PY, "train.py"], workdir=project, retries=3,
+                             env={"STEP_S": "0.15", "PID_FILE": str(pid_file)})  # fmt: skip
+
+    def stored_step() -> int | None:
+        steps = [a.step for a in fleet.calls.artifacts(job.id) if a.kind == "checkpoint"]
+        return max(steps) if steps and max(steps) >= 9 else None
+
+    reached = wait_until(stored_step, 60, "a checkpoint past step 9")
+    # The machine dies: its worker and the job with it.
+    first.kill9()
+    os.killpg(os.getpgid(int(pid_file.read_text())), signal.SIGKILL)
+    fleet.start_worker("survivor", slots=1)
+    done = fleet.wait_state(job.id, {"succeeded", "failed"}, seconds=120)
+    assert done["state"] == "succeeded", fleet.logs(job.id)
+    assert done["attempt"] >= 2
+    resumed_at = done["result"]["started_at_step"]
+    assert resumed_at > reached >= 9 and resumed_at % 5 == 0
+    logs = fleet.logs(job.id)
+    assert f"resuming from the checkpoint of step {resumed_at - 1} (attempt 1)" in logs
+    assert f"starting at step {resumed_at}" in logs
+    kinds = [e.kind for e in fleet.calls.events(job.id)]
+    assert "job.checkpointed" in kinds and kinds.index("job.checkpointed") < kinds.index(
+        "job.requeued"
+    )
+    # As good as the uninterrupted run: the same weight, to the bit.
+    by_hand_w = _final_w(by_hand.stdout)
+    assert done["result"]["w"] == by_hand_w
+
+
+def _final_w(stdout: str) -> float:
+    """The loss of step 39 that the script printed, back to its weight."""
+    lines = [json.loads(line.removeprefix("corral.metric ")) for line in stdout.splitlines()
+             if line.startswith("corral.metric ")]  # fmt: skip
+    last = lines[-1]
+    assert last["step"] == 39
+    return 3 - last["loss"] ** 0.5
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_the_cli_submits_a_directory_and_fetches_what_the_job_stored(fleet, tmp_path, runner):
+    project = _project(tmp_path / "project")
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    base = ["--url", fleet.url, "--api-key", ADMIN_KEY]
+    r = runner.invoke(app, ["submit", *base, "--workdir", str(project), "--json", "--",
+                            PY, "train.py"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    job_id = json.loads(r.stdout)["id"]
+    assert fleet.wait_state(job_id, {"succeeded", "failed"})["state"] == "succeeded"
+    r = runner.invoke(app, ["artifacts", "ls", job_id, *base, "--json"])
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.stdout)["artifacts"]
+    assert [a["step"] for a in listed] == [39, 34, 29, 24, 19, 14, 9, 4]
+    out = tmp_path / "got"
+    out.mkdir()
+    r = runner.invoke(app, ["artifacts", "get", job_id, *base, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    with tarfile.open(out / "data-step-39.tar") as tar:
+        member = tar.extractfile("data")
+        assert member is not None and "w" in json.loads(member.read())
+    r = runner.invoke(app, ["artifacts", "get", job_id, "nope", *base])
+    assert r.exit_code == 2 and "no artifact 'nope'" in r.stderr
+    (project / "lib" / "table.txt").write_text("x" * 2000)
+    too_big = ["submit", *base, "--workdir", str(project), "--workdir-max-mb", "0.001",
+               "--", PY, "train.py"]  # fmt: skip
+    r = runner.invoke(app, too_big)
+    assert r.exit_code == 2 and "--workdir:" in r.stderr and ".corralignore" in r.stderr
