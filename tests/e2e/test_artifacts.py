@@ -119,6 +119,10 @@ def test_a_job_killed_with_its_worker_resumes_elsewhere_from_its_checkpoint(flee
     assert "job.checkpointed" in kinds and kinds.index("job.checkpointed") < kinds.index(
         "job.requeued"
     )
+    # Its reported loss is a series per attempt: the last one's from where it resumed.
+    loss = fleet.calls.metrics(job.id)["loss"]
+    assert [p.step for p in loss if p.attempt == done["attempt"]] == list(range(resumed_at, 40))
+    assert [p.step for p in loss if p.attempt == 1][:resumed_at] == list(range(resumed_at))
     # As good as the uninterrupted run: the same weight, to the bit.
     by_hand_w = _final_w(by_hand.stdout)
     assert done["result"]["w"] == by_hand_w
@@ -148,6 +152,13 @@ def test_the_cli_submits_a_directory_and_fetches_what_the_job_stored(fleet, tmp_
     assert r.exit_code == 0, r.output
     job_id = json.loads(r.stdout)["id"]
     assert fleet.wait_state(job_id, {"succeeded", "failed"})["state"] == "succeeded"
+    r = runner.invoke(app, ["jobs", "metrics", job_id, *base])
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.stdout.splitlines() if " loss " in f" {line} ")
+    assert " 40 " in row and " 0..39 " in row, r.stdout
+    r = runner.invoke(app, ["jobs", "metrics", job_id, *base, "--json", "--name", "loss"])
+    series = json.loads(r.stdout)["series"]
+    assert [s["name"] for s in series] == ["loss"] and len(series[0]["points"]) == 40
     r = runner.invoke(app, ["artifacts", "ls", job_id, *base, "--json"])
     assert r.exit_code == 0, r.output
     listed = json.loads(r.stdout)["artifacts"]

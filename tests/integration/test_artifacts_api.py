@@ -112,3 +112,36 @@ def test_a_checkpoint_name_is_one_path_part(coordinator, name):
     r = wc.put(f"/api/workers/job/{job['id']}/checkpoints/{_digest(b'x')}", content=b"x",
                params={"attempt": 1, "step": 1, "name": name})  # fmt: skip
     _problem(r, 422, "name" if len(name) <= 300 else "query.name")
+
+
+def _logs(wc, job_id, seq, text):
+    r = wc.post(f"/api/workers/job/{job_id}/logs", json={"attempt": 1, "seq": seq, "data": text})
+    assert r.status_code == 204, r.text
+
+
+def test_reported_metrics_come_back_as_series_once_each(tmp_path, db_url):
+    coord, stop = start_coordinator(tmp_path, db_url, metric_points_max=5)
+    try:
+        _, wc = register_worker(coord)
+        with coord.client() as c:
+            job = c.post("/api/queue/submit", json={"command": ["x"]}).json()
+            next_event(wc)
+            text = ('epoch 0\ncorral.metric {"step":0,"loss":1.5,"acc":0.5}\n'
+                    'corral.metric {"step":1,"loss":null,"acc":0.75}\n')  # fmt: skip
+            _logs(wc, job["id"], 0, text)
+            _logs(wc, job["id"], 0, text)  # the same batch again: stored once
+            got = c.get(f"/api/jobs/{job['id']}/metrics").json()
+            series = {s["name"]: [(p["step"], p["value"]) for p in s["points"]]
+                      for s in got["series"]}  # fmt: skip
+            assert series == {"loss": [(0, 1.5), (1, None)], "acc": [(0, 0.5), (1, 0.75)]}
+            only = c.get(f"/api/jobs/{job['id']}/metrics", params={"name": "acc"}).json()
+            assert [s["name"] for s in only["series"]] == ["acc"]
+            # Past the job's cap, points stay in its log only.
+            _logs(wc, job["id"], 1, 'corral.metric {"step":2,"loss":1,"acc":1}\n' * 3)
+            got = c.get(f"/api/jobs/{job['id']}/metrics").json()
+            assert sum(len(s["points"]) for s in got["series"]) == 5
+            assert "corral.metric" in c.get(f"/api/jobs/{job['id']}/logs").text
+            bad = c.get(f"/api/jobs/{job['id']}/metrics", params={"cursor": "x"})
+            _problem(bad, 422, "cursor")
+    finally:
+        stop()

@@ -20,7 +20,7 @@ from corral.cli._options import ApiKey, Json, Url
 from corral.client import AsyncClient, InvalidInput, PermissionDenied, Unauthenticated
 from corral.client._pack import DEFAULT_MAX_BYTES
 from corral.model import JobState
-from corral.protocol import EventList, JobList, JobView
+from corral.protocol import EventList, JobList, JobMetrics, JobView, MetricSeries
 
 app = typer.Typer(help="List, inspect, follow and cancel jobs.", no_args_is_help=True)
 
@@ -324,6 +324,43 @@ def _details(job: JobView) -> Group:
         # JSON escapes every control character itself.
         parts.append(Syntax(json.dumps(job.result, indent=2), "json", background_color="default"))
     return Group(*parts)
+
+
+@app.command("metrics")
+def metrics(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    name: Annotated[
+        list[str] | None, typer.Option("--name", "-n", help="Only this metric; repeatable.")
+    ] = None,
+    as_json: Json = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """What its code reported (corral.sdk.report): each metric's points, last, min and max."""
+
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            found = await client.metrics(job_id, name or ())
+        if as_json:
+            _output.print_json(JobMetrics(job_id=job_id, series=[
+                MetricSeries(name=n, points=p) for n, p in found.items()]))  # fmt: skip
+            return
+        rows = []
+        for metric, points in found.items():
+            values = [p.value for p in points if p.value is not None]
+            steps = [p.step for p in points if p.step is not None]
+            rows.append((metric, len(points),
+                         f"{min(steps)}..{max(steps)}" if steps else "-",
+                         _number(points[-1].value), _number(min(values, default=None)),
+                         _number(max(values, default=None))))  # fmt: skip
+        cols = ("METRIC", "POINTS", "STEPS", "LAST", "MIN", "MAX")
+        _output.out.print(_output.table(None, cols, rows))
+
+    run(go())
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 @app.command("why")

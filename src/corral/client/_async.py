@@ -25,9 +25,11 @@ from corral.protocol import (
     EventList,
     EventView,
     JobList,
+    JobMetrics,
     JobSubmit,
     JobView,
     JobWhy,
+    MetricPoint,
     RegistrationIssued,
     WorkerCreate,
     WorkerCreated,
@@ -229,6 +231,23 @@ class AsyncClient(AccountCalls, ArtifactCalls):
     async def job(self, job_id: str) -> JobView:
         """One job, with its attempts."""
         return await self._get(JobView, f"/api/jobs/{job_id}")
+
+    async def metrics(self, job_id: str, names: Iterable[str] = ()) -> dict[str, list[MetricPoint]]:
+        """What the job's code reported with ``corral.sdk.report``: each metric's points
+        (``step``, ``value``, ``attempt``, ``at``) in the order reported, every page of them;
+        ``names`` keeps only those."""
+        found: dict[str, list[MetricPoint]] = {}
+        cursor: str | None = None
+        while True:
+            params: list[tuple[str, str]] = [("name", n) for n in names]
+            if cursor:
+                params.append(("cursor", cursor))
+            page = await self._get(JobMetrics, f"/api/jobs/{job_id}/metrics", params=params)
+            for series in page.series:
+                found.setdefault(series.name, []).extend(series.points)
+            cursor = page.next_cursor
+            if not cursor:
+                return found
 
     async def why(self, job_id: str) -> JobWhy:
         """Why a queued job is not running (``JobWhy.reasons``, most useful first)."""

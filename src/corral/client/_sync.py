@@ -163,6 +163,7 @@ class Client:
     drain_worker = _blocking(AsyncClient.drain_worker)
     pause_worker = _blocking(AsyncClient.pause_worker)
     why = _blocking(AsyncClient.why)
+    metrics = _blocking(AsyncClient.metrics)
     rotate_token = _blocking(AsyncClient.rotate_token)
     remove_worker = _blocking(AsyncClient.remove_worker)
     worker_events = _iterating(AsyncClient.worker_events)

@@ -36,10 +36,13 @@ __all__ = [
     "JobAssign",
     "JobCancel",
     "JobList",
+    "JobMetrics",
     "JobSubmit",
     "JobView",
     "JobWhy",
     "LogBatch",
+    "MetricPoint",
+    "MetricSeries",
     "Problem",
     "ProblemField",
     "RegisterRequest",
@@ -471,6 +474,26 @@ class ArtifactView(BaseModel):
 
 class ArtifactList(BaseModel):
     artifacts: list[ArtifactView] = Field(description="newest first")
+
+
+class MetricPoint(BaseModel):
+    step: int | None
+    value: float | None = Field(description="null: the job reported NaN or an infinity")
+    attempt: int
+    at: datetime = Field(description="when the coordinator stored it")
+
+
+class MetricSeries(BaseModel):
+    name: str
+    points: list[MetricPoint] = Field(description="in the order they were reported")
+
+
+class JobMetrics(BaseModel):
+    """GET /api/jobs/{id}/metrics: what its code reported with corral.sdk.report."""
+
+    job_id: str
+    series: list[MetricSeries]
+    next_cursor: str | None = Field(default=None, description="more points after these")
 
 
 class BlobStored(BaseModel):

@@ -60,6 +60,11 @@ class ServerSettings(Section):
         default=100 * 1024 * 1024, ge=1024 * 1024,
         description="a job's stored output; past it the first and last halves are kept",
     )  # fmt: skip
+    metric_points_max: int = Field(
+        default=1_000_000, ge=0, le=10**9,
+        description="points of metrics (corral.sdk.report) one job stores; past it, its log"
+        " still has them",
+    )  # fmt: skip
     blob_store: str | None = Field(
         default=None, description="where jobs' packed directories, checkpoints and outputs go:"
         " a directory or an fsspec URL (s3://bucket/corral); default <data_dir>/blobs. The"

@@ -33,6 +33,7 @@ from corral.protocol import (
     AttemptReport,
     AttemptView,
     JobList,
+    JobMetrics,
     JobSubmit,
     JobView,
     JobWhy,
@@ -43,12 +44,14 @@ from corral.protocol import (
     WorkerVerdict,
 )
 from corral.scheduler import Candidate, explain
+from corral.server import metrics
 from corral.server.auth import Identity, WorkerIdentity, new_id
 from corral.server.core import Core, Tx
 from corral.server.dispatch import demand
 from corral.store import as_utc, streams
 from corral.store import jobs as jobs_q
 from corral.store import keys as keys_q
+from corral.store import metrics as metrics_q
 from corral.store import workers as workers_q
 
 
@@ -451,9 +454,13 @@ async def append_logs(core: Core, w: WorkerIdentity, job_id: str, batch: LogBatc
         if ended is not None and (t.now - ended).total_seconds() > LATE_LOGS_S:
             raise StaleAttempt(f"attempt {batch.attempt} of {job_id} ended at"
                                f" {ended:%H:%M:%S}: its output is closed")  # fmt: skip
-        await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
-                                 tenant_id=rows[job_id]["tenant_id"], data=batch.data,
-                                 max_bytes=core.settings.job_log_max_bytes)  # fmt: skip
+        tenant_id = rows[job_id]["tenant_id"]
+        if await streams.append_log(t.conn, job_id=job_id, attempt=batch.attempt, seq=batch.seq,
+                                    tenant_id=tenant_id, data=batch.data,
+                                    max_bytes=core.settings.job_log_max_bytes):  # fmt: skip
+            await metrics.store(t.conn, job_id=job_id, tenant_id=tenant_id, attempt=batch.attempt,
+                                text=batch.data, now=t.now,
+                                cap=core.settings.metric_points_max)  # fmt: skip
         t.jobs.add(job_id)
 
 
@@ -468,6 +475,22 @@ class LogPage:
         keep = max_bytes // 2 // (1024 * 1024)
         return (f"\n[corral: {self.cut_bytes} bytes of output were cut here; a job's log keeps"
                 f" its first and its last {keep} MiB]\n")  # fmt: skip
+
+
+METRICS_PAGE = 10_000
+
+
+async def job_metrics(
+    core: Core, tenant_id: str, job_id: str, *, names: Sequence[str], cursor: str | None
+) -> JobMetrics:
+    """Its reported metrics, a page of points at a time, as series by name."""
+    if cursor is not None and not cursor.isdigit():
+        raise InvalidInput("cursor is not one this server gave out", field="cursor")
+    async with core.tx() as t:
+        await _get(t, tenant_id, job_id)
+        rows = await metrics_q.series(t.conn, tenant_id, job_id, names=names,
+                                      after_id=int(cursor or 0), limit=METRICS_PAGE)  # fmt: skip
+    return metrics.page(job_id, list(rows), METRICS_PAGE)
 
 
 async def logs_after(core: Core, tenant_id: str, job_id: str, after_id: int) -> LogPage:

@@ -197,6 +197,8 @@ jobs = Table(
     Column("log_bytes", BigInteger, nullable=False, server_default="0"),
     Column("log_cut_after", Integer),
     Column("log_cut_bytes", BigInteger, nullable=False, server_default="0"),
+    # How many points of metrics it has stored (``metrics``), against its cap.
+    Column("metric_points", BigInteger, nullable=False, server_default="0"),
     Column("created_at", TS, nullable=False),
     Column("started_at", TS),
     Column("finished_at", TS),
@@ -305,6 +307,23 @@ artifacts = Table(
     Column("size", BigInteger, nullable=False),
     Column("created_at", TS, nullable=False),
     Index("ix_artifacts_job_id", "job_id", "kind", "id"),
+    sqlite_autoincrement=True,
+)
+
+# What a job's code reported with corral.sdk.report: a row a metric a step, per attempt,
+# read back as series (the dashboard's charts, a sweep's pruning).
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", Id, nullable=False),
+    Column("job_id", Id, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("step", BigInteger),
+    Column("name", String(100), nullable=False),
+    Column("value", Float),  # None: the job reported a value that is not finite (NaN)
+    Column("at", TS, nullable=False),
+    Index("ix_metrics_job_id", "job_id", "name", "id"),
     sqlite_autoincrement=True,
 )
 

@@ -108,7 +108,10 @@ class LogShipper:
             return b""
         if self._resend_end or (final and len(data) < size):
             return data
-        return data[: _complete_utf8(data)]  # never split a character across two batches
+        # Whole lines while there are some (a metric line is read from one batch: see
+        # server.metrics); a line not ended yet, a progress bar's, goes as it is.
+        end = data.rfind(b"\n") + 1
+        return data[:end] if end else data[: _complete_utf8(data)]
 
     async def _ship(self, data: bytes) -> None:
         end = self.offset + len(data)

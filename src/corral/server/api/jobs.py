@@ -16,6 +16,7 @@ from corral.protocol import (
     BatchSubmit,
     EventList,
     JobList,
+    JobMetrics,
     JobSubmit,
     JobView,
     JobWhy,
@@ -91,6 +92,20 @@ async def list_jobs(
 @router.get("/{job_id}", response_model=JobView)
 async def get_job(request: Request, who: JobsRead, job_id: str) -> JobView:
     return await jobs.get(request.app.state.core, who.tenant_id, job_id, attempts=True)
+
+
+@router.get("/{job_id}/metrics", response_model=JobMetrics)
+async def job_metrics(
+    request: Request,
+    who: JobsRead,
+    job_id: str,
+    name: Annotated[list[str], Query(max_length=100, description="only these; repeat")] = [],  # noqa: B006
+    cursor: Annotated[str | None, Query(max_length=20)] = None,
+) -> JobMetrics:
+    """What its code reported (corral.sdk.report), as a series per metric, each point with
+    its step and attempt; up to 10,000 points a page (``next_cursor`` for more)."""
+    return await jobs.job_metrics(request.app.state.core, who.tenant_id, job_id, names=name,
+                                  cursor=cursor)  # fmt: skip
 
 
 @router.get("/{job_id}/why", response_model=JobWhy)
