@@ -177,3 +177,15 @@ def test_the_cli_submits_a_directory_and_fetches_what_the_job_stored(fleet, tmp_
                "--", PY, "train.py"]  # fmt: skip
     r = runner.invoke(app, too_big)
     assert r.exit_code == 2 and "--workdir:" in r.stderr and ".corralignore" in r.stderr
+
+
+def test_a_job_whose_directory_is_gone_from_the_store_fails_saying_so(fleet, tmp_path):
+    project = _project(tmp_path / "project")
+    fleet.start_server()
+    job = fleet.calls.submit([PY, "show.py"], workdir=project, retries=3)
+    (blob,) = (fleet.root / "server" / "blobs").rglob(job.workdir)  # an operator removed it
+    blob.unlink()
+    fleet.start_worker("w1", slots=1)
+    done = fleet.wait_state(job.id, {"succeeded", "failed"})
+    assert done["state"] == "failed" and done["attempt"] == 1, done
+    assert "cannot fetch its working directory" in done["error"] and job.workdir in done["error"]

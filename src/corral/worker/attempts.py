@@ -18,7 +18,7 @@ import httpx
 import structlog
 
 from corral.model import AttemptOutcome
-from corral.model.errors import CorralError
+from corral.model.errors import CorralError, StaleAttempt
 from corral.protocol import ArtifactView, AttemptReport, JobAssign
 from corral.protocol.blobs import Mismatch
 from corral.worker._disk import disk_error, low_space
@@ -88,6 +88,7 @@ class AttemptContext:
     sandbox: Sandbox | None = None  # namespaces that hide the fleet's files (--sandbox)
     accelerator: str = "cpu"  # what its GPUs are (cuda, rocm): which variables name them
     _packages: Packages | None = None  # jobs' packed working directories, fetched once
+    _tmp_made: bool = False
 
     def packages(self) -> Packages:
         if self._packages is None:
@@ -97,7 +98,9 @@ class AttemptContext:
     def tmp_dir(self) -> Path:
         """The worker's own scratch (checkpoints on their way), never an attempt's."""
         path = self.settings.work_dir / "tmp"
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._tmp_made:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._tmp_made = True
         return path
 
     def warm_pool(self) -> WarmPool:
@@ -283,8 +286,10 @@ class RunningAttempt:
         self._finish(outcome)
 
     def _checkpoints(self) -> CheckpointShipper | None:
+        """What stores the job's checkpoints while it runs; a call (in a warm interpreter,
+        many a second) has none."""
         files = self.files
-        if files is None:
+        if files is None or isinstance(self.process, WarmCall):
             return None
         return CheckpointShipper(files, self._put_checkpoint, tmp_dir=self.ctx.tmp_dir(),
                                  log=self.log)  # fmt: skip
@@ -406,7 +411,7 @@ class RunningAttempt:
                 count = await asyncio.to_thread(unpack, archive, files.workdir)
                 self.log.info("workdir.unpacked", digest=digest[:12], files=count,
                               fetched=fetched)  # fmt: skip
-            if self.attempt > 1:
+            if self.attempt > 1 and self.assign.call is None:
                 what = "checkpoint"
                 dest = self.ctx.tmp_dir() / f"resume-{self.job_id}-{self.attempt}.tar"
                 try:
@@ -421,11 +426,23 @@ class RunningAttempt:
                                       from_attempt=found.attempt)  # fmt: skip
                 finally:
                     await asyncio.to_thread(dest.unlink, missing_ok=True)
-        except (BadPackage, tarfile.TarError) as exc:
+        except (BadPackage, tarfile.TarError, BadAnswer) as exc:
             return Outcome(AttemptOutcome.FAILED, None, f"cannot unpack its {what}: {exc}")
-        except (CorralError, BadAnswer, TimeoutError) as exc:
-            why = str(exc) or type(exc).__name__
-            return Outcome(AttemptOutcome.FAILED, None, f"cannot fetch its {what}: {why}")
+        except TimeoutError:
+            # Not the job's failure: said nothing of, the attempt is lost and runs again.
+            return Outcome(None, None, f"cannot fetch its {what}: the coordinator did not"
+                                       f" answer for {BRING_TIMEOUT_S:g}s")  # fmt: skip
+        except CorralError as exc:
+            why = f"cannot fetch its {what}: {exc}"
+            match verdict(exc):
+                case Verdict.FATAL:
+                    self.ctx.on_fatal(TokenRefused(str(exc)))
+                    return Outcome(None, None, why)
+                case Verdict.RETRY:
+                    return Outcome(None, None, why)
+                case _ if isinstance(exc, StaleAttempt):  # the coordinator has moved on
+                    return Outcome(AttemptOutcome.CANCELLED, None, why, stopped=StopReason.STALE)
+            return Outcome(AttemptOutcome.FAILED, None, why)  # it names what is not there
         return None
 
     async def decline(self, why: str) -> None:
