@@ -189,3 +189,60 @@ def test_a_job_whose_directory_is_gone_from_the_store_fails_saying_so(fleet, tmp
     done = fleet.wait_state(job.id, {"succeeded", "failed"})
     assert done["state"] == "failed" and done["attempt"] == 1, done
     assert "cannot fetch its working directory" in done["error"] and job.workdir in done["error"]
+
+
+def _wheel(where: Path, name: str = "corral_probe_pkg", version: str = "0.1") -> Path:
+    """A wheel of a one-module package, made by hand (a wheel is a zip with its metadata), so
+    the test needs no package index."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n"
+    path = where / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, text in files.items():
+            zf.writestr(n, text)
+    return path
+
+
+def test_a_job_gets_the_packages_it_names_in_an_environment_built_once(fleet, tmp_path):
+    wheel = _wheel(tmp_path)
+    fleet.start_server()
+    worker = fleet.start_worker("w1", slots=2)
+    code = ("import corral.sdk, corral_probe_pkg, sys; print('probe', corral_probe_pkg.VERSION,"
+            " sys.prefix)")  # fmt: skip
+    # `python` on the job's PATH is its environment's (a job naming an interpreter by its
+    # full path gets that one).
+    first = fleet.calls.submit(["python", "-c", code], requirements=[str(wheel)])
+    done = fleet.wait_state(first.id, {"succeeded", "failed"}, seconds=180)
+    assert done["state"] == "succeeded", (done["error"], fleet.logs(first.id))
+    assert "probe 0.1" in fleet.logs(first.id) and "/envs/" in fleet.logs(first.id)
+    assert done["requirements"] == [str(wheel)]
+    # The same lines again, twice at once: the environment is there, built once.
+    again = [fleet.calls.submit(["python", "-c", code], requirements=[str(wheel)])
+             for _ in range(2)]  # fmt: skip
+    for job in again:
+        assert fleet.wait_state(job.id, {"succeeded", "failed"})["state"] == "succeeded"
+    log = worker.output()
+    assert log.count('"built": true') == 1 and log.count('"built": false') == 2
+    # Without requirements a job runs as it did, in the worker's own interpreter.
+    plain = fleet.calls.submit([PY, "-c", "import sys; print(sys.prefix)"])
+    assert fleet.wait_state(plain.id, {"succeeded"})["state"] == "succeeded"
+    assert "/envs/" not in fleet.logs(plain.id)
+
+
+def test_an_install_that_fails_fails_the_job_with_the_installers_words(fleet, tmp_path):
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    missing = str(tmp_path / "no_such_pkg-1.0-py3-none-any.whl")
+    job = fleet.calls.submit([PY, "-c", "pass"], requirements=[missing], retries=3)
+    done = fleet.wait_state(job.id, {"succeeded", "failed"}, seconds=180)
+    assert done["state"] == "failed" and done["attempt"] == 1, done
+    assert "cannot install its requirements" in done["error"]
+    assert "no_such_pkg" in done["error"]  # pip's own words name what it could not find

@@ -145,3 +145,19 @@ def test_reported_metrics_come_back_as_series_once_each(tmp_path, db_url):
             _problem(bad, 422, "cursor")
     finally:
         stop()
+
+
+@pytest.mark.parametrize(("requirements", "field"), [
+    ([], "requirements"),
+    (["ok==1", "two\nlines"], "requirements[1]"),
+    (["x" * 1001], "requirements[0]"),
+    ([f"p{i}" for i in range(501)], "requirements"),
+])  # fmt: skip
+def test_requirements_are_lines_within_their_caps(coordinator, requirements, field):
+    with coordinator.client() as c:
+        r = c.post("/api/queue/submit", json={"command": ["x"], "requirements": requirements})
+        _problem(r, 422, field)
+        call = {"kind": "call", "call": {"target": "m:f"}, "requirements": ["numpy"]}
+        _problem(c.post("/api/queue/submit", json=call), 422, "requirements")
+        ok = c.post("/api/queue/submit", json={"command": ["x"], "requirements": ["numpy<3"]})
+        assert ok.status_code == 201 and ok.json()["requirements"] == ["numpy<3"]

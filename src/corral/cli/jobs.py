@@ -18,7 +18,7 @@ from corral.cli._exit import ExitCode, Failure
 from corral.cli._follow import EXIT_BY_STATE, follow
 from corral.cli._options import ApiKey, Json, Url
 from corral.client import AsyncClient, InvalidInput, PermissionDenied, Unauthenticated
-from corral.client._pack import DEFAULT_MAX_BYTES
+from corral.client._pack import DEFAULT_MAX_BYTES, requirements_of
 from corral.model import JobState
 from corral.protocol import EventList, JobList, JobMetrics, JobView, MetricSeries
 
@@ -44,6 +44,7 @@ _FLAG_OF = {
     "target": "--target",
     "preemptible": "--preemptible",
     "workdir": "--workdir",
+    "requirements": "--requirements",
 }
 
 
@@ -98,6 +99,18 @@ def submit(
     workdir_max_mb: Annotated[
         float, typer.Option(help="The most --workdir may hold, in MiB.", min=0.001)
     ] = DEFAULT_MAX_BYTES / 2**20,
+    requirements: Annotated[
+        Path | None,
+        typer.Option(
+            help="A requirements file: the job runs in a Python environment with"
+            " them, built once per worker.",
+            show_default=False,
+        ),
+    ] = None,
+    pip: Annotated[
+        list[str] | None,
+        typer.Option("--pip", help="A package for its environment ('pkg==1.2'); repeatable."),
+    ] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first (-1000..1000).")] = 0,
     retries: Annotated[int, typer.Option(help="Retries when an attempt is lost or times out.")] = 3,
     timeout: Annotated[
@@ -129,12 +142,13 @@ def submit(
                     package = await client.upload_workdir(
                         workdir, max_bytes=int(workdir_max_mb * 2**20)
                     )
+                wanted = [*(requirements_of(requirements) if requirements else []), *(pip or [])]
                 job = await client.submit(
                     command, name=name, env=variables, labels=labels, gpus=gpus,
                     priority=priority, retries=retries, timeout=timeout, tags=tag_list,
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
                     gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,
-                    preemptible=preemptible, package=package,
+                    preemptible=preemptible, package=package, requirements=wanted,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:
@@ -293,6 +307,7 @@ def _details(job: JobView) -> Group:
         ),
         ("timeout", _output.duration(job.timeout_s)),
         ("workdir", f"package {job.workdir[:12]}" if job.workdir else "-"),
+        ("requirements", ", ".join(job.requirements) if job.requirements else "-"),
         ("worker", job.worker_id or "-"),
         ("created", job.created_at.isoformat()),
         ("started", job.started_at.isoformat() if job.started_at else "-"),

@@ -130,6 +130,7 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         preemptible: bool = False,
         workdir: str | Path | None = None,
         package: str | None = None,
+        requirements: Sequence[str] | None = None,
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
@@ -137,7 +138,9 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         members, one a worker, placed together (torch.distributed's RANK, WORLD_SIZE…);
         ``retries``: how often a lost or timed-out attempt is run again; ``timeout``:
         seconds an attempt may run; ``workdir``: a directory packed, uploaded and unpacked
-        where each attempt runs, or ``package``: the SHA-256 ``upload_workdir`` returned.
+        where each attempt runs, or ``package``: the SHA-256 ``upload_workdir`` returned;
+        ``requirements``: lines of a requirements file, installed in a Python environment
+        the worker builds once for them (``requirements_of(path)`` reads a file).
         The request always carries an Idempotency-Key
         (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
         the job already queued, and the same key sent again later does too."""
@@ -171,6 +174,8 @@ class AsyncClient(AccountCalls, ArtifactCalls):
             package = await self.upload_workdir(workdir)
         if package is not None:
             fields["workdir"] = package
+        if requirements:
+            fields["requirements"] = list(requirements)
         spec = _valid(JobSubmit, fields, _SUBMIT_KEYWORD)
         body = await self._t.json(
             "POST",

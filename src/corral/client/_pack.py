@@ -28,7 +28,8 @@ import pathspec
 
 from corral.model import InvalidInput
 
-__all__ = ["DEFAULT_MAX_BYTES", "IGNORE_FILES", "Packed", "pack", "packed_files"]
+__all__ = ["DEFAULT_MAX_BYTES", "IGNORE_FILES", "Packed", "pack", "packed_files",
+           "requirements_of"]  # fmt: skip
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 IGNORE_FILES = (".gitignore", ".corralignore")
@@ -146,3 +147,13 @@ def pack(root: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Packed:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def requirements_of(path: str | Path) -> list[str]:
+    """The lines of a requirements file that say something (no blank or comment lines)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}", field="requirements") from None
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]

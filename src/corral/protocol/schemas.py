@@ -82,6 +82,10 @@ Env = Annotated[
 ]  # fmt: skip
 _ = (MAX_NESTING, unstorable_text)  # re-exported
 
+# One line of a requirements file ("torch==2.4.0", "-e git+…", "--index-url …"); comments
+# and blank lines are left out by the client.
+Requirement = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r\x00]+$")]
+
 CALL_KIND = "call"
 # A by-reference pickle of an importable function is ~100 bytes; a by-value one
 # (cloudpickle) of a closure a few KiB. What is bigger belongs in a module the worker imports.
@@ -301,6 +305,7 @@ class JobAssign(_Wire):
     env: dict[str, str] = {}
     timeout_s: float | None = None
     workdir: str | None = None  # its packed working directory's SHA-256; left out when none
+    requirements: list[str] | None = None  # what its Python environment holds; None: the worker's
     gpus: int = 0
     gpu_ids: list[int] | None = Field(
         default=None, description="the GPUs it holds, chosen by the coordinator"
@@ -374,6 +379,11 @@ class JobSubmit(_Wire):
         default=None, pattern=r"^[0-9a-f]{64}$", description="the SHA-256 of a packed working"
         " directory uploaded with PUT /api/blobs/{digest} (a .tar.gz): each attempt runs in it",
     )  # fmt: skip
+    requirements: list[Requirement] | None = Field(
+        default=None, min_length=1, max_length=500, description="lines of a requirements file:"
+        " the worker runs the job in a Python environment with them installed, built once per"
+        " worker for the same lines and interpreter",
+    )  # fmt: skip
 
     _kind_fits = field_validator("command", "call")(_call_or_command)
 
@@ -386,12 +396,12 @@ class JobSubmit(_Wire):
             raise ValueError("a gang is not preempted: nodes must be 1 for a preemptible job")
         return value
 
-    @field_validator("workdir")
+    @field_validator("workdir", "requirements")
     @classmethod
-    def _a_call_has_no_directory(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _a_call_has_no_directory(cls, value: Any, info: ValidationInfo) -> Any:
         if value is not None and info.data.get("kind") == CALL_KIND:
             raise ValueError('a job of kind "call" runs in a warm interpreter that many share:'
-                             " a working directory is for the other kinds")  # fmt: skip
+                             f" {info.field_name} is for the other kinds")  # fmt: skip
         return value
 
     @field_validator("gpu_memory_gb", "gpu_name")
@@ -444,6 +454,7 @@ class JobView(BaseModel):
     max_retries: int
     timeout_s: float | None
     workdir: str | None = Field(default=None, description="its packed working directory's SHA-256")
+    requirements: list[str] | None = Field(default=None, description="its environment's packages")
     attempt: int = Field(description="current attempt number; 0 before the first")
     worker_id: str | None
     created_at: datetime

@@ -73,7 +73,8 @@ def job_assign(
     return JobAssign(job_id=spec["id"], attempt=attempt, name=spec["name"], kind=spec["kind"],
                      command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
                      gpus=spec["gpus"], gpu_ids=list(gpu_ids), call=spec.get("call"),
-                     gang=gang, workdir=spec.get("workdir"))  # fmt: skip
+                     gang=gang, workdir=spec.get("workdir"),
+                     requirements=spec.get("requirements"))  # fmt: skip
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:

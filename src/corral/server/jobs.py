@@ -77,6 +77,7 @@ def view(row: Row) -> JobView:
         max_retries=row["max_retries"],
         timeout_s=row["timeout_s"],
         workdir=row["workdir"],
+        requirements=row["requirements"],
         attempt=row["attempt"],
         worker_id=row["worker_id"],
         created_at=as_utc(row["created_at"]),
@@ -137,7 +138,8 @@ def stored(
         "cpus": body.cpus, "memory_gb": body.memory_gb, "requires": requires(body),
         "nodes": body.nodes, "preemptible": body.preemptible,
         "priority": body.priority, "max_retries": body.max_retries,
-        "timeout_s": body.timeout_s, "workdir": body.workdir, "idempotency_key": key,
+        "timeout_s": body.timeout_s, "workdir": body.workdir,
+        "requirements": body.requirements, "idempotency_key": key,
         "request_hash": digest,
         "created_at": now,
     }  # fmt: skip
@@ -147,7 +149,7 @@ def stored(
 # are stored together (``requires``).
 REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "target", "cpus", "memory_gb")
 # Fields added since requests were first hashed: left out of the hash at their defaults.
-_ADDED = (*REQUIREMENTS, "nodes", "preemptible", "workdir")
+_ADDED = (*REQUIREMENTS, "nodes", "preemptible", "workdir", "requirements")
 
 
 def requires(body: JobSubmit) -> dict[str, Any] | None:

@@ -182,6 +182,9 @@ jobs = Table(
     # The SHA-256 of its packed working directory (a blob of its tenant), unpacked where each
     # attempt runs; None: it runs in an empty directory.
     Column("workdir", String(64)),
+    # Lines of a requirements file: the Python environment each attempt runs in (None: the
+    # worker's own).
+    Column("requirements", JSON),
     Column("priority", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
     Column("timeout_s", Float),

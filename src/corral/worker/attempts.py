@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import tarfile
 import time
@@ -27,6 +28,7 @@ from corral.worker.checkpoints import CheckpointShipper, restore
 from corral.worker.client import BadAnswer, TokenRefused, WorkerClient
 from corral.worker.config import WorkerSettings
 from corral.worker.environ import build_env
+from corral.worker.envs import EnvFailed, Envs
 from corral.worker.isolation import NoFreeUser, Users, hand_over, take_back
 from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import UnknownKind, load_kind
@@ -89,11 +91,17 @@ class AttemptContext:
     accelerator: str = "cpu"  # what its GPUs are (cuda, rocm): which variables name them
     _packages: Packages | None = None  # jobs' packed working directories, fetched once
     _tmp_made: bool = False
+    _envs: Envs | None = None  # Python environments of jobs' requirements, built once
 
     def packages(self) -> Packages:
         if self._packages is None:
             self._packages = Packages(self.settings.work_dir / "packages")
         return self._packages
+
+    def envs(self) -> Envs:
+        if self._envs is None:
+            self._envs = Envs(self.settings.work_dir / "envs")
+        return self._envs
 
     def tmp_dir(self) -> Path:
         """The worker's own scratch (checkpoints on their way), never an attempt's."""
@@ -326,6 +334,15 @@ class RunningAttempt:
             if (failed := await self._bring(files)) is not None:
                 return failed
             spec = kind.prepare(self.assign, workdir)
+            if self.assign.requirements:
+                try:
+                    venv, built = await self.ctx.envs().get(self.assign.requirements)
+                except EnvFailed as exc:
+                    return Outcome(AttemptOutcome.FAILED, None,
+                                   f"cannot install its requirements: {exc}")  # fmt: skip
+                self.log.info("env.ready", env=venv.name, built=built)
+                path = spec.env.get("PATH") or os.environ.get("PATH", "")
+                spec.env.update(PATH=f"{venv / 'bin'}{os.pathsep}{path}", VIRTUAL_ENV=str(venv))
             warm = bool(getattr(kind, "warm", False))
             if self.ctx.users is not None:
                 uid = self.ctx.users.call_user if warm else self.ctx.users.take()
