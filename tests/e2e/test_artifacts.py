@@ -246,3 +246,55 @@ def test_an_install_that_fails_fails_the_job_with_the_installers_words(fleet, tm
     assert done["state"] == "failed" and done["attempt"] == 1, done
     assert "cannot install its requirements" in done["error"]
     assert "no_such_pkg" in done["error"]  # pip's own words name what it could not find
+
+
+SUITE = """\
+import pytest
+
+def test_adds():
+    assert 1 + 1 == 2
+
+def test_breaks():
+    assert 2 * 2 == 5, "arithmetic is off"
+
+@pytest.mark.skip(reason="not today")
+def test_later():
+    pass
+
+@pytest.mark.fast
+def test_fast():
+    pass
+"""
+
+
+def test_a_test_job_runs_pytest_and_its_outcomes_are_the_result(fleet, tmp_path, runner):
+    project = tmp_path / "suite"
+    (project / "tests").mkdir(parents=True)
+    (project / "tests" / "test_math.py").write_text(SUITE)
+    (project / "pytest.ini").write_text("[pytest]\nmarkers =\n    fast: quick ones\n")
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    base = ["--url", fleet.url, "--api-key", ADMIN_KEY]
+    r = runner.invoke(app, ["submit", *base, "--kind", "test", "--workdir", str(project),
+                            "--json", "--", "tests/", "-q"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    job = fleet.wait_state(json.loads(r.stdout)["id"], {"succeeded", "failed"})
+    # A failing test is a result, not a failed job.
+    assert job["state"] == "succeeded", job["error"]
+    result = job["result"]
+    assert {k: result[k] for k in ("passed", "failed", "skipped", "errors")} == {
+        "passed": 2, "failed": 1, "skipped": 1, "errors": 0}  # fmt: skip
+    broke = next(t for t in result["tests"] if t["outcome"] == "failed")
+    assert broke["id"].endswith("::test_breaks") and "arithmetic is off" in broke["message"]
+    shown = runner.invoke(app, ["jobs", "show", job["id"], *base])
+    assert "2 passed, 1 failed, 1 skipped, 0 errors" in shown.stdout, shown.stdout
+    assert "test_breaks" in shown.stdout
+    # Its arguments are pytest's: a marker selects.
+    fast = fleet.calls.submit(["tests/", "-m", "fast"], kind="test", workdir=project)
+    done = fleet.wait_state(fast.id, {"succeeded", "failed"})
+    assert (done["state"], done["result"]["passed"], len(done["result"]["tests"])) == (
+        "succeeded", 1, 1)  # fmt: skip
+    # pytest itself failing is a failed job.
+    bad = fleet.calls.submit(["--no-such-option"], kind="test", workdir=project)
+    done = fleet.wait_state(bad.id, {"succeeded", "failed"})
+    assert done["state"] == "failed" and "pytest was used wrongly" in done["error"], done

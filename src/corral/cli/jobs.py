@@ -45,6 +45,7 @@ _FLAG_OF = {
     "preemptible": "--preemptible",
     "workdir": "--workdir",
     "requirements": "--requirements",
+    "kind": "--kind",
 }
 
 
@@ -88,6 +89,13 @@ def submit(
             " (SIGTERM, a grace to checkpoint): it runs again, no retry used.",
         ),
     ] = False,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="command (the program as given) | test (pytest with these"
+            " arguments; the tests' outcomes are the result) | an installed kind"
+        ),
+    ] = "command",
     workdir: Annotated[
         Path | None,
         typer.Option(
@@ -149,6 +157,7 @@ def submit(
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
                     gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,
                     preemptible=preemptible, package=package, requirements=wanted,
+                    kind=kind,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:
@@ -335,6 +344,14 @@ def _details(job: JobView) -> Group:
         parts.append(_output.table("attempts", cols, attempt_rows))
     if job.error:
         parts.append(_output.line(_output.styled("error:", "red"), " ", job.error, newlines=True))
+    if job.kind == "test" and job.result is not None and "passed" in job.result:
+        r = job.result
+        counts = ", ".join(f"{r.get(k, 0)} {k}" for k in ("passed", "failed", "skipped", "errors"))
+        parts.append(_output.line(_output.styled("tests:", "bold"), " ", counts))
+        failed = [t for t in r.get("tests", []) if t.get("outcome") in ("failed", "error")]
+        for t in failed[:20]:
+            parts.append(_output.line("  ", _output.styled(t["outcome"], "red"), " ", t["id"],
+                                      f": {t['message']}" if t.get("message") else ""))  # fmt: skip
     if job.result is not None:
         # JSON escapes every control character itself.
         parts.append(Syntax(json.dumps(job.result, indent=2), "json", background_color="default"))

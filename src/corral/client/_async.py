@@ -131,6 +131,7 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         workdir: str | Path | None = None,
         package: str | None = None,
         requirements: Sequence[str] | None = None,
+        kind: str = "command",
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
@@ -140,7 +141,9 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         seconds an attempt may run; ``workdir``: a directory packed, uploaded and unpacked
         where each attempt runs, or ``package``: the SHA-256 ``upload_workdir`` returned;
         ``requirements``: lines of a requirements file, installed in a Python environment
-        the worker builds once for them (``requirements_of(path)`` reads a file).
+        the worker builds once for them (``requirements_of(path)`` reads a file); ``kind``:
+        ``"test"`` runs pytest with ``command`` as its arguments, the tests' outcomes the
+        result (docs/jobs.md).
         The request always carries an Idempotency-Key
         (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
         the job already queued, and the same key sent again later does too."""
@@ -149,6 +152,7 @@ class AsyncClient(AccountCalls, ArtifactCalls):
                 "command: a list of arguments, not one string (shlex.split it)", field="command"
             )
         fields: dict[str, Any] = {
+            "kind": kind,
             "command": list(command),
             "env": dict(env or {}),
             "worker_labels": dict(labels or {}),

@@ -10,7 +10,7 @@ import tarfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -31,7 +31,7 @@ from corral.worker.environ import build_env
 from corral.worker.envs import EnvFailed, Envs
 from corral.worker.isolation import NoFreeUser, Users, hand_over, take_back
 from corral.worker.journal import AttemptRecord, Journal
-from corral.worker.kinds import UnknownKind, load_kind
+from corral.worker.kinds import Finished, TaskKind, UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
 from corral.worker.packages import BadPackage, Packages, unpack
@@ -175,6 +175,7 @@ class RunningAttempt:
         self.assign = assign
         self.record = record
         self.process: AttemptProcess | WarmCall | None = None
+        self.kind: TaskKind | None = None  # what it runs as (not known for an adopted one)
         self.uid: int | None = None  # the user it runs as, held until its processes are gone
         self.workdir = attempt_dir(ctx.settings.work_dir, job_id, attempt)
         self.handed = False  # its directory was handed to a user (isolation)
@@ -291,7 +292,37 @@ class RunningAttempt:
                 self.ctx.linger(shipping)
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would
-        self._finish(outcome)
+        self._finish(self._as_its_kind_says(outcome))
+
+    def _as_its_kind_says(self, outcome: Outcome) -> Outcome:
+        """A kind with ``finish`` decides how a process that exited on its own ended (the
+        ``test`` kind: pytest's report is the result, a failed test not a failed job)."""
+        finish = getattr(self.kind, "finish", None)
+        ran = outcome.outcome in (AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED)
+        if finish is None or not ran or outcome.stopped or outcome.exit_code is None:
+            return outcome
+        files = self.files
+        assert files is not None
+
+        def read(name: str, limit: int) -> bytes | None:
+            try:
+                return files.read(name, limit)
+            except OSError:
+                return None
+
+        name = getattr(self.kind, "name", "?")
+        try:
+            done: Finished = finish(outcome.exit_code, read)
+        except Exception as exc:  # a plugin's own bug: the job's end, said as it was
+            self.log.error("kind.finish_failed", kind=name, error=bug(exc))
+            why = f"task kind {name!r} could not tell how the job ended: {exc}"
+            return replace(outcome, outcome=AttemptOutcome.FAILED, error=why)
+        if done.succeeded:
+            return replace(outcome, outcome=AttemptOutcome.SUCCEEDED, result=done.result,
+                           error=None)  # fmt: skip
+        # The process's own words (its last output) after the kind's.
+        error = "; ".join(e for e in (done.error, outcome.error) if e) or None
+        return replace(outcome, outcome=AttemptOutcome.FAILED, error=error)
 
     def _checkpoints(self) -> CheckpointShipper | None:
         """What stores the job's checkpoints while it runs; a call (in a warm interpreter,
@@ -325,7 +356,7 @@ class RunningAttempt:
         if why := low_space(settings.work_dir):
             return Declined(why)
         try:
-            kind = load_kind(self.assign.kind)
+            kind = self.kind = load_kind(self.assign.kind)
             self.ctx.journal.probe()  # before anything runs: can this worker record it?
             prepare_workdir(workdir)
             # Opened while the directory is root's: what the worker reads of the attempt, it

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from corral.protocol import JobAssign
 
@@ -19,6 +19,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "CallKind",
     "CommandKind",
+    "Finished",
     "LaunchSpec",
     "TaskKind",
     "UnknownKind",
@@ -37,8 +38,23 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Finished:
+    """What a kind makes of its process's end: whether the job succeeded, its result, or
+    why it failed."""
+
+    succeeded: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
 @runtime_checkable
 class TaskKind(Protocol):
+    """``prepare`` says what to start. A kind may also have ``finish(exit_code, read) ->
+    Finished``, called when its process has exited on its own: ``read(name, limit)`` reads a
+    file the process left in the attempt's ``.corral`` (None if there is none), and what it
+    returns is the attempt's outcome (the ``test`` kind's JUnit XML as the result)."""
+
     name: str
 
     def prepare(self, assign: JobAssign, workdir: Path) -> LaunchSpec:
@@ -77,8 +93,11 @@ class CallKind:
         return LaunchSpec(argv=argv, cwd=workdir, env=dict(assign.env))
 
 
-# Found even when the package metadata is stale (a source checkout not re-installed).
-_BUILTIN: dict[str, type[TaskKind]] = {"command": CommandKind, "call": CallKind}
+def _builtin() -> dict[str, type[TaskKind]]:
+    """Found even when the package metadata is stale (a source checkout not re-installed)."""
+    from corral.worker.test_kind import TestKind
+
+    return {"command": CommandKind, "call": CallKind, "test": TestKind}
 
 
 @cache
@@ -93,6 +112,6 @@ def load_kind(name: str) -> TaskKind:
         if not isinstance(kind, TaskKind):
             raise UnknownKind(f"task kind {name!r} ({ep.value}) has no prepare()")
         return kind
-    if name in _BUILTIN:
-        return _BUILTIN[name]()
+    if name in (builtin := _builtin()):
+        return builtin[name]()
     raise UnknownKind(f"no task kind {name!r} is installed on this worker")
