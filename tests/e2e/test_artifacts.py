@@ -298,3 +298,42 @@ def test_a_test_job_runs_pytest_and_its_outcomes_are_the_result(fleet, tmp_path,
     bad = fleet.calls.submit(["--no-such-option"], kind="test", workdir=project)
     done = fleet.wait_state(bad.id, {"succeeded", "failed"})
     assert done["state"] == "failed" and "pytest was used wrongly" in done["error"], done
+
+
+FIT = """\
+from corral import sdk
+
+def fit(config):
+    ck = sdk.resume()
+    w = 0.0
+    for epoch in range(config["epochs"]):
+        w += config["lr"] * (1 - w)
+        sdk.report(step=epoch, loss=(1 - w) ** 2)
+    return {"w": w, "rank": sdk.context().rank, "lr": config["lr"]}
+"""
+
+
+def test_a_train_job_calls_its_function_with_its_config(fleet, tmp_path, runner):
+    project = tmp_path / "trainer"
+    project.mkdir()
+    (project / "model.py").write_text(FIT)
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"epochs": 5, "lr": 0.5}))
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    base = ["--url", fleet.url, "--api-key", ADMIN_KEY]
+    train = ["--kind", "train", "--entry", "model:fit", "--config", str(config)]
+    r = runner.invoke(app, ["submit", *base, *train, "--workdir", str(project), "--json"])
+    assert r.exit_code == 0, r.output
+    job = fleet.wait_state(json.loads(r.stdout)["id"], {"succeeded", "failed"})
+    assert job["state"] == "succeeded", job["error"]
+    assert job["result"] == {"w": 0.96875, "rank": 0, "lr": 0.5}
+    assert job["params"] == {"epochs": 5, "lr": 0.5} and job["command"] == ["model:fit"]
+    assert [p.step for p in fleet.calls.metrics(job["id"])["loss"]] == [0, 1, 2, 3, 4]
+    # What is wrong with the request is said before anything runs.
+    for args, said in ((["--kind", "train", "--", "x"], "--entry"),
+                       (["--entry", "model:fit", "--", "x"], "only for --kind train"),
+                       (["--kind", "train", "--entry", "m:f", "--config", str(tmp_path)],
+                        "cannot read")):  # fmt: skip
+        r = runner.invoke(app, ["submit", *base, *args])
+        assert r.exit_code == 2 and said in r.stderr, (args, r.stderr)

@@ -161,3 +161,16 @@ def test_requirements_are_lines_within_their_caps(coordinator, requirements, fie
         _problem(c.post("/api/queue/submit", json=call), 422, "requirements")
         ok = c.post("/api/queue/submit", json={"command": ["x"], "requirements": ["numpy<3"]})
         assert ok.status_code == 201 and ok.json()["requirements"] == ["numpy<3"]
+
+
+def test_params_are_a_json_object_within_its_cap(coordinator):
+    with coordinator.client() as c:
+        for bad in ([1, 2], "x", {"a": "y" * (64 * 1024)}):
+            r = c.post("/api/queue/submit", json={"command": ["x"], "params": bad})
+            _problem(r, 422, "params")
+        nan = '{"command": ["x"], "params": {"lr": NaN}}'
+        r = c.post("/api/queue/submit", content=nan, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        ok = c.post("/api/queue/submit", json={"command": ["m:f"], "kind": "train",
+                                                 "params": {"lr": 0.1}})  # fmt: skip
+        assert ok.status_code == 201 and ok.json()["params"] == {"lr": 0.1}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -58,3 +61,34 @@ def span(text: str, *, flag: str) -> int:
             param_hint=flag,
         )
     return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def config_file(path: Path, *, flag: str = "--config") -> dict[str, Any]:
+    """A JSON object from a file (YAML, when PyYAML is installed and the name says so)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint=flag) from None
+    if path.suffix in (".yaml", ".yml"):
+        doc = _yaml(text, path, flag)
+    else:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{path} is not JSON: {exc}", param_hint=flag) from None
+    if not isinstance(doc, dict):
+        raise typer.BadParameter(f"{path} must hold an object (name: value), not"
+                                 f" {type(doc).__name__}", param_hint=flag)  # fmt: skip
+    return doc
+
+
+def _yaml(text: str, path: Path, flag: str) -> Any:
+    try:
+        import yaml  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        raise typer.BadParameter(f"{path} is YAML: pip install pyyaml, or give JSON",
+                                 param_hint=flag) from None  # fmt: skip
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise typer.BadParameter(f"{path} is not YAML: {exc}", param_hint=flag) from None

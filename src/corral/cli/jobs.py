@@ -46,11 +46,17 @@ _FLAG_OF = {
     "workdir": "--workdir",
     "requirements": "--requirements",
     "kind": "--kind",
+    "params": "--config",
 }
 
 
 def submit(
-    command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The command and its arguments (pytest's, for --kind test).", show_default=False
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Job name (default: the command).")] = None,
     label: Annotated[
         list[str] | None,
@@ -96,6 +102,20 @@ def submit(
             " arguments; the tests' outcomes are the result) | an installed kind"
         ),
     ] = "command",
+    entry: Annotated[
+        str | None,
+        typer.Option(
+            help="--kind train: the module:function to call with the config.", show_default=False
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="The job's parameters: a JSON file (YAML with PyYAML installed);"
+            " a train job's function is called with them.",
+            show_default=False,
+        ),
+    ] = None,
     workdir: Annotated[
         Path | None,
         typer.Option(
@@ -138,6 +158,16 @@ def submit(
 
     With --wait: 0 succeeded, 1 failed, 3 cancelled.
     """
+    if kind == "train":
+        if entry is None or command:
+            raise Failure("--kind train: name its function with --entry module:function"
+                          " (and no command)")  # fmt: skip
+        command = [entry]
+    elif entry is not None:
+        raise Failure("--entry: only for --kind train")
+    elif not command:
+        raise Failure("give the command after --: corral submit [OPTIONS] -- CMD ARGS...")
+    params = _parse.config_file(config) if config is not None else None
     labels = _parse.pairs(label or [], flag="--label", what="KEY=GLOB")
     variables = _parse.env(env or [])
     tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags else []
@@ -157,7 +187,7 @@ def submit(
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
                     gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,
                     preemptible=preemptible, package=package, requirements=wanted,
-                    kind=kind,
+                    kind=kind, params=params,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:

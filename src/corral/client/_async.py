@@ -132,6 +132,7 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         package: str | None = None,
         requirements: Sequence[str] | None = None,
         kind: str = "command",
+        params: Mapping[str, Any] | None = None,
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
@@ -143,7 +144,8 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         ``requirements``: lines of a requirements file, installed in a Python environment
         the worker builds once for them (``requirements_of(path)`` reads a file); ``kind``:
         ``"test"`` runs pytest with ``command`` as its arguments, the tests' outcomes the
-        result (docs/jobs.md).
+        result; ``"train"`` calls ``command[0]`` (``module:function``) with ``params``, the
+        job's parameters (docs/task-kinds.md).
         The request always carries an Idempotency-Key
         (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
         the job already queued, and the same key sent again later does too."""
@@ -180,6 +182,8 @@ class AsyncClient(AccountCalls, ArtifactCalls):
             fields["workdir"] = package
         if requirements:
             fields["requirements"] = list(requirements)
+        if params is not None:
+            fields["params"] = dict(params)
         spec = _valid(JobSubmit, fields, _SUBMIT_KEYWORD)
         body = await self._t.json(
             "POST",

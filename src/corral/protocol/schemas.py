@@ -16,6 +16,7 @@ __all__ = [
     "ACCELERATORS",
     "CALL_KIND",
     "MAX_NESTING",
+    "MAX_PARAMS_BYTES",
     "MAX_PICKLED_CHARS",
     "MAX_RESULT_BYTES",
     "Accelerator",
@@ -85,6 +86,8 @@ _ = (MAX_NESTING, unstorable_text)  # re-exported
 # One line of a requirements file ("torch==2.4.0", "-e git+…", "--index-url …"); comments
 # and blank lines are left out by the client.
 Requirement = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r\x00]+$")]
+
+MAX_PARAMS_BYTES = 64 * 1024  # as JSON; it travels to the job as CORRAL_PARAMS
 
 CALL_KIND = "call"
 # A by-reference pickle of an importable function is ~100 bytes; a by-value one
@@ -306,6 +309,7 @@ class JobAssign(_Wire):
     timeout_s: float | None = None
     workdir: str | None = None  # its packed working directory's SHA-256; left out when none
     requirements: list[str] | None = None  # what its Python environment holds; None: the worker's
+    params: dict[str, Any] | None = None  # its parameters, CORRAL_PARAMS to the job
     gpus: int = 0
     gpu_ids: list[int] | None = Field(
         default=None, description="the GPUs it holds, chosen by the coordinator"
@@ -379,6 +383,10 @@ class JobSubmit(_Wire):
         default=None, pattern=r"^[0-9a-f]{64}$", description="the SHA-256 of a packed working"
         " directory uploaded with PUT /api/blobs/{digest} (a .tar.gz): each attempt runs in it",
     )  # fmt: skip
+    params: dict[Annotated[str, Field(max_length=200)], Any] | None = Field(
+        default=None, description="the job's parameters (a train job's config): a JSON object"
+        f" of at most {MAX_PARAMS_BYTES // 1024} KiB, read with corral.sdk.context().params",
+    )  # fmt: skip
     requirements: list[Requirement] | None = Field(
         default=None, min_length=1, max_length=500, description="lines of a requirements file:"
         " the worker runs the job in a Python environment with them installed, built once per"
@@ -394,6 +402,19 @@ class JobSubmit(_Wire):
             raise ValueError('a job of kind "call" runs in one interpreter: nodes must be 1')
         if value > 1 and info.data.get("preemptible"):
             raise ValueError("a gang is not preempted: nodes must be 1 for a preemptible job")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params_are_json(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            size = len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be JSON: {exc}") from None
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"{size} bytes of JSON: at most {MAX_PARAMS_BYTES}")
         return value
 
     @field_validator("workdir", "requirements")
@@ -455,6 +476,7 @@ class JobView(BaseModel):
     timeout_s: float | None
     workdir: str | None = Field(default=None, description="its packed working directory's SHA-256")
     requirements: list[str] | None = Field(default=None, description="its environment's packages")
+    params: dict[str, Any] | None = Field(default=None, description="its parameters")
     attempt: int = Field(description="current attempt number; 0 before the first")
     worker_id: str | None
     created_at: datetime

@@ -37,6 +37,7 @@ __all__ = [
     "ENV_ATTEMPT",
     "ENV_CHECKPOINT_DIR",
     "ENV_JOB_ID",
+    "ENV_PARAMS",
     "ENV_RESULT_FILE",
     "ENV_RESUME_DIR",
     "METRIC_PREFIX",

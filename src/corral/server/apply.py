@@ -74,7 +74,8 @@ def job_assign(
                      command=spec["command"], env=spec["env"], timeout_s=spec["timeout_s"],
                      gpus=spec["gpus"], gpu_ids=list(gpu_ids), call=spec.get("call"),
                      gang=gang, workdir=spec.get("workdir"),
-                     requirements=spec.get("requirements"))  # fmt: skip
+                     requirements=spec.get("requirements"),
+                     params=spec.get("params"))  # fmt: skip
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:

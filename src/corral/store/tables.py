@@ -185,6 +185,7 @@ jobs = Table(
     # Lines of a requirements file: the Python environment each attempt runs in (None: the
     # worker's own).
     Column("requirements", JSON),
+    Column("params", JSON),  # its parameters (a train job's config), CORRAL_PARAMS to it
     Column("priority", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
     Column("timeout_s", Float),

@@ -398,6 +398,7 @@ class RunningAttempt:
             gpus=self.gpus,
             accelerator=self.ctx.accelerator,
             gang=self.assign.gang,
+            params=self.assign.params,
             pass_env=settings.pass_env,
             secrets=settings.secrets(),
         )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from corral.protocol import Gang
-from corral.sdk import ENV_ATTEMPT, ENV_CHECKPOINT_DIR, ENV_JOB_ID, ENV_RESULT_FILE, ENV_RESUME_DIR
+from corral.sdk import (
+    ENV_ATTEMPT,
+    ENV_CHECKPOINT_DIR,
+    ENV_JOB_ID,
+    ENV_PARAMS,
+    ENV_RESULT_FILE,
+    ENV_RESUME_DIR,
+)
 
 __all__ = ["ALLOWED_ENV", "ALLOWED_PREFIXES", "build_env", "gang_env"]
 
@@ -46,6 +55,7 @@ def build_env(
     gpus: list[int] | None,
     accelerator: str = "cuda",
     gang: Gang | None = None,
+    params: Mapping[str, Any] | None = None,
     worker_env: Mapping[str, str] | None = None,
     pass_env: Iterable[str] = (),
     secrets: Iterable[str] = (),
@@ -76,6 +86,8 @@ def build_env(
     # Beside the result, in the attempt's .corral (workdir.checkpoint_dir, resume_dir).
     env[ENV_CHECKPOINT_DIR] = str(result_file.parent / "checkpoints")
     env[ENV_RESUME_DIR] = str(result_file.parent / "resume")
+    if params is not None:
+        env[ENV_PARAMS] = json.dumps(params, separators=(",", ":"))
     if gpus is not None:
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML numbers them in
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)

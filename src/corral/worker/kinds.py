@@ -22,6 +22,7 @@ __all__ = [
     "Finished",
     "LaunchSpec",
     "TaskKind",
+    "TrainKind",
     "UnknownKind",
     "load_kind",
 ]
@@ -93,11 +94,26 @@ class CallKind:
         return LaunchSpec(argv=argv, cwd=workdir, env=dict(assign.env))
 
 
+class TrainKind:
+    """A Python function called with the job's config: ``corral submit --kind train --entry
+    mod:fn --config cfg.json`` (``command`` is ``[mod:fn]``, the config its ``params``), run
+    by ``corral.sdk.train`` in the job's interpreter (its requirements' environment)."""
+
+    name = "train"
+
+    def prepare(self, assign: JobAssign, workdir: Path) -> LaunchSpec:
+        if len(assign.command) != 1 or ":" not in assign.command[0]:
+            raise ValueError("a train job names one module:function (--entry)")
+        python = "python" if assign.requirements else sys.executable
+        argv = [python, "-u", "-m", "corral.sdk.train", assign.command[0]]
+        return LaunchSpec(argv=argv, cwd=workdir, env=dict(assign.env))
+
+
 def _builtin() -> dict[str, type[TaskKind]]:
     """Found even when the package metadata is stale (a source checkout not re-installed)."""
     from corral.worker.test_kind import TestKind
 
-    return {"command": CommandKind, "call": CallKind, "test": TestKind}
+    return {"command": CommandKind, "call": CallKind, "test": TestKind, "train": TrainKind}
 
 
 @cache
