@@ -337,3 +337,34 @@ def test_a_train_job_calls_its_function_with_its_config(fleet, tmp_path, runner)
                         "cannot read")):  # fmt: skip
         r = runner.invoke(app, ["submit", *base, *args])
         assert r.exit_code == 2 and said in r.stderr, (args, r.stderr)
+
+
+def test_a_benchmark_job_times_a_model_over_batch_sizes(fleet, tmp_path, runner):
+    if os.environ.get("CORRAL_REQUIRE_TORCH") != "1":
+        pytest.importorskip("torch")
+    config = tmp_path / "bench.json"
+    config.write_text(json.dumps({"model": "transformer", "layers": 1, "d_model": 64,
+                                  "seq_len": 16, "batch_sizes": [1, 4], "iterations": 4,
+                                  "warmup": 1, "precision": "bf16"}))  # fmt: skip
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    base = ["--url", fleet.url, "--api-key", ADMIN_KEY]
+    r = runner.invoke(app, ["submit", *base, "--kind", "benchmark", "--config", str(config),
+                            "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    job = fleet.wait_state(json.loads(r.stdout)["id"], {"succeeded", "failed"}, seconds=120)
+    assert job["state"] == "succeeded", job["error"]
+    result = job["result"]
+    assert (result["model"], result["precision"]) == ("transformer", "bf16")
+    assert result["timing"].startswith("wall clock (CPU")  # no GPU here: it says so
+    assert [row["batch_size"] for row in result["results"]] == [1, 4]
+    for row in result["results"]:
+        lat = row["latency_ms"]
+        assert row["iterations"] == 4 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert row["throughput_items_s"] > 0
+    assert "p50 ms" in fleet.logs(job["id"])  # its table, in its output
+    assert [p.step for p in fleet.calls.metrics(job["id"])["throughput_items_s"]] == [1, 4]
+    # A config it cannot run fails the job, saying what is wrong.
+    bad = fleet.calls.submit([], kind="benchmark", params={"model": "cnn", "precision": "fp8"})
+    done = fleet.wait_state(bad.id, {"succeeded", "failed"}, seconds=120)
+    assert done["state"] == "failed" and "precision: one of fp32" in done["error"], done

@@ -165,7 +165,7 @@ def submit(
         command = [entry]
     elif entry is not None:
         raise Failure("--entry: only for --kind train")
-    elif not command:
+    elif not command and kind == "command":
         raise Failure("give the command after --: corral submit [OPTIONS] -- CMD ARGS...")
     params = _parse.config_file(config) if config is not None else None
     labels = _parse.pairs(label or [], flag="--label", what="KEY=GLOB")
@@ -182,7 +182,7 @@ def submit(
                     )
                 wanted = [*(requirements_of(requirements) if requirements else []), *(pip or [])]
                 job = await client.submit(
-                    command, name=name, env=variables, labels=labels, gpus=gpus,
+                    command or [], name=name, env=variables, labels=labels, gpus=gpus,
                     priority=priority, retries=retries, timeout=timeout, tags=tag_list,
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
                     gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,

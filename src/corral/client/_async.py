@@ -155,7 +155,7 @@ class AsyncClient(AccountCalls, ArtifactCalls):
             )
         fields: dict[str, Any] = {
             "kind": kind,
-            "command": list(command),
+            "command": list(command) or None,  # a kind other than "command" may have none
             "env": dict(env or {}),
             "worker_labels": dict(labels or {}),
             "gpus": gpus,

@@ -135,7 +135,7 @@ def _call_or_command(value: Any, info: ValidationInfo) -> Any:
     if info.field_name == "command":
         if is_call and value:
             raise ValueError('a job of kind "call" runs its call, not a command')
-        if not is_call and not value:
+        if info.data["kind"] == "command" and not value:
             raise ValueError("a command job needs a command")
     elif is_call and value is None:
         raise ValueError('a job of kind "call" needs call (a target or a pickled function)')
@@ -340,7 +340,8 @@ class JobSubmit(_Wire):
     kind: str = Field(default="command", max_length=50, pattern=r"^[a-z][a-z0-9_.-]*$")
     command: list[str] | None = Field(
         default=None, min_length=1, max_length=10_000, validate_default=True,
-        description='the program and its arguments; every kind but "call" needs it',
+        description='the program and its arguments; a kind\'s arguments ("test": pytest\'s,'
+        ' "train": its module:function); "call" has none',
     )  # fmt: skip
     call: CallSpec | None = Field(
         default=None, validate_default=True, description='what a job of kind "call" runs'

@@ -17,6 +17,7 @@ from corral.protocol import JobAssign
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BenchmarkKind",
     "CallKind",
     "CommandKind",
     "Finished",
@@ -109,11 +110,24 @@ class TrainKind:
         return LaunchSpec(argv=argv, cwd=workdir, env=dict(assign.env))
 
 
+class BenchmarkKind:
+    """A model's latency and throughput over batch sizes and a precision, from the job's
+    config (its params), run by ``corral.sdk.benchmark`` in the job's interpreter."""
+
+    name = "benchmark"
+
+    def prepare(self, assign: JobAssign, workdir: Path) -> LaunchSpec:
+        python = "python" if assign.requirements else sys.executable
+        argv = [python, "-u", "-m", "corral.sdk.benchmark"]
+        return LaunchSpec(argv=argv, cwd=workdir, env=dict(assign.env))
+
+
 def _builtin() -> dict[str, type[TaskKind]]:
     """Found even when the package metadata is stale (a source checkout not re-installed)."""
     from corral.worker.test_kind import TestKind
 
-    return {"command": CommandKind, "call": CallKind, "test": TestKind, "train": TrainKind}
+    return {"command": CommandKind, "call": CallKind, "test": TestKind, "train": TrainKind,
+            "benchmark": BenchmarkKind}  # fmt: skip
 
 
 @cache
