@@ -368,3 +368,35 @@ def test_a_benchmark_job_times_a_model_over_batch_sizes(fleet, tmp_path, runner)
     bad = fleet.calls.submit([], kind="benchmark", params={"model": "cnn", "precision": "fp8"})
     done = fleet.wait_state(bad.id, {"succeeded", "failed"}, seconds=120)
     assert done["state"] == "failed" and "precision: one of fp32" in done["error"], done
+
+
+def test_declared_outputs_are_stored_when_the_job_succeeds(fleet, tmp_path, runner):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"the worker's own")
+    code = ("import os; os.makedirs('model/sub', exist_ok=True)\n"
+            "open('model/w.bin', 'wb').write(b'weights')\n"
+            "open('model/sub/opt.bin', 'wb').write(b'adam')\n"
+            "open('model/notes.txt', 'w').write('not declared')\n"
+            f"os.symlink({str(secret)!r}, 'model/leak.bin')\n")  # fmt: skip
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    base = ["--url", fleet.url, "--api-key", ADMIN_KEY]
+    r = runner.invoke(app, ["submit", *base, "--output", "model/*.bin", "--json", "--",
+                            PY, "-c", code])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    job = fleet.wait_state(json.loads(r.stdout)["id"], {"succeeded", "failed"})
+    assert job["state"] == "succeeded" and job["outputs"] == ["model/*.bin"], job
+    stored = {a.name: a for a in fleet.calls.artifacts(job["id"])}
+    assert set(stored) == {"model/w.bin", "model/sub/opt.bin"}  # no link followed
+    assert {a.kind for a in stored.values()} == {"output"}
+    out = tmp_path / "got"
+    out.mkdir()
+    r = runner.invoke(app, ["artifacts", "get", job["id"], "model/w.bin", *base, "-o",
+                            str(out / "w.bin")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (out / "w.bin").read_bytes() == b"weights"
+    # A job that fails stores none.
+    failed = fleet.calls.submit([PY, "-c", "open('x.bin', 'w').write('x'); raise SystemExit(1)"],
+                                outputs=["*.bin"])  # fmt: skip
+    assert fleet.wait_state(failed.id, {"succeeded", "failed"})["state"] == "failed"
+    assert fleet.calls.artifacts(failed.id) == []

@@ -174,3 +174,19 @@ def test_params_are_a_json_object_within_its_cap(coordinator):
         ok = c.post("/api/queue/submit", json={"command": ["m:f"], "kind": "train",
                                                  "params": {"lr": 0.1}})  # fmt: skip
         assert ok.status_code == 201 and ok.json()["params"] == {"lr": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("model/w.bin", 201), ("../w.bin", 422), ("a//b", 422), ("./w", 422), ("a/..", 422)],
+)
+def test_an_output_is_named_by_its_path_in_the_jobs_directory(coordinator, name, status):
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["x"]}).json()
+        next_event(wc)
+    r = wc.put(f"/api/workers/job/{job['id']}/outputs/{_digest(b'w')}", content=b"w",
+               params={"attempt": 1, "name": name})  # fmt: skip
+    assert r.status_code == status, r.text
+    if status == 201:
+        assert (r.json()["kind"], r.json()["step"]) == ("output", None)

@@ -136,6 +136,7 @@ WORKER_QUERIES = {
     "/api/workers/job/{job_id}/workdir": {"attempt": 1},
     "/api/workers/job/{job_id}/checkpoint": {"attempt": 1},
     "/api/workers/job/{job_id}/checkpoints/{digest}": {"attempt": 1, "step": 1},
+    "/api/workers/job/{job_id}/outputs/{digest}": {"attempt": 1, "name": "out"},
 }
 
 

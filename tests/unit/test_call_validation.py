@@ -28,6 +28,8 @@ def test_a_call_job_takes_call_and_no_command_and_other_kinds_the_reverse():
     assert JobSubmit.model_validate({"command": ["true"]}).call is None
     assert set(_fields({})) == {"command"}
     assert set(_fields({"kind": "train"})) == {"command"}
+    assert set(_fields({"kind": "train", "command": ["no_colon"]})) == {"command"}
+    assert JobSubmit.model_validate({"kind": "benchmark"}).command is None  # params say it all
     assert set(_fields({"kind": "call"})) == {"call"}
     assert set(_fields({"kind": "call", "call": {"target": "m:f"}, "command": ["x"]})) == {
         "command"

@@ -47,6 +47,7 @@ _FLAG_OF = {
     "requirements": "--requirements",
     "kind": "--kind",
     "params": "--config",
+    "outputs": "--output",
 }
 
 
@@ -135,6 +136,14 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--output",
+            help="GLOB of files in its directory ('model/*.pt') stored"
+            " when it succeeds (corral artifacts get); repeatable.",
+        ),
+    ] = None,
     pip: Annotated[
         list[str] | None,
         typer.Option("--pip", help="A package for its environment ('pkg==1.2'); repeatable."),
@@ -187,7 +196,7 @@ def submit(
                     cpus=cpus, memory_gb=memory_gb, gpu_memory_gb=gpu_memory_gb,
                     gpu_name=gpu_name, accelerator=accelerator, nodes=nodes, target=target,
                     preemptible=preemptible, package=package, requirements=wanted,
-                    kind=kind, params=params,
+                    kind=kind, params=params, outputs=output,
                 )  # fmt: skip
             except InvalidInput as exc:
                 if exc.body or exc.field not in _FLAG_OF:

@@ -133,6 +133,7 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         requirements: Sequence[str] | None = None,
         kind: str = "command",
         params: Mapping[str, Any] | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> JobView:
         """Queue a command job. ``labels``: globs the worker's labels must match;
         ``tags``, ``cpus``, ``memory_gb``, ``gpu_memory_gb``, ``gpu_name``, ``accelerator``:
@@ -145,7 +146,8 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         the worker builds once for them (``requirements_of(path)`` reads a file); ``kind``:
         ``"test"`` runs pytest with ``command`` as its arguments, the tests' outcomes the
         result; ``"train"`` calls ``command[0]`` (``module:function``) with ``params``, the
-        job's parameters (docs/task-kinds.md).
+        job's parameters (docs/task-kinds.md); ``outputs``: globs of files in its directory
+        stored as its artifacts once it has succeeded.
         The request always carries an Idempotency-Key
         (``idempotency_key``, else a fresh one), so it is safely retried: a replay returns
         the job already queued, and the same key sent again later does too."""
@@ -184,6 +186,8 @@ class AsyncClient(AccountCalls, ArtifactCalls):
             fields["requirements"] = list(requirements)
         if params is not None:
             fields["params"] = dict(params)
+        if outputs:
+            fields["outputs"] = list(outputs)
         spec = _valid(JobSubmit, fields, _SUBMIT_KEYWORD)
         body = await self._t.json(
             "POST",

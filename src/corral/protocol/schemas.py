@@ -137,6 +137,8 @@ def _call_or_command(value: Any, info: ValidationInfo) -> Any:
             raise ValueError('a job of kind "call" runs its call, not a command')
         if info.data["kind"] == "command" and not value:
             raise ValueError("a command job needs a command")
+        if info.data["kind"] == "train" and (not value or len(value) != 1 or ":" not in value[0]):
+            raise ValueError("a train job's command is its module:function, one of it")
     elif is_call and value is None:
         raise ValueError('a job of kind "call" needs call (a target or a pickled function)')
     elif not is_call and value is not None:
@@ -310,6 +312,7 @@ class JobAssign(_Wire):
     workdir: str | None = None  # its packed working directory's SHA-256; left out when none
     requirements: list[str] | None = None  # what its Python environment holds; None: the worker's
     params: dict[str, Any] | None = None  # its parameters, CORRAL_PARAMS to the job
+    outputs: list[str] | None = None  # globs of what to store once it has succeeded
     gpus: int = 0
     gpu_ids: list[int] | None = Field(
         default=None, description="the GPUs it holds, chosen by the coordinator"
@@ -384,6 +387,10 @@ class JobSubmit(_Wire):
         default=None, pattern=r"^[0-9a-f]{64}$", description="the SHA-256 of a packed working"
         " directory uploaded with PUT /api/blobs/{digest} (a .tar.gz): each attempt runs in it",
     )  # fmt: skip
+    outputs: list[Annotated[str, Field(min_length=1, max_length=300)]] | None = Field(
+        default=None, min_length=1, max_length=32, description="globs of files in its"
+        " directory (model/*.safetensors) stored as its artifacts once it has succeeded",
+    )  # fmt: skip
     params: dict[Annotated[str, Field(max_length=200)], Any] | None = Field(
         default=None, description="the job's parameters (a train job's config): a JSON object"
         f" of at most {MAX_PARAMS_BYTES // 1024} KiB, read with corral.sdk.context().params",
@@ -418,7 +425,7 @@ class JobSubmit(_Wire):
             raise ValueError(f"{size} bytes of JSON: at most {MAX_PARAMS_BYTES}")
         return value
 
-    @field_validator("workdir", "requirements")
+    @field_validator("workdir", "requirements", "outputs")
     @classmethod
     def _a_call_has_no_directory(cls, value: Any, info: ValidationInfo) -> Any:
         if value is not None and info.data.get("kind") == CALL_KIND:
@@ -478,6 +485,7 @@ class JobView(BaseModel):
     workdir: str | None = Field(default=None, description="its packed working directory's SHA-256")
     requirements: list[str] | None = Field(default=None, description="its environment's packages")
     params: dict[str, Any] | None = Field(default=None, description="its parameters")
+    outputs: list[str] | None = Field(default=None, description="what it stores on success")
     attempt: int = Field(description="current attempt number; 0 before the first")
     worker_id: str | None
     created_at: datetime

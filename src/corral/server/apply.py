@@ -75,7 +75,7 @@ def job_assign(
                      gpus=spec["gpus"], gpu_ids=list(gpu_ids), call=spec.get("call"),
                      gang=gang, workdir=spec.get("workdir"),
                      requirements=spec.get("requirements"),
-                     params=spec.get("params"))  # fmt: skip
+                     params=spec.get("params"), outputs=spec.get("outputs"))  # fmt: skip
 
 
 async def apply(t: Tx, changes: Iterable[Change]) -> list[Change]:

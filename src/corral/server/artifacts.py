@@ -26,11 +26,11 @@ from corral.store import as_utc
 from corral.store import jobs as jobs_q
 from corral.store.blobs import BlobStore, valid_digest
 
-__all__ = ["Download", "download", "job_artifacts", "latest_checkpoint", "put_blob",
-           "put_checkpoint", "workdir"]  # fmt: skip
+__all__ = ["CHECKPOINT", "OUTPUT", "Download", "download", "job_artifacts", "latest_checkpoint",
+           "put_artifact", "put_blob", "workdir"]  # fmt: skip
 
 MAX_NAME = 300
-CHECKPOINT = "checkpoint"
+CHECKPOINT, OUTPUT = "checkpoint", "output"
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,25 @@ async def workdir(core: Core, w: WorkerIdentity, job_id: str, attempt: int) -> D
     return Download(digest, size, await blobs.read(row["tenant_id"], digest))
 
 
-async def put_checkpoint(
-    core: Core, w: WorkerIdentity, job_id: str, attempt: int, *, name: str, step: int,
-    digest: str, body: AsyncIterable[bytes],
+def _valid_name(name: str, kind: str) -> None:
+    """A checkpoint's name is one path part; an output's, a relative path in its job's
+    directory (``model/weights.safetensors``)."""
+    parts = name.split("/")
+    if kind == CHECKPOINT and len(parts) > 1:
+        raise InvalidInput("a checkpoint's name is one path part: no '/'", field="name")
+    if not 0 < len(name) <= MAX_NAME or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(f"a relative path of 1-{MAX_NAME} characters, without '.' or '..'"
+                           " parts", field="name")  # fmt: skip
+
+
+async def put_artifact(
+    core: Core, w: WorkerIdentity, job_id: str, attempt: int, *, kind: str, name: str,
+    step: int | None, digest: str, body: AsyncIterable[bytes],
 ) -> ArtifactView:  # fmt: skip
-    """An attempt's checkpoint stored as an artifact of its job; refused (409) if the attempt
-    is no longer the worker's."""
+    """An attempt's checkpoint or declared output stored as an artifact of its job; refused
+    (409) if the attempt is no longer the worker's."""
     valid_digest(digest)
-    if not 0 < len(name) <= MAX_NAME or "/" in name or name in (".", ".."):
-        raise InvalidInput(f"a name of 1-{MAX_NAME} characters, no '/'", field="name")
+    _valid_name(name, kind)
     row = await _held(core, w, job_id, attempt)
     stored = await _blobs(core).write(row["tenant_id"], body, expect=digest,
                                       max_bytes=core.settings.blob_max_bytes)  # fmt: skip
@@ -114,7 +124,7 @@ async def put_checkpoint(
         rows = await jobs_q.reported(t.conn, tenant, {job_id: attempt}, for_update=True)
         _attempt_of(rows.get(job_id), w, job_id, attempt)
         await t.apply([StoreArtifact(tenant_id=row["tenant_id"], job_id=job_id,
-                                     attempt=attempt, kind=CHECKPOINT, name=name, step=step,
+                                     attempt=attempt, kind=kind, name=name, step=step,
                                      digest=stored.digest, size=stored.size)])  # fmt: skip
         (made,) = await artifacts_q.of_job(t.conn, row["tenant_id"], job_id, limit=1)
     return view(made)

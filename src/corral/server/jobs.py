@@ -79,6 +79,7 @@ def view(row: Row) -> JobView:
         workdir=row["workdir"],
         requirements=row["requirements"],
         params=row["params"],
+        outputs=row["outputs"],
         attempt=row["attempt"],
         worker_id=row["worker_id"],
         created_at=as_utc(row["created_at"]),
@@ -140,7 +141,8 @@ def stored(
         "nodes": body.nodes, "preemptible": body.preemptible,
         "priority": body.priority, "max_retries": body.max_retries,
         "timeout_s": body.timeout_s, "workdir": body.workdir,
-        "requirements": body.requirements, "params": body.params, "idempotency_key": key,
+        "requirements": body.requirements, "params": body.params, "outputs": body.outputs,
+        "idempotency_key": key,
         "request_hash": digest,
         "created_at": now,
     }  # fmt: skip
@@ -150,7 +152,8 @@ def stored(
 # are stored together (``requires``).
 REQUIREMENTS = ("tags", "gpu_memory_gb", "gpu_name", "accelerator", "target", "cpus", "memory_gb")
 # Fields added since requests were first hashed: left out of the hash at their defaults.
-_ADDED = (*REQUIREMENTS, "nodes", "preemptible", "workdir", "requirements", "params")
+_ADDED = (*REQUIREMENTS, "nodes", "preemptible", "workdir", "requirements", "params",
+          "outputs")  # fmt: skip
 
 
 def requires(body: JobSubmit) -> dict[str, Any] | None:

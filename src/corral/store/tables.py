@@ -186,6 +186,7 @@ jobs = Table(
     # worker's own).
     Column("requirements", JSON),
     Column("params", JSON),  # its parameters (a train job's config), CORRAL_PARAMS to it
+    Column("outputs", JSON),  # globs of the files stored as its artifacts when it succeeds
     Column("priority", Integer, nullable=False),
     Column("max_retries", Integer, nullable=False),
     Column("timeout_s", Float),

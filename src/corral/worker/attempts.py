@@ -34,6 +34,7 @@ from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import Finished, TaskKind, UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
+from corral.worker.outputs import find
 from corral.worker.packages import BadPackage, Packages, unpack
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
 from corral.worker.sandbox import Sandbox
@@ -292,7 +293,10 @@ class RunningAttempt:
                 self.ctx.linger(shipping)
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would
-        self._finish(self._as_its_kind_says(outcome))
+        outcome = self._as_its_kind_says(outcome)
+        if outcome.outcome is AttemptOutcome.SUCCEEDED and self.assign and self.assign.outputs:
+            await self._store_outputs(self.assign.outputs)
+        self._finish(outcome)
 
     def _as_its_kind_says(self, outcome: Outcome) -> Outcome:
         """A kind with ``finish`` decides how a process that exited on its own ended (the
@@ -323,6 +327,32 @@ class RunningAttempt:
         # The process's own words (its last output) after the kind's.
         error = "; ".join(e for e in (done.error, outcome.error) if e) or None
         return replace(outcome, outcome=AttemptOutcome.FAILED, error=error)
+
+    async def _store_outputs(self, patterns: list[str]) -> None:
+        """The files it declared as outputs, stored before its final report; one that cannot
+        be stored is logged, and the job has still succeeded."""
+        assert self.files is not None
+        owner, scratch = self.files.owner, self.ctx.tmp_dir()
+        try:
+            found = await asyncio.to_thread(find, self.files.workdir, patterns, owner, scratch)
+        except OSError as exc:
+            self.log.warning("outputs.unreadable", error=str(exc))
+            return
+        client = self.ctx.client
+        try:
+            for f in found:
+                try:
+                    async with asyncio.timeout(LOG_FLUSH_TIMEOUT_S * 4):
+                        await client.put_output(self.job_id, self.attempt, f.copy,
+                                                digest=f.digest, name=f.name)  # fmt: skip
+                    self.log.info("output.stored", name=f.name)
+                except (CorralError, TimeoutError, httpx.HTTPError) as exc:
+                    self.log.warning("output.not_stored", name=f.name, error=str(exc))
+        finally:
+            for f in found:
+                await asyncio.to_thread(f.copy.unlink, missing_ok=True)
+        if not found:
+            self.log.warning("outputs.none_matched", patterns=patterns)
 
     def _checkpoints(self) -> CheckpointShipper | None:
         """What stores the job's checkpoints while it runs; a call (in a warm interpreter,

@@ -160,6 +160,14 @@ class WorkerClient:
         data = await blobs.upload(self.transport, "PUT", path, archive, params=params)
         return _parse(ArtifactView, data)
 
+    async def put_output(
+        self, job_id: str, attempt: int, file: Path, *, digest: str, name: str
+    ) -> ArtifactView:
+        path = f"/api/workers/job/{quote(job_id, safe='')}/outputs/{digest}"
+        params = {"attempt": attempt, "name": name}
+        data = await blobs.upload(self.transport, "PUT", path, file, params=params)
+        return _parse(ArtifactView, data)
+
     async def disconnect(self) -> None:
         await self.transport.request("POST", "/api/workers/disconnect", idempotent=False)
 

@@ -18,7 +18,7 @@ jobs = APIRouter(prefix="/api/jobs", tags=["artifacts"])
 workers = APIRouter(prefix="/api/workers/job", tags=["workers"])
 
 # Routes whose request body is a blob: BodyLimit gives them the blob store's cap.
-UPLOADS = r"^/api/(blobs/[^/]+|workers/job/[^/]+/checkpoints/[^/]+)$"
+UPLOADS = r"^/api/(blobs/[^/]+|workers/job/[^/]+/(checkpoints|outputs)/[^/]+)$"
 
 Digest = Annotated[str, Path(description="SHA-256 of the content, 64 lower-case hex digits")]
 Attempt = Annotated[int, Query(ge=1, le=2**31 - 1, description="the attempt this worker holds")]
@@ -108,7 +108,31 @@ async def put_checkpoint(
     step: Annotated[int, Query(ge=0, le=2**62)],
     name: Annotated[str, Query(min_length=1, max_length=artifacts.MAX_NAME)] = "checkpoint",
 ) -> ArtifactView:
-    return await artifacts.put_checkpoint(
-        request.app.state.core, worker, job_id, attempt, name=name, step=step, digest=digest,
-        body=request.stream(),
+    return await artifacts.put_artifact(
+        request.app.state.core, worker, job_id, attempt, kind=artifacts.CHECKPOINT, name=name,
+        step=step, digest=digest, body=request.stream(),
+    )  # fmt: skip
+
+
+@workers.put("/{job_id}/outputs/{digest}", response_model=ArtifactView, status_code=201,
+             responses={409: {"description": "stale attempt"}})  # fmt: skip
+async def put_output(
+    request: Request,
+    worker: Worker,
+    job_id: str,
+    digest: Digest,
+    attempt: Attempt,
+    name: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=artifacts.MAX_NAME,
+            description="its path in the job's directory",
+        ),
+    ],
+) -> ArtifactView:
+    """A file the job declared as an output (``--output``), once it has succeeded."""
+    return await artifacts.put_artifact(
+        request.app.state.core, worker, job_id, attempt, kind=artifacts.OUTPUT, name=name,
+        step=None, digest=digest, body=request.stream(),
     )  # fmt: skip

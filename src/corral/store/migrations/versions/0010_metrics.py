@@ -1,6 +1,6 @@
 """What a job's code reported (corral.sdk.report): one row a metric a step, per attempt, and a
 count per job against its cap; the requirements of the Python environment a job runs in,
-and its parameters
+its parameters, and the globs of its declared outputs
 
 Revision ID: 0010
 Revises: 0009
@@ -25,6 +25,7 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("requirements", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("params", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("outputs", sa.JSON(), nullable=True))
     op.create_table(
         "metrics",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -48,6 +49,7 @@ def downgrade() -> None:
     op.drop_index("ix_metrics_job_id", table_name="metrics")
     op.drop_table("metrics")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("outputs")
         batch.drop_column("params")
         batch.drop_column("requirements")
         batch.drop_column("metric_points")
