@@ -400,3 +400,52 @@ def test_declared_outputs_are_stored_when_the_job_succeeds(fleet, tmp_path, runn
                                 outputs=["*.bin"])  # fmt: skip
     assert fleet.wait_state(failed.id, {"succeeded", "failed"})["state"] == "failed"
     assert fleet.calls.artifacts(failed.id) == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "duckdb"])
+def test_results_export_as_a_table_with_final_metrics(fleet, tmp_path, runner, fmt):
+    if fmt != "csv":
+        pytest.importorskip("pyarrow")
+        if fmt == "duckdb":
+            pytest.importorskip("duckdb")
+    fleet.start_server()
+    fleet.start_worker("w1", slots=2)
+    code = ("from corral import sdk\nfor s in range(3): sdk.report(step=s, loss=1.0 / (s + 1))\n"
+            "sdk.set_result({'accuracy': 0.9, 'notes': {'nested': 1}})")  # fmt: skip
+    jobs = [fleet.calls.submit([PY, "-c", code]) for _ in range(2)]
+    jobs.append(fleet.calls.submit([PY, "-c", "raise SystemExit(3)"]))
+    for j in jobs:
+        fleet.wait_state(j.id, {"succeeded", "failed"})
+    out = tmp_path / f"results.{fmt}"
+    base = ["--url", fleet.url, "--api-key", ADMIN_KEY]
+    r = runner.invoke(app, ["results", "export", *base, "--format", fmt, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "3 jobs" in r.stderr
+    if fmt == "csv":
+        import csv
+
+        with out.open() as fh:
+            table = list(csv.DictReader(fh))
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out).to_pylist()
+    else:
+        import duckdb
+
+        with duckdb.connect(str(out)) as db:
+            cur = db.execute("SELECT * FROM jobs")
+            names = [d[0] for d in cur.description]
+            table = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    by_id = {row["id"]: row for row in table}
+    assert set(by_id) == {j.id for j in jobs}
+    ok = by_id[jobs[0].id]
+    assert float(ok["metric.loss"]) == pytest.approx(1 / 3) and float(ok["result.accuracy"]) == 0.9
+    assert json.loads(ok["result"])["notes"] == {"nested": 1}  # nested: in the JSON only
+    bad = by_id[jobs[2].id]
+    assert bad["state"] == "failed" and str(bad["exit_code"]) == "3"
+    assert bad["metric.loss"] in (None, "")
+    r = runner.invoke(app, ["results", "export", *base, "--kind", "test", "-o", str(out)])
+    assert r.exit_code == 0 and "0 jobs" in r.stderr
+    r = runner.invoke(app, ["results", "export", *base, "--format", "xlsx"])
+    assert r.exit_code == 2 and "--format" in r.stderr

@@ -11,7 +11,18 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from corral.cli import _output, accounts, artifacts, bench, config, jobs, serve, up, workers
+from corral.cli import (
+    _output,
+    accounts,
+    artifacts,
+    bench,
+    config,
+    jobs,
+    results,
+    serve,
+    up,
+    workers,
+)
 from corral.cli._api import use_root
 from corral.cli._exit import ClickException, ExitCode, NoArgsIsHelpError, UsageError
 from corral.config import CONFIG_ENV, CliSettings, ConfigError, use_file
@@ -168,6 +179,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(workers.app, name="workers")
 app.add_typer(config.app, name="config")
 app.add_typer(artifacts.app, name="artifacts")
+app.add_typer(results.app, name="results")
 app.command("onboard")(accounts.onboard)
 app.command("token")(accounts.token)
 app.command("audit")(accounts.audit)

@@ -271,10 +271,12 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         return await self._get(JobWhy, f"/api/jobs/{job_id}/why")
 
     async def jobs(
-        self, state: str | Iterable[str] | None = None, limit: int | None = None
-    ) -> AsyncIterator[JobView]:
+        self, state: str | Iterable[str] | None = None, limit: int | None = None, *,
+        final_metrics: bool = False,
+    ) -> AsyncIterator[JobView]:  # fmt: skip
         """Jobs newest first, in any of the states ``state`` names, across every page;
-        ``limit`` caps how many in all."""
+        ``limit`` caps how many in all; ``final_metrics``: each with its metrics' last
+        values."""
         states = [state] if isinstance(state, str) else list(state or [])
         if limit is not None and limit < 0:
             raise InvalidInput("limit: must be 0 or more", field="limit")
@@ -283,6 +285,8 @@ class AsyncClient(AccountCalls, ArtifactCalls):
         while left is None or left > 0:
             params: list[tuple[str, str | int]] = [("state", str(s)) for s in states]
             params.append(("limit", PAGE_SIZE if left is None else min(left, PAGE_SIZE)))
+            if final_metrics:
+                params.append(("final_metrics", "true"))
             if cursor:
                 params.append(("cursor", cursor))
             page = await self._get(JobList, "/api/jobs", params=params)

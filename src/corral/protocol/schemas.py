@@ -500,6 +500,10 @@ class JobView(BaseModel):
     attempts: list[AttemptView] | None = Field(
         default=None, description="every attempt so far (only when reading one job)"
     )
+    final_metrics: dict[str, float | None] | None = Field(
+        default=None, description="each metric's last reported value (a list with"
+        " final_metrics=true)",
+    )  # fmt: skip
 
 
 class ArtifactView(BaseModel):

@@ -298,7 +298,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
 
 async def page(
     core: Core, tenant_id: str, *, states: list[str], worker_id: str | None, limit: int,
-    cursor: str | None,
+    cursor: str | None, final_metrics: bool = False,
 ) -> JobList:  # fmt: skip
     for s in states:
         if s not in JobState.__members__.values():
@@ -307,7 +307,11 @@ async def page(
     async with core.tx() as t:
         rows = await jobs_q.page(t.conn, tenant_id, states=states, worker_id=worker_id,
                                  limit=limit, before=before)  # fmt: skip
+        last = await metrics_q.last_of(t.conn, tenant_id, [r["id"] for r in rows]) if (
+            final_metrics) else {}  # fmt: skip
     items = [view(r) for r in rows]
+    if final_metrics:
+        items = [j.model_copy(update={"final_metrics": last.get(j.id, {})}) for j in items]
     return JobList(jobs=items, next_cursor=_cursor(items[-1]) if len(items) == limit else None)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -45,3 +45,21 @@ async def series(
     if names:
         q = q.where(metrics.c.name.in_(list(names)))
     return (await conn.execute(q.order_by(metrics.c.id).limit(limit))).mappings().all()
+
+
+async def last_of(
+    conn: AsyncConnection, tenant_id: str, job_ids: Sequence[str]
+) -> dict[str, dict[str, float | None]]:
+    """job id -> each metric's last reported value, for a page of jobs, in one statement."""
+    if not job_ids:
+        return {}
+    newest = (
+        select(func.max(metrics.c.id))
+        .where(metrics.c.tenant_id == tenant_id, metrics.c.job_id.in_(list(job_ids)))
+        .group_by(metrics.c.job_id, metrics.c.name)
+    )
+    q = select(metrics.c.job_id, metrics.c.name, metrics.c.value).where(metrics.c.id.in_(newest))
+    found: dict[str, dict[str, float | None]] = {}
+    for job_id, name, value in await conn.execute(q):
+        found.setdefault(job_id, {})[name] = value
+    return found

@@ -84,9 +84,13 @@ async def list_jobs(
     worker_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
+    final_metrics: Annotated[
+        bool, Query(description="each job with its metrics' last values")
+    ] = False,
 ) -> JobList:
     return await jobs.page(request.app.state.core, who.tenant_id, states=state,
-                           worker_id=worker_id, limit=limit, cursor=cursor)  # fmt: skip
+                           worker_id=worker_id, limit=limit, cursor=cursor,
+                           final_metrics=final_metrics)  # fmt: skip
 
 
 @router.get("/{job_id}", response_model=JobView)
