@@ -449,3 +449,26 @@ def test_results_export_as_a_table_with_final_metrics(fleet, tmp_path, runner, f
     assert r.exit_code == 0 and "0 jobs" in r.stderr
     r = runner.invoke(app, ["results", "export", *base, "--format", "xlsx"])
     assert r.exit_code == 2 and "--format" in r.stderr
+
+
+def test_a_worker_keeps_its_results_in_a_local_duckdb_file(fleet, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    db = tmp_path / "results.duckdb"
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1, CORRAL_WORKER__DB_PATH=str(db))
+    ok = fleet.calls.submit([PY, "-c", "from corral import sdk; sdk.set_result({'acc': 0.9})"])
+    bad = fleet.calls.submit([PY, "-c", "raise SystemExit(4)"])
+    for job in (ok, bad):
+        fleet.wait_state(job.id, {"succeeded", "failed"})
+
+    def rows() -> list[tuple] | None:
+        try:
+            with duckdb.connect(str(db), read_only=True) as con:
+                found = con.execute("SELECT job_id, outcome, exit_code, result->>'acc' FROM"
+                                    " results ORDER BY finished_at").fetchall()  # fmt: skip
+        except (duckdb.IOException, duckdb.CatalogException):
+            return None  # not written yet, or being written
+        return found if len(found) == 2 else None
+
+    found = wait_until(rows, 30, "both rows")
+    assert found == [(ok.id, "succeeded", 0, "0.9"), (bad.id, "failed", 4, None)]

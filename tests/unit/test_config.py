@@ -155,6 +155,7 @@ def test_worker_flag_beats_env_beats_old_env_beats_file(
                 "profile",
                 "tags",
                 "gpu_ids",
+                "db_path",
                 "memory_buffer",
                 "max_cpu_percent",
                 "max_memory_percent",

@@ -344,6 +344,14 @@ def worker(
             "Seconds every value must stay under its limit before new work (default: 30).",
         ),
     ] = None,
+    db_path: Annotated[
+        Path | None,
+        _opt(
+            "--db-path",
+            "CORRAL_WORKER__DB_PATH",
+            "A DuckDB file of the results it produced, one row a finished attempt.",
+        ),
+    ] = None,
     task_timeout_s: Annotated[
         float | None,
         _opt(
@@ -438,6 +446,10 @@ def worker(
     flags = {k: v for k, v in _flags(ctx).items() if k not in ("recover", "reset_state")}
     settings = WorkerSettings.load(flags, flag_names=_flag_names(ctx))
     from corral.worker.agent import run_worker
+    from corral.worker.results_db import available
+
+    if settings.db_path is not None and (why := available()):
+        raise Failure(why)
 
     _logging.configure(log_level)
     if recover or reset_state:

@@ -44,6 +44,7 @@ from corral.worker.isolation import Users, UsersUnavailable, open_path
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
 from corral.worker.outbox import Outbox
 from corral.worker.process import StopReason
+from corral.worker.results_db import ResultsDb
 from corral.worker.sandbox import Sandbox
 from corral.worker.sandbox import available as sandbox_available
 from corral.worker.workdir import attempt_dir, prune_workdirs
@@ -216,6 +217,7 @@ class Agent:
             users=users,
             sandbox=sandbox,
             accelerator=self.machine.accelerator,
+            results_db=ResultsDb(self.settings.db_path) if self.settings.db_path else None,
         )
         installed = self._install_signals()
         try:

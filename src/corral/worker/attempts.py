@@ -37,6 +37,7 @@ from corral.worker.outbox import Outbox
 from corral.worker.outputs import find
 from corral.worker.packages import BadPackage, Packages, unpack
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
+from corral.worker.results_db import ResultsDb
 from corral.worker.sandbox import Sandbox
 from corral.worker.warm import WarmCall, WarmPool
 from corral.worker.workdir import (
@@ -93,6 +94,7 @@ class AttemptContext:
     _packages: Packages | None = None  # jobs' packed working directories, fetched once
     _tmp_made: bool = False
     _envs: Envs | None = None  # Python environments of jobs' requirements, built once
+    results_db: ResultsDb | None = None  # --db-path: a local DuckDB table of its results
 
     def packages(self) -> Packages:
         if self._packages is None:
@@ -613,6 +615,13 @@ class RunningAttempt:
             if self.ctx.on_constrained is not None:
                 self._constraining = asyncio.ensure_future(self.ctx.on_constrained(why))
         self.ctx.outbox.wake()
+        if self.ctx.results_db is not None:
+            self.ctx.linger(asyncio.create_task(self.ctx.results_db.record(
+                job_id=self.job_id, attempt=self.attempt,
+                name=self.assign.name if self.assign else "", kind=getattr(self.kind, "name", ""),
+                outcome=str(status), exit_code=outcome.exit_code,
+                started_at=self.process.started_at if self.process else None,
+                result=outcome.result, error=error)))  # fmt: skip
         self.log.info(
             "attempt.ended",
             status=outcome.outcome,

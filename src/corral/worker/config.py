@@ -136,6 +136,10 @@ class WorkerSettings(Section):
         default=None, description="the GPUs it owns, by index or uuid (default:"
         " CUDA_VISIBLE_DEVICES, else all); two workers can share a machine",
     )  # fmt: skip
+    db_path: Path | None = Field(
+        default=None, description="a DuckDB file of the results this worker produced, one row"
+        " a finished attempt (needs duckdb)",
+    )  # fmt: skip
     memory_buffer: float = Field(
         default=0.0, ge=0, le=0.9, description="share of memory no job's memory_gb may claim"
     )
