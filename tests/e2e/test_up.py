@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import psutil
@@ -39,7 +40,33 @@ def test_demo_trains_the_sweep_and_leaves_nothing_running(tmp_path):
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out
     assert out.count("succeeded") >= 6 and "ACCURACY" in out.upper(), out
+    assert "LOSS BY EPOCH" in out and any(bar in out for bar in "▁▂▃▄▅▆▇█"), out
     assert not _left_behind(marker)
+
+
+def test_the_demo_survives_a_worker_killed_mid_sweep(tmp_path):
+    proc, marker = _up(tmp_path, "--demo", "--epochs", "400")
+    try:
+
+        def training() -> psutil.Process | None:
+            for p in psutil.process_iter(["cmdline", "create_time", "cwd"]):
+                if "corral.examples.digits" not in (p.info["cmdline"] or []):
+                    continue
+                if (p.info["cwd"] or "").startswith(marker):  # this demo's, by its directory
+                    return p if p.info["create_time"] < time.time() - 3 else None
+            return None
+
+        job = wait_until(training, 120, "a training run three seconds in")
+        # Its worker, and the run with it, die as their machine would.
+        worker = next(a for a in job.parents() if "worker" in " ".join(a.cmdline()))
+        worker.kill()
+        os.killpg(os.getpgid(job.pid), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert out.count("succeeded") >= 6 and " resumed at epoch " in out, out
 
 
 def test_ctrl_c_stops_workers_and_coordinator_cleanly(tmp_path):

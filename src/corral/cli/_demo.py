@@ -66,7 +66,10 @@ async def run_demo(client: AsyncClient, *, epochs: int = 10, poll_s: float = 0.5
         await asyncio.gather(*streams, return_exceptions=True)
 
     names = await worker_names(client)
-    _output.out.print(_results(runs, names))
+    curves = await asyncio.gather(*(_loss_curve(client, r.job.id) for r in runs))
+    _output.out.print(_results(runs, names, curves))
+    for line in _resumed(runs):
+        _output.out.print(line, markup=False, highlight=False)
     workers = len({r.job.worker_id for r in runs if r.job.worker_id})
     _output.out.print(
         f"{len(runs)} jobs on {workers} workers in {loop.time() - started:.1f}s", highlight=False
@@ -122,21 +125,50 @@ def _progress(runs: list[_Run]) -> Any:
     return _output.table("digits sweep", cols, rows)
 
 
-def _results(runs: list[_Run], names: dict[str, str]) -> Any:
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """A curve in a line of block characters, high values high."""
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(_BARS[round((v - low) / span * (len(_BARS) - 1))] for v in values)
+
+
+async def _loss_curve(client: AsyncClient, job_id: str) -> str:
+    """The run's loss per epoch, as the coordinator stored what it reported; the points of
+    the attempt that finished (a run resumed after its worker died has two)."""
+    try:
+        points = (await client.metrics(job_id, ["loss"])).get("loss", [])
+    except CorralError:
+        return "-"
+    last = points[-1].attempt if points else 0
+    return sparkline([p.value for p in points if p.attempt == last and p.value is not None])
+
+
+def _results(runs: list[_Run], names: dict[str, str], curves: list[str]) -> Any:
     rows = []
-    for r in runs:
+    for r, curve in zip(runs, curves, strict=True):
         res = r.job.result or {}
         rows.append(
             (
                 r.params["hidden"],
                 r.params["lr"],
-                res.get("epochs", r.params["epochs"]),
                 _fmt(res.get("loss")),
                 _fmt(res.get("accuracy")),
-                _output.duration(_output.elapsed(r.job.started_at, r.job.finished_at)),
+                curve,
                 names.get(r.job.worker_id or "", r.job.worker_id or "-"),
                 _output.state(r.job.state),
             )
         )
-    cols = ("HIDDEN", "LR", "EPOCHS", "LOSS", "ACCURACY", "TIME", "WORKER", "STATE")
+    cols = ("HIDDEN", "LR", "LOSS", "ACCURACY", "LOSS BY EPOCH", "WORKER", "STATE")
     return _output.table("results", cols, rows)
+
+
+def _resumed(runs: list[_Run]) -> list[str]:
+    """A line for each run that went on from its checkpoint after losing its worker."""
+    return [f"{r.job.name} resumed at epoch {r.job.result['resumed_at_epoch']} on another"
+            " worker, from its checkpoint" for r in runs
+            if r.job.result and r.job.result.get("resumed_at_epoch")]  # fmt: skip

@@ -11,6 +11,7 @@ ends with its final figures as the job's result.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import time
 from itertools import product
@@ -69,13 +70,25 @@ def train(hidden: int, lr: float, epochs: int, seed: int) -> dict[str, Any]:
         f"hidden={hidden} lr={lr} epochs={epochs} seed={seed}",
         flush=True,
     )
-    loss = accuracy = float("nan")
-    for epoch in range(1, epochs + 1):
+    # Under Corral, each epoch's model is its checkpoint: a run whose worker died goes on
+    # elsewhere from its last epoch. (By hand, runs of other settings would share one
+    # local directory of checkpoints, so it keeps none.)
+    start = 1
+    ck = sdk.resume() if sdk.job_id() else None
+    if ck is not None:
+        model = pickle.loads(ck.read_bytes())
+        start = ck.step + 1
+        print(f"resuming at epoch {start} from the checkpoint of epoch {ck.step}", flush=True)
+    for epoch in range(start, epochs + 1):
         model.partial_fit(x_train, y_train, classes=classes)
         loss = float(log_loss(y_train, model.predict_proba(x_train), labels=classes))
         accuracy = float(accuracy_score(y_val, model.predict(x_val)))
         sdk.report(step=epoch, loss=round(loss, 6), accuracy=round(accuracy, 6))
-    return {"loss": loss, "accuracy": accuracy}
+        if sdk.job_id():
+            sdk.checkpoint(pickle.dumps(model), step=epoch)
+    loss = float(log_loss(y_train, model.predict_proba(x_train), labels=classes))
+    accuracy = float(accuracy_score(y_val, model.predict(x_val)))
+    return {"loss": loss, "accuracy": accuracy, "resumed_at_epoch": start if start > 1 else None}
 
 
 def main(argv: list[str] | None = None) -> int:
