@@ -115,10 +115,13 @@ def test_a_job_killed_with_its_worker_resumes_elsewhere_from_its_checkpoint(flee
     logs = fleet.logs(job.id)
     assert f"resuming from the checkpoint of step {resumed_at - 1} (attempt 1)" in logs
     assert f"starting at step {resumed_at}" in logs
-    kinds = [e.kind for e in fleet.calls.events(job.id)]
+    events = list(fleet.calls.events(job.id))
+    kinds = [e.kind for e in events]
     assert "job.checkpointed" in kinds and kinds.index("job.checkpointed") < kinds.index(
         "job.requeued"
     )
+    (resumed,) = [e for e in events if e.kind == "job.resumed"]
+    assert resumed.detail["step"] == resumed_at - 1 and resumed.attempt == done["attempt"]
     # Its reported loss is a series per attempt: the last one's from where it resumed.
     loss = fleet.calls.metrics(job.id)["loss"]
     assert [p.step for p in loss if p.attempt == done["attempt"]] == list(range(resumed_at, 40))
@@ -472,3 +475,14 @@ def test_a_worker_keeps_its_results_in_a_local_duckdb_file(fleet, tmp_path):
 
     found = wait_until(rows, 30, "both rows")
     assert found == [(ok.id, "succeeded", 0, "0.9"), (bad.id, "failed", 4, None)]
+
+
+def test_what_a_job_leaves_in_its_artifact_directory_is_kept(fleet):
+    code = ("from corral import sdk\nd = sdk.context().artifact_dir / 'eval'\n"
+            "d.mkdir(parents=True)\n(d / 'scores.json').write_text('{}')\n")  # fmt: skip
+    fleet.start_server()
+    fleet.start_worker("w1", slots=1)
+    job = fleet.calls.submit([PY, "-c", code])
+    assert fleet.wait_state(job.id, {"succeeded", "failed"})["state"] == "succeeded"
+    assert [(a.kind, a.name) for a in fleet.calls.artifacts(job.id)] == [
+        ("output", "eval/scores.json")]  # fmt: skip

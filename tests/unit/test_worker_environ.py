@@ -42,6 +42,7 @@ def test_env_is_scrubbed_and_carries_corral_vars(tmp_path: Path) -> None:
         "CORRAL_RESULT_FILE": str(tmp_path / "r.json"),
         "CORRAL_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         "CORRAL_RESUME_DIR": str(tmp_path / "resume"),
+        "CORRAL_ARTIFACT_DIR": str(tmp_path / "artifacts"),
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "CUDA_VISIBLE_DEVICES": "2,3",
     }

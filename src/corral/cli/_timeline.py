@@ -46,6 +46,9 @@ def summary(e: EventView, names: Mapping[str, str]) -> str:
         return f"{att} {ended}{state}{why}{exit_code}"
     if kind == "job.checkpointed":
         return f"{att} stored a checkpoint of step {d.get('step')} ({_output.size(d.get('size'))})"
+    if kind == "job.resumed":
+        return (f"{att} on {worker} resumed from the checkpoint of step {d.get('step')}"
+                f" (attempt {d.get('from_attempt')})")  # fmt: skip
     if kind == "job.output_stored":
         return f"{att} stored output {d.get('name')} ({_output.size(d.get('size'))})"
     if kind == "job.cancel_requested":

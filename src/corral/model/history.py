@@ -18,6 +18,7 @@ class Kind(StrEnum):
     JOB_CANCEL_REQUESTED = "job.cancel_requested"
     JOB_PREEMPTING = "job.preempting"  # told to stop for a higher-priority job
     JOB_CHECKPOINTED = "job.checkpointed"  # an attempt stored a checkpoint (detail: its step)
+    JOB_RESUMED = "job.resumed"  # an attempt was handed a checkpoint to go on from
     JOB_OUTPUT_STORED = "job.output_stored"  # a declared output was collected
     JOB_SUCCEEDED = "job.succeeded"
     JOB_FAILED = "job.failed"

@@ -34,6 +34,7 @@ from corral.sdk._checkpoint import (
 )
 
 __all__ = [
+    "ENV_ARTIFACT_DIR",
     "ENV_ATTEMPT",
     "ENV_CHECKPOINT_DIR",
     "ENV_JOB_ID",
@@ -76,6 +77,7 @@ def attempt() -> int | None:
 
 
 ENV_PARAMS = "CORRAL_PARAMS"  # the job's parameters as JSON (a train job's config)
+ENV_ARTIFACT_DIR = "CORRAL_ARTIFACT_DIR"  # what the job leaves there is kept if it succeeds
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class Context:
     params: dict[str, Any] = field(default_factory=dict)
     scratch_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     checkpoint_dir: Path = field(default_factory=lambda: Path(".corral-checkpoints"))
+    # Files the job writes here are stored as its artifacts once it has succeeded (by hand:
+    # ./artifacts, kept where it is).
+    artifact_dir: Path = field(default_factory=lambda: Path("artifacts"))
 
 
 def _int_env(name: str, default: int) -> int:
@@ -112,6 +117,7 @@ def context() -> Context:
         params=params if isinstance(params, dict) else {},
         scratch_dir=Path(os.environ.get("TMPDIR") or tempfile.gettempdir()),
         checkpoint_dir=Path(os.environ.get(ENV_CHECKPOINT_DIR) or ".corral-checkpoints"),
+        artifact_dir=Path(os.environ.get(ENV_ARTIFACT_DIR) or "artifacts"),
     )
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy.engine import RowMapping
 
 from corral.model import InvalidInput, NotFound
-from corral.model.changes import StoreArtifact
+from corral.model.changes import Record, StoreArtifact, Why
+from corral.model.history import Kind
 from corral.protocol import ArtifactList, ArtifactView, BlobStored
 from corral.server.auth import Identity, WorkerIdentity
 from corral.server.core import Core
@@ -136,8 +137,14 @@ async def latest_checkpoint(
     """The newest checkpoint of the job, from any of its attempts, for ``attempt`` to
     resume from; None when it has none."""
     row = await _held(core, w, job_id, attempt)
-    async with core.tx() as t:
+    async with core.tx(w.worker_id) as t:
         found = await artifacts_q.latest_checkpoint(t.conn, job_id)
+        if found is not None:  # the history says where the attempt went on from
+            why = Why(message=f"from the checkpoint of step {found['step']}",
+                      detail={"step": found["step"], "from_attempt": found["attempt"],
+                              "artifact_id": found["id"]})  # fmt: skip
+            await t.apply([Record(Kind.JOB_RESUMED, row["tenant_id"], job_id=job_id,
+                                  worker_id=w.worker_id, attempt=attempt, why=why)])  # fmt: skip
     if found is None:
         return None
     chunks = await _blobs(core).read(row["tenant_id"], found["digest"])

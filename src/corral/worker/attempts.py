@@ -34,14 +34,16 @@ from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import Finished, TaskKind, UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
-from corral.worker.outputs import find
+from corral.worker.outputs import Found, find
 from corral.worker.packages import BadPackage, Packages, unpack
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
 from corral.worker.results_db import ResultsDb
 from corral.worker.sandbox import Sandbox
 from corral.worker.warm import WarmCall, WarmPool
 from corral.worker.workdir import (
+    ARTIFACTS,
     AttemptFiles,
+    NotItsOwn,
     attempt_dir,
     prepare_workdir,
     result_path,
@@ -52,6 +54,7 @@ __all__ = ["AttemptContext", "Declined", "RunningAttempt", "bug"]
 
 log = structlog.get_logger("corral.worker.attempt")
 T = TypeVar("T")
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # A finished attempt ships the rest of its output before its final report, for as long as
 # batches go through; after this long without one (the coordinator is away) the report
@@ -60,6 +63,18 @@ LOG_FLUSH_TIMEOUT_S = 15.0
 # How long an attempt keeps trying to fetch its working directory or its checkpoint while
 # the coordinator does not answer, before it fails.
 BRING_TIMEOUT_S = 120.0
+
+
+def _anything_in(files: AttemptFiles, name: str) -> bool:
+    """Whether the attempt's ``.corral/name`` holds anything (one listing, on the loop)."""
+    try:
+        fd = files.open_dir(name)
+    except (OSError, NotItsOwn):
+        return False
+    try:
+        return bool(os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 async def _patiently(call: Callable[[], Awaitable[T]]) -> T:
@@ -296,8 +311,8 @@ class RunningAttempt:
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would
         outcome = self._as_its_kind_says(outcome)
-        if outcome.outcome is AttemptOutcome.SUCCEEDED and self.assign and self.assign.outputs:
-            await self._store_outputs(self.assign.outputs)
+        if outcome.outcome is AttemptOutcome.SUCCEEDED and self.assign is not None:
+            await self._store_outputs(self.assign.outputs or [])
         self._finish(outcome)
 
     def _as_its_kind_says(self, outcome: Outcome) -> Outcome:
@@ -333,10 +348,25 @@ class RunningAttempt:
     async def _store_outputs(self, patterns: list[str]) -> None:
         """The files it declared as outputs, stored before its final report; one that cannot
         be stored is logged, and the job has still succeeded."""
-        assert self.files is not None
-        owner, scratch = self.files.owner, self.ctx.tmp_dir()
+        files = self.files
+        assert files is not None
+        if not patterns and not _anything_in(files, ARTIFACTS):
+            return  # nearly always: no thread for an empty look
+        owner, scratch = files.owner, self.ctx.tmp_dir()
+
+        def look() -> list[Found]:
+            # What its --output globs match in its directory, and all it left in its
+            # artifact directory (corral.sdk.context().artifact_dir).
+            found = find(os.open(files.workdir, _DIR), patterns, owner, scratch) if (
+                patterns) else []  # fmt: skip
+            try:
+                left = files.open_dir(ARTIFACTS)
+            except (OSError, NotItsOwn):
+                return found
+            return found + find(left, ["*"], owner, scratch)
+
         try:
-            found = await asyncio.to_thread(find, self.files.workdir, patterns, owner, scratch)
+            found = await asyncio.to_thread(look)
         except OSError as exc:
             self.log.warning("outputs.unreadable", error=str(exc))
             return
@@ -353,7 +383,7 @@ class RunningAttempt:
         finally:
             for f in found:
                 await asyncio.to_thread(f.copy.unlink, missing_ok=True)
-        if not found:
+        if patterns and not found:
             self.log.warning("outputs.none_matched", patterns=patterns)
 
     def _checkpoints(self) -> CheckpointShipper | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from corral.protocol import Gang
 from corral.sdk import (
+    ENV_ARTIFACT_DIR,
     ENV_ATTEMPT,
     ENV_CHECKPOINT_DIR,
     ENV_JOB_ID,
@@ -86,6 +87,7 @@ def build_env(
     # Beside the result, in the attempt's .corral (workdir.checkpoint_dir, resume_dir).
     env[ENV_CHECKPOINT_DIR] = str(result_file.parent / "checkpoints")
     env[ENV_RESUME_DIR] = str(result_file.parent / "resume")
+    env[ENV_ARTIFACT_DIR] = str(result_file.parent / "artifacts")
     if params is not None:
         env[ENV_PARAMS] = json.dumps(params, separators=(",", ":"))
     if gpus is not None:

@@ -55,11 +55,11 @@ def _files(top: int, owner: int | None) -> Iterator[tuple[str, int]]:
                 os.close(fd)
 
 
-def find(workdir: Path, patterns: list[str], owner: int | None, scratch: Path) -> list[Found]:
-    """Copies of the files that ``patterns`` match (at most MAX_FILES). Blocking: in a
-    thread. The caller removes the copies."""
+def find(top: int, patterns: list[str], owner: int | None, scratch: Path) -> list[Found]:
+    """Copies of the files under the directory ``top`` (a descriptor, which it closes) that
+    ``patterns`` match (at most MAX_FILES). Blocking: in a thread. The caller removes the
+    copies."""
     found: list[Found] = []
-    top = os.open(workdir, _DIR)
     try:
         for rel, fd in _files(top, owner):
             with os.fdopen(fd, "rb") as src:

@@ -30,6 +30,7 @@ from typing import Any
 from corral.protocol import MAX_RESULT_BYTES, result_size, unstorable
 
 __all__ = [
+    "ARTIFACTS",
     "CHECKPOINTS",
     "CORRAL_DIR",
     "RESUME",
@@ -60,6 +61,8 @@ CORRAL_DIR = ".corral"
 # Where the job's corral.sdk.checkpoint() leaves each checkpoint for the worker to store,
 # and where the worker puts the one a new attempt resumes from (corral.sdk.resume()).
 CHECKPOINTS, RESUME = "checkpoints", "resume"
+# What the job leaves here (corral.sdk.context().artifact_dir) is stored when it succeeds.
+ARTIFACTS = "artifacts"
 
 
 def attempt_dir(data_dir: Path, job_id: str, attempt: int) -> Path:
@@ -96,6 +99,7 @@ def prepare_workdir(workdir: Path) -> None:
     workdir.mkdir(mode=0o700)
     (workdir / CORRAL_DIR).mkdir(mode=0o700)
     checkpoint_dir(workdir).mkdir(mode=0o700)
+    (workdir / CORRAL_DIR / ARTIFACTS).mkdir(mode=0o700)
 
 
 def prune_workdirs(root: Path, *, keep: int, active: set[Path]) -> int:
