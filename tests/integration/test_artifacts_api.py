@@ -4,6 +4,7 @@ tenant; a worker's checkpoint taken only for an attempt it holds, and handed to 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from harness import start_coordinator
@@ -96,11 +97,15 @@ def test_a_checkpoint_is_stored_only_for_the_attempt_a_worker_holds(coordinator)
         # The attempt is lost; the next one is handed the checkpoint.
         lost = wc.post(f"{url}/status", json={"attempt": 1, "status": "declined", "error": "x"})
         assert lost.status_code == 200, lost.text
+        # The ended attempt stores nothing more (a step of 2**62 would win every resume).
+        late = wc.put(f"{url}/checkpoints/{_digest(data)}", content=data,
+                      params={"attempt": 1, "step": 2**62})  # fmt: skip
+        assert late.status_code == 409, late.text
         again = next_event(wc, first["id"], timeout=15)
         assert again["data"]["attempt"] == 2
         resume = wc.get(f"{url}/checkpoint", params={"attempt": 2})
         assert resume.status_code == 200 and resume.content == data
-        assert '"step":5' in resume.headers["x-corral-artifact"]
+        assert json.loads(resume.headers["x-corral-artifact"])["step"] == 5
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "x" * 301])
@@ -190,3 +195,17 @@ def test_an_output_is_named_by_its_path_in_the_jobs_directory(coordinator, name,
     assert r.status_code == status, r.text
     if status == 201:
         assert (r.json()["kind"], r.json()["step"]) == ("output", None)
+
+
+def test_an_output_named_in_any_script_downloads(coordinator):
+    _, wc = register_worker(coordinator)
+    with coordinator.client() as c:
+        job = c.post("/api/queue/submit", json={"command": ["x"]}).json()
+        next_event(wc)
+        name = 'résultats/模型 "v1".bin'
+        r = wc.put(f"/api/workers/job/{job['id']}/outputs/{_digest(b'w')}", content=b"w",
+                   params={"attempt": 1, "name": name})  # fmt: skip
+        assert r.status_code == 201, r.text
+        got = c.get(f"/api/jobs/{job['id']}/artifacts/{r.json()['id']}")
+        assert got.status_code == 200 and got.content == b"w"
+        assert "filename*=UTF-8''r%C3%A9sultats%2F" in got.headers["content-disposition"]

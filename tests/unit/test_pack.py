@@ -118,3 +118,30 @@ def test_a_link_out_of_the_directory_is_refused(tmp_path: Path) -> None:
     into.mkdir()
     with pytest.raises(BadPackage):
         unpack(_archive(tmp_path, [(link, b"")]), into)
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize("members", [
+    [(_link("s", "."), b""), (tarfile.TarInfo("s/x"), b"through a link")],
+    [(_link("d", "sub/../.."), b"")],
+    [(_link("h", "/etc/passwd", tarfile.LNKTYPE), b"")],
+    [(tarfile.TarInfo("a/../.corral/exit_code"), b"0")],
+])  # fmt: skip
+def test_links_and_names_that_tarfile_releases_let_through_are_refused(tmp_path, members):
+    into = tmp_path / "attempt"
+    into.mkdir()
+    with pytest.raises(BadPackage):
+        unpack(_archive(tmp_path, members), into)
+    assert not (into / ".corral").exists() and not (into / "x").exists()
+
+
+def test_a_checkpoint_unpacks_no_link_at_all(tmp_path):
+    into = tmp_path / "resume"
+    into.mkdir()
+    with pytest.raises(BadPackage):
+        unpack(_archive(tmp_path, [(_link("inside", "meta.json"), b"")]), into, allow_links=False)

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from corral import sdk
-from corral.model import StaleAttempt, Unavailable
+from corral.model import StaleAttempt, TooLarge, Unavailable
 from corral.protocol import ArtifactView
 from corral.worker.checkpoints import CheckpointShipper, restore
 from corral.worker.workdir import AttemptFiles, checkpoint_dir, prepare_workdir, resume_dir
@@ -130,3 +130,11 @@ def test_a_restored_checkpoint_is_what_resume_reads(tmp_path: Path, monkeypatch)
     monkeypatch.setenv(sdk.ENV_RESUME_DIR, str(resume_dir(workdir)))
     ck = sdk.resume()
     assert ck is not None and (ck.step, ck.read_bytes()) == (7, b"state")
+
+
+async def test_one_refused_for_good_is_dropped_not_sent_again(attempt) -> None:
+    workdir, coord, shipper = attempt
+    sdk.checkpoint(b"x" * 100, step=1)
+    coord.refuse = TooLarge("larger than the limit of 64 bytes", field="body")
+    assert await shipper.ship() == 0 and os.listdir(checkpoint_dir(workdir)) == []
+    assert not shipper.stale  # the next one may fit

@@ -60,7 +60,8 @@ class ArtifactCalls:
         art = found[0]
         if dest.is_dir():  # a checkpoint comes as the tar of what was checkpointed
             kept = art.name if art.kind == "output" else f"{art.name}-step-{art.step}.tar"
-            dest = dest / kept
+            dest = dest / kept  # an output's name is a relative path without ".." parts
+            await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
         await download(self._t, f"/api/jobs/{job_id}/artifacts/{artifact_id}", dest,
                        expect=art.digest)  # fmt: skip
         return dest

@@ -126,8 +126,10 @@ def pack(root: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Packed:
         with os.fdopen(fd, "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:  # fmt: skip
-            for rel, _ in packed_files(root):
+            for rel, st in packed_files(root):
                 info = tar.gettarinfo(str(root / rel), arcname=rel)
+                if info.islnk():  # a second name of a file: it travels as a file of its own
+                    info.type, info.linkname, info.size = tarfile.REGTYPE, "", st.st_size
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 if info.isreg():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import RowMapping
 
-from corral.model import InvalidInput, NotFound
+from corral.model import InvalidInput, NotFound, StaleAttempt
 from corral.model.changes import Record, StoreArtifact, Why
 from corral.model.history import Kind
 from corral.protocol import ArtifactList, ArtifactView, BlobStored
@@ -77,13 +77,22 @@ async def has_blob(core: Core, who: Identity, digest: str) -> int | None:
     return await blobs.size(who.tenant_id, digest)
 
 
+def _current(row: RowMapping | None, w: WorkerIdentity, job_id: str, attempt: int) -> None:
+    """``attempt`` is the job's current one, this worker's, and has not ended: an attempt
+    that failed or was lost must not leave a checkpoint its job's next attempt would take."""
+    _attempt_of(row, w, job_id, attempt)
+    assert row is not None
+    if row["attempt"] != attempt or row["outcome"] is not None or row["att_finished_at"]:
+        raise StaleAttempt(f"attempt {attempt} of {job_id} has ended or is not its current one")
+
+
 async def _held(core: Core, w: WorkerIdentity, job_id: str, attempt: int) -> RowMapping:
-    """The job, if ``attempt`` of it is this worker's; else StaleAttempt (409)."""
+    """The job, if ``attempt`` of it is this worker's and running; else StaleAttempt (409)."""
     async with core.tx() as t:
         await core.credentials.verify(t.conn, w, row=False)
         tenant = None if w.shared else w.tenant_id
         rows = await jobs_q.reported(t.conn, tenant, {job_id: attempt})
-        _attempt_of(rows.get(job_id), w, job_id, attempt)
+        _current(rows.get(job_id), w, job_id, attempt)
         return rows[job_id]
 
 
@@ -123,7 +132,7 @@ async def put_artifact(
     async with core.tx(w.worker_id) as t:
         tenant = None if w.shared else w.tenant_id
         rows = await jobs_q.reported(t.conn, tenant, {job_id: attempt}, for_update=True)
-        _attempt_of(rows.get(job_id), w, job_id, attempt)
+        _current(rows.get(job_id), w, job_id, attempt)
         await t.apply([StoreArtifact(tenant_id=row["tenant_id"], job_id=job_id,
                                      attempt=attempt, kind=kind, name=name, step=step,
                                      digest=stored.digest, size=stored.size)])  # fmt: skip

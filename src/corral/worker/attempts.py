@@ -34,7 +34,7 @@ from corral.worker.journal import AttemptRecord, Journal
 from corral.worker.kinds import Finished, TaskKind, UnknownKind, load_kind
 from corral.worker.logship import LogShipper, LogsRefused
 from corral.worker.outbox import Outbox
-from corral.worker.outputs import Found, find
+from corral.worker.outputs import copy, matches
 from corral.worker.packages import BadPackage, Packages, unpack
 from corral.worker.process import AttemptProcess, Outcome, StartFailed, StopReason
 from corral.worker.results_db import ResultsDb
@@ -78,14 +78,25 @@ def _anything_in(files: AttemptFiles, name: str) -> bool:
 
 
 async def _patiently(call: Callable[[], Awaitable[T]]) -> T:
-    """``call()`` until it gets through (a download that broke off starts again), for up to
-    BRING_TIMEOUT_S; what ``verdict`` does not call worth retrying goes out at once."""
-    async with asyncio.timeout(BRING_TIMEOUT_S):
-        async for attempt in retrying(initial_s=0.5, max_s=5.0,
-                                      also=(httpx.TransportError, Mismatch)):  # fmt: skip
-            with attempt:
-                return await call()
-    raise AssertionError("unreachable")  # pragma: no cover
+    """``call()`` until it gets through (a download that broke off starts again); what
+    ``verdict`` does not call worth retrying goes out at once. A download may take as long
+    as it takes while it moves (the transport's timeouts catch one that stalls); only the
+    time since the first failure counts, against BRING_TIMEOUT_S (then TimeoutError)."""
+    failing_since: float | None = None
+    delay = 0.5
+    while True:
+        try:
+            return await call()
+        except (httpx.TransportError, Mismatch, CorralError, BadAnswer) as exc:
+            if isinstance(exc, CorralError) and not isinstance(exc, Mismatch) and (
+                    verdict(exc) is not Verdict.RETRY):  # fmt: skip
+                raise
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since > BRING_TIMEOUT_S:
+                raise TimeoutError(str(exc) or type(exc).__name__) from exc
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 @dataclass
@@ -298,8 +309,8 @@ class RunningAttempt:
         finally:
             if storing is not None and checkpoints is not None:
                 storing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await storing
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await storing  # it logs its own failures; the report must still go
                 if self.stop_reason is not StopReason.STALE:  # stored only while it is ours
                     await checkpoints.flush(LOG_FLUSH_TIMEOUT_S)
             shipper.finish()
@@ -310,12 +321,12 @@ class RunningAttempt:
                 self.ctx.linger(shipping)
             if running is not None:
                 running.cancel()  # the final report says more than a late "running" would
-        outcome = self._as_its_kind_says(outcome)
+        outcome = await self._as_its_kind_says(outcome)
         if outcome.outcome is AttemptOutcome.SUCCEEDED and self.assign is not None:
             await self._store_outputs(self.assign.outputs or [])
         self._finish(outcome)
 
-    def _as_its_kind_says(self, outcome: Outcome) -> Outcome:
+    async def _as_its_kind_says(self, outcome: Outcome) -> Outcome:
         """A kind with ``finish`` decides how a process that exited on its own ended (the
         ``test`` kind: pytest's report is the result, a failed test not a failed job)."""
         finish = getattr(self.kind, "finish", None)
@@ -333,7 +344,8 @@ class RunningAttempt:
 
         name = getattr(self.kind, "name", "?")
         try:
-            done: Finished = finish(outcome.exit_code, read)
+            # In a thread: a kind may read and parse megabytes (pytest's report).
+            done: Finished = await asyncio.to_thread(finish, outcome.exit_code, read)
         except Exception as exc:  # a plugin's own bug: the job's end, said as it was
             self.log.error("kind.finish_failed", kind=name, error=bug(exc))
             why = f"task kind {name!r} could not tell how the job ended: {exc}"
@@ -346,24 +358,25 @@ class RunningAttempt:
         return replace(outcome, outcome=AttemptOutcome.FAILED, error=error)
 
     async def _store_outputs(self, patterns: list[str]) -> None:
-        """The files it declared as outputs, stored before its final report; one that cannot
-        be stored is logged, and the job has still succeeded."""
+        """The files it declared as outputs, and what it left in its artifact directory,
+        stored before its final report, one at a time; one that cannot be stored is logged,
+        and the job has still succeeded."""
         files = self.files
         assert files is not None
         if not patterns and not _anything_in(files, ARTIFACTS):
             return  # nearly always: no thread for an empty look
         owner, scratch = files.owner, self.ctx.tmp_dir()
 
-        def look() -> list[Found]:
-            # What its --output globs match in its directory, and all it left in its
-            # artifact directory (corral.sdk.context().artifact_dir).
-            found = find(os.open(files.workdir, _DIR), patterns, owner, scratch) if (
-                patterns) else []  # fmt: skip
+        def top(where: str) -> int:
+            return os.open(files.workdir, _DIR) if where == "." else files.open_dir(ARTIFACTS)
+
+        def look() -> list[tuple[str, str]]:
+            found = [(".", rel) for rel in matches(top("."), patterns, owner)] if patterns else []
             try:
-                left = files.open_dir(ARTIFACTS)
+                left = matches(top(ARTIFACTS), ["*"], owner)
             except (OSError, NotItsOwn):
-                return found
-            return found + find(left, ["*"], owner, scratch)
+                left = []
+            return found + [(ARTIFACTS, rel) for rel in left]
 
         try:
             found = await asyncio.to_thread(look)
@@ -371,18 +384,22 @@ class RunningAttempt:
             self.log.warning("outputs.unreadable", error=str(exc))
             return
         client = self.ctx.client
-        try:
-            for f in found:
-                try:
-                    async with asyncio.timeout(LOG_FLUSH_TIMEOUT_S * 4):
-                        await client.put_output(self.job_id, self.attempt, f.copy,
-                                                digest=f.digest, name=f.name)  # fmt: skip
-                    self.log.info("output.stored", name=f.name)
-                except (CorralError, TimeoutError, httpx.HTTPError) as exc:
-                    self.log.warning("output.not_stored", name=f.name, error=str(exc))
-        finally:
-            for f in found:
-                await asyncio.to_thread(f.copy.unlink, missing_ok=True)
+        for where, rel in found:
+            try:
+                out = await asyncio.to_thread(copy, top(where), rel, owner, scratch)
+            except (OSError, NotItsOwn) as exc:
+                self.log.warning("output.not_copied", name=rel, error=str(exc))
+                continue
+            if out is None:
+                continue
+            try:
+                await client.put_output(self.job_id, self.attempt, out.copy, digest=out.digest,
+                                        name=out.name)  # fmt: skip
+                self.log.info("output.stored", name=out.name)
+            except (CorralError, httpx.HTTPError) as exc:
+                self.log.warning("output.not_stored", name=out.name, error=str(exc))
+            finally:
+                await asyncio.to_thread(out.copy.unlink, missing_ok=True)
         if patterns and not found:
             self.log.warning("outputs.none_matched", patterns=patterns)
 
@@ -427,6 +444,11 @@ class RunningAttempt:
             if (failed := await self._bring(files)) is not None:
                 return failed
             spec = kind.prepare(self.assign, workdir)
+            if self.assign.requirements and self.ctx.users is not None:
+                return Outcome(AttemptOutcome.FAILED, None, "this worker runs jobs as users of"
+                               " their own (--run-as-users) and builds no environments: its"
+                               " installer would run as root; install the packages where it"
+                               " was set up")  # fmt: skip
             if self.assign.requirements:
                 try:
                     venv, built = await self.ctx.envs().get(self.assign.requirements)
@@ -505,7 +527,7 @@ class RunningAttempt:
             return Declined(disk_error(exc) or f"its journal cannot record the attempt: {exc}")
         return process
 
-    async def _bring(self, files: AttemptFiles) -> Outcome | None:
+    async def _bring(self, files: AttemptFiles) -> Outcome | Declined | None:
         """What the attempt starts with: its job's packed directory, unpacked where it runs,
         and, for a job run before, its newest checkpoint to resume from. A failure of
         either fails the attempt, saying what went wrong."""
@@ -539,6 +561,10 @@ class RunningAttempt:
                     await asyncio.to_thread(dest.unlink, missing_ok=True)
         except (BadPackage, tarfile.TarError, BadAnswer) as exc:
             return Outcome(AttemptOutcome.FAILED, None, f"cannot unpack its {what}: {exc}")
+        except OSError as exc:  # the worker's own disk: not the job's failure
+            if why := disk_error(exc):
+                return Declined(why)
+            raise
         except TimeoutError:
             # Not the job's failure: said nothing of, the attempt is lost and runs again.
             return Outcome(None, None, f"cannot fetch its {what}: the coordinator did not"

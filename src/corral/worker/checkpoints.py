@@ -33,6 +33,9 @@ from typing import Any
 from corral.model.errors import CorralError, StaleAttempt
 from corral.protocol import ArtifactView
 from corral.sdk._checkpoint import ENTRY, META
+from corral.worker._retry import Verdict, verdict
+from corral.worker.packages import DISK_ERRNOS as _DISK_ERRNOS
+from corral.worker.packages import unpack
 from corral.worker.workdir import CHECKPOINTS, AttemptFiles, NotItsOwn
 
 __all__ = ["POLL_S", "CheckpointShipper", "restore"]
@@ -107,17 +110,37 @@ class CheckpointShipper:
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
-        """Until cancelled: ship what is ready, every POLL_S (``flush`` looks at the end)."""
+        """Until cancelled: ship what is ready, every POLL_S (``flush`` looks at the end).
+        Nothing it meets ends it: the job runs on whatever its checkpoints do."""
         while not self.stale:
             await asyncio.sleep(POLL_S)
-            await self.ship()
+            try:
+                await self.ship()
+            except Exception as exc:
+                self.log.error("checkpoint.shipper_failed", error=repr(exc))
 
     async def flush(self, timeout_s: float) -> None:
         """Ship what is left, trying again until ``timeout_s`` has passed (the coordinator
         may be away for a moment)."""
         deadline = time.monotonic() + timeout_s
-        while not self.stale and await self.ship() and time.monotonic() < deadline:  # noqa: ASYNC110 - files appear with no event
-            await asyncio.sleep(POLL_S)
+        try:
+            while not self.stale and await self.ship() and time.monotonic() < deadline:  # noqa: ASYNC110 - files appear with no event
+                await asyncio.sleep(POLL_S)
+        except Exception as exc:
+            self.log.error("checkpoint.shipper_failed", error=repr(exc))
+
+    def _any(self) -> bool:
+        """Whether the directory holds anything: one entry read, on the loop (the job can put
+        a million names there; listing them is a thread's work)."""
+        try:
+            fd = self.files.open_dir(CHECKPOINTS)
+        except (OSError, NotItsOwn):
+            return False
+        try:
+            with os.scandir(fd) as it:
+                return next(it, None) is not None
+        finally:
+            os.close(fd)
 
     def _ready(self) -> list[tuple[int, int, str]]:
         try:
@@ -134,9 +157,9 @@ class CheckpointShipper:
         """Store each whole checkpoint found, oldest first; how many are left (failed)."""
         async with self._lock:
             left = 0
-            # A listing of a directory that is nearly always empty: on the loop, as cheap as
-            # the hop to a thread would be.
-            for _, _, entry in self._ready():
+            if not self._any():  # nearly always: no hop to a thread for an empty directory
+                return 0
+            for _, _, entry in await asyncio.to_thread(self._ready):
                 if self.stale:
                     break
                 if not await self._ship_one(entry):
@@ -144,17 +167,29 @@ class CheckpointShipper:
             return left
 
     async def _ship_one(self, entry: str) -> bool:
-        fd, tmp = tempfile.mkstemp(prefix="checkpoint-", suffix=".tar", dir=self.tmp_dir)
+        """True when the entry is done with (stored, or never to be); False: try later."""
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="checkpoint-", suffix=".tar", dir=self.tmp_dir)
+        except OSError as exc:  # the worker's own disk: the checkpoint waits
+            self.log.warning("checkpoint.not_packed", entry=entry, error=str(exc))
+            return False
         os.close(fd)
         archive = Path(tmp)
         try:
             try:
                 meta = await asyncio.to_thread(self._prepare, entry, archive)
-            except (OSError, ValueError, NotItsOwn) as exc:
+                digest = await asyncio.to_thread(_sha256, archive)
+            except OSError as exc:
+                if exc.errno in _DISK_ERRNOS:  # ours, not the job's: try again later
+                    self.log.warning("checkpoint.not_packed", entry=entry, error=str(exc))
+                    return False
                 self.log.warning("checkpoint.unreadable", entry=entry, error=str(exc))
                 await asyncio.to_thread(self._remove, entry)
                 return True
-            digest = await asyncio.to_thread(_sha256, archive)
+            except (ValueError, NotItsOwn, RecursionError) as exc:  # the job's making
+                self.log.warning("checkpoint.unreadable", entry=entry, error=str(exc))
+                await asyncio.to_thread(self._remove, entry)
+                return True
             name = str(meta.get("name") or "checkpoint").replace("/", "_")[:300] or "checkpoint"
             try:
                 stored = await self.put(archive, digest, meta["step"], name)
@@ -162,8 +197,16 @@ class CheckpointShipper:
                 self.stale = True
                 return True
             except CorralError as exc:
-                self.log.warning("checkpoint.not_stored", entry=entry, error=str(exc))
-                return False
+                if verdict(exc) is Verdict.RETRY:  # the coordinator is away: later
+                    self.log.warning("checkpoint.not_stored", entry=entry, error=str(exc))
+                    return False
+                # Refused for good (too large, a bad name, the token): sending it again
+                # cannot help, and repacking it every half second costs the disk.
+                self.log.error("checkpoint.refused", entry=entry, error=str(exc))
+                if verdict(exc) is Verdict.FATAL:
+                    self.stale = True
+                await asyncio.to_thread(self._remove, entry)
+                return True
             self.stored.append(stored)
             self.log.info("checkpoint.stored", step=stored.step, size=stored.size,
                           artifact_id=stored.id)  # fmt: skip
@@ -198,8 +241,7 @@ class CheckpointShipper:
 
 
 def restore(archive: Path, into: Path) -> None:
-    """A stored checkpoint (a tar, as ``_pack`` made it) unpacked where ``resume()`` finds it;
-    tarfile's ``data`` filter keeps every name inside ``into``. Blocking."""
+    """A stored checkpoint (a tar, as ``_pack`` made it: files and directories only)
+    unpacked where ``resume()`` finds it. Blocking."""
     into.mkdir(mode=0o700, exist_ok=True)
-    with tarfile.open(archive, "r:") as tar:
-        tar.extractall(into, filter="data")
+    unpack(archive, into, allow_links=False)

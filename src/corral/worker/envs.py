@@ -6,11 +6,16 @@ the requirements' lines and the worker's interpreter: the second job with the sa
 starts at once, and jobs that need it at the same moment build it once (a lock per key). It
 sees the worker's own packages (corral, and whatever the machine was set up with, a CUDA
 build of torch above all) below what it installs. uv builds it when
-the worker's PATH has ``uv``, else ``venv`` and pip. It is built under a temporary name and
-renamed once whole, so a worker killed mid-build leaves nothing that looks ready.
+the worker's PATH has ``uv``, else ``venv`` and pip. It is built where it stays and
+marked ready once whole, so a worker killed mid-build leaves nothing that looks ready.
 
 An install that fails fails the attempt with the installer's own words: the requirements
 are the job's, not a fault of the worker, so it is not run again elsewhere.
+
+A worker that runs each attempt as a user of its own (``--run-as-users``, as root) builds no
+environment: the installer would run the job's requirements (a package's build, a ``-r``
+of any file, an index of its choosing) as root, outside the isolation. Such a job fails,
+saying so; give those workers their packages when they are set up.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 __all__ = ["EnvFailed", "Envs", "env_key"]
 
 _ERROR_TAIL = 4000  # characters of the installer's output in the attempt's error
+READY = ".corral-ready"  # written last: the environment is whole
 
 
 class EnvFailed(Exception):
@@ -54,17 +60,20 @@ class Envs:
         """The environment's directory, built now if there is none: (it, whether it was)."""
         key = env_key(requirements)
         env = self.root / key
+        ready = env / READY
         async with self._locks.setdefault(key, asyncio.Lock()):
-            if await asyncio.to_thread(_python(env).exists):
+            if await asyncio.to_thread(ready.exists):
                 return env, False
+            # Built where it stays (its scripts' shebangs name this path), and ready only
+            # once the mark is written: what a killed build left is started again.
+            await asyncio.to_thread(shutil.rmtree, env, True)
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-            building = self.root / f".building-{key}-{os.getpid()}"
-            await asyncio.to_thread(shutil.rmtree, building, True)
             try:
-                await self._build(building, requirements)
-                await asyncio.to_thread(os.replace, building, env)
-            finally:
-                await asyncio.to_thread(shutil.rmtree, building, True)
+                await self._build(env, requirements)
+                await asyncio.to_thread(ready.write_text, "\n".join(requirements) + "\n")
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, env, True)
+                raise
             return env, True
 
     async def _build(self, env: Path, requirements: list[str]) -> None:

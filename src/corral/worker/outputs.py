@@ -6,7 +6,8 @@ the attempt's directory, relative to it; ``.corral`` is the worker's and is neve
 The directory is walked and each file opened by descriptor, never following a link, and for
 an isolated attempt only plain files of its user with one link are taken (as
 ``AttemptFiles`` reads the result): a job cannot have the worker upload a file it could not
-read itself. Each is copied into the worker's own scratch, then uploaded and removed.
+read itself. Each is copied into the worker's own scratch, uploaded and removed before the
+next is copied, so the scratch holds one output at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from corral.worker.workdir import CORRAL_DIR
 
-__all__ = ["MAX_FILES", "Found", "find"]
+__all__ = ["MAX_FILES", "Found", "copy", "matches"]
 
 MAX_FILES = 1000
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -55,27 +56,48 @@ def _files(top: int, owner: int | None) -> Iterator[tuple[str, int]]:
                 os.close(fd)
 
 
-def find(top: int, patterns: list[str], owner: int | None, scratch: Path) -> list[Found]:
-    """Copies of the files under the directory ``top`` (a descriptor, which it closes) that
-    ``patterns`` match (at most MAX_FILES). Blocking: in a thread. The caller removes the
-    copies."""
-    found: list[Found] = []
+def matches(top: int, patterns: list[str], owner: int | None) -> list[str]:
+    """The paths under the directory ``top`` (a descriptor, which it closes) of the files it
+    may take that ``patterns`` match, at most MAX_FILES. Blocking: in a thread."""
+    found: list[str] = []
     try:
         for rel, fd in _files(top, owner):
-            with os.fdopen(fd, "rb") as src:
-                if len(found) >= MAX_FILES or not any(fnmatch.fnmatch(rel, p) for p in patterns):
-                    continue
-                out, tmp = tempfile.mkstemp(prefix="output-", dir=scratch)
-                digest = hashlib.sha256()
-                with os.fdopen(out, "wb") as dst:
-                    while chunk := src.read(1024 * 1024):
-                        digest.update(chunk)
-                        dst.write(chunk)
-                found.append(Found(rel, Path(tmp), digest.hexdigest()))
-    except BaseException:
-        for f in found:
-            f.copy.unlink(missing_ok=True)
-        raise
+            os.close(fd)
+            if len(found) < MAX_FILES and any(fnmatch.fnmatch(rel, p) for p in patterns):
+                found.append(rel)
     finally:
         os.close(top)
     return found
+
+
+def copy(top: int, rel: str, owner: int | None, scratch: Path) -> Found | None:
+    """A copy of ``rel`` under ``top`` (which it closes) in the worker's scratch, each part of
+    the path opened without following a link, the file checked as ``_files`` checks it;
+    None when it is no longer there or no longer the attempt user's. Blocking."""
+    fds = [top]
+    try:
+        *dirs, name = rel.split("/")
+        for d in dirs:
+            fds.append(os.open(d, _DIR, dir_fd=fds[-1]))
+        fd = os.open(name, _FILE, dir_fd=fds[-1])
+    except OSError:
+        return None
+    finally:
+        for d_fd in fds:
+            os.close(d_fd)
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        mine = owner is None or (st.st_uid == owner and st.st_nlink == 1)
+        if not stat.S_ISREG(st.st_mode) or not mine:
+            return None
+        out, tmp = tempfile.mkstemp(prefix="output-", dir=scratch)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(out, "wb") as dst:
+                while chunk := src.read(1024 * 1024):
+                    digest.update(chunk)
+                    dst.write(chunk)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    return Found(rel, Path(tmp), digest.hexdigest())

@@ -3,7 +3,9 @@ stored; a worker fetches its job's directory and checkpoint, and stores checkpoi
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -28,9 +30,15 @@ _OCTETS: dict[str, Any] = {"content": {"application/octet-stream": {}}}
 def _stream(d: Download, filename: str | None = None) -> StreamingResponse:
     headers = {"Content-Length": str(d.size), "X-Content-SHA256": d.digest}
     if d.artifact is not None:
-        headers["X-Corral-Artifact"] = d.artifact.model_dump_json()
-    if filename is not None:
-        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        # ASCII (a header is Latin-1): a name of any script survives as \u escapes.
+        headers["X-Corral-Artifact"] = json.dumps(d.artifact.model_dump(mode="json"))
+    if filename is not None:  # RFC 6266: any name, quoted; a plain ASCII one beside it
+        plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                        for c in filename.rsplit("/", 1)[-1])  # fmt: skip
+        utf8 = quote(filename, safe="")
+        headers["Content-Disposition"] = (
+            f"attachment; filename=\"{plain}\"; filename*=UTF-8''{utf8}"
+        )
     return StreamingResponse(d.chunks, media_type="application/octet-stream", headers=headers)
 
 
