@@ -18,17 +18,26 @@ from typing import Any
 from corral import sdk
 
 
-def _entry(spec: str) -> Any:
+def imported(spec: str) -> Any:
+    """The callable ``module:qualname`` names, its module imported (once: sys.modules keeps
+    it); ValueError or TypeError when it names none."""
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise SystemExit(f"corral.sdk.train: {spec!r} is not module:function")
-    sys.path.insert(0, os.getcwd())
+        raise ValueError(f"{spec!r} is not module:function")
     target: Any = importlib.import_module(module)
     for part in name.split("."):
         target = getattr(target, part)
     if not callable(target):
-        raise SystemExit(f"corral.sdk.train: {spec} is not callable")
+        raise TypeError(f"{spec} is not callable")
     return target
+
+
+def _entry(spec: str) -> Any:
+    sys.path.insert(0, os.getcwd())
+    try:
+        return imported(spec)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"corral.sdk.train: {exc}") from None
 
 
 def main(argv: list[str]) -> None:

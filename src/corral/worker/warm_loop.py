@@ -6,7 +6,8 @@ It talks to its worker over its own stdin and stdout (the worker's pipes), in fr
 descriptors, so that a task's prints (and any subprocess it starts) go to the attempt's
 output file and never into the channel. Hand-written, not multiprocessing.connection: the
 worker reads the other end from asyncio, which has no framed pipe of its own, and this side
-must import nothing but the standard library (it starts in tens of milliseconds).
+must import nothing but the standard library and ``corral.sdk`` (which imports nothing else),
+so it starts in tens of milliseconds.
 
 Requests: ``{"op": "run", "call": CallSpec, "env", "cwd", "output"}``; answers ``{"ok":
 true, "value"}`` or ``{"ok": false, "error"}``. What is loaded at module level (a model, a
@@ -19,7 +20,6 @@ import base64
 import contextlib
 import ctypes
 import faulthandler
-import importlib
 import json
 import os
 import pickle
@@ -28,6 +28,8 @@ import struct
 import sys
 import traceback
 from typing import Any
+
+from corral.sdk.train import imported
 
 _HEADER = struct.Struct(">I")
 MAX_VALUE_BYTES = 1024 * 1024  # a return value larger than this fails the task
@@ -75,13 +77,7 @@ def resolve(call: dict[str, Any]) -> Any:
     """The callable: ``module:qualname`` imported (once: sys.modules keeps it), or unpickled."""
     if call.get("pickled"):
         return pickle.loads(base64.b64decode(call["pickled"]))
-    module, _, qualname = call["target"].partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{call['target']} is not callable")
-    return obj
+    return imported(call["target"])
 
 
 def _encode(value: Any) -> str:
