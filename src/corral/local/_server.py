@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from corral.client import AsyncClient
+from corral.client import AsyncClient, Unauthenticated
 from corral.local._procs import CORRAL, free_port, spawn
 from corral.local.errors import FleetError
 
@@ -89,7 +89,18 @@ class ServerProcess:
 
     async def start(self) -> tuple[str, str | None]:
         s = self.settings
-        port = s.port or free_port(s.host)
+        # A free port is free only until someone takes it: between our look and the child's
+        # bind another process may, and its /healthz would answer for ours. So the
+        # coordinator that answers must take our key; if it does not, ours lost the port
+        # and starts again on another (a port that was asked for is not changed).
+        for _ in range(3 if not s.port else 1):
+            url = await self._start_on(s.port or free_port(s.host))
+            if url is not None:
+                return url, None
+        raise FleetError(f"the coordinator did not start; see {self.log_path}")
+
+    async def _start_on(self, port: int) -> str | None:
+        s = self.settings
         url = f"http://{s.host}:{port}"
         secret = s.bootstrap_admin_key.get_secret_value()
         env = {**os.environ, "CORRAL_SERVER__BOOTSTRAP_ADMIN_KEY": secret}
@@ -109,7 +120,14 @@ class ServerProcess:
                 if self.proc.returncode is not None or loop.time() > deadline:
                     raise FleetError(f"the coordinator did not start; see {self.log_path}")
                 await asyncio.sleep(0.1)
-        return url, None
+        try:
+            async with AsyncClient(url, secret, attempts=1, retry_timeout=5) as ours:
+                async for _ in ours.jobs(limit=1):
+                    break
+        except Unauthenticated:  # another coordinator has the port
+            await self.stop()
+            return None
+        return url
 
     @property
     def alive(self) -> bool:
