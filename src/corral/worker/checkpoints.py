@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Any
 
 from corral.model.errors import CorralError, StaleAttempt
 from corral.protocol import ArtifactView
+from corral.protocol.blobs import sha256_of
 from corral.sdk._checkpoint import ENTRY, META
 from corral.worker._retry import Verdict, verdict
 from corral.worker.packages import DISK_ERRNOS as _DISK_ERRNOS
@@ -89,14 +89,6 @@ def _pack(entry_fd: int, out: Path, owner: int | None) -> None:
                     info = tarfile.TarInfo(rel + name)
                     info.size, info.mode, info.mtime = st.st_size, st.st_mode & 0o777, st.st_mtime
                     tar.addfile(info, fh)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class CheckpointShipper:
@@ -178,7 +170,7 @@ class CheckpointShipper:
         try:
             try:
                 meta = await asyncio.to_thread(self._prepare, entry, archive)
-                digest = await asyncio.to_thread(_sha256, archive)
+                digest = await asyncio.to_thread(sha256_of, archive)
             except OSError as exc:
                 if exc.errno in _DISK_ERRNOS:  # ours, not the job's: try again later
                     self.log.warning("checkpoint.not_packed", entry=entry, error=str(exc))
