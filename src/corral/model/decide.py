@@ -103,10 +103,13 @@ def end_attempt(
     detail: dict[str, Any] = {"outcome": outcome.value}
     if exit_code is not None:
         detail["exit_code"] = exit_code
+    if job.started_at is not None and job.state is not JobState.ASSIGNED:
+        detail["ran_s"] = _seconds(now - job.started_at)  # the attempt's run (metrics)
     fields: dict[str, Any]
     if preempted:  # at once, and the attempt is not one of its retries
         fields = {"worker_id": None, "gpu_ids": None, "rendezvous": None, "error": error,
-                  "not_before": None, "preemptions": job.preemptions + 1}  # fmt: skip
+                  "started_at": None, "not_before": None,
+                  "preemptions": job.preemptions + 1}  # fmt: skip
     elif nxt is JobState.QUEUED:
         tries = job.attempt - job.preemptions
         delay = retry_delay(tries, policy.retry_backoff_base_s, policy.retry_backoff_cap_s)
@@ -115,6 +118,7 @@ def end_attempt(
             "worker_id": None,
             "gpu_ids": None,
             "rendezvous": None,
+            "started_at": None,  # the start of its current attempt: it has none now
             "error": error,
             "not_before": now + timedelta(seconds=delay),
         }
@@ -166,7 +170,8 @@ def report(
             return [], job.state
         started = UpdateAttempt(job.id, number, {"started_at": now, "reported_ns": sent_ns})
         move = MoveJob(job.id, job.tenant_id, JobState.ASSIGNED, JobState.RUNNING, number,
-                       worker_id, {"started_at": now}, then=(started,))  # fmt: skip
+                       worker_id, {"started_at": now}, why=Why(detail=_waited(job, now)),
+                       then=(started,))  # fmt: skip
         return [move], JobState.RUNNING
     outcome = AttemptOutcome(status)
     if current and job.state in ACTIVE_JOB_STATES:
@@ -175,7 +180,8 @@ def report(
         if job.state is JobState.ASSIGNED:
             # It ended before its worker said it ran (a short job's running report goes in
             # its end's place): it started, as far as anyone can tell, when it ended.
-            move = replace(move, fields={**move.fields, "started_at": now},
+            why = replace(move.why, detail={**move.why.detail, **_waited(job, now), "ran_s": 0.0})
+            move = replace(move, fields={**move.fields, "started_at": now}, why=why,
                            then=tuple(replace(c, fields={**c.fields, "started_at": now})
                                       if isinstance(c, UpdateAttempt) else c
                                       for c in move.then))  # fmt: skip
@@ -183,6 +189,17 @@ def report(
     if att.outcome == outcome.value:
         return [], job.state  # the same report again (a retry): applied once, acked again
     raise StaleAttempt(f"attempt {number} of {job.id} has ended")
+
+
+def _seconds(d: timedelta) -> float:
+    return round(max(d.total_seconds(), 0.0), 6)
+
+
+def _waited(job: JobSnap, now: datetime) -> dict[str, float]:
+    """How long a job waited from its submit to its first start (the dispatch latency)."""
+    if job.attempt != 1 or job.created_at is None:
+        return {}
+    return {"waited_s": _seconds(now - job.created_at)}
 
 
 def cancel(

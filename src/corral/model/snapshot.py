@@ -38,6 +38,8 @@ class JobSnap:
     gpus: int = 0
     gang_id: str | None = None  # a gang member's: rank 0's id
     preemptions: int = 0  # attempts stopped for a higher priority: they use no retry
+    created_at: datetime | None = None  # its submit
+    started_at: datetime | None = None  # its current attempt's start (None: not started)
     # The whole stored job, for what goes on the wire (the assignment); not for deciding.
     row: Row | None = field(default=None, repr=False, compare=False)
 
@@ -53,8 +55,18 @@ class JobSnap:
             gpus=row["gpus"] or 0,
             gang_id=row["gang_id"],
             preemptions=row["preemptions"] or 0,
+            created_at=_utc(_optional(row, "created_at")),
+            started_at=_utc(_optional(row, "started_at")),
             row=row,
         )
+
+
+def _optional(row: Row, key: str) -> Any:
+    """A column that a partial read may leave out."""
+    try:
+        return row[key]
+    except KeyError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

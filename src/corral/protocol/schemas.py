@@ -56,6 +56,7 @@ __all__ = [
     "WorkerCreated",
     "WorkerDrain",
     "WorkerList",
+    "WorkerPause",
     "WorkerReport",
     "WorkerVerdict",
     "WorkerView",
@@ -227,6 +228,13 @@ class HeartbeatRequest(_Wire):
 class HeartbeatResponse(_Wire):
     status: WorkerStatus
     stop: list[AttemptRef] = []
+
+
+class WorkerPause(_Wire):
+    """``POST /api/workers/pause``: a worker asks for no new work (its own page's button),
+    or for work again; what it runs goes on."""
+
+    paused: bool
 
 
 MAX_RESULT_BYTES = 1024 * 1024

@@ -9,19 +9,19 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from corral import __version__
 from corral.config.private import private_dir, private_file
-from corral.model import CorralError
+from corral.model import CorralError, Permission
 from corral.server import errors, params, reaper
 from corral.server.api import accounts, admin, artifacts, jobs, workers
-from corral.server.auth import ensure_operator_key
+from corral.server.auth import ensure_operator_key, scraper
 from corral.server.cause import CauseMiddleware
 from corral.server.clock import Clock
 from corral.server.config import ServerSettings
@@ -31,8 +31,10 @@ from corral.server.headers import with_header_timeout
 from corral.server.hub import Hub
 from corral.server.limits import BodyLimit
 from corral.server.pki import ServerTLS, default_hosts, ensure_ca, server_tls
+from corral.server.telemetry import CONTENT_TYPE, HttpTimer, Telemetry
 from corral.store import Store, migrate
 from corral.store.blobs import open_blob_store
+from corral.store.census import census
 
 OnReady = Callable[[str, str | None], Awaitable[None] | None]
 
@@ -49,7 +51,7 @@ def create_app(
         store = Store(settings.database_url(), settings.db_timeouts())
         the_clock = clock or Clock()
         core = Core(store=store, hub=Hub(the_clock), clock=the_clock, settings=settings,
-                    listening_since=the_clock.now())  # fmt: skip
+                    listening_since=the_clock.now(), telemetry=telemetry)  # fmt: skip
         dispatcher = Dispatcher(core)
         core.kick_dispatcher = dispatcher.kick
         core.ca = await asyncio.to_thread(ensure_ca, private_dir(settings.data_dir / "pki"))
@@ -75,6 +77,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await store.close()
 
+    telemetry = Telemetry()  # made here: the request timer wraps the app before it starts
     app = FastAPI(
         title="Corral",
         version=__version__,
@@ -90,6 +93,7 @@ def create_app(
                        deadline_s=settings.body_deadline_s, uploads=artifacts.UPLOADS,
                        upload_max_bytes=settings.blob_max_bytes,
                        upload_deadline_s=settings.blob_deadline_s)  # fmt: skip
+    app.add_middleware(HttpTimer, telemetry=telemetry)  # a refused body is counted too
     app.add_middleware(CauseMiddleware)  # outermost: a refused body gets its request id too
     app.include_router(workers.router)
     app.include_router(admin.router)
@@ -107,6 +111,23 @@ def create_app(
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text"}},
+    )
+    async def metrics(
+        request: Request,
+        _: Annotated[Any, Security(scraper, scopes=[Permission.TENANTS_ADMIN.value])],
+    ) -> Response:
+        """Prometheus metrics (docs/monitoring.md): the settings' scrape token
+        (``CORRAL_SERVER__METRICS_TOKEN``) or an operator's key."""
+        core = request.app.state.core
+        async with core.store.tx() as conn:
+            core.telemetry.set_census(await census(conn), core.clock.now())
+        return Response(core.telemetry.render(), media_type=CONTENT_TYPE)
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:

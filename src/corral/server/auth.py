@@ -333,20 +333,24 @@ async def api_identity(
     core.refusals.check(request.client.host if request.client else None)
     if creds is None or not creds.credentials:
         raise Unauthenticated("an API key or token is required: Authorization: Bearer <key>")
-    secret = creds.credentials
-    who: Identity
-    if looks_like_token(secret):
-        claims = await core.tokens.verify(core.store.tx, secret)
-        who = await core.credentials.key_by_id(core.store.tx, claims["sub"], core.clock.now(),
-                                               claims["kh"])  # fmt: skip
-        if who.tenant_id != claims["tid"]:
-            raise Unauthenticated("invalid API token")
-        who = replace(who, token=True)
-    else:
-        who = await core.credentials.key(core.store.tx, hash_secret(secret), core.clock.now())
+    who = await identity_of(core, creds.credentials)
     request.state.caller = who.key_id
     request.state.tenant = who.tenant_id
     return who
+
+
+async def identity_of(core: Any, secret: str) -> Identity:
+    """Who an API key or token is (the API's bearer, the dashboard's session cookie)."""
+    if looks_like_token(secret):
+        claims = await core.tokens.verify(core.store.tx, secret)
+        who: Identity = await core.credentials.key_by_id(
+            core.store.tx, claims["sub"], core.clock.now(), claims["kh"]
+        )
+        if who.tenant_id != claims["tid"]:
+            raise Unauthenticated("invalid API token")
+        return replace(who, token=True)
+    key: Identity = await core.credentials.key(core.store.tx, hash_secret(secret), core.clock.now())
+    return key
 
 
 async def authorize(
@@ -358,6 +362,25 @@ async def authorize(
             raise PermissionDenied(f"this needs the {name} permission, which a"
                                    f" {identity.role} key does not have")  # fmt: skip
     return identity
+
+
+async def scraper(
+    scopes: SecurityScopes,
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity | None:
+    """``GET /metrics``: the scrape token of the settings (None), or a key holding the
+    route's permission."""
+    token = request.app.state.core.settings.metrics_token
+    if (
+        token is not None
+        and creds is not None
+        and hmac.compare_digest(
+            creds.credentials.encode(), token.get_secret_value().strip().encode()
+        )
+    ):
+        return None
+    return await authorize(scopes, await api_identity(request, creds))
 
 
 def require(permission: Permission) -> Any:

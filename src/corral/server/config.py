@@ -126,8 +126,12 @@ class ServerSettings(Section):
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="made a valid admin key on every start"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="a bearer token that may read GET /metrics (else an operator's key)",
+    )
 
-    @field_validator("bootstrap_admin_key")
+    @field_validator("bootstrap_admin_key", "metrics_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # A short key can be guessed; this one is an admin's.

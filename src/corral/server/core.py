@@ -23,6 +23,7 @@ from corral.server.clock import Clock
 from corral.server.config import ServerSettings
 from corral.server.follows import Follows
 from corral.server.hub import Hub
+from corral.server.telemetry import Telemetry
 from corral.server.tokens import Signer
 from corral.store import Store
 from corral.store import history as history_q
@@ -100,6 +101,7 @@ class Core:
     follows: Follows = field(init=False)  # long-lived answers open, per API key
     ca: Any = None  # the internal CA's (certificate, key): it signs workers' certificates
     blobs: BlobStore | None = None  # packed working directories, checkpoints, outputs
+    telemetry: Telemetry = field(default_factory=Telemetry)  # GET /metrics
 
     def __post_init__(self) -> None:
         self.policy = policy_of(self.settings)
@@ -107,6 +109,8 @@ class Core:
                                  self.settings.self_onboarding_per_hour)  # fmt: skip
         self.follows = Follows(self.settings.follow_streams_per_key)
         self.acted_at = self.monotonic()  # a gap from the start counts too
+        self.store.on_tx = self.telemetry.tx.observe
+        self.telemetry.streams_open.set_function(self.hub.streams_open)
 
     @asynccontextmanager
     async def tx(self, actor: str | None = None) -> AsyncIterator[Tx]:
@@ -119,8 +123,10 @@ class Core:
         self._after_commit(t)
 
     def _after_commit(self, t: Tx) -> None:
+        observe = self.telemetry.observe
         for entry in t.entries:
             log.info(entry["kind"], **{k: v for k, v in entry.items() if k in _LOGGED and v})
+            observe(entry)
         for key_id in t.forget_keys:
             self.credentials.forget_key(key_id)
         for tenant_id in t.forget_tenants:

@@ -32,6 +32,7 @@ from corral.protocol import (
     WorkerCreate,
     WorkerCreated,
     WorkerList,
+    WorkerPause,
     WorkerView,
 )
 from corral.server.auth import Identity, WorkerIdentity, hash_secret, new_id, new_secret
@@ -110,11 +111,19 @@ async def create(core: Core, who: Identity, body: WorkerCreate) -> WorkerCreated
     return WorkerCreated(id=worker_id, worker_id=worker_id, name=body.name, token=token)
 
 
-async def listing(core: Core, tenant_id: str) -> WorkerList:
+async def listing(
+    core: Core, tenant_id: str, *, limit: int | None = None, offset: int = 0
+) -> WorkerList:
+    """The tenant's workers, oldest first; ``limit`` and ``offset``: a page of them."""
     async with core.tx() as t:
-        rows = await workers_q.all_of(t.conn, tenant_id)
-        load = await jobs_q.load_by_worker(t.conn)
+        rows = await workers_q.all_of(t.conn, tenant_id, limit=limit, offset=offset)
+        load = await jobs_q.load_by_worker(t.conn, [r["id"] for r in rows])
     return WorkerList(workers=[view(r, load.get(r["id"])) for r in rows])
+
+
+async def count(core: Core, tenant_id: str) -> int:
+    async with core.tx() as t:
+        return await workers_q.count_of(t.conn, tenant_id)
 
 
 async def get(core: Core, tenant_id: str, worker_id: str) -> WorkerView:
@@ -239,6 +248,14 @@ async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> He
         await t.apply(changes)
     return HeartbeatResponse(status=WorkerStatus(row["status"]),
                              stop=[AttemptRef(job_id=j, attempt=a) for j, a in stop])  # fmt: skip
+
+
+async def pause_self(core: Core, w: WorkerIdentity, paused: bool) -> WorkerPause:
+    """The worker's own pause (its local page): the same change its admin's makes."""
+    async with core.tx(w.worker_id) as t:
+        row = await core.credentials.verify(t.conn, w, lock=True)
+        await t.apply(decide.pause(WorkerSnap.of(row), paused, now=t.now, actor=w.worker_id))
+    return WorkerPause(paused=paused)
 
 
 async def disconnect(core: Core, w: WorkerIdentity) -> None:

@@ -104,6 +104,10 @@ class Hub:
         self.instance = secrets.token_hex(6)  # this coordinator, in workers.stream_owner
         self._ids = itertools.count(1)
 
+    def streams_open(self) -> int:
+        """Workers' event streams open on this coordinator."""
+        return len(self._sessions)
+
     def open_stream(self, worker_id: str) -> int:
         session = next(self._ids)
         old = self._sessions.get(worker_id)

@@ -7,7 +7,8 @@ query functions in ``store.jobs``, ``store.workers``, ``store.keys`` and ``store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import overload
@@ -31,12 +32,15 @@ class Store:
         self._checkpointer = (
             Checkpointer(sqlite_path(self.engine.url)) if self.dialect == "sqlite" else None
         )
+        # Told each transaction's seconds, its commit included (the coordinator's metrics).
+        self.on_tx: Callable[[float], None] | None = None
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncConnection]:
         """One transaction, given the statement timeout as a whole: a link that swallows
         packets (no error, just silence) fails the transaction instead of hanging it."""
         deadline = asyncio.timeout(self.timeouts.statement_s)
+        started = time.perf_counter()
         try:
             async with deadline, self.engine.begin() as conn:
                 yield conn
@@ -46,6 +50,9 @@ class Store:
             raise Unavailable(
                 f"the database did not answer within {self.timeouts.statement_s:g}s"
             ) from exc
+        finally:
+            if self.on_tx is not None:
+                self.on_tx(time.perf_counter() - started)
 
     async def probe(self, now: datetime) -> None:
         """A real write, committed: reachable is not enough when the disk is full."""

@@ -51,13 +51,21 @@ async def page(
     worker_id: str | None = None,
     limit: int = 100,
     before: tuple[datetime, str] | None = None,
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Sequence[RowMapping]:
-    """Newest first; ``before`` is the (created_at, id) of the last row of the previous page."""
+    """Newest first; ``before`` is the (created_at, id) of the last row of the previous page.
+    ``name``: a part of the job's name; ``labels``: what it asked of its worker's labels."""
     q = select(jobs).where(jobs.c.tenant_id == tenant_id)
     if states:
         q = q.where(jobs.c.state.in_(list(states)))
     if worker_id:
         q = q.where(jobs.c.worker_id == worker_id)
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = q.where(jobs.c.name.like(f"%{escaped}%", escape="\\"))
+    for key, value in (labels or {}).items():
+        q = q.where(jobs.c.worker_labels[key].as_string() == value)
     if before:
         at, jid = before
         q = q.where(or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < jid)))
@@ -285,7 +293,8 @@ async def insert_attempts(conn: AsyncConnection, rows: Sequence[Mapping[str, Any
 # What a report's decision reads of its job and attempt (JobSnap, AttemptSnap), and no more:
 # the job's JSON columns are what cost most to read.
 _REPORTED = (jobs.c.id, jobs.c.tenant_id, jobs.c.state, jobs.c.attempt, jobs.c.worker_id,
-             jobs.c.max_retries, jobs.c.gpus, jobs.c.gang_id, jobs.c.preemptions)  # fmt: skip
+             jobs.c.max_retries, jobs.c.gpus, jobs.c.gang_id, jobs.c.preemptions,
+             jobs.c.created_at, jobs.c.started_at)  # fmt: skip
 _ATTEMPT = (attempts.c.worker_id.label("att_worker_id"), attempts.c.outcome,
             attempts.c.assigned_at, attempts.c.reported_ns, attempts.c.number,
             attempts.c.finished_at.label("att_finished_at"))  # fmt: skip

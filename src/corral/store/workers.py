@@ -94,9 +94,17 @@ async def use_registration(conn: AsyncConnection, reg_id: str, now: datetime) ->
     return bool((await conn.execute(q)).rowcount == 1)
 
 
-async def all_of(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:
-    q = select(workers).where(workers.c.tenant_id == tenant_id).order_by(workers.c.created_at)
+async def all_of(
+    conn: AsyncConnection, tenant_id: str, *, limit: int | None = None, offset: int = 0
+) -> Sequence[RowMapping]:
+    q = (select(workers).where(workers.c.tenant_id == tenant_id)
+         .order_by(workers.c.created_at, workers.c.id).limit(limit).offset(offset))  # fmt: skip
     return (await conn.execute(q)).mappings().all()
+
+
+async def count_of(conn: AsyncConnection, tenant_id: str) -> int:
+    q = select(func.count()).select_from(workers).where(workers.c.tenant_id == tenant_id)
+    return int((await conn.execute(q)).scalar_one())
 
 
 async def locked_of(conn: AsyncConnection, tenant_id: str) -> Sequence[RowMapping]:

@@ -24,6 +24,7 @@ from corral.protocol import (
     ReportAck,
     ReportBatch,
     ReportBatchAck,
+    WorkerPause,
     signing,
 )
 from corral.server import enrolment, fleet, jobs
@@ -142,7 +143,10 @@ async def stream(
 
 @router.post("/heartbeat", response_model=HeartbeatResponse)
 async def heartbeat(request: Request, worker: Worker, body: HeartbeatRequest) -> HeartbeatResponse:
-    return await fleet.heartbeat(request.app.state.core, worker, body)
+    core = request.app.state.core
+    answer = await fleet.heartbeat(core, worker, body)
+    core.telemetry.heartbeats.inc()
+    return answer
 
 
 @router.post(
@@ -167,6 +171,12 @@ async def reports(request: Request, worker: Worker, body: ReportBatch) -> Report
 async def logs(request: Request, worker: Worker, job_id: str, body: LogBatch) -> Response:
     await jobs.append_logs(request.app.state.core, worker, job_id, body)
     return Response(status_code=204)
+
+
+@router.post("/pause", response_model=WorkerPause)
+async def pause(request: Request, worker: Worker, body: WorkerPause) -> WorkerPause:
+    """The worker stops (or lets again) new work come to it; what it runs goes on."""
+    return await fleet.pause_self(request.app.state.core, worker, body.paused)
 
 
 @router.post("/disconnect", status_code=204)
