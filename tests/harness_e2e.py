@@ -161,7 +161,9 @@ class Fleet:
         if labels:
             argv += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
         creds = {"CORRAL_WORKER__TOKEN": token} if token else {}
-        proc = Proc(argv, self.root / f"worker-{name}.log", self._env({**creds, **env}))
+        # No /metrics unless a test asks (CORRAL_WORKER__METRICS_PORT): many workers, one host.
+        quiet = {"CORRAL_WORKER__METRICS_PORT": "0"}
+        proc = Proc(argv, self.root / f"worker-{name}.log", self._env({**quiet, **creds, **env}))
         proc.token = token  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc

@@ -197,7 +197,8 @@ async def coordinator() -> AsyncIterator[tuple[FakeCoordinator, str]]:
 def make_agent(url: str, tmp_path: Path, *, token: str = TOKEN, gpus: int = 0, **kw: Any) -> Agent:
     settings = WorkerSettings(orchestrator_url=url, worker_token=token, name="w-test",
                               data_dir=tmp_path / "data", kill_grace_s=0.5,
-                              heartbeat_interval_s=0.2, labels={"zone": "test"}, **kw)  # fmt: skip
+                              heartbeat_interval_s=0.2, labels={"zone": "test"},
+                              **{"metrics_port": 0, **kw})  # fmt: skip
     transport = Transport(url, headers={"X-Worker-Token": token}, timeout_s=5,
                           attempts=2, retry_timeout_s=1)  # fmt: skip
     machine = Hardware(

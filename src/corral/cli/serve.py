@@ -420,6 +420,51 @@ def worker(
             " Workers on one host never share a uid; one that finds too few free exits 2.",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        _opt(
+            "--metrics-port",
+            "CORRAL_WORKER__METRICS_PORT",
+            "Serve Prometheus /metrics and /health on this port (default: 2112; 0: off).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        _opt(
+            "--metrics-host",
+            "CORRAL_WORKER__METRICS_HOST",
+            "Address /metrics listens on (default: 127.0.0.1; 0.0.0.0 for a Prometheus elsewhere).",
+        ),
+    ] = None,
+    ui: Annotated[
+        bool | None,
+        _opt(
+            "--ui/--no-ui",
+            "CORRAL_WORKER__UI",
+            "Serve the worker's own page: its status, its log, its running jobs, Pause and"
+            " Resume (default: off).",
+        ),
+    ] = None,
+    ui_host: Annotated[
+        str | None,
+        _opt(
+            "--ui-host",
+            "CORRAL_WORKER__UI_HOST",
+            "Address the page listens on (default: 127.0.0.1: this machine only).",
+        ),
+    ] = None,
+    ui_port: Annotated[
+        int | None,
+        _opt(
+            "--ui-port",
+            "CORRAL_WORKER__UI_PORT",
+            "The page's port (default: 5000; 0: a free one, logged).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
     recover: Annotated[
         bool,
         typer.Option(

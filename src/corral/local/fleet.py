@@ -148,6 +148,8 @@ class LocalFleet:
         # the whole data directory (the database, admin.key, the other workers' journals).
         env.setdefault("CORRAL_WORKER__SANDBOX", "auto")
         env.setdefault("CORRAL_WORKER__SANDBOX_HIDE", str(self.data_dir))
+        # Several workers on one host cannot share the default /metrics port: none, unless asked.
+        env.setdefault("CORRAL_WORKER__METRICS_PORT", "0")
         # `python` in a job means this interpreter (and its packages), activated or not.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         worker.proc = await spawn(

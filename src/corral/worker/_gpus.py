@@ -10,13 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from corral.protocol import GpuInfo
 
-__all__ = ["ROCM_SMI_TIMEOUT_S", "gpu_usage"]
+__all__ = ["ROCM_SMI_TIMEOUT_S", "GpuReading", "gpu_readings", "gpu_usage"]
 
 log = structlog.get_logger("corral.worker.hardware")
 
@@ -88,6 +89,52 @@ def gpu_usage(indices: list[int]) -> list[float] | None:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One NVIDIA GPU now; None where the driver does not report that figure."""
+
+    index: int
+    utilization_percent: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+
+
+def gpu_readings(indices: list[int]) -> list[GpuReading] | None:
+    """Utilisation and memory of these NVIDIA GPUs now (the worker's /metrics), or None
+    when NVML does not answer. Blocking: call it off the event loop."""
+    if not indices:
+        return []
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        found = []
+        for index in indices:
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            except Exception as exc:
+                log.debug("nvml.gpu_unreadable", index=index, error=_reason(exc))
+                continue
+            rates = _ask(pynvml, "nvmlDeviceGetUtilizationRates", handle)
+            memory = _ask(pynvml, "nvmlDeviceGetMemoryInfo", handle)
+            util = _float(getattr(rates, "gpu", None))
+            used, total = (getattr(memory, k, None) for k in ("used", "total"))
+            found.append(GpuReading(index, util, _bytes(used), _bytes(total)))
+        return found
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _bytes(value: object) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _amd() -> tuple[list[GpuInfo], str]:

@@ -34,7 +34,7 @@ from corral.protocol import (
     WorkerDrain,
 )
 from corral.protocol.transport import Transport, insecure
-from corral.worker import _join, guard, hardware, identity
+from corral.worker import _join, _serving, guard, hardware, identity
 from corral.worker._retry import Backoff, Verdict, retrying, verdict
 from corral.worker.attempts import LOG_FLUSH_TIMEOUT_S, AttemptContext, RunningAttempt, bug
 from corral.worker.client import TokenRefused, WorkerClient
@@ -42,6 +42,7 @@ from corral.worker.config import WorkerSettings
 from corral.worker.heartbeat import Heartbeat
 from corral.worker.isolation import Users, UsersUnavailable, open_path
 from corral.worker.journal import AttemptRecord, Journal, JournalBusy
+from corral.worker.monitor import LocalView, Monitor, RunningView, bare_url
 from corral.worker.outbox import Outbox
 from corral.worker.process import StopReason
 from corral.worker.results_db import ResultsDb
@@ -121,6 +122,8 @@ class Agent:
         self._pruning: asyncio.Task[int] | None = None
         self._declining: set[asyncio.Task[None]] = set()
         self._stream_base: str | None = None  # the coordinator its open stream is on
+        self.paused = False  # as the coordinator answered its last pause (its page)
+        self.monitor = Monitor(self.view)  # its /metrics and /health (--metrics-port)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -218,11 +221,28 @@ class Agent:
             sandbox=sandbox,
             accelerator=self.machine.accelerator,
             results_db=ResultsDb(self.settings.db_path) if self.settings.db_path else None,
+            on_output=self.monitor.output,
         )
+        opened = _serving.open_servers(self.settings, self.monitor, view=self.view,
+                                       pause=self.set_paused, log=self.log)  # fmt: skip
+        if isinstance(opened, str):
+            self.log.error("worker.cannot_listen", error=opened)
+            self.journal.close()
+            await self.client.aclose()
+            return EXIT_CONFIG
+        servers, tail = opened
         installed = self._install_signals()
         try:
+            if tail is not None:
+                tail.attach()
+            for server in servers:
+                server.start()
             await self._main()
         finally:
+            for server in servers:  # after the shutdown: its page says "stopping" until then
+                await server.stop()
+            if tail is not None:
+                tail.detach()
             for sig in installed:
                 asyncio.get_running_loop().remove_signal_handler(sig)
             await self.ctx.close()
@@ -230,6 +250,44 @@ class Agent:
             self.journal.close()
         self.log.info("worker.exit", code=self._exit_code)
         return self._exit_code
+
+    def view(self) -> LocalView:
+        """What it knows of itself now: for its /health, /metrics and page."""
+        hb: Heartbeat | None = getattr(self, "heartbeat", None)
+        constrained = hb.constrained if hb is not None else None
+        connected = self._registered.is_set() and self._stream_base is not None
+        running = [RunningView(ra.job_id, ra.attempt, ra.assign.name if ra.assign else None,
+                               ra.process.started_at if ra.process else None,
+                               ra.process.pid if ra.process else None)
+                   for ra in self.running.values() if ra.task is not None]  # fmt: skip
+        if self._exit.is_set():
+            status = "stopping"
+        elif not connected:
+            status = "connecting"
+        elif self._draining:
+            status = WorkerStatus.DRAINING.value
+        elif self.paused:
+            status = WorkerStatus.PAUSED.value
+        elif constrained is not None:
+            status = WorkerStatus.CONSTRAINED.value
+        else:
+            status = (WorkerStatus.BUSY if running else WorkerStatus.IDLE).value
+        held = self.signer.held if self.signer is not None else None
+        return LocalView(
+            name=self.settings.worker_name, worker_id=self.worker_id, status=status,
+            connected=connected, coordinator_url=bare_url(self.client.transport.current),
+            running=running, last_heartbeat=hb.answered_at if hb is not None else None,
+            paused=self.paused, constrained=constrained,
+            certificate_expires_at=held.expires_at if held is not None else None,
+            gpus=[g.index for g in self.machine.gpus] if self.machine.accelerator == "cuda" else [],
+        )  # fmt: skip
+
+    async def set_paused(self, paused: bool) -> bool:
+        """Its page's Pause / Resume: the coordinator sends it no new work (or again)."""
+        answer = await self.client.pause(paused)
+        self.paused = answer.paused
+        self.log.info("worker.paused" if self.paused else "worker.resumed", by="its page")
+        return self.paused
 
     def request_stop(self) -> None:
         """What SIGTERM does: take nothing more, stop what runs, report, disconnect, exit 0."""
@@ -591,6 +649,8 @@ class Agent:
 
     def _ended(self, ra: RunningAttempt) -> None:
         self.running.pop(ra.key, None)
+        self.monitor.ended(ra.ended_as,
+                           time.time() - ra.process.started_at if ra.process else None)  # fmt: skip
         if ra.gpus:
             self.pool.give_back(ra.gpus)
         self._start_waiting()
@@ -627,6 +687,8 @@ class Agent:
             ra = self.running.get((ref.job_id, ref.attempt))
             if ra is not None:
                 self._stop(ra, StopReason.STALE)
+        if resp.status is WorkerStatus.PAUSED:
+            self.paused = True  # a coordinator that says so (today's says its stored status)
         if resp.status is WorkerStatus.DRAINING:
             self._drain()  # in case the drain event was missed
         elif resp.status is WorkerStatus.OFFLINE:

@@ -121,6 +121,7 @@ class AttemptContext:
     _tmp_made: bool = False
     _envs: Envs | None = None  # Python environments of jobs' requirements, built once
     results_db: ResultsDb | None = None  # --db-path: a local DuckDB table of its results
+    on_output: Callable[[bytes], None] | None = None  # each batch of a job's output, once
 
     def packages(self) -> Packages:
         if self._packages is None:
@@ -211,6 +212,9 @@ class RunningAttempt:
         self.files: AttemptFiles | None = None  # its .corral, by descriptor
         self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[None] | None = None
+        # How it ended, for the worker's metrics: an outcome, "declined", "stopped" (the
+        # coordinator moved on, or the worker stops) or "lost" (said nothing of).
+        self.ended_as = "lost"
         self._constraining: asyncio.Future[None] | None = None
         self.log = (ctx.logger or log).bind(job_id=job_id, attempt=attempt)
 
@@ -296,6 +300,7 @@ class RunningAttempt:
             offset=rec.log_offset if rec else 0,
             resend_end=rec.log_end if rec else 0,
             on_batch=self._note_log_position,
+            on_data=self.ctx.on_output,
             interval_s=self.ctx.log_interval_s,
         )
         # An adopted attempt reported running long ago.
@@ -585,6 +590,7 @@ class RunningAttempt:
     async def decline(self, why: str) -> None:
         """Say at once that this worker cannot run it, so it runs elsewhere now; it takes no
         new work until its disk has room again."""
+        self.ended_as = "declined"
         self.log.error("attempt.declined", reason=why)
         if self.ctx.on_constrained is not None:
             # First, so that the coordinator does not hand the job straight back to us.
@@ -638,6 +644,7 @@ class RunningAttempt:
             # Stale: the coordinator has moved on. Shutdown: the job is lost with this worker
             # and retried elsewhere; calling it "cancelled" would end the job for good.
             self.ctx.journal.forget(self.job_id, self.attempt)
+            self.ended_as = "stopped"
             self.log.info("attempt.dropped", reason=str(outcome.stopped))
             return
         if outcome.outcome is None:
@@ -651,6 +658,7 @@ class RunningAttempt:
         if status is AttemptOutcome.FAILED and (full := low_space(self.ctx.settings.work_dir)):
             # Its output had nowhere to go: not the job's failure, so it runs again elsewhere.
             status, error = "declined", f"{full} as it ran; {error}"
+        self.ended_as = str(status)
         report = AttemptReport(
             sent_ns=time.time_ns(),
             attempt=self.attempt,

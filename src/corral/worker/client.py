@@ -32,6 +32,7 @@ from corral.protocol import (
     ReportBatchAck,
     ReportOutcome,
     WorkerDrain,
+    WorkerPause,
     WorkerReport,
     blobs,
 )
@@ -167,6 +168,15 @@ class WorkerClient:
         params = {"attempt": attempt, "name": name}
         data = await blobs.upload(self.transport, "PUT", path, file, params=params)
         return _parse(ArtifactView, data)
+
+    async def pause(self, paused: bool) -> WorkerPause:
+        """No new work for this worker (``paused=False``: again); what it runs goes on. The
+        same request twice says the same, so a retry is safe."""
+        data = await self.transport.json(
+            "POST", "/api/workers/pause", json=WorkerPause(paused=paused).model_dump(mode="json"),
+            idempotent=True,
+        )  # fmt: skip
+        return _parse(WorkerPause, data)
 
     async def disconnect(self) -> None:
         await self.transport.request("POST", "/api/workers/disconnect", idempotent=False)

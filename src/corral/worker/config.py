@@ -195,6 +195,19 @@ class WorkerSettings(Section):
     ssl_no_verify: bool = Field(
         default=False, description="do not check the coordinator's certificate (development)"
     )
+    metrics_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="where /metrics and /health listen (0.0.0.0: every address)",
+    )  # fmt: skip
+    metrics_port: int = Field(
+        default=2112, ge=0, le=65535, description="the port of /metrics and /health; 0: none"
+    )
+    ui: bool = Field(default=False, description="serve the worker's own page (status, pause)")
+    ui_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="where the page listens: loopback unless told otherwise",
+    )  # fmt: skip
+    ui_port: int = Field(default=5000, ge=0, le=65535, description="the page's port; 0: a free one")
 
     @field_validator("orchestrator_url")
     @classmethod

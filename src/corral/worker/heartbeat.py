@@ -50,6 +50,7 @@ class Heartbeat:
         self.log = log
         self.disk: str | None = None  # why its disk takes no new work (it is full)
         self.limit: str | None = None  # a resource limit passed, or its cooldown (guard)
+        self.answered_at: float | None = None  # when the coordinator last answered a beat
 
     @property
     def constrained(self) -> str | None:
@@ -121,4 +122,5 @@ class Heartbeat:
             event = "heartbeat.failed" if why is Verdict.RETRY else "heartbeat.refused"
             self.log.warning(event, error=str(exc))
             return
+        self.answered_at = time.time()
         self.on_answer(resp)

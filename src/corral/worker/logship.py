@@ -46,6 +46,7 @@ class LogShipper:
         offset: int = 0,
         resend_end: int = 0,
         on_batch: Callable[[int, int, int], None] | None = None,
+        on_data: Callable[[bytes], None] | None = None,
         interval_s: float = 0.5,
         max_bytes: int = 64 * 1024,
         backoff_max_s: float = 10.0,
@@ -61,6 +62,7 @@ class LogShipper:
         self._resend_end = resend_end if resend_end > offset else 0
         self._send = send
         self._on_batch = on_batch
+        self._on_data = on_data  # what each batch holds, seen once (the worker's metrics)
         self.interval_s = interval_s
         self.max_bytes = max_bytes
         self.backoff_max_s = backoff_max_s
@@ -117,6 +119,8 @@ class LogShipper:
         end = self.offset + len(data)
         if self._on_batch is not None:
             self._on_batch(self.seq, self.offset, end)
+        if self._on_data is not None:
+            self._on_data(data)
         batch = LogBatch(attempt=self.attempt, seq=self.seq, data=data.decode("utf-8", "replace"))
         try:
             async for attempt in retrying(
