@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import browser  # noqa: F401 - the fixture, for the dashboard's and worker page's tests
 from harness import fresh_database
 from harness_e2e import Fleet
 

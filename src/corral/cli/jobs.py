@@ -1,4 +1,4 @@
-"""``corral submit`` and ``corral jobs ls|show|logs|events|cancel``."""
+"""``corral submit`` and ``corral jobs ls|show|logs|events|cancel|retry``."""
 
 from __future__ import annotations
 
@@ -249,16 +249,28 @@ def ls(
         JobState | None, typer.Option(help="Only jobs in this state.", show_default=False)
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
+    name: Annotated[
+        str | None, typer.Option(help="Only jobs whose name holds this.", show_default=False)
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only jobs that ask for this worker label, KEY=VALUE; repeat.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Json = False,
     url: Url = None,
     api_key: ApiKey = None,
 ) -> None:
     """List jobs, newest first."""
+    labels = _parse.pairs(label or [], flag="--label")
 
     async def go() -> None:
         async with connect(url, api_key) as client:
             # One more than shown, to know whether to say there are more.
-            jobs = [j async for j in client.jobs(state=state, limit=limit + 1)]
+            jobs = [j async for j in client.jobs(state=state, limit=limit + 1, name=name,
+                                                 labels=labels)]  # fmt: skip
         more, jobs = len(jobs) > limit, jobs[:limit]
         if as_json:
             _output.print_json(JobList(jobs=jobs))
@@ -526,6 +538,25 @@ async def worker_names(client: AsyncClient) -> dict[str, str]:
         return {w.id: w.name for w in await client.workers()}
     except (PermissionDenied, Unauthenticated):
         return {}
+
+
+@app.command("retry")
+def retry(
+    job_ids: Annotated[list[str], typer.Argument(help="Ids of ended jobs.")],
+    url: Url = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Run ended jobs again: each a new job with the same request (its history names the
+    job it retries)."""
+
+    async def go() -> None:
+        async with connect(url, api_key) as client:
+            for job_id in job_ids:
+                job = await client.retry(job_id)
+                _output.out.print(_output.line(job_id, " → ", job.id, "  ",
+                                               _output.state(job.state)))  # fmt: skip
+
+    run(go())
 
 
 @app.command("cancel")

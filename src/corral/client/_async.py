@@ -272,11 +272,13 @@ class AsyncClient(AccountCalls, ArtifactCalls):
 
     async def jobs(
         self, state: str | Iterable[str] | None = None, limit: int | None = None, *,
-        final_metrics: bool = False,
+        final_metrics: bool = False, name: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> AsyncIterator[JobView]:  # fmt: skip
         """Jobs newest first, in any of the states ``state`` names, across every page;
         ``limit`` caps how many in all; ``final_metrics``: each with its metrics' last
-        values."""
+        values; ``name``: a part of their name; ``labels``: what they ask of their worker's
+        labels (``{"pool": "a100"}``)."""
         states = [state] if isinstance(state, str) else list(state or [])
         if limit is not None and limit < 0:
             raise InvalidInput("limit: must be 0 or more", field="limit")
@@ -287,6 +289,9 @@ class AsyncClient(AccountCalls, ArtifactCalls):
             params.append(("limit", PAGE_SIZE if left is None else min(left, PAGE_SIZE)))
             if final_metrics:
                 params.append(("final_metrics", "true"))
+            if name:
+                params.append(("name", name))
+            params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
             if cursor:
                 params.append(("cursor", cursor))
             page = await self._get(JobList, "/api/jobs", params=params)
@@ -346,6 +351,11 @@ class AsyncClient(AccountCalls, ArtifactCalls):
     async def cancel(self, job_id: str) -> JobView:
         """Cancel: a queued job ends at once, a running one is stopped on its worker."""
         body = await self._t.json("POST", f"/api/jobs/{job_id}/cancel", idempotent=True)
+        return JobView.model_validate(body)
+
+    async def retry(self, job_id: str) -> JobView:
+        """A new job with an ended job's request (a gang's: the whole gang)."""
+        body = await self._t.json("POST", f"/api/jobs/{job_id}/retry", idempotent=False)
         return JobView.model_validate(body)
 
     async def result(self, job_id: str) -> dict[str, Any]:

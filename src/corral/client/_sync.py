@@ -155,6 +155,7 @@ class Client:
     logs = _iterating(AsyncClient.logs)
     events = _iterating(AsyncClient.events)
     cancel = _blocking(AsyncClient.cancel)
+    retry = _blocking(AsyncClient.retry)
     result = _blocking(AsyncClient.result)
     workers = _blocking(AsyncClient.workers)
     worker = _blocking(AsyncClient.worker)

@@ -60,10 +60,15 @@ def _message(error: str | None) -> str | None:
 # ---- jobs -------------------------------------------------------------------------------
 
 
-def submit(values: Mapping[str, Any], *, actor: str | None) -> list[Change]:
-    """A new job, queued. ``values`` holds every stored field of it."""
+def submit(
+    values: Mapping[str, Any], *, actor: str | None, retry_of: str | None = None
+) -> list[Change]:
+    """A new job, queued. ``values`` holds every stored field of it; ``retry_of``: the ended
+    job whose request it repeats."""
+    why = (Why(actor=actor, message=f"a retry of {retry_of}", detail={"retry_of": retry_of})
+           if retry_of else Why(actor=actor))  # fmt: skip
     return [InsertJob(values={**values, "state": JobState.QUEUED.value, "attempt": 0},
-                      why=Why(actor=actor))]  # fmt: skip
+                      why=why)]  # fmt: skip
 
 
 def assign(

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from corral import __version__
 from corral.config.private import private_dir, private_file
 from corral.model import CorralError, Permission
-from corral.server import errors, params, reaper
+from corral.server import dashboard, errors, params, reaper
 from corral.server.api import accounts, admin, artifacts, jobs, workers
 from corral.server.auth import ensure_operator_key, scraper
 from corral.server.cause import CauseMiddleware
@@ -107,6 +107,7 @@ def create_app(
     app.include_router(artifacts.blobs)
     app.include_router(artifacts.jobs)
     app.include_router(artifacts.workers)
+    dashboard.install(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -126,6 +126,10 @@ class ServerSettings(Section):
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="made a valid admin key on every start"
     )
+    dashboard_session_s: int = Field(
+        default=8 * 3600, ge=300, le=24 * 3600,
+        description="how long a dashboard login lasts (its session token's life)",
+    )  # fmt: skip
     metrics_token: SecretStr | None = Field(
         default=None,
         description="a bearer token that may read GET /metrics (else an operator's key)",

@@ -17,7 +17,9 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.model import (
     ACTIVE_JOB_STATES,
+    TERMINAL_JOB_STATES,
     AttemptOutcome,
+    Conflict,
     CorralError,
     IdempotencyKeyReused,
     IllegalTransition,
@@ -296,9 +298,21 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidInput("cursor is not one this server gave out", field="cursor") from exc
 
 
+def label_filter(pairs: list[str]) -> dict[str, str]:
+    """``key=value`` filters of a listing, checked."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not 0 < len(key) <= 100 or len(value) > 200:
+            raise InvalidInput(f"label filter {pair[:120]!r} is not key=value", field="label")
+        out[key] = value
+    return out
+
+
 async def page(
     core: Core, tenant_id: str, *, states: list[str], worker_id: str | None, limit: int,
-    cursor: str | None, final_metrics: bool = False,
+    cursor: str | None, final_metrics: bool = False, name: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> JobList:  # fmt: skip
     for s in states:
         if s not in JobState.__members__.values():
@@ -306,13 +320,44 @@ async def page(
     before = _parse_cursor(cursor) if cursor else None
     async with core.tx() as t:
         rows = await jobs_q.page(t.conn, tenant_id, states=states, worker_id=worker_id,
-                                 limit=limit, before=before)  # fmt: skip
+                                 limit=limit, before=before, name=name,
+                                 labels=labels)  # fmt: skip
         last = await metrics_q.last_of(t.conn, tenant_id, [r["id"] for r in rows]) if (
             final_metrics) else {}  # fmt: skip
     items = [view(r) for r in rows]
     if final_metrics:
         items = [j.model_copy(update={"final_metrics": last.get(j.id, {})}) for j in items]
     return JobList(jobs=items, next_cursor=_cursor(items[-1]) if len(items) == limit else None)
+
+
+def request_of(row: RowMapping) -> JobSubmit:
+    """The request a stored job was made from (what a retry submits again)."""
+    fields = {k: row[k] for k in ("name", "kind", "env", "worker_labels", "gpus", "cpus",
+              "memory_gb", "nodes", "preemptible", "priority", "max_retries", "timeout_s",
+              "workdir", "requirements", "params", "outputs", "call")}  # fmt: skip
+    return JobSubmit.model_validate(
+        {**fields, **(row["requires"] or {}), "command": row["command"] or None}
+    )
+
+
+async def retry(core: Core, who: Identity, job_id: str) -> JobView:
+    """Submit an ended job's request again, as a new job (an ended job stays ended: its
+    result, if any, was accepted once)."""
+    async with core.tx() as t:
+        row = await _get(t, who.tenant_id, job_id)
+        if row["gang_id"] is not None and row["gang_id"] != row["id"]:
+            row = await _get(t, who.tenant_id, row["gang_id"])  # the gang, through rank 0
+    if JobState(row["state"]) not in TERMINAL_JOB_STATES:
+        raise Conflict(f"job {row['id']} is {row['state']}: only an ended job is retried")
+    body = request_of(row)
+    new_id_ = new_id("job")
+    async with core.tx(who.key_id) as t:
+        rows = members(stored(body, new_id_, who.tenant_id, None, request_hash(body), t.now))
+        await t.apply([c for v in rows for c in decide.submit(v, actor=who.key_id,
+                                                             retry_of=row["id"])])  # fmt: skip
+        values = rows[0]
+        return view({**_UNSET, **values, "state": JobState.QUEUED, "attempt": 0,
+                     "preemptions": 0})  # fmt: skip
 
 
 async def cancel(core: Core, who: Identity, job_id: str) -> JobView:

@@ -27,7 +27,7 @@ Attempt = Annotated[int, Query(ge=1, le=2**31 - 1, description="the attempt this
 _OCTETS: dict[str, Any] = {"content": {"application/octet-stream": {}}}
 
 
-def _stream(d: Download, filename: str | None = None) -> StreamingResponse:
+def download_response(d: Download, filename: str | None = None) -> StreamingResponse:
     headers = {"Content-Length": str(d.size), "X-Content-SHA256": d.digest}
     if d.artifact is not None:
         # ASCII (a header is Latin-1): a name of any script survives as \u escapes.
@@ -83,14 +83,15 @@ async def download(
 ) -> Response:
     d = await artifacts.download(request.app.state.core, who, job_id, artifact_id)
     assert d.artifact is not None
-    return _stream(d, d.artifact.name)
+    return download_response(d, d.artifact.name)
 
 
 @workers.get("/{job_id}/workdir", response_class=StreamingResponse,
              responses={200: _OCTETS, 409: {"description": "stale attempt"}})  # fmt: skip
 async def workdir(request: Request, worker: Worker, job_id: str, attempt: Attempt) -> Response:
     """The job's packed working directory, for an attempt this worker holds."""
-    return _stream(await artifacts.workdir(request.app.state.core, worker, job_id, attempt))
+    found = await artifacts.workdir(request.app.state.core, worker, job_id, attempt)
+    return download_response(found)
 
 
 @workers.get(
@@ -102,7 +103,7 @@ async def checkpoint(request: Request, worker: Worker, job_id: str, attempt: Att
     """The job's newest checkpoint (of any attempt) for this attempt to resume from; its
     record in ``X-Corral-Artifact``."""
     found = await artifacts.latest_checkpoint(request.app.state.core, worker, job_id, attempt)
-    return Response(status_code=204) if found is None else _stream(found)
+    return Response(status_code=204) if found is None else download_response(found)
 
 
 @workers.put("/{job_id}/checkpoints/{digest}", response_model=ArtifactView, status_code=201,

@@ -24,7 +24,7 @@ from corral.protocol import (
     WaitResult,
 )
 from corral.server import batch, history, jobs
-from corral.server.auth import JobsRead, JobsSubmit
+from corral.server.auth import Identity, JobsRead, JobsSubmit
 from corral.server.hub import wait
 
 queue = APIRouter(prefix="/api/queue", tags=["jobs"])
@@ -87,10 +87,23 @@ async def list_jobs(
     final_metrics: Annotated[
         bool, Query(description="each job with its metrics' last values")
     ] = False,
+    name: Annotated[str | None, Query(max_length=200, description="a part of its name")] = None,
+    label: Annotated[
+        list[str],
+        Query(max_length=16, description="key=value its worker labels ask for; repeat"),
+    ] = [],  # noqa: B006
 ) -> JobList:
     return await jobs.page(request.app.state.core, who.tenant_id, states=state,
                            worker_id=worker_id, limit=limit, cursor=cursor,
-                           final_metrics=final_metrics)  # fmt: skip
+                           final_metrics=final_metrics, name=name,
+                           labels=jobs.label_filter(label))  # fmt: skip
+
+
+@router.post("/{job_id}/retry", response_model=JobView, status_code=201)
+async def retry_job(request: Request, who: JobsSubmit, job_id: str) -> JobView:
+    """A new job with the ended job's request (a gang's: the whole gang); its history says
+    which job it retries."""
+    return await jobs.retry(request.app.state.core, who, job_id)
 
 
 @router.get("/{job_id}", response_model=JobView)
@@ -158,10 +171,15 @@ async def job_logs(
     if not follow:
         # Streamed a page at a time: a long log never sits whole in the coordinator's memory.
         return StreamingResponse(_text(core, who.tenant_id, job_id), media_type="text/plain")
+    return follow_logs(core, who, job_id, last_event_id)
+
+
+def follow_logs(core: Any, who: Identity, job_id: str, after: int) -> EventSourceResponse:
+    """The job's output from ``after`` on, as SSE, holding one of the key's follow places
+    while it streams (the API's ``follow=true``, the dashboard's log pane)."""
     core.follows.take(who.key_id)
-    return EventSourceResponse(
-        core.follows.held(who.key_id, _follow(core, who.tenant_id, job_id, last_event_id))
-    )
+    return EventSourceResponse(core.follows.held(who.key_id, _follow(core, who.tenant_id,
+                                                                     job_id, after)))  # fmt: skip
 
 
 def _cut_before(page: jobs.LogPage, after: int, chunk_id: int) -> bool:
