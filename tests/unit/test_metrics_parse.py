@@ -1,4 +1,5 @@
-"""The coordinator reads what corral.sdk.report printed: the two sides of one line format."""
+"""The coordinator and the worker read what corral.sdk.report printed: the two sides of one
+line format."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 import math
 
 from corral import sdk
-from corral.server import metrics
+from corral.protocol import metric_lines as metrics
 
 
 def _printed(**kw: object) -> str:

@@ -350,6 +350,7 @@ async def retry(core: Core, who: Identity, job_id: str) -> JobView:
     if JobState(row["state"]) not in TERMINAL_JOB_STATES:
         raise Conflict(f"job {row['id']} is {row['state']}: only an ended job is retried")
     body = request_of(row)
+    await have_workdirs(core, who.tenant_id, [body])
     new_id_ = new_id("job")
     async with core.tx(who.key_id) as t:
         rows = members(stored(body, new_id_, who.tenant_id, None, request_hash(body), t.now))

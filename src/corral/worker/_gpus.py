@@ -67,28 +67,13 @@ def _nvidia() -> tuple[list[GpuInfo], str]:
 
 
 def gpu_usage(indices: list[int]) -> list[float] | None:
-    """Utilisation percent of these NVIDIA GPUs now, or None when NVML does not answer."""
-    if not indices:
-        return []
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
+    """Utilisation percent of these NVIDIA GPUs now, or None when NVML does not answer for
+    each of them."""
+    readings = gpu_readings(indices)
+    if readings is None or len(readings) != len(indices):
         return None
-    try:
-        return [
-            float(pynvml.nvmlDeviceGetUtilizationRates(pynvml.nvmlDeviceGetHandleByIndex(i)).gpu)
-            for i in indices
-        ]
-    except Exception as exc:
-        log.debug("nvml.usage_failed", error=_reason(exc))
-        return None
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+    usage = [r.utilization_percent for r in readings]
+    return None if None in usage else [u for u in usage if u is not None]
 
 
 @dataclass(frozen=True)

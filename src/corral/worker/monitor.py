@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import socket
 import time
@@ -38,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from corral.sdk import METRIC_PREFIX
+from corral.protocol.metric_lines import METRIC_PREFIX, parse
 from corral.worker._gpus import gpu_readings
 from corral.worker.guard import CpuMeter
 
@@ -96,20 +95,10 @@ def last_loss(data: bytes) -> float | None:
     sent as null: a diverged loss), or None when it holds none. Cheap when it has no line."""
     if _PREFIX not in data:
         return None
-    found: float | None = None
-    for line in data.splitlines():
-        if not line.startswith(_PREFIX):
-            continue
-        try:
-            doc = json.loads(line[len(_PREFIX) :])
-        except ValueError:
-            continue
-        value = doc.get("loss", ...) if isinstance(doc, dict) else ...
-        if value is None:
-            found = math.nan
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            found = float(value)
-    return found
+    losses = [v for _, name, v in parse(data.decode("utf-8", "replace")) if name == "loss"]
+    if not losses:
+        return None
+    return math.nan if losses[-1] is None else losses[-1]
 
 
 @dataclass(frozen=True)
