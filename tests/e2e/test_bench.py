@@ -96,6 +96,16 @@ def test_chaos_bench_runs_and_loses_nothing(tmp_path):
     assert result["per_fault"] and sum(result["faults"].values()) > 0
 
 
+def test_dashboard_bench_runs(tmp_path):
+    out = tmp_path / "d.json"
+    r = _run(["bench/dashboard.py", "--workers", "3", "--jobs", "60", "--rounds", "2",
+              "--out", str(out)], 120)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pages = json.loads(out.read_text())["pages"]
+    assert {"/ui/jobs", "/ui/fleet", "/metrics"} <= set(pages)
+    assert all(p["bytes"] > 0 and p["p50_ms"] > 0 for p in pages.values())
+
+
 def test_logs_bench_runs(tmp_path):
     out = tmp_path / "l.json"
     r = _run(["bench/logs.py", "--log-mb", "2", "--readers", "1,2", "--out", str(out)], 120)
