@@ -217,6 +217,13 @@ def test_the_worker_page_pauses_and_resumes_its_worker_in_a_browser(
     page.locator("#status:has-text('idle'), #status:has-text('busy')").wait_for(timeout=15_000)
     fleet.wait_state(held["id"], {"succeeded"}, 30)
     assert not fleet.workers()["desk"]["paused"]
+    # Its admin's pause shows on its page too (its next heartbeat says so), and its resume.
+    wid = fleet.workers()["desk"]["id"]
+    with fleet.api() as api:
+        assert api.post(f"/api/admin/workers/{wid}/pause").status_code == 200
+        page.locator("#status:has-text('paused')").wait_for(timeout=15_000)
+        assert api.post(f"/api/admin/workers/{wid}/resume").status_code == 200
+        page.locator("#status:has-text('idle')").wait_for(timeout=15_000)
 
 
 def _answers(url: str) -> bool:

@@ -246,7 +246,10 @@ async def heartbeat(core: Core, w: WorkerIdentity, body: HeartbeatRequest) -> He
                                          listening_since=core.listening_since,
                                          sent_ns=body.sent_ns)  # fmt: skip
         await t.apply(changes)
-    return HeartbeatResponse(status=WorkerStatus(row["status"]),
+    status = WorkerStatus(row["status"])
+    if status is WorkerStatus.IDLE and row["paused_at"] is not None:
+        status = WorkerStatus.PAUSED  # its admin's pause, for the worker's own page to show
+    return HeartbeatResponse(status=status,
                              stop=[AttemptRef(job_id=j, attempt=a) for j, a in stop])  # fmt: skip
 
 

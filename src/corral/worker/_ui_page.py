@@ -27,7 +27,7 @@ PAGE = Template("""<!doctype html>
     <dt>Coordinator</dt><dd><span id="coordinator-url">$coordinator_url</span>
       (<span id="connection">$connection</span>)</dd>
     <dt>Certificate expires</dt><dd id="cert-expiry">$cert_expiry</dd>
-    <dt>Paused from this page</dt><dd id="paused">$paused</dd>
+    <dt>Paused</dt><dd id="paused">$paused</dd>
     <dt>Not taking work because</dt><dd id="constrained">$constrained</dd>
   </dl>
   <div class="controls">

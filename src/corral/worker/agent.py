@@ -122,7 +122,7 @@ class Agent:
         self._pruning: asyncio.Task[int] | None = None
         self._declining: set[asyncio.Task[None]] = set()
         self._stream_base: str | None = None  # the coordinator its open stream is on
-        self.paused = False  # as the coordinator answered its last pause (its page)
+        self.paused = False  # as the coordinator last said: its page's answer, a heartbeat's
         self.monitor = Monitor(self.view)  # its /metrics and /health (--metrics-port)
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -687,8 +687,9 @@ class Agent:
             ra = self.running.get((ref.job_id, ref.attempt))
             if ra is not None:
                 self._stop(ra, StopReason.STALE)
-        if resp.status is WorkerStatus.PAUSED:
-            self.paused = True  # a coordinator that says so (today's says its stored status)
+        # Paused by its admin or its page, as the coordinator has it (one that says only its
+        # stored status never says paused).
+        self.paused = resp.status is WorkerStatus.PAUSED
         if resp.status is WorkerStatus.DRAINING:
             self._drain()  # in case the drain event was missed
         elif resp.status is WorkerStatus.OFFLINE:
