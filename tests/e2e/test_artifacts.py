@@ -125,7 +125,11 @@ def test_a_job_killed_with_its_worker_resumes_elsewhere_from_its_checkpoint(flee
     # Its reported loss is a series per attempt: the last one's from where it resumed.
     loss = fleet.calls.metrics(job.id)["loss"]
     assert [p.step for p in loss if p.attempt == done["attempt"]] == list(range(resumed_at, 40))
-    assert [p.step for p in loss if p.attempt == 1][:resumed_at] == list(range(resumed_at))
+    # What attempt 1 said before it died reached the coordinator in order and without a gap;
+    # its last lines may have died with it (its output is shipped apart from its checkpoints,
+    # each every half second, and the kill can fall between the two).
+    first = [p.step for p in loss if p.attempt == 1]
+    assert first and first == list(range(len(first)))
     # As good as the uninterrupted run: the same weight, to the bit.
     by_hand_w = _final_w(by_hand.stdout)
     assert done["result"]["w"] == by_hand_w
