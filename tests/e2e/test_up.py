@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
-import time
 
 import httpx
 import psutil
@@ -48,15 +49,29 @@ def test_the_demo_survives_a_worker_killed_mid_sweep(tmp_path):
     proc, marker = _up(tmp_path, "--demo", "--epochs", "400")
     try:
 
+        def checkpointed(job_id: str) -> bool:
+            """The coordinator has stored a checkpoint of it: a kill now is one to resume."""
+            db = sqlite3.connect(f"file:{marker}/corral.db?mode=ro", uri=True, timeout=5)
+            try:
+                q = "SELECT count(*) FROM artifacts WHERE job_id = ? AND kind = 'checkpoint'"
+                return bool(db.execute(q, (job_id,)).fetchone()[0])
+            except sqlite3.Error:
+                return False
+            finally:
+                db.close()
+
         def training() -> psutil.Process | None:
-            for p in psutil.process_iter(["cmdline", "create_time", "cwd"]):
+            for p in psutil.process_iter(["cmdline", "cwd"]):
                 if "corral.examples.digits" not in (p.info["cmdline"] or []):
                     continue
-                if (p.info["cwd"] or "").startswith(marker):  # this demo's, by its directory
-                    return p if p.info["create_time"] < time.time() - 3 else None
+                cwd = p.info["cwd"] or ""
+                if cwd.startswith(marker):  # this demo's, by its directory (attempts/<job>-<n>)
+                    found = re.search(r"/attempts/([^/]+)-\d+(/|$)", cwd)
+                    if found and checkpointed(found[1]):
+                        return p
             return None
 
-        job = wait_until(training, 120, "a training run three seconds in")
+        job = wait_until(training, 120, "a training run with a stored checkpoint")
         # Its worker, and the run with it, die as their machine would.
         worker = next(a for a in job.parents() if "worker" in " ".join(a.cmdline()))
         worker.kill()
