@@ -45,6 +45,7 @@ def test_demo_trains_the_sweep_and_leaves_nothing_running(tmp_path):
     assert not _left_behind(marker)
 
 
+@pytest.mark.timeout(360)  # six runs of 400 epochs, one worker for most of it: ~2 min alone
 def test_the_demo_survives_a_worker_killed_mid_sweep(tmp_path):
     proc, marker = _up(tmp_path, "--demo", "--epochs", "400")
     try:
