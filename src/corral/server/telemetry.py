@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import (
@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral import __version__
 from corral.model import AttemptOutcome, JobState, WorkerStatus
 from corral.model.history import Kind
+from corral.store import as_utc
 from corral.store.census import Census
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -139,7 +140,7 @@ class _CensusCollector(Collector):
         for tenant, (n, at) in sorted(c.queued.items()):
             depth.add_metric([tenant], n)
             if at is not None and now is not None:
-                oldest.add_metric([tenant], max((now - _utc(at)).total_seconds(), 0.0))
+                oldest.add_metric([tenant], max((now - as_utc(at)).total_seconds(), 0.0))
         states = GaugeMetricFamily("corral_jobs_in_state", "Jobs in each state.",
                                    labels=["state"])  # fmt: skip
         for s in JobState:
@@ -153,10 +154,6 @@ class _CensusCollector(Collector):
         used = GaugeMetricFamily("corral_gpus_in_use", "GPUs held by active attempts.")
         used.add_metric([], c.gpus_in_use)
         return [depth, oldest, states, workers, total, used]
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class HttpTimer:
